@@ -1,0 +1,394 @@
+"""Agent facade: create/act/observe/reset/close, input conversion and call-order checks.
+
+No learning maths lives here: subclasses implement ``_act`` and ``_observe``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from forceexp.config import is_spec_file, load_spec_file
+from forceexp.errors import ConfigError, ProtocolError, message
+from forceexp.specs import Specs, check_array, parse_specs
+
+Tensors = dict[str, torch.Tensor]
+_MASK_SUFFIX = "_mask"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Map ``'auto'`` to CUDA when available (else CPU); validate ``'cpu'``/``'cuda[:i]'``."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(
+            message("device", device, "'cpu', 'cuda', 'cuda:<i>' or 'auto'")
+        ) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device: 'cuda' was requested but CUDA is not available; use 'cpu' or 'auto'"
+        )
+    return resolved
+
+
+def seed_everything(seed: int | None) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) random number generators."""
+    if seed is None:
+        return
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Agent:
+    """Base class of all agents; also the entry point ``Agent.create`` / ``Agent.load``.
+
+    Args:
+        states: State spec (one unnamed spec dict or a dict of named spec dicts).
+        actions: Action spec (same forms).
+        max_episode_timesteps: Episode length limit, if known (taken from the environment).
+        parallel_interactions: Number of parallel environment slots ``act``/``observe`` serve.
+        seed: Seeds Python, NumPy and torch; None leaves them alone.
+        device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        saver: Periodic checkpoint spec (a directory or a dict), or None.
+        summarizer: TensorBoard summary spec (a directory or a dict), or None.
+        recorder: Trace recording spec (a directory or a dict), or None.
+    """
+
+    #: registry name, set by ``AGENTS.register``
+    name: ClassVar[str] = "agent"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
+        """Capture the resolved constructor arguments as ``spec`` (what ``save`` writes)."""
+        obj = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"agent {cls.name!r}: {exc}") from None
+        bound.apply_defaults()
+        spec = {key: value for key, value in bound.arguments.items() if key != "self"}
+        spec.update(spec.pop("kwargs", {}))
+        obj.spec = {"agent": cls.name, **spec}
+        return obj
+
+    def __init__(
+        self,
+        states: Any,
+        actions: Any,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        seed: int | None = None,
+        device: str = "auto",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+    ) -> None:
+        self.state_specs: Specs = parse_specs(states, "state")
+        self.action_specs: Specs = parse_specs(actions, "action")
+        for name in self.state_specs:
+            if name in self.action_specs and not self.state_specs.single:
+                raise ConfigError(f"states.{name}: state and action names must differ")
+        if not isinstance(parallel_interactions, int) or parallel_interactions < 1:
+            raise ConfigError(
+                message("parallel_interactions", parallel_interactions, "an int >= 1")
+            )
+        self.max_episode_timesteps = max_episode_timesteps
+        self.parallel_interactions = parallel_interactions
+        self.device = resolve_device(device)
+        self.seed = seed
+        seed_everything(seed)
+        self.timesteps = self.episodes = self.updates = 0
+        self._acting = np.zeros(parallel_interactions, dtype=bool)
+        self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
+        self._episode_length = np.zeros(parallel_interactions, dtype=np.int64)
+        self._all_slots = np.arange(parallel_interactions)
+        self._mask_names = {
+            (f"action{_MASK_SUFFIX}" if self.action_specs.single else f"{n}{_MASK_SUFFIX}"): n
+            for n, s in self.action_specs.items
+            if s.type == "int"
+        }
+        from forceexp.observers import build_observers
+
+        self.observers = build_observers(saver=saver, summarizer=summarizer, recorder=recorder)
+        for observer in self.observers:
+            observer.attach(self)
+
+    # ------------------------------------------------------------------ creation
+    @staticmethod
+    def create(agent: Any = "ppo", environment: Any = None, **kwargs: Any) -> Agent:
+        """Create an agent.
+
+        Args:
+            agent: A registry key (``'ppo'``, ``'random'``, ...), a ``.json``/``.yaml`` file, a
+                dict with ``agent``/``type``, an ``Agent`` subclass, a partial (from Hydra's
+                ``_partial_``), or an existing agent (returned as is).
+            environment: An environment whose specs and ``max_episode_timesteps`` fill in
+                ``states``, ``actions`` and ``max_episode_timesteps`` when not given.
+            **kwargs: Constructor arguments of the agent.
+        """
+        from forceexp.agents import AGENTS
+
+        if isinstance(agent, Agent):
+            return agent
+        if is_spec_file(agent):
+            agent = load_spec_file(agent)
+        if isinstance(agent, Mapping):
+            spec = dict(agent)
+            agent = spec.pop("agent", None) or spec.pop("type", "ppo")
+            kwargs = {**spec, **kwargs}
+        if environment is not None:
+            from forceexp.environments import create
+
+            env = create(environment)
+            kwargs.setdefault("states", env.states())
+            kwargs.setdefault("actions", env.actions())
+            kwargs.setdefault("max_episode_timesteps", env.max_episode_timesteps())
+            if env is not environment:
+                env.close()
+        if isinstance(agent, str):
+            agent = AGENTS.get(agent, "agent")
+        if not callable(agent):
+            raise ConfigError(message("agent", agent, "a name, spec file, dict, class or partial"))
+        created = agent(**kwargs)
+        if not isinstance(created, Agent):
+            raise ConfigError(message("agent", type(created).__name__, "an Agent subclass"))
+        return created
+
+    # ------------------------------------------------------------------ interaction
+    def act(
+        self,
+        states: Any,
+        internals: Any = None,
+        parallel: int | Sequence[int] | np.ndarray = 0,
+        independent: bool = False,
+        deterministic: bool = False,
+    ) -> Any:
+        """Choose actions for one state or a batch of states.
+
+        Args:
+            states: One state (raw array for a single unnamed state, or a dict of named states,
+                optionally with ``<action>_mask`` entries), a batch of them stacked on a leading
+                axis, or a list of state dicts.
+            internals: Recurrent internals for independent acts (None when not recurrent).
+            parallel: Slot index, or one index per batch row (default for a full batch: all).
+            independent: Act without storing anything (evaluation); no ``observe`` follows.
+            deterministic: Take the most likely action instead of sampling.
+
+        Returns:
+            Actions mirroring the input: one value/array (single unnamed action) or a dict, with
+            a leading batch axis for batched input; ``(actions, internals)`` if ``internals`` was
+            given.
+        """
+        batch, masks, batched = self._to_batch(states)
+        slots = self._slots(parallel, next(iter(batch.values())).shape[0], batched)
+        if not independent:
+            if self._acting[slots].any():
+                busy = slots[self._acting[slots]].tolist()
+                raise ProtocolError(
+                    f"act: parallel slot(s) {busy} already acted; call observe first"
+                )
+            self._acting[slots] = True
+        actions = self._act(batch, masks, slots, independent, deterministic)
+        out = {name: a.cpu().numpy() for name, a in actions.items()}
+        if not independent:
+            self.timesteps += len(slots)
+            for observer in self.observers:
+                observer.on_act(self, batch, masks, out, slots)
+        result = self._format_actions(out, batched)
+        return result if internals is None else (result, internals)
+
+    def observe(
+        self,
+        reward: Any = 0.0,
+        terminal: Any = 0,
+        parallel: int | Sequence[int] | np.ndarray = 0,
+        next_states: Any = None,
+    ) -> bool:
+        """Report the outcome of the last ``act`` of each slot.
+
+        Args:
+            reward: Reward (or one per slot).
+            terminal: 0/False running, 1/True terminated, 2 truncated (or one per slot).
+            parallel: Slot index or indices, as for ``act``.
+            next_states: Optional states that followed (the final states where truncated).
+                Learners bootstrap from their value; without them, bootstrapping waits for the
+                next ``act`` and truncated steps use the last state's value.
+
+        Returns:
+            Whether an update ran.
+        """
+        rewards = np.atleast_1d(np.asarray(reward, dtype=np.float32))
+        terminals = np.atleast_1d(np.asarray(terminal)).astype(np.int64)
+        slots = self._slots(parallel, len(rewards), rewards.ndim == 1 and np.ndim(reward) == 1)
+        if len(terminals) != len(slots):
+            raise ConfigError(f"observe: {len(terminals)} terminals for {len(slots)} rewards")
+        if ((terminals < 0) | (terminals > 2)).any():
+            raise ConfigError(message("observe.terminal", terminal, "0, 1 or 2 (or bools)"))
+        if not self._acting[slots].all():
+            idle = slots[~self._acting[slots]].tolist()
+            raise ProtocolError(f"observe: parallel slot(s) {idle} have not acted; call act first")
+        nexts = None
+        if next_states is not None:
+            nexts, _, _ = self._to_batch(
+                next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
+            )
+        metrics = self._observe(slots, rewards, terminals, nexts)
+        self._acting[slots] = False
+        self._track_episodes(slots, rewards, terminals)
+        if metrics is not None:
+            self.updates += 1
+            for observer in self.observers:
+                observer.on_update(self, metrics)
+        return metrics is not None
+
+    def _track_episodes(
+        self, slots: np.ndarray, rewards: np.ndarray, terminals: np.ndarray
+    ) -> None:
+        self._episode_return[slots] += rewards
+        self._episode_length[slots] += 1
+        for observer in self.observers:
+            observer.on_observe(self, rewards, terminals, slots)
+        for slot in slots[terminals > 0]:
+            self.episodes += 1
+            ret, length = float(self._episode_return[slot]), int(self._episode_length[slot])
+            self._episode_return[slot], self._episode_length[slot] = 0.0, 0
+            for observer in self.observers:
+                observer.on_episode(self, int(slot), ret, length)
+
+    def reset(self) -> None:
+        """Forget unfinished act/observe cycles (counters and learned state are kept)."""
+        self._acting[:] = False
+        self._episode_return[:] = 0.0
+        self._episode_length[:] = 0
+
+    def initial_internals(self) -> dict[str, Any]:
+        """Initial recurrent internals for independent acts (empty when not recurrent)."""
+        return {}
+
+    def close(self) -> None:
+        """Flush and close observers (saver, summarizer, recorder)."""
+        for observer in self.observers:
+            observer.close(self)
+        self.observers = []
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ for subclasses
+    def _act(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+    ) -> Tensors:
+        """Return env-ready actions ``{name: (B, *shape)}`` for batched states."""
+        raise NotImplementedError
+
+    def _observe(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        next_states: Tensors | None,
+    ) -> dict[str, float] | None:
+        """Store the outcome; return update metrics if an update ran, else None."""
+        return None
+
+    # ------------------------------------------------------------------ conversion
+    def _slots(self, parallel: Any, size: int, batched: bool) -> np.ndarray:
+        if batched:
+            if np.ndim(parallel) == 0:
+                if size != self.parallel_interactions or parallel != 0:
+                    raise ConfigError(
+                        f"parallel: a batch of {size} needs a list of {size} slot indices "
+                        f"(or exactly parallel_interactions={self.parallel_interactions} rows)"
+                    )
+                return self._all_slots
+            slots = np.asarray(parallel, dtype=np.int64)
+            if slots.shape != (size,):
+                raise ConfigError(f"parallel: {len(slots)} slot indices for a batch of {size}")
+        else:
+            slots = np.asarray([parallel], dtype=np.int64)
+        if slots.min() < 0 or slots.max() >= self.parallel_interactions:
+            raise ConfigError(
+                message("parallel", parallel, f"slot indices in [0, {self.parallel_interactions})")
+            )
+        return slots
+
+    def _to_batch(self, states: Any, batched: bool | None = None) -> tuple[Tensors, Tensors, bool]:
+        """Split states and masks, check them, and stack to ``(B, ...)`` tensors."""
+        specs = self.state_specs
+        if isinstance(states, list | tuple) and states and isinstance(states[0], Mapping):
+            states = {key: np.stack([s[key] for s in states]) for key in states[0]}
+            batched = True
+        if not isinstance(states, Mapping):
+            if not specs.single:
+                raise ConfigError(f"states: expected a dict with keys {specs.names()}")
+            states = {"state": states}
+        values = {}
+        masks = {}
+        for key, value in states.items():
+            if key in specs:
+                values[key] = value
+            elif key in self._mask_names:
+                masks[self._mask_names[key]] = value
+            else:
+                valid = specs.names() + list(self._mask_names)
+                raise ConfigError(f"states: unexpected key {key!r}; valid keys: {valid}")
+        missing = [name for name in specs if name not in values]
+        if missing:
+            raise ConfigError(f"states: missing {missing}; got keys {sorted(states)}")
+        first_name, first_spec = specs.items[0]
+        if batched is None:
+            batched = np.ndim(values[first_name]) == len(first_spec.shape) + 1
+        ndim = int(batched)
+        tensors = {
+            name: torch.as_tensor(check_array(f"states.{name}", spec, values[name], ndim)).to(
+                self.device
+            )
+            for name, spec in specs.items
+        }
+        if not batched:
+            tensors = {name: x.unsqueeze(0) for name, x in tensors.items()}
+        size = tensors[first_name].shape[0]
+        mask_tensors = {name: self._check_mask(name, m, size, batched) for name, m in masks.items()}
+        return tensors, mask_tensors, batched
+
+    def _check_mask(self, name: str, mask: Any, size: int, batched: bool) -> torch.Tensor:
+        spec = self.action_specs[name]
+        key = f"{'action' if self.action_specs.single else name}{_MASK_SUFFIX}"
+        arr = np.asarray(mask)
+        if arr.dtype != np.bool_:
+            if arr.dtype.kind not in "iu" or not np.isin(arr, (0, 1)).all():
+                raise ConfigError(message(f"states.{key}", arr.dtype.name, "a boolean mask"))
+            arr = arr.astype(bool)
+        expected = (*spec.shape, spec.num_values)
+        if not batched:
+            arr = arr[None]
+        if arr.shape != (size, *expected):
+            raise ConfigError(
+                f"states.{key}: shape {np.asarray(mask).shape} does not match action shape + "
+                f"(num_values,) = {expected}" + (" with a batch axis" if batched else "")
+            )
+        if not arr.any(-1).all():
+            raise ConfigError(f"states.{key}: a mask allows no value for action {name!r}")
+        return torch.as_tensor(arr).to(self.device)
+
+    def _format_actions(self, actions: dict[str, np.ndarray], batched: bool) -> Any:
+        if not batched:
+            actions = {name: a[0] for name, a in actions.items()}
+        if self.action_specs.single:
+            return actions["action"]
+        return actions

@@ -1,0 +1,325 @@
+"""PPOAgent: rollouts over parallel slots and the clipped-surrogate update, top to bottom."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from forceexp.agents.agent import Agent, Tensors
+from forceexp.core.buffers import Batch, RolloutBuffer
+from forceexp.core.distributions import Bounding
+from forceexp.core.policy import ActorCritic
+from forceexp.core.schedules import ScheduleName, check_schedule, scheduled
+from forceexp.errors import ConfigError, message
+from forceexp.observers import tags
+
+
+def _check_range(name: str, value: Any, low: float, high: float) -> None:
+    if not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(message(f"agent.{name}", value, f"a number in [{low}, {high}]"))
+
+
+class PPOAgent(Agent):
+    """Proximal Policy Optimization (clipped surrogate, GAE, value and entropy terms).
+
+    Every ``rollout_length`` steps per parallel slot (``rollout_length * parallel_interactions``
+    rows in all) the agent runs ``epochs`` passes of shuffled minibatches over the rollout.
+    Defaults follow the RL-Zoo CartPole settings (see ``conf/agent/ppo.yaml`` and the README's
+    table mapping names to Stable-Baselines3, CleanRL and Tensorforce).
+
+    Args:
+        states: State spec.
+        actions: Action spec.
+        max_episode_timesteps: Episode length limit (informational for PPO).
+        parallel_interactions: Number of parallel slots.
+        network: Policy network spec (``'auto'``, a layer list, a dict, a module).
+        policy: Alias of ``network`` (Tensorforce's name); give one of them.
+        baseline: Value network spec; None shares the policy network.
+        rollout_length: Steps per slot between updates (SB3 ``n_steps``).
+        minibatch_size: Rows per gradient step (SB3 ``batch_size``).
+        epochs: Passes over each rollout (SB3 ``n_epochs``, Tensorforce ``multi_step``).
+        learning_rate: Adam step size.
+        lr_schedule: ``'constant'`` or ``'linear'`` (to 0 at ``schedule_timesteps``).
+        discount: Discount factor gamma.
+        gae_lambda: GAE lambda.
+        clip_ratio: Likelihood-ratio clipping epsilon.
+        clip_schedule: ``'constant'`` or ``'linear'``.
+        value_clip: Clip value updates to this range around the old value (None: off).
+        entropy_coef: Entropy bonus weight.
+        value_coef: Value loss weight.
+        max_grad_norm: Global gradient-norm clipping threshold (None: off).
+        normalize_advantages: Normalize advantages per minibatch.
+        normalize_states: Running mean/std normalization of float states.
+        bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
+        target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
+        schedule_timesteps: Training budget in timesteps that schedules decay over.
+        seed: Random seed.
+        device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        saver: Checkpoint spec.
+        summarizer: Summary spec.
+        recorder: Trace recording spec.
+    """
+
+    name = "ppo"
+
+    def __init__(
+        self,
+        states: Any = None,
+        actions: Any = None,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        network: Any = "auto",
+        policy: Any = None,
+        baseline: Any = "auto",
+        rollout_length: int = 32,
+        minibatch_size: int = 256,
+        epochs: int = 20,
+        learning_rate: float = 1e-3,
+        lr_schedule: ScheduleName = "constant",
+        discount: float = 0.98,
+        gae_lambda: float = 0.8,
+        clip_ratio: float = 0.2,
+        clip_schedule: ScheduleName = "constant",
+        value_clip: float | None = None,
+        entropy_coef: float = 0.0,
+        value_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        normalize_advantages: bool = True,
+        normalize_states: bool = False,
+        bounded_actions: Bounding = "clip",
+        target_kl: float | None = None,
+        schedule_timesteps: int | None = None,
+        seed: int | None = None,
+        device: str = "auto",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+    ) -> None:
+        sizes = {
+            "rollout_length": rollout_length,
+            "minibatch_size": minibatch_size,
+            "epochs": epochs,
+        }
+        for key, value in sizes.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(message(f"agent.{key}", value, "an int >= 1"))
+        _check_range("learning_rate", learning_rate, 0.0, 1.0)
+        _check_range("discount", discount, 0.0, 1.0)
+        _check_range("gae_lambda", gae_lambda, 0.0, 1.0)
+        _check_range("clip_ratio", clip_ratio, 0.0, 10.0)
+        check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
+        check_schedule("agent.clip_schedule", clip_schedule, schedule_timesteps)
+        if policy is not None and network not in ("auto", None):
+            raise ConfigError("agent: give either network= or policy= (they are aliases), not both")
+        super().__init__(
+            states,
+            actions,
+            max_episode_timesteps,
+            parallel_interactions,
+            seed,
+            device,
+            saver=saver,
+            summarizer=summarizer,
+            recorder=recorder,
+        )
+        self.rollout_length, self.minibatch_size, self.epochs = (
+            rollout_length,
+            minibatch_size,
+            epochs,
+        )
+        self.learning_rate, self.lr_schedule = learning_rate, lr_schedule
+        self.discount, self.gae_lambda = discount, gae_lambda
+        self.clip_ratio, self.clip_schedule, self.value_clip = clip_ratio, clip_schedule, value_clip
+        self.entropy_coef, self.value_coef = entropy_coef, value_coef
+        self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
+        self.target_kl, self.schedule_timesteps = target_kl, schedule_timesteps
+        self.policy = ActorCritic(
+            self.state_specs,
+            self.action_specs,
+            policy if policy is not None else network,
+            baseline,
+            normalize_states,
+            bounded_actions,
+        ).to(self.device)
+        fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
+        self.optimizer = torch.optim.Adam(
+            self.policy.parameters(), lr=learning_rate, eps=1e-5, fused=fused
+        )
+        self.buffer = RolloutBuffer(
+            self.state_specs,
+            self.action_specs,
+            parallel_interactions,
+            2 * rollout_length + 1,
+            self.device,
+        )
+        self._bootstrap = torch.zeros(parallel_interactions, device=self.device)
+        self._update_pending = False  # rollout full, waiting for bootstrap values from act
+        self._bootstrap_known = np.empty(0, dtype=np.int64)
+        self._pending_metrics: dict[str, float] | None = None
+
+    # ------------------------------------------------------------------ acting
+    @torch.inference_mode()
+    def _act(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+    ) -> Tensors:
+        normalized = self.policy.normalize(states, update=not independent)
+        if self._update_pending and not independent:
+            self._finish_deferred_update(normalized, slots)
+            normalized = self.policy.normalize(states, update=False)
+        actions, log_prob, value = self.policy.act(normalized, masks, deterministic)
+        if not independent:
+            self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
+        return self.policy.to_env(actions)
+
+    def _finish_deferred_update(self, normalized: Tensors, slots: np.ndarray) -> None:
+        """Bootstrap from the values of newly acted states, then update if all slots are known."""
+        needs = self.buffer.needs_bootstrap()
+        self._bootstrap[slots] = self.policy.value(normalized)
+        self._bootstrap_known = np.union1d(self._bootstrap_known, slots)
+        if np.isin(needs, self._bootstrap_known).all():
+            self._bootstrap_known = np.empty(0, dtype=np.int64)
+            self._update_pending = False
+            self._pending_metrics = self._update()
+
+    # ------------------------------------------------------------------ observing
+    def _observe(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        next_states: Tensors | None,
+    ) -> dict[str, float] | None:
+        metrics, self._pending_metrics = self._pending_metrics, None
+        buffer = self.buffer
+        buffer.add_observe(
+            slots,
+            torch.as_tensor(rewards, device=self.device),
+            torch.as_tensor(terminals, device=self.device),
+        )
+        truncated = terminals == 2
+        if truncated.any():
+            self._truncation_values(slots, truncated, next_states)
+        if metrics is None and buffer.is_full(self.rollout_length * self.parallel_interactions):
+            needs = buffer.needs_bootstrap()
+            if len(needs) and (next_states is None or not np.isin(needs, slots).all()):
+                self._update_pending = True  # bootstrap values arrive with the next act
+                return None
+            if len(needs):
+                rows = np.searchsorted(slots, needs) if len(slots) > 1 else np.zeros(1, np.int64)
+                picked = {name: x[torch.as_tensor(rows)] for name, x in next_states.items()}
+                with torch.inference_mode():
+                    self._bootstrap[torch.as_tensor(needs)] = self.policy.value(
+                        self.policy.normalize(picked, update=False)
+                    )
+            metrics = self._update()
+        return metrics
+
+    def _truncation_values(
+        self, slots: np.ndarray, truncated: np.ndarray, next_states: Tensors | None
+    ) -> None:
+        """Value of the final state of truncated episodes (or of the last state, if unknown)."""
+        cut = slots[truncated]
+        with torch.inference_mode():
+            if next_states is not None:
+                rows = torch.as_tensor(np.flatnonzero(truncated))
+                final = {name: x[rows] for name, x in next_states.items()}
+                value = self.policy.value(self.policy.normalize(final, update=False))
+            else:
+                last = torch.as_tensor(self.buffer.observed[cut] - 1)
+                value = self.buffer.value[last, torch.as_tensor(cut)]
+        self.buffer.set_final_value(cut, value)
+
+    # ------------------------------------------------------------------ learning
+    def _update(self) -> dict[str, float]:
+        """One PPO update over the stored rollout; returns its metrics."""
+        with torch.inference_mode():
+            batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
+        self.buffer.carry_over()
+        batch = Batch(*(_clone(x) for x in batch))
+        lr = scheduled(
+            self.learning_rate, self.lr_schedule, self.timesteps, self.schedule_timesteps
+        )
+        clip = scheduled(
+            self.clip_ratio, self.clip_schedule, self.timesteps, self.schedule_timesteps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sums: dict[str, float] = {}
+        steps = 0
+        size = batch.log_prob.shape[0]
+        for _ in range(self.epochs):
+            order = torch.randperm(size, device=self.device)
+            for start in range(0, size, self.minibatch_size):
+                stats = self._minibatch_step(
+                    batch, order[start : start + self.minibatch_size], clip
+                )
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+            if self.target_kl is not None and stats[tags.KL_DIVERGENCE] > 1.5 * self.target_kl:
+                break
+        metrics = {key: value / steps for key, value in sums.items()}
+        metrics[tags.LEARNING_RATE] = lr
+        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
+        return metrics
+
+    def _minibatch_step(self, batch: Batch, idx: torch.Tensor, clip: float) -> dict[str, float]:
+        """One gradient step on rows ``idx`` of the rollout."""
+        states = {name: x[idx] for name, x in batch.states.items()}
+        actions = {name: x[idx] for name, x in batch.actions.items()}
+        masks = {name: x[idx] for name, x in batch.masks.items()}
+        log_prob, entropy, value = self.policy.evaluate(states, actions, masks)
+        advantages = batch.advantages[idx]
+        if self.normalize_advantages and len(idx) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        log_ratio = log_prob - batch.log_prob[idx]
+        ratio = log_ratio.exp()
+        policy_loss = -torch.min(advantages * ratio, advantages * ratio.clamp(1 - clip, 1 + clip))
+        policy_loss = policy_loss.mean()
+        returns = batch.returns[idx]
+        value_loss = (value - returns).pow(2)
+        if self.value_clip is not None:
+            old = batch.value[idx]
+            clipped = old + (value - old).clamp(-self.value_clip, self.value_clip)
+            value_loss = torch.max(value_loss, (clipped - returns).pow(2))
+        value_loss = value_loss.mean()
+        entropy_mean = entropy.mean()
+        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        self.optimizer.step()
+        with torch.no_grad():
+            kl = float(((ratio - 1) - log_ratio).mean())
+            clipped_fraction = float(((ratio - 1).abs() > clip).float().mean())
+        return {
+            tags.LOSS_POLICY: policy_loss.item(),
+            tags.LOSS_VALUE: value_loss.item(),
+            tags.LOSS_TOTAL: loss.item(),
+            tags.ENTROPY: entropy_mean.item(),
+            tags.KL_DIVERGENCE: kl,
+            tags.CLIP_FRACTION: clipped_fraction,
+            tags.UPDATE_NORM: norm,
+            tags.UPDATE_NORM_CLIPPED: min(norm, max_norm),
+        }
+
+
+def _clone(x: Any) -> Any:
+    """Inference tensors cannot enter autograd; clone them into normal tensors."""
+    if isinstance(x, dict):
+        return {name: t.clone() for name, t in x.items()}
+    return x.clone()
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    var = float(returns.var()) if returns.numel() > 1 else 0.0
+    return float("nan") if var == 0 else 1.0 - float((returns - values).var()) / var

@@ -1,0 +1,138 @@
+"""Baseline agents that do not learn: uniform random (mask-aware) and constant actions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from forceexp.agents.agent import Agent, Tensors
+from forceexp.errors import ConfigError
+
+
+class RandomAgent(Agent):
+    """Uniformly random actions; int actions sample only values their masks allow.
+
+    Float actions sample uniformly within bounds, or from a standard normal when unbounded.
+    """
+
+    name = "random"
+
+    def __init__(
+        self,
+        states: Any = None,
+        actions: Any = None,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        seed: int | None = None,
+        device: str = "cpu",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+    ) -> None:
+        super().__init__(
+            states,
+            actions,
+            max_episode_timesteps,
+            parallel_interactions,
+            seed,
+            device,
+            saver,
+            summarizer,
+            recorder,
+        )
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
+
+    def _act(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+    ) -> Tensors:
+        size = len(slots)
+        out = {}
+        for name, spec in self.action_specs.items:
+            shape = (size, *spec.shape)
+            if spec.type == "int":
+                mask = masks.get(name)
+                if mask is None:
+                    mask = torch.ones(
+                        (*shape, spec.num_values), dtype=torch.bool, device=self.device
+                    )
+                noise = torch.rand(mask.shape, generator=self._generator, device=self.device)
+                out[name] = noise.masked_fill(~mask, -1.0).argmax(-1)
+            elif spec.type == "bool":
+                out[name] = torch.rand(shape, generator=self._generator, device=self.device) < 0.5
+            elif spec.is_bounded:
+                low = torch.as_tensor(spec.min_value, dtype=torch.float32, device=self.device)
+                high = torch.as_tensor(spec.max_value, dtype=torch.float32, device=self.device)
+                u = torch.rand(shape, generator=self._generator, device=self.device)
+                out[name] = low + u * (high - low)
+            else:
+                out[name] = torch.randn(shape, generator=self._generator, device=self.device)
+        return out
+
+
+class ConstantAgent(Agent):
+    """Always the same action per component (``action_values``; default: 0 / False / bound mid)."""
+
+    name = "constant"
+
+    def __init__(
+        self,
+        states: Any = None,
+        actions: Any = None,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        action_values: Any = None,
+        seed: int | None = None,
+        device: str = "cpu",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+    ) -> None:
+        super().__init__(
+            states,
+            actions,
+            max_episode_timesteps,
+            parallel_interactions,
+            seed,
+            device,
+            saver,
+            summarizer,
+            recorder,
+        )
+        if action_values is not None and self.action_specs.single:
+            action_values = {"action": action_values}
+        given = dict(action_values or {})
+        self.values = {}
+        for name, spec in self.action_specs.items:
+            value = given.pop(name, None)
+            if value is None:
+                value = (
+                    0.5 * (np.asarray(spec.min_value) + np.asarray(spec.max_value))
+                    if (spec.is_bounded)
+                    else 0
+                )
+            arr = np.broadcast_to(np.asarray(value, dtype=spec.dtype), spec.shape)
+            self.values[name] = torch.as_tensor(arr.copy(), device=self.device)
+        if given:
+            raise ConfigError(
+                f"action_values: unknown action(s) {sorted(given)}; "
+                f"valid: {self.action_specs.names()}"
+            )
+
+    def _act(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+    ) -> Tensors:
+        size = len(slots)
+        return {name: v.expand(size, *v.shape).clone() for name, v in self.values.items()}

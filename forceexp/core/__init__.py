@@ -1,0 +1,1 @@
+"""Learning building blocks: networks, distributions, policy, buffers, returns, normalization."""

@@ -1,0 +1,170 @@
+"""RolloutBuffer: per-parallel-slot experience rows ``(T, N, ...)`` with in-flight acts.
+
+A row is written in two halves: ``add_act`` stores states, masks, actions, log-prob and value;
+``add_observe`` stores reward and terminal. A slot may have one acted-but-unobserved row (in
+flight); its value is the bootstrap value of the slot's last observed row, and the row is carried
+over into the next rollout after an update.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from forceexp.core.returns import gae
+from forceexp.specs import Specs
+
+Tensors = dict[str, torch.Tensor]
+_TORCH_DTYPES = {"float": torch.float32, "int": torch.int64, "bool": torch.bool}
+
+
+class Batch(NamedTuple):
+    """Flattened rollout ``(B, ...)`` ready for minibatch updates."""
+
+    states: Tensors
+    masks: Tensors
+    actions: Tensors
+    log_prob: torch.Tensor
+    value: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+class RolloutBuffer:
+    """Fixed-capacity storage of ``capacity`` rows for each of ``num_slots`` parallel slots.
+
+    Args:
+        states: State specs (stored after normalization, as the policy saw them).
+        actions: Action specs (raw samples, before clipping).
+        num_slots: Number of parallel interactions N.
+        capacity: Rows per slot (at least the rollout length + 1 for the in-flight row).
+        device: Torch device of the storage.
+    """
+
+    def __init__(
+        self, states: Specs, actions: Specs, num_slots: int, capacity: int, device: torch.device
+    ) -> None:
+        self.num_slots, self.capacity, self.device = num_slots, capacity, device
+        self._action_specs = actions
+
+        def alloc(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros((capacity, num_slots, *shape), dtype=dtype, device=device)
+
+        self.states = {n: alloc(s.shape, _TORCH_DTYPES[s.type]) for n, s in states.items}
+        self.actions = {n: alloc(s.shape, _TORCH_DTYPES[s.type]) for n, s in actions.items}
+        self.masks: Tensors = {}
+        self.log_prob = alloc((), torch.float32)
+        self.value = alloc((), torch.float32)
+        self.reward = alloc((), torch.float32)
+        self.final_value = alloc((), torch.float32)
+        self.terminal = alloc((), torch.int64)
+        self.acted = np.zeros(num_slots, dtype=np.int64)
+        self.observed = np.zeros(num_slots, dtype=np.int64)
+        self._all = np.arange(num_slots)
+
+    def _index(self, slots: np.ndarray, rows: np.ndarray) -> tuple:
+        if len(slots) == self.num_slots and np.array_equal(slots, self._all):
+            columns: slice | torch.Tensor = slice(None)
+        else:
+            columns = torch.as_tensor(slots, device=self.device)
+        if (rows == rows[0]).all():
+            return int(rows[0]), columns
+        return torch.as_tensor(rows, device=self.device), columns
+
+    def add_act(
+        self,
+        slots: np.ndarray,
+        states: Tensors,
+        masks: Tensors,
+        actions: Tensors,
+        log_prob: torch.Tensor,
+        value: torch.Tensor,
+    ) -> None:
+        """Store the acted half of a row for each slot in ``slots`` (``(B,)`` each)."""
+        index = self._index(slots, self.acted[slots])
+        for name, x in states.items():
+            self.states[name][index] = x
+        for name, mask in masks.items():
+            if name not in self.masks:
+                spec = self._action_specs[name]
+                shape = (self.capacity, self.num_slots, *spec.shape, spec.num_values)
+                self.masks[name] = torch.ones(shape, dtype=torch.bool, device=self.device)
+            self.masks[name][index] = mask
+        for name, x in actions.items():
+            self.actions[name][index] = x
+        self.log_prob[index] = log_prob
+        self.value[index] = value
+        self.acted[slots] += 1
+
+    def add_observe(self, slots: np.ndarray, reward: torch.Tensor, terminal: torch.Tensor) -> None:
+        """Store the observed half (reward, terminal) of each slot's in-flight row."""
+        index = self._index(slots, self.observed[slots])
+        self.reward[index] = reward
+        self.terminal[index] = terminal
+        self.observed[slots] += 1
+
+    def set_final_value(self, slots: np.ndarray, value: torch.Tensor) -> None:
+        """Set the value of the final (post-truncation) state for each slot's last observed row."""
+        index = self._index(slots, self.observed[slots] - 1)
+        self.final_value[index] = value
+
+    def is_full(self, rollout_rows: int) -> bool:
+        """Whether ``rollout_rows`` rows are observed in total, or a slot ran out of space."""
+        return int(self.observed.sum()) >= rollout_rows or int(self.observed.max()) >= (
+            self.capacity - 1
+        )
+
+    def needs_bootstrap(self) -> np.ndarray:
+        """Slots whose last observed row continues but has no in-flight row to bootstrap from."""
+        last = np.maximum(self.observed - 1, 0)
+        running = self.terminal[torch.as_tensor(last), torch.as_tensor(self._all)].cpu().numpy()
+        return np.flatnonzero((self.observed > 0) & (running == 0) & (self.acted == self.observed))
+
+    def batch(self, bootstrap: torch.Tensor, discount: float, gae_lambda: float) -> Batch:
+        """Compute GAE and flatten all observed rows.
+
+        Args:
+            bootstrap: ``(N,)`` values for slots listed by ``needs_bootstrap`` (others ignored).
+            discount: Discount factor.
+            gae_lambda: GAE lambda.
+        """
+        steps = int(self.observed.max())
+        lengths = torch.as_tensor(self.observed, device=self.device)
+        next_value = self.value[1 : steps + 1].clone()
+        needs = self.needs_bootstrap()
+        if len(needs):
+            rows = torch.as_tensor(self.observed[needs] - 1, device=self.device)
+            cols = torch.as_tensor(needs, device=self.device)
+            next_value[rows, cols] = bootstrap[cols]
+        terminal = self.terminal[:steps]
+        next_value = torch.where(terminal == 2, self.final_value[:steps], next_value)
+        value = self.value[:steps]
+        advantages = gae(
+            self.reward[:steps], value, next_value, terminal, discount, gae_lambda, lengths
+        )
+        rows = torch.arange(steps, device=self.device).unsqueeze(1)
+        valid = rows < lengths.unsqueeze(0)
+        return Batch(
+            states={n: x[:steps][valid] for n, x in self.states.items()},
+            masks={n: x[:steps][valid] for n, x in self.masks.items()},
+            actions={n: x[:steps][valid] for n, x in self.actions.items()},
+            log_prob=self.log_prob[:steps][valid],
+            value=value[valid],
+            advantages=advantages[valid],
+            returns=(advantages + value)[valid],
+        )
+
+    def carry_over(self) -> None:
+        """Move each slot's in-flight row to row 0 and forget the observed rows."""
+        flying = np.flatnonzero(self.acted > self.observed)
+        if len(flying):
+            src = torch.as_tensor(self.observed[flying], device=self.device)
+            cols = torch.as_tensor(flying, device=self.device)
+            tensors = [*self.states.values(), *self.masks.values(), *self.actions.values()]
+            for x in [*tensors, self.log_prob, self.value]:
+                x[0, cols] = x[src, cols]
+        self.acted[:] = 0
+        self.acted[flying] = 1
+        self.observed[:] = 0

@@ -1,0 +1,218 @@
+"""Action heads and their distributions: masked categorical, Gaussian (clip/squash), Bernoulli.
+
+A head maps network features ``(B, F)`` to a distribution over one action component of shape
+``(B, *shape)``; ``log_prob`` and ``entropy`` are summed over the component's shape to ``(B,)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from forceexp.core.init import orthogonal_
+from forceexp.errors import ConfigError
+from forceexp.specs import TensorSpec
+
+MASKED_LOGIT = torch.finfo(torch.float32).min
+Bounding = Literal["clip", "squash"]
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def _sum_shape(x: torch.Tensor, ndim: int) -> torch.Tensor:
+    return x.flatten(1).sum(1) if ndim else x
+
+
+class Categorical:
+    """Categorical over the last axis of ``logits`` ``(B, *shape, n)``.
+
+    Masked entries get probability exactly zero.
+    """
+
+    def __init__(self, logits: torch.Tensor, ndim: int) -> None:
+        self.logits = torch.log_softmax(logits, dim=-1)
+        self.ndim = ndim
+
+    def sample(self, deterministic: bool) -> torch.Tensor:
+        """Argmax when deterministic, else a Gumbel-max sample; ``(B, *shape)`` int64."""
+        if deterministic:
+            return self.logits.argmax(-1)
+        noise = torch.rand_like(self.logits).clamp_(min=1e-20)
+        return (self.logits - torch.log(-torch.log(noise))).argmax(-1)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """Log-probability of ``actions`` ``(B, *shape)``, summed to ``(B,)``."""
+        picked = self.logits.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return _sum_shape(picked, self.ndim)
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy summed to ``(B,)`` (masked entries contribute 0)."""
+        probs = self.logits.exp()
+        return _sum_shape(-(probs * self.logits).sum(-1), self.ndim)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Summary-ready parameters: action probabilities."""
+        return {"probabilities": self.logits.exp()}
+
+
+class Gaussian:
+    """Diagonal Gaussian with mean ``(B, *shape)`` and log-std broadcast to it."""
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, ndim: int) -> None:
+        self.mean = mean
+        self.log_std = log_std.expand_as(mean)
+        self.ndim = ndim
+
+    def sample(self, deterministic: bool) -> torch.Tensor:
+        """The mean when deterministic, else a reparameterised sample."""
+        if deterministic:
+            return self.mean
+        return self.mean + self.log_std.exp() * torch.randn_like(self.mean)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density summed to ``(B,)``."""
+        z = (actions - self.mean) * torch.exp(-self.log_std)
+        return _sum_shape(-0.5 * z.pow(2) - self.log_std - _LOG_SQRT_2PI, self.ndim)
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy summed to ``(B,)``."""
+        return _sum_shape(self.log_std + 0.5 + _LOG_SQRT_2PI, self.ndim)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Summary-ready parameters: means and standard deviations."""
+        return {"mean": self.mean, "stddev": self.log_std.exp()}
+
+
+class Bernoulli:
+    """Independent Bernoulli variables with ``logits`` ``(B, *shape)``."""
+
+    def __init__(self, logits: torch.Tensor, ndim: int) -> None:
+        self.logits = logits
+        self.ndim = ndim
+
+    def sample(self, deterministic: bool) -> torch.Tensor:
+        """``logits > 0`` when deterministic, else a sample; bool."""
+        if deterministic:
+            return self.logits > 0
+        return torch.rand_like(self.logits) < torch.sigmoid(self.logits)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """Log-probability summed to ``(B,)``."""
+        target = actions.to(self.logits.dtype)
+        logp = -nn.functional.binary_cross_entropy_with_logits(
+            self.logits, target, reduction="none"
+        )
+        return _sum_shape(logp, self.ndim)
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy summed to ``(B,)``."""
+        p = torch.sigmoid(self.logits)
+        ent = nn.functional.binary_cross_entropy_with_logits(self.logits, p, reduction="none")
+        return _sum_shape(ent, self.ndim)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Summary-ready parameters: probability of True."""
+        return {"probability": torch.sigmoid(self.logits)}
+
+
+Distribution = Categorical | Gaussian | Bernoulli
+
+
+class CategoricalHead(nn.Module):
+    """Logits for an int action with ``num_values``; masks (``True`` = allowed) zero out values."""
+
+    def __init__(self, input_size: int, spec: TensorSpec) -> None:
+        super().__init__()
+        self.shape, self.num_values = spec.shape, int(spec.num_values)  # type: ignore[arg-type]
+        self.linear = orthogonal_(nn.Linear(input_size, spec.size * self.num_values), 0.01)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Categorical:
+        """Distribution for ``features`` ``(B, F)`` under ``mask`` ``(B, *shape, n)``."""
+        logits = self.linear(features).view(-1, *self.shape, self.num_values)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, MASKED_LOGIT)
+        return Categorical(logits, len(self.shape))
+
+    def to_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions as the environment receives them (unchanged)."""
+        return actions
+
+
+class GaussianHead(nn.Module):
+    """Mean and state-independent log-std for a float action.
+
+    Bounded actions are either clipped to ``[min, max]`` when sent to the environment
+    (``'clip'``, the log-prob is of the unclipped sample) or squashed through ``tanh`` and
+    rescaled (``'squash'``; the Jacobian cancels in PPO's ratio).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        spec: TensorSpec,
+        bounding: Bounding = "clip",
+        log_std_init: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if bounding not in ("clip", "squash"):
+            raise ConfigError(f"bounded_actions: {bounding!r} is invalid; expected clip, squash")
+        self.shape = spec.shape
+        self.bounding = bounding if spec.is_bounded else None
+        self.linear = orthogonal_(nn.Linear(input_size, spec.size), 0.01)
+        self.log_std = nn.Parameter(torch.full(spec.shape, float(log_std_init)))
+        low = torch.as_tensor(spec.min_value if spec.is_bounded else 0.0, dtype=torch.float32)
+        high = torch.as_tensor(spec.max_value if spec.is_bounded else 0.0, dtype=torch.float32)
+        self.register_buffer("low", low.expand(spec.shape).clone(), persistent=False)
+        self.register_buffer("high", high.expand(spec.shape).clone(), persistent=False)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Gaussian:
+        """Distribution for ``features`` ``(B, F)`` (masks do not apply to float actions)."""
+        mean = self.linear(features).view(-1, *self.shape)
+        return Gaussian(mean, self.log_std, len(self.shape))
+
+    def to_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Clip or squash a raw sample into the action bounds."""
+        if self.bounding == "clip":
+            return torch.maximum(torch.minimum(actions, self.high), self.low)
+        if self.bounding == "squash":
+            return self.low + (torch.tanh(actions) + 1.0) * 0.5 * (self.high - self.low)
+        return actions
+
+
+class BernoulliHead(nn.Module):
+    """Logits for a bool action."""
+
+    def __init__(self, input_size: int, spec: TensorSpec) -> None:
+        super().__init__()
+        self.shape = spec.shape
+        self.linear = orthogonal_(nn.Linear(input_size, spec.size), 0.01)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Bernoulli:
+        """Distribution for ``features`` ``(B, F)``."""
+        return Bernoulli(self.linear(features).view(-1, *self.shape), len(self.shape))
+
+    def to_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions as the environment receives them (unchanged)."""
+        return actions
+
+
+ActionHead = CategoricalHead | GaussianHead | BernoulliHead
+
+
+def make_head(
+    name: str, input_size: int, spec: TensorSpec, bounded_actions: Bounding = "clip"
+) -> ActionHead:
+    """Choose the head for an action spec: int -> categorical, float -> Gaussian, bool -> Bernoulli.
+
+    Raises:
+        ConfigError: an int action without ``num_values``.
+    """
+    if spec.type == "int":
+        if spec.num_values is None:
+            raise ConfigError(f"actions.{name}: int actions need num_values (or num_actions)")
+        return CategoricalHead(input_size, spec)
+    if spec.type == "float":
+        return GaussianHead(input_size, spec, bounded_actions)
+    return BernoulliHead(input_size, spec)

@@ -1,0 +1,113 @@
+"""ActorCritic: state normalization, policy network, one head per action, and a value head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from forceexp.core.distributions import Bounding, Distribution, make_head
+from forceexp.core.init import orthogonal_
+from forceexp.core.networks import build_network
+from forceexp.core.normalization import RunningNormalizer
+from forceexp.specs import Specs
+
+Tensors = dict[str, torch.Tensor]
+
+
+class ActorCritic(nn.Module):
+    """Policy and state-value function over named states and actions.
+
+    Args:
+        states: State specs.
+        actions: Action specs.
+        network: Policy network spec (see ``build_network``).
+        baseline: Value network spec; ``None`` shares the policy network's features.
+        normalize_states: Keep running mean/std of float states and normalize with them.
+        bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
+    """
+
+    def __init__(
+        self,
+        states: Specs,
+        actions: Specs,
+        network: Any = "auto",
+        baseline: Any = None,
+        normalize_states: bool = False,
+        bounded_actions: Bounding = "clip",
+    ) -> None:
+        super().__init__()
+        self.state_specs, self.action_specs = states, actions
+        self.normalizers = nn.ModuleDict(
+            {
+                name: RunningNormalizer(spec.shape)
+                for name, spec in states.items
+                if normalize_states and spec.type == "float"
+            }
+        )
+        self.network = build_network(network, states, "network")
+        self.heads = nn.ModuleDict(
+            {
+                name: make_head(name, self.network.output_size, spec, bounded_actions)
+                for name, spec in actions.items
+            }
+        )
+        self.baseline = None if baseline is None else build_network(baseline, states, "baseline")
+        value_in = (self.baseline or self.network).output_size
+        self.value_head = orthogonal_(nn.Linear(value_in, 1), 1.0)
+
+    def normalize(self, states: Tensors, update: bool) -> Tensors:
+        """Apply (and optionally first update) the running state normalizers."""
+        if not self.normalizers:
+            return states
+        out = dict(states)
+        for name, normalizer in self.normalizers.items():
+            if update:
+                normalizer.update(states[name])
+            out[name] = normalizer(states[name])
+        return out
+
+    def distributions(self, features: torch.Tensor, masks: Tensors) -> dict[str, Distribution]:
+        """Per-action distributions from policy features ``(B, F)`` and masks."""
+        return {name: head(features, masks.get(name)) for name, head in self.heads.items()}
+
+    def value_from(self, features: torch.Tensor, states: Tensors) -> torch.Tensor:
+        """State values ``(B,)`` (from shared features, or the separate baseline network)."""
+        if self.baseline is not None:
+            features = self.baseline(states)
+        return self.value_head(features).squeeze(-1)
+
+    def act(
+        self, states: Tensors, masks: Tensors, deterministic: bool
+    ) -> tuple[Tensors, torch.Tensor, torch.Tensor]:
+        """Sample actions for normalized ``states``.
+
+        Returns:
+            ``(raw_actions, log_prob (B,), value (B,))``; raw float actions are unclipped.
+        """
+        features = self.network(states)
+        dists = self.distributions(features, masks)
+        actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
+        return actions, log_prob, self.value_from(features, states)  # type: ignore[return-value]
+
+    def evaluate(
+        self, states: Tensors, actions: Tensors, masks: Tensors
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-prob, entropy and value ``(B,)`` each, for stored normalized states and actions."""
+        features = self.network(states)
+        dists = self.distributions(features, masks)
+        log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
+        entropy = sum(dist.entropy() for dist in dists.values())
+        return log_prob, entropy, self.value_from(features, states)  # type: ignore[return-value]
+
+    def value(self, states: Tensors) -> torch.Tensor:
+        """State values ``(B,)`` for normalized states."""
+        if self.baseline is not None:
+            return self.value_head(self.baseline(states)).squeeze(-1)
+        return self.value_head(self.network(states)).squeeze(-1)
+
+    def to_env(self, actions: Tensors) -> Tensors:
+        """Map raw sampled actions to what the environment receives (clip/squash bounds)."""
+        return {name: self.heads[name].to_env(a) for name, a in actions.items()}

@@ -1,0 +1,92 @@
+"""Environment registry and ``create()``: every way to name an environment ends here."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from forceexp.config import is_spec_file, load_spec_file
+from forceexp.environments.environment import Environment, EnvironmentWrapper
+from forceexp.environments.gym import GymEnvironment
+from forceexp.environments.testing import IdentityEnvironment, TargetEnvironment
+from forceexp.errors import ConfigError
+from forceexp.registry import Registry
+
+ENVIRONMENTS: Registry[type[Environment]] = Registry("environment")
+ENVIRONMENTS.register("gym", "gymnasium")(GymEnvironment)
+ENVIRONMENTS.register("identity")(IdentityEnvironment)
+ENVIRONMENTS.register("target")(TargetEnvironment)
+
+__all__ = ["ENVIRONMENTS", "Environment", "EnvironmentWrapper", "create"]
+
+
+def create(
+    environment: Any = None,
+    level: Any = None,
+    max_episode_timesteps: int | None = None,
+    **kwargs: Any,
+) -> EnvironmentWrapper:
+    """Create a wrapped environment.
+
+    Args:
+        environment: A Gymnasium id (``'CartPole-v1'``), a registered key (``'gym'``,
+            ``'identity'``, ...), a ``.json``/``.yaml`` spec file, a dict with ``environment``
+            or ``type``, an ``Environment`` subclass or instance, a ``gymnasium.Env`` instance,
+            or a zero-argument factory returning one of these.
+        level: The Gymnasium id when ``environment='gym'``.
+        max_episode_timesteps: Episode limit; reaching it ends the episode with terminal 2.
+        **kwargs: Passed to the environment's constructor.
+
+    Returns:
+        An ``EnvironmentWrapper`` enforcing the limit and checking outputs against the specs.
+    """
+    if is_spec_file(environment):
+        environment = load_spec_file(environment)
+    if isinstance(environment, dict):
+        spec = dict(environment)
+        environment = spec.pop("environment", None) or spec.pop("type", None)
+        level = spec.pop("level", level)
+        max_episode_timesteps = spec.pop("max_episode_timesteps", max_episode_timesteps)
+        kwargs = {**spec, **kwargs}
+    env = _instantiate(environment, level, max_episode_timesteps, kwargs)
+    if isinstance(env, EnvironmentWrapper):
+        if (
+            max_episode_timesteps is not None
+            and env.max_episode_timesteps() != max_episode_timesteps
+        ):
+            return EnvironmentWrapper(env.environment, max_episode_timesteps)
+        return env
+    return EnvironmentWrapper(env, max_episode_timesteps)
+
+
+def _instantiate(
+    environment: Any, level: Any, max_episode_timesteps: int | None, kwargs: dict[str, Any]
+) -> Environment:
+    import gymnasium
+
+    if isinstance(environment, Environment):
+        return environment
+    if isinstance(environment, gymnasium.Env):
+        return GymEnvironment(environment)
+    if inspect.isclass(environment) and issubclass(environment, Environment):
+        return environment(**kwargs)
+    if isinstance(environment, str):
+        if environment in ENVIRONMENTS:
+            cls = ENVIRONMENTS.get(environment)
+            if cls is GymEnvironment:
+                if level is None:
+                    raise ConfigError("environment: 'gym' needs level=<Gymnasium id>")
+                return GymEnvironment(level, max_episode_timesteps, **kwargs)
+            return cls(**kwargs)
+        if environment in gymnasium.registry:
+            return GymEnvironment(environment, max_episode_timesteps, **kwargs)
+        raise ConfigError(
+            f"environment: unknown environment {environment!r}; expected a registered key "
+            f"({', '.join(ENVIRONMENTS.keys())}) or a Gymnasium id such as 'CartPole-v1'"
+        )
+    if callable(environment) and not inspect.isclass(environment):
+        return _instantiate(environment(), level, max_episode_timesteps, kwargs)
+    raise ConfigError(
+        f"environment: {environment!r} is invalid; expected a Gymnasium id, a registered key, "
+        "an Environment class or instance, a gymnasium.Env or a factory"
+    )

@@ -1,0 +1,153 @@
+"""Environment base class and the wrapper that enforces time limits and checks outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from forceexp.errors import ConfigError, ProtocolError
+from forceexp.specs import Specs, check_array, parse_specs
+
+TERMINATED, TRUNCATED = 1, 2
+
+
+class Environment:
+    """Interface every environment implements (Tensorforce-style).
+
+    ``reset()`` returns states; ``execute(actions)`` returns ``(states, terminal, reward)`` where
+    terminal is 0 (running), 1 (terminated: a true end) or 2 (truncated: e.g. a time limit, after
+    which learners bootstrap from the value of the final state). States may carry mask entries
+    ``<action>_mask`` beside the state components.
+    """
+
+    @staticmethod
+    def create(environment: Any = None, **kwargs: Any) -> Environment:
+        """Create an environment (see ``forceexp.environments.create`` for the arguments).
+
+        Takes a Gymnasium id, ``'gym'`` + ``level``, an ``Environment`` class or instance, a
+        ``gymnasium.Env``, a factory, or a config dict / file.
+        """
+        from forceexp.environments import create
+
+        return create(environment, **kwargs)
+
+    def states(self) -> dict[str, Any]:
+        """State spec dict (one unnamed spec or a dict of named specs)."""
+        raise NotImplementedError
+
+    def actions(self) -> dict[str, Any]:
+        """Action spec dict (one unnamed spec or a dict of named specs)."""
+        raise NotImplementedError
+
+    def max_episode_timesteps(self) -> int | None:
+        """The environment's own episode length limit, if any."""
+        return None
+
+    def reset(self, seed: int | None = None) -> Any:
+        """Start an episode and return its first states."""
+        raise NotImplementedError
+
+    def execute(self, actions: Any) -> tuple[Any, int, float]:
+        """Apply actions; return ``(states, terminal, reward)``."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release resources (windows, processes, sockets)."""
+
+
+class EnvironmentWrapper(Environment):
+    """Adds ``max_episode_timesteps`` (emitting terminal 2), call-order and output checks.
+
+    Args:
+        environment: The environment to wrap.
+        max_episode_timesteps: Episode limit; defaults to the environment's own limit.
+    """
+
+    def __init__(self, environment: Environment, max_episode_timesteps: int | None = None) -> None:
+        self.environment = environment
+        own = environment.max_episode_timesteps()
+        if max_episode_timesteps is not None and (
+            not isinstance(max_episode_timesteps, int | np.integer) or max_episode_timesteps < 1
+        ):
+            raise ConfigError(
+                f"max_episode_timesteps: {max_episode_timesteps!r} is invalid; expected an int >= 1"
+            )
+        self._limit = int(max_episode_timesteps) if max_episode_timesteps is not None else own
+        self._state_specs = parse_specs(environment.states(), "state")
+        self._action_specs = parse_specs(environment.actions(), "action")
+        self._timestep: int | None = None
+        self._checked = False
+
+    def __repr__(self) -> str:
+        return f"EnvironmentWrapper({self.environment!r}, max_episode_timesteps={self._limit})"
+
+    def states(self) -> dict[str, Any]:
+        """State spec dict of the wrapped environment."""
+        return self._state_specs.to_dict()
+
+    def actions(self) -> dict[str, Any]:
+        """Action spec dict of the wrapped environment."""
+        return self._action_specs.to_dict()
+
+    @property
+    def state_specs(self) -> Specs:
+        """Parsed state specs."""
+        return self._state_specs
+
+    @property
+    def action_specs(self) -> Specs:
+        """Parsed action specs."""
+        return self._action_specs
+
+    def max_episode_timesteps(self) -> int | None:
+        """Effective episode limit (the wrapper's, else the environment's own)."""
+        return self._limit
+
+    def reset(self, seed: int | None = None) -> Any:
+        """Reset the wrapped environment and the episode timestep counter."""
+        self._timestep = 0
+        states = self.environment.reset(seed=seed)
+        if not self._checked:
+            self._check_states(states)
+        return states
+
+    def execute(self, actions: Any) -> tuple[Any, int, float]:
+        """Step the wrapped environment; truncate with terminal 2 at the episode limit."""
+        if self._timestep is None:
+            raise ProtocolError("execute() called before reset() (or after the episode ended)")
+        states, terminal, reward = self.environment.execute(actions)
+        terminal = int(terminal)
+        if terminal not in (0, 1, 2):
+            raise ConfigError(f"{self.environment!r}: terminal {terminal!r} is not 0, 1 or 2")
+        self._timestep += 1
+        if terminal == 0 and self._limit is not None and self._timestep >= self._limit:
+            terminal = TRUNCATED
+        if terminal:
+            self._timestep = None
+        if not self._checked:
+            self._check_states(states)
+            self._checked = True
+        return states, terminal, float(reward)
+
+    def close(self) -> None:
+        """Close the wrapped environment."""
+        self.environment.close()
+
+    def _check_states(self, states: Any) -> None:
+        specs = self._state_specs
+        if specs.single and not isinstance(states, dict):
+            check_array(f"{self.environment!r} states", specs["state"], states, 0)
+            return
+        if not isinstance(states, dict):
+            raise ConfigError(
+                f"{self.environment!r}: returned {type(states).__name__} states; "
+                f"expected a dict with keys {specs.names()}"
+            )
+        for name in specs:
+            key = name if name in states or not specs.single else "state"
+            if key not in states:
+                raise ConfigError(
+                    f"{self.environment!r}: states lack {name!r} (got keys {sorted(states)})"
+                )
+            check_array(f"{self.environment!r} states.{name}", specs[name], states[key], 0)

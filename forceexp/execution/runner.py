@@ -1,0 +1,293 @@
+"""Runner: drives N environments through agent.act -> env.execute -> agent.observe."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from forceexp.agents.agent import Agent
+from forceexp.environments import EnvironmentWrapper, create
+from forceexp.errors import ConfigError, message
+
+
+def stack_states(states: Sequence[Any]) -> Any:
+    """Stack per-environment states (arrays or dicts of arrays) along a new leading axis."""
+    if isinstance(states[0], dict):
+        return {key: np.stack([s[key] for s in states]) for key in states[0]}
+    return np.stack(states)
+
+
+def split_actions(actions: Any, index: int) -> Any:
+    """Row ``index`` of batched actions (an array or a dict of arrays)."""
+    if isinstance(actions, dict):
+        return {name: a[index] for name, a in actions.items()}
+    return actions[index]
+
+
+def _is_instance(environment: Any) -> bool:
+    import gymnasium
+
+    from forceexp.environments import Environment
+
+    return isinstance(environment, Environment | gymnasium.Env)
+
+
+class Runner:
+    """Runs an agent on one or more environments and keeps per-episode statistics.
+
+    Args:
+        agent: An ``Agent``, or anything ``Agent.create`` takes (a name, a ``.json``/``.yaml``
+            file, a dict); created with the environment's specs and
+            ``parallel_interactions=num_parallel``.
+        environment: Anything ``Environment.create`` takes; copied ``num_parallel`` times
+            (give a spec or factory, not an instance, when ``num_parallel > 1``).
+        max_episode_timesteps: Episode limit passed to every environment.
+        num_parallel: Number of environments (default 1, or ``len(environments)``).
+        environments: Explicit list of environment specs, one per slot.
+        evaluation_environment: Environment used by ``evaluate`` (default: a new copy).
+        seed: Environments are seeded ``seed, seed + 1, ...`` on their first reset.
+    """
+
+    def __init__(
+        self,
+        agent: Any,
+        environment: Any = None,
+        max_episode_timesteps: int | None = None,
+        num_parallel: int | None = None,
+        environments: Sequence[Any] | None = None,
+        evaluation_environment: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        specs = self._environment_specs(environment, environments, num_parallel)
+        self.environments: list[EnvironmentWrapper] = [
+            create(spec, max_episode_timesteps=max_episode_timesteps) for spec in specs
+        ]
+        self._env_spec = specs[0]
+        self._max_episode_timesteps = max_episode_timesteps
+        first = self.environments[0]
+        for i, env in enumerate(self.environments[1:], start=1):
+            if env.states() != first.states() or env.actions() != first.actions():
+                raise ConfigError(f"environments[{i}]: specs differ from environments[0]")
+        self._owns_agent = not isinstance(agent, Agent)
+        if self._owns_agent:
+            agent = Agent.create(
+                agent, environment=first, parallel_interactions=len(self.environments)
+            )
+        if agent.parallel_interactions < len(self.environments):
+            raise ConfigError(
+                f"agent.parallel_interactions: {agent.parallel_interactions} is less than "
+                f"num_parallel={len(self.environments)}"
+            )
+        self.agent: Agent = agent
+        self._evaluation_environment = evaluation_environment
+        self.seed = seed
+        self._seeded = False
+        self.episode_returns: list[float] = []
+        self.episode_timesteps: list[int] = []
+        self.episode_seconds: list[float] = []
+        self.timesteps = 0
+        self.episodes = 0
+        self.updates = 0
+
+    @staticmethod
+    def _environment_specs(
+        environment: Any, environments: Sequence[Any] | None, num_parallel: int | None
+    ) -> list[Any]:
+        if environments is not None:
+            if environment is not None:
+                raise ConfigError("Runner: give environment= or environments=, not both")
+            if num_parallel is not None and num_parallel != len(environments):
+                raise ConfigError(
+                    f"num_parallel: {num_parallel} differs from "
+                    f"len(environments)={len(environments)}"
+                )
+            return list(environments)
+        if environment is None:
+            raise ConfigError("Runner: environment= (or environments=) is required")
+        count = 1 if num_parallel is None else num_parallel
+        if not isinstance(count, int) or count < 1:
+            raise ConfigError(message("num_parallel", num_parallel, "an int >= 1"))
+        if count > 1 and _is_instance(environment):
+            raise ConfigError(
+                "environment: an environment instance cannot be copied for num_parallel > 1; "
+                "pass its name, spec dict or a factory instead"
+            )
+        return [environment] * count
+
+    # ------------------------------------------------------------------ running
+    def run(
+        self,
+        num_episodes: int | None = None,
+        num_timesteps: int | None = None,
+        evaluation: bool = False,
+        callback: Callable[[Runner, int], bool] | None = None,
+        use_tqdm: bool = True,
+        batch_agent_calls: bool = True,
+    ) -> None:
+        """Run until ``num_episodes`` episodes or ``num_timesteps`` steps (counted over all envs).
+
+        Args:
+            num_episodes: Episodes to complete (running ones finish, so it may overshoot by up to
+                ``num_parallel - 1``).
+            num_timesteps: Steps to take; at the limit, running episodes are truncated
+                (terminal 2) so no half episode leaks into the next ``run``.
+            evaluation: Act deterministically and independently, without learning.
+            callback: ``callback(runner, parallel)`` after each episode; ``False`` stops.
+            use_tqdm: Show a progress bar when stderr is a terminal.
+            batch_agent_calls: One ``act`` for all environments per step.
+        """
+        if num_episodes is None and num_timesteps is None:
+            raise ConfigError("run: give num_episodes and/or num_timesteps")
+        for name, value in (("num_episodes", num_episodes), ("num_timesteps", num_timesteps)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(message(f"run.{name}", value, "an int >= 1"))
+        self.agent.reset()
+        progress = _Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
+        try:
+            self._loop(num_episodes, num_timesteps, evaluation, callback, progress)
+        finally:
+            progress.close()
+
+    def _reset(self, index: int) -> Any:
+        seed = None
+        if self.seed is not None and not self._seeded:
+            seed = self.seed + index
+        return self.environments[index].reset(seed=seed)
+
+    def _loop(
+        self,
+        num_episodes: int | None,
+        num_timesteps: int | None,
+        evaluation: bool,
+        callback: Callable[[Runner, int], bool] | None,
+        progress: _Progress,
+    ) -> None:
+        count = len(self.environments)
+        states = [self._reset(i) for i in range(count)]
+        self._seeded = True
+        active = np.ones(count, dtype=bool)
+        episode = _EpisodeStats(count)
+        episodes_started, steps, stop = count, 0, False
+        while active.any():
+            slots = np.flatnonzero(active)
+            steps += len(slots)
+            truncate = num_timesteps is not None and steps >= num_timesteps
+            rewards, terminals = self._step(states, slots, evaluation, truncate)
+            stop = stop or truncate
+            episode.add(slots, rewards)
+            for i in slots[terminals > 0]:
+                self._finish_episode(*episode.finish(i))
+                progress.episode(self.episode_returns[-1])
+                stop = stop or (callback is not None and callback(self, int(i)) is False)
+                if stop or (num_episodes is not None and episodes_started >= num_episodes):
+                    active[i] = False
+                else:
+                    episodes_started += 1
+                    states[i] = self._reset(i)
+            self.timesteps += len(slots)
+            progress.step(len(slots))
+
+    def _step(
+        self, states: list[Any], slots: np.ndarray, evaluation: bool, truncate: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One batched act, one execute per environment, one batched observe."""
+        batch = stack_states([states[i] for i in slots])
+        if evaluation:
+            actions = self.agent.act(batch, parallel=slots, independent=True, deterministic=True)
+        else:
+            actions = self.agent.act(batch, parallel=slots)
+        rewards = np.empty(len(slots), dtype=np.float32)
+        terminals = np.empty(len(slots), dtype=np.int64)
+        for row, i in enumerate(slots):
+            action = split_actions(actions, row)
+            states[i], terminals[row], rewards[row] = self.environments[i].execute(action)
+        if truncate:
+            terminals[terminals == 0] = 2  # budget spent: truncate running episodes
+        if not evaluation:
+            nexts = stack_states([states[i] for i in slots])
+            if self.agent.observe(rewards, terminals, parallel=slots, next_states=nexts):
+                self.updates += 1
+        return rewards, terminals
+
+    def _finish_episode(self, episode_return: float, length: int, seconds: float) -> None:
+        self.episode_returns.append(episode_return)
+        self.episode_timesteps.append(length)
+        self.episode_seconds.append(seconds)
+        self.episodes += 1
+
+    def evaluate(self, num_episodes: int = 20, deterministic: bool = True) -> dict[str, float]:
+        """Mean and std of returns over ``num_episodes`` independent episodes (no learning)."""
+        from forceexp.execution.evaluation import evaluate
+
+        env_spec = self._evaluation_environment or self._env_spec
+        environment = create(env_spec, max_episode_timesteps=self._max_episode_timesteps)
+        try:
+            seed = None if self.seed is None else self.seed + 10_000
+            return evaluate(self.agent, environment, num_episodes, deterministic, seed)
+        finally:
+            if environment is not env_spec:
+                environment.close()
+
+    def close(self) -> None:
+        """Close the environments, and the agent if the runner created it."""
+        for env in self.environments:
+            env.close()
+        if self._owns_agent:
+            self.agent.close()
+
+
+class _EpisodeStats:
+    """Running return, length and start time of each environment's current episode."""
+
+    def __init__(self, count: int) -> None:
+        self.returns = np.zeros(count)
+        self.lengths = np.zeros(count, dtype=np.int64)
+        self.starts = np.full(count, time.perf_counter())
+
+    def add(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        self.returns[slots] += rewards
+        self.lengths[slots] += 1
+
+    def finish(self, index: int) -> tuple[float, int, float]:
+        now = time.perf_counter()
+        out = (float(self.returns[index]), int(self.lengths[index]), now - self.starts[index])
+        self.returns[index], self.lengths[index], self.starts[index] = 0.0, 0, now
+        return out
+
+
+class _Progress:
+    """A tqdm bar (episodes or timesteps, mean return, steps/s) when on a terminal."""
+
+    def __init__(self, num_episodes: int | None, num_timesteps: int | None, enabled: bool) -> None:
+        self.bar = None
+        self.by_episodes = num_timesteps is None
+        self.returns: list[float] = []
+        self.start = time.perf_counter()
+        self.steps = 0
+        if enabled:
+            from tqdm import tqdm
+
+            total = num_episodes if self.by_episodes else num_timesteps
+            self.bar = tqdm(total=total, unit="ep" if self.by_episodes else "step", leave=False)
+
+    def episode(self, episode_return: float) -> None:
+        self.returns.append(episode_return)
+        if self.bar is not None:
+            if self.by_episodes:
+                self.bar.update(1)
+            rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
+            mean = float(np.mean(self.returns[-100:]))
+            self.bar.set_postfix(ret=f"{mean:.1f}", sps=f"{rate:.0f}", refresh=False)
+
+    def step(self, count: int) -> None:
+        self.steps += count
+        if self.bar is not None and not self.by_episodes:
+            self.bar.update(count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,106 @@
+"""train(cfg): seed -> env -> agent -> runner -> evaluate -> results.json (Hydra entry layer)."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from forceexp.agents.agent import Agent, seed_everything
+from forceexp.config import build
+from forceexp.environments import create
+from forceexp.execution.runner import Runner
+
+log = logging.getLogger(__name__)
+RUN_KEYS = tuple(p for p in inspect.signature(Runner.run).parameters if p != "self")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def optional(node: Any) -> Any:
+    """Plain container of an optional group's node, or None when the group is ``none``."""
+    if node is None:
+        return None
+    container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+    return container or None
+
+
+def split_runner(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the runner group into constructor kwargs (with ``_target_``) and ``run()`` kwargs."""
+    container = OmegaConf.to_container(node, resolve=True)
+    run_kwargs = {key: container.pop(key) for key in RUN_KEYS if key in container}
+    return container, run_kwargs
+
+
+def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
+    """Build the agent from ``cfg.agent`` completed with the env's specs and the network group."""
+    log.info("Building agent <%s>", cfg.agent._target_)
+    extras = {
+        "states": environment.states(),
+        "actions": environment.actions(),
+        "max_episode_timesteps": environment.max_episode_timesteps(),
+        "parallel_interactions": parallel,
+    }
+    signature = inspect.signature(build(cfg.agent).func)
+    if "network" in signature.parameters:
+        extras["network"] = optional(cfg.network) or "auto"
+    for group in ("saver", "summarizer", "recorder"):
+        spec = optional(cfg.get(group))
+        if spec is not None:
+            extras[group] = spec
+    return build(cfg.agent)(**extras)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
+    torch.set_num_threads(int(cfg.torch_threads))
+    seed_everything(cfg.seed)
+    output_dir = Path(cfg.paths.output_dir)
+    log.info("Building environment <%s>", cfg.env.get("environment", cfg.env._target_))
+    env_factory = build(cfg.env)
+    runner_kwargs, run_kwargs = split_runner(cfg.runner)
+    probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
+    agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
+    probe.close()
+    log.info("Building runner <%s>", runner_kwargs["_target_"])
+    runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
+    start = time.perf_counter()
+    try:
+        runner.run(**run_kwargs)
+        wall = time.perf_counter() - start
+        log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
+        evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
+    finally:
+        runner.close()
+        agent.close()
+    results = {
+        "eval_return_mean": evaluation["return_mean"],
+        "eval_return_std": evaluation["return_std"],
+        "eval_episodes": int(cfg.eval_episodes),
+        "timesteps": runner.timesteps,
+        "episodes": runner.episodes,
+        "updates": runner.updates,
+        "wall_seconds": wall,
+        "steps_per_second": runner.timesteps / wall if wall > 0 else 0.0,
+        "train_return_last100": (
+            sum(runner.episode_returns[-100:]) / max(1, len(runner.episode_returns[-100:]))
+        ),
+    }
+    write_json(output_dir / "results.json", results)
+    log.info("Results: %s", json.dumps(results))
+    return results

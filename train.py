@@ -1,0 +1,19 @@
+"""Train an agent: `python train.py agent=ppo env=cartpole [key=value ...]`."""
+
+from __future__ import annotations
+
+import hydra
+from omegaconf import DictConfig
+
+from forceexp.experiment import train
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    """Run one training job; return the metric sweepers optimise (``cfg.optimized_metric``)."""
+    results = train(cfg)
+    return float(results[cfg.optimized_metric])
+
+
+if __name__ == "__main__":
+    main()
