@@ -1,0 +1,45 @@
+"""Slow subprocess tests of the command-line entry points."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_train_py_writes_results_json(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "agent=ppo",
+        "env=cartpole",
+        "runner.num_timesteps=1024",
+        "eval_episodes=2",
+        f"hydra.run.dir={run_dir}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["timesteps"] == 1024
+    assert {
+        "eval_return_mean",
+        "eval_return_std",
+        "episodes",
+        "wall_seconds",
+        "steps_per_second",
+    } <= set(results)
+    assert (run_dir / ".hydra" / "config.yaml").exists()
+    assert (run_dir / "train.log").exists()
+
+
+@pytest.mark.slow
+def test_misspelled_override_fails_clearly(tmp_path):
+    cmd = [sys.executable, "train.py", "agent.learnin_rate=0.1", f"hydra.run.dir={tmp_path}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Key 'learnin_rate' is not in struct" in proc.stderr
