@@ -172,7 +172,9 @@ class PPOAgent(Agent):
             self._finish_deferred_update(states, slots)
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)
-            actions, log_prob, value = self.policy.act(normalized, masks, deterministic)
+            actions, log_prob, value = self.policy.act(
+                normalized, masks, deterministic, with_value=not independent
+            )
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
             return self.policy.to_env(actions)

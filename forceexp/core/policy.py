@@ -79,16 +79,19 @@ class ActorCritic(nn.Module):
         return self.value_head(features).squeeze(-1)
 
     def act(
-        self, states: Tensors, masks: Tensors, deterministic: bool
-    ) -> tuple[Tensors, torch.Tensor, torch.Tensor]:
+        self, states: Tensors, masks: Tensors, deterministic: bool, with_value: bool = True
+    ) -> tuple[Tensors, torch.Tensor | None, torch.Tensor | None]:
         """Sample actions for normalized ``states``.
 
         Returns:
             ``(raw_actions, log_prob (B,), value (B,))``; raw float actions are unclipped.
+            Without ``with_value`` (independent acts) log-prob and value are skipped (None).
         """
         features = self.network(states)
         dists = self.distributions(features, masks)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        if not with_value:
+            return actions, None, None
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
         return actions, log_prob, self.value_from(features, states)  # type: ignore[return-value]
 
