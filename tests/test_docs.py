@@ -13,8 +13,11 @@ def _bash_blocks(text: str) -> list[str]:
 def test_ci_runs_readme_test_command_verbatim():
     readme = (ROOT / "README.md").read_text()
     test_command = _bash_blocks(readme)[1].strip()
-    ci_lines = [line for line in (ROOT / ".ci" / "run").read_text().splitlines()
-                if line and not line.startswith(("#", "set ", "cd "))]
+    ci_lines = [
+        line
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci_lines == [test_command]
     assert "pip install torch==2.13.0" in test_command
 
