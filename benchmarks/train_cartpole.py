@@ -27,9 +27,9 @@ def run(seed: int) -> dict[str, float]:
     solved = {"seconds": float("nan"), "timesteps": float("nan")}
 
     def callback(r: Runner, _: int) -> bool:
-        if np.isnan(solved["seconds"]) and len(r.episode_returns) >= 100:
-            if np.mean(r.episode_returns[-100:]) >= 475:
-                solved.update(seconds=time.perf_counter() - start, timesteps=r.timesteps)
+        recent = r.episode_returns[-100:]
+        if np.isnan(solved["seconds"]) and len(recent) == 100 and np.mean(recent) >= 475:
+            solved.update(seconds=time.perf_counter() - start, timesteps=r.timesteps)
         return True
 
     runner.run(num_timesteps=TIMESTEPS, callback=callback, use_tqdm=False)
