@@ -441,7 +441,7 @@ def candidates(directory: Path, filename: str | None, format: str | None) -> lis
     formats = [format] if format is not None else list(SUFFIXES)
     if filename is not None:
         path = directory / filename
-        if path.suffix in FORMAT_OF_SUFFIX:
+        if path.suffix in FORMAT_OF_SUFFIX or path.is_file():
             return [path]
         exact = [directory / f"{filename}{SUFFIXES[f]}" for f in formats]
         exact = [p for p in exact if p.exists()]
