@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from forceexp import Agent, Runner
-from forceexp.agents import persistence
+from forceexp.agents import formats, persistence
 from forceexp.errors import CheckpointError, ConfigError
 from forceexp.observers.saver import Saver
 
@@ -49,7 +49,7 @@ def train(agent: Agent, env=IDENTITY, timesteps: int = 64, seed: int | None = No
 
 
 def weights(agent: Agent) -> dict[str, torch.Tensor]:
-    return persistence.flatten_weights(agent.state_dict())
+    return formats.flatten_weights(agent.state_dict())
 
 
 def assert_same_weights(a: Agent, b: Agent) -> None:
@@ -135,7 +135,7 @@ def test_numpy_and_hdf5_use_readable_stable_names(tmp_path):
         spec = json.loads(data["__spec__"].tobytes().decode())
     assert {"policy/network/mlp.0.weight", "policy/heads/action.linear.bias"} <= names
     assert {"counters/timesteps", "counters/episodes", "counters/updates"} <= names
-    assert spec["format_version"] == persistence.FORMAT_VERSION
+    assert spec["format_version"] == formats.FORMAT_VERSION
     assert json.loads(spec["spec"])["agent"] == "ppo"
     with h5py.File(tmp_path / "agent.h5", "r") as handle:
         assert handle["policy/network/mlp.0.weight"].shape == (16, 4)
@@ -168,7 +168,7 @@ def test_exact_resume_on_cartpole(tmp_path):
             torch.testing.assert_close(value, opt_b["state"][key][name], rtol=0, atol=0)
     # the same RNG states, weights, optimizer and counters: continuing gives identical weights
     train(agent, env=CARTPOLE, timesteps=64, seed=2)
-    persistence.set_rng_state(torch.load(tmp_path / "agent.pt", weights_only=True)["rng"])
+    formats.set_rng_state(torch.load(tmp_path / "agent.pt", weights_only=True)["rng"])
     train(loaded, env=CARTPOLE, timesteps=64, seed=2)
     assert counters(loaded) == counters(agent)
     assert loaded.updates == 8
