@@ -451,3 +451,11 @@ def test_hydra_saver_group(tmp_path, option):
         warnings.simplefilter("error")
         loaded = Agent.load(tmp_path / "checkpoints", saver=None)
     assert loaded.updates == 2
+
+
+def test_resume_directory(tmp_path):
+    make_agent().save(tmp_path / "checkpoints")
+    assert persistence.resume_directory(tmp_path) == tmp_path / "checkpoints"
+    assert persistence.resume_directory(tmp_path / "checkpoints") == tmp_path / "checkpoints"
+    with pytest.raises(CheckpointError, match=r"resume: no checkpoint\.json in"):
+        persistence.resume_directory(tmp_path / "elsewhere")

@@ -267,3 +267,15 @@ def load(
         agent.close()
         raise
     return agent
+
+
+def resume_directory(path: str | Path) -> Path:
+    """The checkpoint folder of a run dir (``<run>/checkpoints``) or a checkpoint folder itself.
+
+    Meant for ``train.py +resume=<run dir or checkpoint dir>``.
+    """
+    path = Path(path)
+    for folder in (path / "checkpoints", path):
+        if (folder / INDEX).exists():
+            return folder
+    raise CheckpointError(f"resume: no {INDEX} in {path} or {path / 'checkpoints'}")
