@@ -254,6 +254,8 @@ def test_loaded_agent_keeps_its_saver_and_continues_counting(tmp_path):
     loaded.close()
     assert (tmp_path / "agent-4.pt").exists()
     assert Agent.load(tmp_path, saver=None).observers == []
+    loaded = Agent.load(tmp_path, environment=IDENTITY, saver=None, parallel_interactions=3)
+    assert (loaded.parallel_interactions, loaded.updates) == (3, 4)
 
 
 # ---------------------------------------------------------------------------- safety
