@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -122,6 +123,9 @@ def test_round_trip_each_format(tmp_path, fmt):
     assert_same_acts(agent, loaded)
     assert loaded.spec == agent.spec
     assert not list(tmp_path.glob("*.tmp"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not the 0600 of a mkstemp file
 
 
 def test_numpy_and_hdf5_use_readable_stable_names(tmp_path):
@@ -461,3 +465,17 @@ def test_resume_directory(tmp_path):
     assert persistence.resume_directory(tmp_path / "checkpoints") == tmp_path / "checkpoints"
     with pytest.raises(CheckpointError, match=r"resume: no checkpoint\.json in"):
         persistence.resume_directory(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("name", ["agent.pt", "agent.npz", "agent.h5"])
+def test_committed_fixtures_still_load(name):
+    """Files written by format_version 1 (tests/fixtures/make_fixtures.py) must keep loading."""
+    saved = ROOT / "tests/fixtures/saved"
+    expected = json.loads((saved / "expected.json").read_text())
+    agent = Agent.load(saved, filename=name)
+    assert agent.timesteps == expected["timesteps"]
+    probe = np.eye(3, dtype=np.float32)
+    assert deterministic_acts(agent, probe) == expected["acts"]
+    with torch.no_grad():
+        values = agent.policy.value({"state": torch.as_tensor(probe)})
+    np.testing.assert_allclose(values.numpy(), expected["values"], rtol=1e-5, atol=1e-6)
