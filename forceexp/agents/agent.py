@@ -161,6 +161,54 @@ class Agent:
             raise ConfigError(message("agent", type(created).__name__, "an Agent subclass"))
         return created
 
+    @staticmethod
+    def load(
+        directory: Any = None,
+        filename: str | None = None,
+        format: str | None = None,
+        environment: Any = None,
+        **overrides: Any,
+    ) -> Agent:
+        """Create a saved agent and restore its state (see ``docs/save_restore.md``).
+
+        Args:
+            directory: Folder of saved files (or one saved file).
+            filename: File to load (default: the latest in the folder's ``checkpoint.json``,
+                else the highest ``agent-<counter>`` file); a suffix picks the format.
+            format: ``'checkpoint'``, ``'numpy'`` or ``'hdf5'`` (detected when None).
+            environment: Fills in specs the saved config lacks.
+            **overrides: Constructor arguments replacing saved ones (e.g. ``saver=None``).
+        """
+        from forceexp.agents import persistence
+
+        return persistence.load(directory, filename, format, environment, **overrides)
+
+    def save(
+        self,
+        directory: Any,
+        filename: str | None = None,
+        format: str = "checkpoint",
+        append: str | None = None,
+    ) -> str:
+        """Save to ``directory/<filename>[-<counter>].pt|.npz|.h5`` atomically; return the path.
+
+        Args:
+            directory: Target folder.
+            filename: File name stem (default ``'agent'``).
+            format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights).
+            append: ``'timesteps'``, ``'episodes'`` or ``'updates'``: add that counter to the name.
+        """
+        from forceexp.agents import persistence
+
+        return persistence.save(self, directory, filename, format, append)  # type: ignore[arg-type]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state beyond the counters (weights, optimizer, generators); none here."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (entries it lacks keep their current value)."""
+
     # ------------------------------------------------------------------ interaction
     def act(
         self,

@@ -159,6 +159,17 @@ class PPOAgent(Agent):
         self._bootstrap_known = np.empty(0, dtype=np.int64)
         self._pending_metrics: dict[str, float] | None = None
 
+    def state_dict(self) -> dict[str, Any]:
+        """Policy (with normalizer statistics) and optimizer state; the rollout is not kept."""
+        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load policy and, when present (full checkpoints), optimizer state."""
+        if "policy" in state:
+            self.policy.load_state_dict(state["policy"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
     # ------------------------------------------------------------------ acting
     def _act(
         self,

@@ -45,6 +45,15 @@ class RandomAgent(Agent):
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The action generator's state."""
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the action generator's state."""
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
+
     def _act(
         self,
         states: Tensors,

@@ -21,5 +21,10 @@ def build_observers(
         if isinstance(spec, Observer):
             observers.append(spec)
             continue
+        if name == "saver":
+            from forceexp.observers.saver import build_saver
+
+            observers.append(build_saver(spec))
+            continue
         raise ConfigError(f"{name}: {spec!r} is not supported yet")
     return observers

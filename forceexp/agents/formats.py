@@ -1,0 +1,310 @@
+"""File formats: the agent spec as JSON, stable weight names, RNG states, readers and writers.
+
+A full checkpoint (``.pt``, read with ``torch.load(weights_only=True)``) holds the agent spec as
+JSON, ``agent.state_dict()`` (weights, optimizer, normalizer statistics), the counters and the
+RNG states. NumPy (``.npz``) and HDF5 (``.h5``) files hold the weights and counters under stable
+names such as ``policy/network/mlp.0.weight`` plus the spec JSON and format stamps.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+
+from forceexp.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from forceexp.agents.agent import Agent
+
+Format = Literal["checkpoint", "numpy", "hdf5"]
+Counter = Literal["timesteps", "episodes", "updates"]
+
+FORMAT_VERSION = 1
+SUFFIXES: dict[str, str] = {"checkpoint": ".pt", "numpy": ".npz", "hdf5": ".h5"}
+FORMAT_OF_SUFFIX = {".pt": "checkpoint", ".npz": "numpy", ".h5": "hdf5", ".hdf5": "hdf5"}
+COUNTERS: tuple[str, ...] = ("timesteps", "episodes", "updates")
+_SPEC_KEY = "__spec__"
+_COUNTER_PREFIX = "counters/"
+
+
+class Payload(NamedTuple):
+    """What a file holds: agent spec, agent state, counters and (checkpoints only) RNG states."""
+
+    spec: dict[str, Any]
+    state: dict[str, Any]
+    counters: dict[str, int]
+    rng: dict[str, Any] | None
+
+
+# ---------------------------------------------------------------------------- spec as JSON
+def _plain(value: Any) -> Any:
+    """Convert a spec value to JSON types, or raise TypeError."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    raise TypeError(type(value).__name__)
+
+
+def spec_json(spec: Mapping[str, Any]) -> str:
+    """The agent spec as JSON; values that are not JSON (modules, callables) are left out.
+
+    Left-out keys are listed under ``__unsaved__`` so ``load`` can ask for them by name.
+    """
+    out: dict[str, Any] = {}
+    unsaved = []
+    for key, value in spec.items():
+        try:
+            out[key] = _plain(value)
+        except TypeError as exc:
+            unsaved.append(key)
+            warnings.warn(
+                f"agent spec key {key!r} ({exc}) is not JSON; Agent.load will need it again",
+                stacklevel=3,
+            )
+    if unsaved:
+        out["__unsaved__"] = unsaved
+    return json.dumps(out, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------- state flattening
+def flatten_weights(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Tensors of ``state`` under stable names (``policy/network/mlp.0.weight``).
+
+    Top-level tensors and flat ``{str: Tensor}`` dicts (module state dicts) are weights; nested
+    structures such as optimizer state are not.
+    """
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor):
+            out[key] = value
+        elif isinstance(value, Mapping) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items()
+        ):
+            for sub, tensor in value.items():
+                out[f"{key}/{sub.replace('.', '/', 1)}"] = tensor
+    return out
+
+
+def unflatten_weights(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """Invert ``flatten_weights``: ``policy/network/mlp.0.weight`` -> state['policy'][...]."""
+    state: dict[str, Any] = {}
+    for name, tensor in weights.items():
+        if "/" not in name:
+            state[name] = tensor
+            continue
+        key, rest = name.split("/", 1)
+        state.setdefault(key, {})[rest.replace("/", ".", 1)] = tensor
+    return state
+
+
+def check_compatible(agent: Agent, state: Mapping[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming every weight whose name or shape differs from the agent's."""
+    have = {n: tuple(t.shape) for n, t in flatten_weights(agent.state_dict()).items()}
+    got = {n: tuple(t.shape) for n, t in flatten_weights(state).items()}
+    problems = [
+        f"{name}: file {got[name]} vs agent {shape}"
+        for name, shape in have.items()
+        if name in got and got[name] != shape
+    ]
+    missing = sorted(set(have) - set(got))
+    unexpected = sorted(set(got) - set(have))
+    if missing:
+        problems.append(f"missing in file: {missing}")
+    if unexpected:
+        problems.append(f"not in agent: {unexpected}")
+    if problems:
+        raise CheckpointError(
+            f"{path}: weights do not match the agent's specs; " + "; ".join(problems)
+        )
+
+
+# ---------------------------------------------------------------------------- RNG states
+def rng_state() -> dict[str, Any]:
+    """Torch, NumPy and Python RNG states as tensors and plain types (``weights_only`` safe)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what ``rng_state`` returned."""
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((numpy["name"], keys, numpy["pos"], numpy["has_gauss"], numpy["cached"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------- writers
+def _meta() -> dict[str, Any]:
+    from forceexp import __version__
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "forceexp_version": __version__,
+        "torch_version": str(torch.__version__),
+    }
+
+
+def _write_checkpoint(agent: Agent, tmp: Path) -> None:
+    payload = {
+        **_meta(),
+        "spec": spec_json(agent.spec),
+        "counters": {name: int(getattr(agent, name)) for name in COUNTERS},
+        "state": agent.state_dict(),
+        "rng": rng_state(),
+    }
+    with tmp.open("wb") as handle:
+        torch.save(payload, handle)
+
+
+def _weight_arrays(agent: Agent) -> dict[str, np.ndarray]:
+    arrays = {n: t.detach().cpu().numpy() for n, t in flatten_weights(agent.state_dict()).items()}
+    for name in COUNTERS:
+        arrays[_COUNTER_PREFIX + name] = np.asarray(getattr(agent, name), dtype=np.int64)
+    return arrays
+
+
+def _write_numpy(agent: Agent, tmp: Path) -> None:
+    arrays = _weight_arrays(agent)
+    meta = json.dumps({**_meta(), "spec": spec_json(agent.spec)})
+    arrays[_SPEC_KEY] = np.frombuffer(meta.encode(), dtype=np.uint8)
+    with tmp.open("wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def _write_hdf5(agent: Agent, tmp: Path) -> None:
+    import h5py
+
+    with h5py.File(tmp, "w") as handle:
+        for key, value in _meta().items():
+            handle.attrs[key] = value
+        handle.attrs["spec"] = spec_json(agent.spec)
+        for name, array in _weight_arrays(agent).items():
+            handle.create_dataset(name, data=array)
+
+
+WRITERS: dict[str, Callable[[Agent, Path], None]] = {
+    "checkpoint": _write_checkpoint,
+    "numpy": _write_numpy,
+    "hdf5": _write_hdf5,
+}
+
+
+# ---------------------------------------------------------------------------- readers
+def _parse_meta(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Check the format version and decode the spec JSON."""
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{path}: not a forceexp file (no format_version)")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: written with format_version {version} by forceexp "
+            f"{meta.get('forceexp_version')}; this forceexp reads format_version <= "
+            f"{FORMAT_VERSION}. Upgrade forceexp to load it"
+        )
+    try:
+        spec = json.loads(meta["spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: agent spec missing or not JSON ({exc})") from None
+    return spec
+
+
+def _short(exc: BaseException) -> str:
+    """First line of an exception message (library messages can be pages long)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+def _read_checkpoint(path: Path) -> Payload:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_short(exc)})") from None
+    if not isinstance(data, dict) or "state" not in data or "counters" not in data:
+        raise CheckpointError(f"{path}: not a forceexp checkpoint (missing state/counters)")
+    spec = _parse_meta(data, path)
+    return Payload(spec, data["state"], dict(data["counters"]), data.get("rng"))
+
+
+def _split_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Payload:
+    counters = {
+        name[len(_COUNTER_PREFIX) :]: int(a)
+        for name, a in arrays.items()
+        if name.startswith(_COUNTER_PREFIX)
+    }
+    weights = {
+        name: torch.from_numpy(np.array(a))
+        for name, a in arrays.items()
+        if not name.startswith(_COUNTER_PREFIX)
+    }
+    return Payload({}, unflatten_weights(weights), counters, None)
+
+
+def _read_numpy(path: Path) -> Payload:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+        meta = json.loads(arrays.pop(_SPEC_KEY).tobytes().decode())
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: truncated or corrupt NumPy weights file ({_short(exc)})"
+        ) from None
+    return _split_arrays(arrays, path)._replace(spec=_parse_meta(meta, path))
+
+
+def _read_hdf5(path: Path) -> Payload:
+    import h5py
+
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with h5py.File(path, "r") as handle:
+            meta = dict(handle.attrs)
+
+            def visit(name: str, node: Any) -> None:
+                if isinstance(node, h5py.Dataset):
+                    arrays[name] = node[()]
+
+            handle.visititems(visit)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: truncated or corrupt HDF5 weights file ({_short(exc)})"
+        ) from None
+    meta = {k: v.item() if isinstance(v, np.generic) else v for k, v in meta.items()}
+    return _split_arrays(arrays, path)._replace(spec=_parse_meta(meta, path))
+
+
+READERS: dict[str, Callable[[Path], Payload]] = {
+    "checkpoint": _read_checkpoint,
+    "numpy": _read_numpy,
+    "hdf5": _read_hdf5,
+}

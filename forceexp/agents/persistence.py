@@ -1,0 +1,283 @@
+"""Save and load agents: atomic writes, the ``checkpoint.json`` index, pruning, fallbacks.
+
+Every file is written to a temp file and renamed; ``checkpoint.json`` lists the files written
+in a directory (newest last). Loading takes an explicit file, else the index's newest readable
+entry, else the highest ``<name>-<counter>`` file; file contents are in ``formats``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from forceexp.agents.formats import (
+    COUNTERS,
+    FORMAT_OF_SUFFIX,
+    FORMAT_VERSION,
+    READERS,
+    SUFFIXES,
+    WRITERS,
+    Counter,
+    Format,
+    Payload,
+    check_compatible,
+    flatten_weights,
+    set_rng_state,
+)
+from forceexp.errors import CheckpointError, ConfigError, message
+
+if TYPE_CHECKING:
+    from forceexp.agents.agent import Agent
+
+__all__ = ["FORMAT_VERSION", "SUFFIXES", "flatten_weights", "load", "save"]
+
+log = logging.getLogger(__name__)
+INDEX = "checkpoint.json"
+
+
+# ---------------------------------------------------------------------------- atomic files
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a fresh temp path beside ``path``, then rename it over ``path``.
+
+    ``write`` creates the temp file itself, so it gets the usual permissions (umask).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_index(directory: Path) -> list[dict[str, Any]]:
+    """Entries of ``checkpoint.json`` (oldest first); [] if absent, with a warning if corrupt."""
+    path = directory / INDEX
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text())["checkpoints"]
+        if not isinstance(entries, list):
+            raise TypeError("checkpoints is not a list")
+        return [e for e in entries if isinstance(e, dict) and "file" in e]
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        warnings.warn(f"{path}: unreadable index ({exc}); scanning the directory", stacklevel=3)
+        return []
+
+
+def write_index(directory: Path, entries: list[dict[str, Any]]) -> None:
+    """Write ``checkpoint.json`` atomically; ``latest`` names the last entry's file."""
+    data = {"latest": entries[-1]["file"] if entries else None, "checkpoints": entries}
+    atomic_write(directory / INDEX, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
+
+
+def _register(
+    directory: Path, path: Path, fmt: str, agent: Agent, keep: int | None, owner: str | None
+) -> None:
+    """Add ``path`` to the index (replacing an entry of the same file) and prune old ones.
+
+    Only entries with the same ``owner`` (a saver's filename) are pruned down to ``keep``.
+    """
+    entries = [e for e in read_index(directory) if e["file"] != path.name]
+    entry = {"file": path.name, "format": fmt, "time": time.time(), "owner": owner}
+    entry.update({name: int(getattr(agent, name)) for name in COUNTERS})
+    entries.append(entry)
+    if keep is not None and owner is not None:
+        owned = [e for e in entries if e.get("owner") == owner]
+        for old in owned[: max(0, len(owned) - keep)]:
+            (directory / old["file"]).unlink(missing_ok=True)
+            entries.remove(old)
+    write_index(directory, entries)
+
+
+def save(
+    agent: Agent,
+    directory: str | Path,
+    filename: str | None = None,
+    format: Format = "checkpoint",
+    append: Counter | None = None,
+    max_checkpoints: int | None = None,
+    owner: str | None = None,
+) -> str:
+    """Write ``agent`` to ``directory/<filename>[-<counter>]<suffix>`` and index it.
+
+    Args:
+        agent: The agent to save.
+        directory: Target folder (created if missing).
+        filename: File name without suffix (default ``'agent'``).
+        format: ``'checkpoint'`` (full state, ``.pt``), ``'numpy'`` (``.npz``) or ``'hdf5'``
+            (``.h5``).
+        append: Counter whose value is appended to the name: ``'timesteps'``, ``'episodes'``
+            or ``'updates'``.
+        max_checkpoints: Keep at most this many files of the same ``owner`` (saver use).
+        owner: Index tag of the periodic saver that wrote the file.
+
+    Returns:
+        The path written.
+    """
+    if format not in WRITERS:
+        raise ConfigError(message("save.format", format, "'checkpoint', 'numpy' or 'hdf5'"))
+    if append is not None and append not in COUNTERS:
+        expected = "None, 'timesteps', 'episodes' or 'updates'"
+        raise ConfigError(message("save.append", append, expected))
+    name = filename or "agent"
+    if append is not None:
+        name = f"{name}-{int(getattr(agent, append))}"
+    directory = Path(directory)
+    path = directory / f"{name}{SUFFIXES[format]}"
+    atomic_write(path, lambda tmp: WRITERS[format](agent, tmp))
+    _register(directory, path, format, agent, max_checkpoints, owner)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------- finding files
+def _format_of(path: Path, format: str | None) -> str:
+    fmt = FORMAT_OF_SUFFIX.get(path.suffix)
+    if fmt is None:
+        raise CheckpointError(f"{path}: unknown file type; expected .pt, .npz, .h5 or .hdf5")
+    if format is not None and format != fmt:
+        raise ConfigError(f"load: {path.name} is a {fmt} file but format={format!r} was given")
+    return fmt
+
+
+def _scan(directory: Path, stem: str, formats: list[str]) -> list[Path]:
+    """Files ``<stem>[-<int>]<suffix>`` of ``formats``, best (highest counter) first."""
+    pattern = re.compile(rf"^{re.escape(stem)}(?:-(\d+))?(\.[a-z0-9]+)$")
+    found = []
+    for path in directory.iterdir() if directory.is_dir() else ():
+        match = pattern.match(path.name)
+        if match and FORMAT_OF_SUFFIX.get(match.group(2)) in formats:
+            found.append((int(match.group(1) or -1), path.stat().st_mtime, path))
+    kinds = {FORMAT_OF_SUFFIX[p.suffix] for _, _, p in found}
+    if len(kinds) > 1:
+        raise ConfigError(
+            f"load: {directory} holds {sorted(kinds)} files named {stem!r}; pass format="
+        )
+    return [path for *_, path in sorted(found, key=lambda f: f[:2], reverse=True)]
+
+
+def candidates(directory: Path, filename: str | None, format: str | None) -> list[Path]:
+    """Files to try, best first: an explicit file, else the index (newest first), else a scan."""
+    formats = [format] if format is not None else list(SUFFIXES)
+    if filename is not None:
+        path = directory / filename
+        if path.suffix in FORMAT_OF_SUFFIX or path.is_file():
+            return [path]
+        exact = [directory / f"{filename}{SUFFIXES[f]}" for f in formats]
+        exact = [p for p in exact if p.exists()]
+        if len(exact) > 1:
+            raise ConfigError(f"load: {[p.name for p in exact]} all exist; pass format=")
+        return exact or _scan(directory, filename, formats)
+    entries = [e for e in read_index(directory) if e.get("format") in formats]
+    if entries:
+        return [directory / e["file"] for e in reversed(entries)]
+    return _scan(directory, "agent", formats)
+
+
+def read(directory: Path, filename: str | None, format: str | None) -> tuple[Path, Payload]:
+    """Read the best candidate; a corrupt one is skipped with a warning unless named explicitly."""
+    if format is not None and format not in READERS:
+        raise ConfigError(message("load.format", format, "'checkpoint', 'numpy' or 'hdf5'"))
+    found = candidates(directory, filename, format)
+    if not found:
+        what = f"{filename!r}" if filename else "no checkpoint"
+        raise CheckpointError(f"{directory}: {what} found (format={format})")
+    explicit = len(found) == 1 and filename is not None
+    errors = []
+    for path in found:
+        try:
+            if not path.exists():
+                raise CheckpointError(f"{path}: listed in {INDEX} but missing")
+            return path, READERS[_format_of(path, format)](path)
+        except CheckpointError as exc:
+            if explicit:
+                raise
+            errors.append(str(exc))
+            warnings.warn(f"skipping {path}: {exc}", stacklevel=3)
+    raise CheckpointError(f"{directory}: no readable checkpoint; " + "; ".join(errors))
+
+
+# ---------------------------------------------------------------------------- loading
+def restore(agent: Agent, path: Path, payload: Payload) -> None:
+    """Check shapes, then load state, counters and (checkpoints) RNG states into ``agent``."""
+    check_compatible(agent, payload.state, path)
+    agent.load_state_dict(payload.state)
+    for name in COUNTERS:
+        if name in payload.counters:
+            setattr(agent, name, int(payload.counters[name]))
+    if payload.rng is not None:
+        set_rng_state(payload.rng)
+    from forceexp.observers.saver import Saver
+
+    for observer in agent.observers:
+        if isinstance(observer, Saver):
+            observer.sync(agent)
+    restored = sorted(key for key in payload.state if key != "policy") or ["-"]
+    log.info(
+        "Restored %s: %d weight tensors, also %s, counters %s%s",
+        path,
+        len(flatten_weights(payload.state)),
+        ", ".join(restored),
+        payload.counters,
+        ", RNG states" if payload.rng is not None else "",
+    )
+
+
+def _agent_spec(spec: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    unsaved = [key for key in spec.pop("__unsaved__", []) if key not in overrides]
+    if unsaved:
+        raise ConfigError(
+            f"{path}: agent spec keys {unsaved} were not JSON when saved; pass them to "
+            f"Agent.load, e.g. Agent.load(..., {unsaved[0]}=...)"
+        )
+    given = overrides.pop("agent", None)
+    if given is not None and given != spec.get("agent"):
+        raise ConfigError(message("load.agent", given, f"{spec.get('agent')!r} (as saved)"))
+    return {**spec, **overrides}
+
+
+def load(
+    directory: str | Path | None,
+    filename: str | None = None,
+    format: Format | None = None,
+    environment: Any = None,
+    **overrides: Any,
+) -> Agent:
+    """Create the saved agent and restore its state; see ``Agent.load``."""
+    from forceexp.agents.agent import Agent
+
+    if directory is None:
+        raise ConfigError("load: directory= is required (a folder or a saved file)")
+    directory = Path(directory)
+    if directory.is_file():
+        directory, filename = directory.parent, directory.name
+    path, payload = read(directory, filename, format)
+    spec = _agent_spec(dict(payload.spec), overrides, path)
+    agent = Agent.create(spec, environment=environment)
+    try:
+        restore(agent, path, payload)
+    except BaseException:
+        agent.close()
+        raise
+    return agent
+
+
+def resume_directory(path: str | Path) -> Path:
+    """The checkpoint folder of a run dir (``<run>/checkpoints``) or a checkpoint folder itself.
+
+    Meant for ``train.py +resume=<run dir or checkpoint dir>``.
+    """
+    path = Path(path)
+    for folder in (path / "checkpoints", path):
+        if (folder / INDEX).exists():
+            return folder
+    raise CheckpointError(f"resume: no {INDEX} in {path} or {path / 'checkpoints'}")

@@ -1,0 +1,139 @@
+"""Saver: periodic checkpoints every N updates/episodes/timesteps/seconds, and one on close."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from forceexp.errors import ConfigError, message
+from forceexp.observers.base import Observer
+
+if TYPE_CHECKING:
+    from forceexp.agents.agent import Agent
+
+Unit = Literal["updates", "episodes", "timesteps", "seconds"]
+UNITS = ("updates", "episodes", "timesteps", "seconds")
+
+
+class Saver(Observer):
+    """Writes a checkpoint whenever the ``unit`` counter advanced by ``frequency`` since the last.
+
+    Files are ``<directory>/<filename>-<counter><suffix>`` (the counter of ``unit``, timesteps
+    for ``'seconds'``), listed in ``<directory>/checkpoint.json``; only the newest
+    ``max_checkpoints`` are kept. ``close`` saves once more if anything changed since the last
+    save, so no progress is lost at the end.
+
+    Args:
+        directory: Folder of the checkpoints (created on the first save).
+        frequency: Save interval, in ``unit`` (an int >= 1).
+        unit: ``'updates'``, ``'episodes'``, ``'timesteps'`` or ``'seconds'`` (wall clock).
+        max_checkpoints: Number of checkpoints kept (an int >= 1, or None to keep all).
+        filename: File name stem.
+        format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights only).
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        frequency: int = 10,
+        unit: Unit = "updates",
+        max_checkpoints: int | None = 10,
+        filename: str = "agent",
+        format: Literal["checkpoint", "numpy", "hdf5"] = "checkpoint",
+    ) -> None:
+        from forceexp.agents.persistence import SUFFIXES
+
+        if not isinstance(directory, str | Path) or not str(directory):
+            raise ConfigError(message("saver.directory", directory, "a folder path"))
+        if not isinstance(frequency, int | float) or isinstance(frequency, bool) or frequency <= 0:
+            raise ConfigError(message("saver.frequency", frequency, "a number > 0"))
+        if unit not in UNITS:
+            raise ConfigError(message("saver.unit", unit, f"one of {', '.join(UNITS)}"))
+        if max_checkpoints is not None and (
+            not isinstance(max_checkpoints, int) or max_checkpoints < 1
+        ):
+            raise ConfigError(message("saver.max_checkpoints", max_checkpoints, "an int >= 1"))
+        if format not in SUFFIXES:
+            raise ConfigError(message("saver.format", format, "'checkpoint', 'numpy' or 'hdf5'"))
+        if not isinstance(filename, str) or not filename or "/" in filename:
+            raise ConfigError(message("saver.filename", filename, "a file name without '/'"))
+        self.directory = Path(directory)
+        self.frequency, self.unit = frequency, unit
+        self.max_checkpoints, self.filename, self.format = max_checkpoints, filename, format
+        self.saved: list[str] = []
+        self._next: float = frequency
+        self._snapshot: tuple[int, int, int] = (0, 0, 0)
+
+    def _counter(self, agent: Agent) -> float:
+        if self.unit == "seconds":
+            return time.monotonic()
+        return getattr(agent, self.unit)
+
+    def sync(self, agent: Agent) -> None:
+        """Restart the interval from the agent's current counters (after attach or a load)."""
+        self._next = self._counter(agent) + self.frequency
+        self._snapshot = (agent.timesteps, agent.episodes, agent.updates)
+
+    def attach(self, agent: Agent) -> None:
+        """Start counting from the new agent's counters."""
+        self.sync(agent)
+
+    def save(self, agent: Agent) -> str:
+        """Write one checkpoint now and restart the interval; returns its path."""
+        from forceexp.agents import persistence
+
+        append = "timesteps" if self.unit == "seconds" else self.unit
+        path = persistence.save(
+            agent,
+            self.directory,
+            self.filename,
+            self.format,
+            append=append,
+            max_checkpoints=self.max_checkpoints,
+            owner=self.filename,
+        )
+        self.saved.append(path)
+        self.sync(agent)
+        return path
+
+    def on_observe(
+        self, agent: Agent, rewards: np.ndarray, terminals: np.ndarray, slots: np.ndarray
+    ) -> None:
+        """Timesteps and seconds units are checked here."""
+        if self.unit == "timesteps":
+            if agent.timesteps >= self._next:
+                self.save(agent)
+        elif self.unit == "seconds" and time.monotonic() >= self._next:
+            self.save(agent)
+
+    def on_episode(self, agent: Agent, slot: int, episode_return: float, length: int) -> None:
+        """The episodes unit is checked here."""
+        if self.unit == "episodes" and agent.episodes >= self._next:
+            self.save(agent)
+
+    def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
+        """The updates unit is checked here."""
+        if self.unit == "updates" and agent.updates >= self._next:
+            self.save(agent)
+
+    def close(self, agent: Agent) -> None:
+        """Save a final checkpoint if the agent changed since the last one."""
+        if (agent.timesteps, agent.episodes, agent.updates) != self._snapshot:
+            self.save(agent)
+
+
+def build_saver(spec: Any) -> Saver:
+    """A Saver from a directory string/path or a dict of ``Saver`` arguments."""
+    if isinstance(spec, Saver):
+        return spec
+    if isinstance(spec, str | Path):
+        return Saver(directory=spec)
+    if isinstance(spec, dict):
+        try:
+            return Saver(**spec)
+        except TypeError as exc:
+            raise ConfigError(f"saver: {exc}") from None
+    raise ConfigError(message("saver", spec, "a directory or a dict(directory=..., ...)"))
