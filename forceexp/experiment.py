@@ -66,6 +66,19 @@ def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
     return build(cfg.agent)(**extras)
 
 
+def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
+    """Load the latest checkpoint of ``cfg.resume`` (a run dir or its checkpoints dir).
+
+    The observers configured now (saver, summarizer, recorder) replace the saved ones.
+    """
+    from forceexp.agents.persistence import resume_directory
+
+    directory = resume_directory(cfg.resume)
+    log.info("Resuming agent from <%s>", directory)
+    observers = {group: optional(cfg.get(group)) for group in ("saver", "summarizer", "recorder")}
+    return Agent.load(directory, environment=environment, **observers)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     torch.set_num_threads(int(cfg.torch_threads))
@@ -75,7 +88,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     env_factory = build(cfg.env)
     runner_kwargs, run_kwargs = split_runner(cfg.runner)
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
-    agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
+    if cfg.get("resume"):
+        agent = resume_agent(cfg, probe)
+        if run_kwargs.get("num_timesteps") is not None:
+            run_kwargs["num_timesteps"] = max(1, run_kwargs["num_timesteps"] - agent.timesteps)
+    else:
+        agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
     probe.close()
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)

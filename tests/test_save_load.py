@@ -479,3 +479,20 @@ def test_committed_fixtures_still_load(name):
     with torch.no_grad():
         values = agent.policy.value({"state": torch.as_tensor(probe)})
     np.testing.assert_allclose(values.numpy(), expected["values"], rtol=1e-5, atol=1e-6)
+
+
+def test_train_resumes_from_a_previous_run(compose_cfg, tmp_path):
+    from forceexp.experiment import train
+
+    first = compose_cfg("saver=checkpoint", "runner.num_timesteps=512", "runner.num_parallel=2")
+    train(first)
+    checkpoints = tmp_path / "checkpoints"
+    assert (checkpoints / "checkpoint.json").exists()
+    resumed = compose_cfg(
+        "saver=checkpoint",
+        "runner.num_timesteps=1024",
+        "runner.num_parallel=2",
+        f"+resume={tmp_path}",
+    )
+    results = train(resumed)
+    assert results["timesteps"] == 512  # the remaining budget only
