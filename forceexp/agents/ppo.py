@@ -160,7 +160,6 @@ class PPOAgent(Agent):
         self._pending_metrics: dict[str, float] | None = None
 
     # ------------------------------------------------------------------ acting
-    @torch.inference_mode()
     def _act(
         self,
         states: Tensors,
@@ -169,19 +168,21 @@ class PPOAgent(Agent):
         independent: bool,
         deterministic: bool,
     ) -> Tensors:
-        normalized = self.policy.normalize(states, update=not independent)
         if self._update_pending and not independent:
-            self._finish_deferred_update(normalized, slots)
-            normalized = self.policy.normalize(states, update=False)
-        actions, log_prob, value = self.policy.act(normalized, masks, deterministic)
-        if not independent:
-            self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
-        return self.policy.to_env(actions)
+            self._finish_deferred_update(states, slots)
+        with torch.inference_mode():
+            normalized = self.policy.normalize(states, update=not independent)
+            actions, log_prob, value = self.policy.act(normalized, masks, deterministic)
+            if not independent:
+                self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
+            return self.policy.to_env(actions)
 
-    def _finish_deferred_update(self, normalized: Tensors, slots: np.ndarray) -> None:
+    def _finish_deferred_update(self, states: Tensors, slots: np.ndarray) -> None:
         """Bootstrap from the values of newly acted states, then update if all slots are known."""
         needs = self.buffer.needs_bootstrap()
-        self._bootstrap[slots] = self.policy.value(normalized)
+        with torch.inference_mode():
+            normalized = self.policy.normalize(states, update=False)
+            self._bootstrap[slots] = self.policy.value(normalized)
         self._bootstrap_known = np.union1d(self._bootstrap_known, slots)
         if np.isin(needs, self._bootstrap_known).all():
             self._bootstrap_known = np.empty(0, dtype=np.int64)
