@@ -49,7 +49,7 @@ def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
     elif isinstance(spec, list | tuple):
         network = LayeredNetwork(states, list(spec), path)
     elif isinstance(spec, dict) and "_target_" in spec:
-        network = build(spec, states=states)
+        network = build({**spec, "_partial_": True})(states=states)
     else:
         target, kwargs = resolve(spec, NETWORKS, path)
         if not callable(target):
