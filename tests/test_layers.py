@@ -74,7 +74,9 @@ def test_same_padding_keeps_spatial_size():
 
 
 def test_average_pool_ignores_padding():
-    layer = build_layer({"type": "pool1d", "reduction": "average"}, TensorSpec("float", (3, 1)), "p", {})
+    layer = build_layer(
+        {"type": "pool1d", "reduction": "average"}, TensorSpec("float", (3, 1)), "p", {}
+    )
     out = layer(torch.ones(1, 3, 1))
     assert torch.allclose(out, torch.ones(1, 2, 1))
 
@@ -117,34 +119,108 @@ def test_custom_layer_by_import_path_and_class():
 @pytest.mark.parametrize(
     ("spec", "input_spec", "match"),
     [
-        ({"type": "dens"}, F, r"net\[2\]\.type: unknown layer 'dens'; did you mean 'dense'\? Valid: "),
+        (
+            {"type": "dens"},
+            F,
+            r"net\[2\]\.type: unknown layer 'dens'; did you mean 'dense'\? Valid: ",
+        ),
         ({"type": "dense", "sise": 3}, F, r"net\[2\]\.sise: unknown argument of layer Dense"),
         ({"size": 3}, F, r"net\[2\]: layer spec .* has no 'type' key"),
         (3, F, r"net\[2\]: 3 is invalid; expected a layer name"),
-        ({"type": "dense"}, INTS, r"net\[2\]: dense got an int input of shape \(4, 2\); int inputs need an embedding"),
-        ({"type": "dense"}, TensorSpec("float", ()), r"net\[2\]: dense needs an input of rank >= 1"),
+        (
+            {"type": "dense"},
+            INTS,
+            r"net\[2\]: dense got an int input of shape \(4, 2\); int inputs need an embedding",
+        ),
+        (
+            {"type": "dense"},
+            TensorSpec("float", ()),
+            r"net\[2\]: dense needs an input of rank >= 1",
+        ),
         ({"type": "dense", "size": 0}, F, r"net\[2\]\.size: 0 is invalid"),
         ({"type": "dense", "dropout": 1.5}, F, r"net\[2\]\.dropout: 1.5 is invalid"),
-        ({"type": "dense", "activation": "rel"}, F, r"unknown activation 'rel'; did you mean 'relu'"),
-        ({"type": "embedding"}, F, r"net\[2\]: embedding needs an int or bool input; got a float input of shape \(6,\)"),
-        ({"type": "embedding"}, TensorSpec("int", (2,)), r"net\[2\]\.num_values: the int input has no num_values"),
-        ({"type": "conv2d"}, F, r"net\[2\]: conv2d expects input shape \(height, width, channels\) \(rank 3\); got shape \(6,\)"),
-        ({"type": "conv1d"}, IMG, r"net\[2\]: conv1d expects input shape \(length, channels\) \(rank 2\); got shape \(9, 7, 3\)"),
+        (
+            {"type": "dense", "activation": "rel"},
+            F,
+            r"unknown activation 'rel'; did you mean 'relu'",
+        ),
+        (
+            {"type": "embedding"},
+            F,
+            r"net\[2\]: embedding needs an int or bool input; got a float input of shape \(6,\)",
+        ),
+        (
+            {"type": "embedding"},
+            TensorSpec("int", (2,)),
+            r"net\[2\]\.num_values: the int input has no num_values",
+        ),
+        (
+            {"type": "conv2d"},
+            F,
+            r"net\[2\]: conv2d expects input shape \(height, width, channels\) \(rank 3\); "
+            r"got shape \(6,\)",
+        ),
+        (
+            {"type": "conv1d"},
+            IMG,
+            r"net\[2\]: conv1d expects input shape \(length, channels\) \(rank 2\); "
+            r"got shape \(9, 7, 3\)",
+        ),
         ({"type": "conv2d", "padding": "full"}, IMG, r"net\[2\]\.padding: 'full' is invalid"),
-        ({"type": "conv2d", "window": 9, "padding": "valid"}, IMG, r"net\[2\]: window 9 .* does not fit an axis of length 7"),
+        (
+            {"type": "conv2d", "window": 9, "padding": "valid"},
+            IMG,
+            r"net\[2\]: window 9 .* does not fit an axis of length 7",
+        ),
         ({"type": "pool2d", "reduction": "min"}, IMG, r"net\[2\]\.reduction: 'min' is invalid"),
-        ({"type": "reshape", "shape": [5, 5]}, IMG, r"net\[2\]: cannot reshape input shape \(9, 7, 3\) \(189 elements\) to shape \(5, 5\)"),
+        (
+            {"type": "reshape", "shape": [5, 5]},
+            IMG,
+            r"net\[2\]: cannot reshape input shape \(9, 7, 3\) \(189 elements\) to shape \(5, 5\)",
+        ),
         ({"type": "dropout", "rate": 1.0}, F, r"net\[2\]\.rate: 1.0 is invalid"),
-        ({"type": "layer_norm"}, TensorSpec("float", ()), r"net\[2\]: layer_norm needs an input of rank >= 1"),
-        ({"type": "batch_norm"}, TensorSpec("float", ()), r"net\[2\]: batch_norm needs an input of rank >= 1"),
-        ({"type": "residual", "layers": [{"type": "dense", "size": 4}]}, F, r"net\[2\]: residual block output shape \(4,\) != input shape \(6,\)"),
+        (
+            {"type": "layer_norm"},
+            TensorSpec("float", ()),
+            r"net\[2\]: layer_norm needs an input of rank >= 1",
+        ),
+        (
+            {"type": "batch_norm"},
+            TensorSpec("float", ()),
+            r"net\[2\]: batch_norm needs an input of rank >= 1",
+        ),
+        (
+            {"type": "residual", "layers": [{"type": "dense", "size": 4}]},
+            F,
+            r"net\[2\]: residual block output shape \(4,\) != input shape \(6,\)",
+        ),
         ({"type": "residual", "layers": []}, F, r"net\[2\]\.layers: expected a non-empty list"),
-        ({"type": "residual", "layers": [{"type": "register", "tensor": "x"}]}, F, r"net\[2\]\.layers\[0\]: register/retrieve is not allowed here"),
-        ({"type": "no_such_pkg.Layer"}, F, r"net\[2\]\.type: cannot import custom layer 'no_such_pkg.Layer'"),
-        ({"type": "collections.OrderedDict"}, F, r"net\[2\]\.type: 'collections.OrderedDict' is not an nn.Module class"),
+        (
+            {"type": "residual", "layers": [{"type": "register", "tensor": "x"}]},
+            F,
+            r"net\[2\]\.layers\[0\]: register/retrieve is not allowed here",
+        ),
+        (
+            {"type": "no_such_pkg.Layer"},
+            F,
+            r"net\[2\]\.type: cannot import custom layer 'no_such_pkg.Layer'",
+        ),
+        (
+            {"type": "collections.OrderedDict"},
+            F,
+            r"net\[2\]\.type: 'collections.OrderedDict' is not an nn.Module class",
+        ),
         ({"type": dict}, F, r"net\[2\]\.type: <class 'dict'> is not an nn.Module class"),
-        ({"type": f"{__name__}.Broken"}, F, r"net\[2\]: custom layer Broken failed on input shape \(6,\)"),
-        ({"type": "flatten"}, None, r"net\[2\]: flatten has no input; start the branch with dict\(type='retrieve'"),
+        (
+            {"type": f"{__name__}.Broken"},
+            F,
+            r"net\[2\]: custom layer Broken failed on input shape \(6,\)",
+        ),
+        (
+            {"type": "flatten"},
+            None,
+            r"net\[2\]: flatten has no input; start the branch with dict\(type='retrieve'",
+        ),
     ],
 )
 def test_layer_errors(spec, input_spec, match):

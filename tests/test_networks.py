@@ -89,7 +89,9 @@ def test_sequential_list_single_state():
 
 def test_running_tensor_flows_into_next_list():
     specs = parse_specs({"type": "float", "shape": (8,)}, "state")
-    network = build_network([[{"type": "dense", "size": 5}], [{"type": "linear", "size": 2}]], specs)
+    network = build_network(
+        [[{"type": "dense", "size": 5}], [{"type": "linear", "size": 2}]], specs
+    )
     assert network.output_size == 2
     _check(network, specs)
 
@@ -140,7 +142,10 @@ def _retrieve(tensors, **kwargs):
     [
         ([[_retrieve("c")]], r"network\[0\]\[0\]\.tensors: unknown tensor 'c'; .*Valid: a, b"),
         (
-            [[_retrieve("a"), {"type": "register", "tensor": "x"}], [_retrieve("b"), {"type": "register", "tensor": "x"}]],
+            [
+                [_retrieve("a"), {"type": "register", "tensor": "x"}],
+                [_retrieve("b"), {"type": "register", "tensor": "x"}],
+            ],
             r"network\[1\]\[1\]: tensor 'x' is registered twice \(first by network\[0\]\[1\]\)",
         ),
         (
@@ -149,7 +154,8 @@ def _retrieve(tensors, **kwargs):
         ),
         (
             [[{"type": "dense", "size": 4}]],
-            r"network\[0\]: the network has several states \(a, b\) and branch network\[0\] does not start with retrieve",
+            r"network\[0\]: the network has several states \(a, b\) and branch network\[0\] "
+            r"does not start with retrieve",
         ),
         (
             [{"type": "flatten"}],
@@ -175,7 +181,10 @@ def _retrieve(tensors, **kwargs):
         ([[_retrieve("a")], {"type": "flatten"}], r"network: mix of layers and layer lists"),
         ([], r"network: expected a non-empty list of layers"),
         ([[_retrieve("a")], []], r"network\[1\]: empty layer list"),
-        ([[_retrieve("a"), {"type": "register", "tensor": ""}]], r"network\[0\]\[1\]\.tensor: '' is invalid"),
+        (
+            [[_retrieve("a"), {"type": "register", "tensor": ""}]],
+            r"network\[0\]\[1\]\.tensor: '' is invalid",
+        ),
     ],
 )
 def test_routing_errors(layers, match):
@@ -187,7 +196,9 @@ def test_sum_over_mismatched_shapes_names_layer_and_shapes():
     specs = parse_specs(
         {"a": {"type": "float", "shape": (3,)}, "b": {"type": "float", "shape": (4,)}}, "state"
     )
-    with pytest.raises(ConfigError, match=r"policy\[0\]\[0\]: sum over mismatched shapes: a \(3,\), b \(4,\)"):
+    with pytest.raises(
+        ConfigError, match=r"policy\[0\]\[0\]: sum over mismatched shapes: a \(3,\), b \(4,\)"
+    ):
         build_network([[_retrieve(["a", "b"], aggregation="sum")]], specs, "policy")
     with pytest.raises(ConfigError, match=r"policy\[0\]: product over mismatched shapes"):
         build_network([_retrieve(["a", "b"], aggregation="product")], specs, "policy")
@@ -204,9 +215,13 @@ def test_mixed_types_and_rank_errors():
     )
     with pytest.raises(ConfigError, match=r"network\[0\]: cannot aggregate tensors of mixed types"):
         build_network([_retrieve(["a", "i"])], specs)
-    with pytest.raises(ConfigError, match=r"network\[0\]: concat over different ranks: a \(3,\), m \(3, 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"network\[0\]: concat over different ranks: a \(3,\), m \(3, 1\)"
+    ):
         build_network([_retrieve(["a", "m"])], specs)
-    with pytest.raises(ConfigError, match=r"network\[0\]: the network output is an int tensor of shape \(3,\)"):
+    with pytest.raises(
+        ConfigError, match=r"network\[0\]: the network output is an int tensor of shape \(3,\)"
+    ):
         build_network([_retrieve("i")], specs)
     with pytest.raises(ConfigError, match=r"network\[1\]: dense got an int input"):
         build_network([_retrieve("i"), {"type": "dense"}], specs)
@@ -214,7 +229,11 @@ def test_mixed_types_and_rank_errors():
 
 def test_unknown_layer_type_lists_valid_names():
     specs = parse_specs({"type": "float", "shape": (4,)}, "state")
-    with pytest.raises(ConfigError, match=r"network\[0\]\.type: unknown layer 'dens'; did you mean 'dense'\? Valid: activation, batch_norm"):
+    with pytest.raises(
+        ConfigError,
+        match=r"network\[0\]\.type: unknown layer 'dens'; did you mean 'dense'\? "
+        r"Valid: activation, batch_norm",
+    ):
         build_network([{"type": "dens", "size": 3}], specs)
 
 
@@ -250,7 +269,9 @@ def test_build_network_forms(tmp_path):
 
 def test_build_network_errors():
     specs = parse_specs({"type": "float", "shape": (4,)}, "state")
-    with pytest.raises(ConfigError, match=r"baseline\.type: unknown network 'layerd'; did you mean 'layered'"):
+    with pytest.raises(
+        ConfigError, match=r"baseline\.type: unknown network 'layerd'; did you mean 'layered'"
+    ):
         build_network({"type": "layerd"}, specs, "baseline")
     with pytest.raises(ConfigError, match=r"network: Linear has no int attribute output_size"):
         build_network(nn.Linear(4, 2), specs)

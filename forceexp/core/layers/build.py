@@ -109,15 +109,16 @@ class CustomLayer(Layer):
             kwargs = {**kwargs, "input_shape": spec.shape}
         try:
             self.module = module(**kwargs)
-            dtype = torch.float32 if spec.type == "float" else torch.as_tensor(
-                NUMPY_DTYPES[spec.type](0)
-            ).dtype
+            dtype = (
+                torch.float32
+                if spec.type == "float"
+                else torch.as_tensor(NUMPY_DTYPES[spec.type](0)).dtype
+            )
             with torch.no_grad():
                 out = self.module(torch.zeros((2, *spec.shape), dtype=dtype))
         except Exception as exc:
             raise ConfigError(
-                f"{path}: custom layer {module.__name__} failed on input shape {spec.shape}: "
-                f"{exc}"
+                f"{path}: custom layer {module.__name__} failed on input shape {spec.shape}: {exc}"
             ) from exc
         self.output_spec = float_spec(tuple(out.shape[1:]))
 

@@ -11,6 +11,7 @@ from forceexp.errors import ConfigError, unknown_name
 from forceexp.specs import TensorSpec
 
 Aggregation = Literal["concat", "sum", "product", "stack"]
+AGGREGATIONS = ("concat", "product", "stack", "sum")
 Registered = dict[str, tuple[TensorSpec, str]]  # name -> (spec, path that registered it)
 
 
@@ -86,49 +87,49 @@ class Retrieve(Layer):
     def _aggregate_spec(
         self, specs: list[TensorSpec], aggregation: str, axis: int
     ) -> tuple[TensorSpec, int]:
+        if aggregation not in AGGREGATIONS:
+            raise ConfigError(
+                f"{self.path}.aggregation: {aggregation!r} is invalid; "
+                f"expected one of {', '.join(AGGREGATIONS)}"
+            )
         if len(specs) == 1:
             return specs[0], 0
         shapes = ", ".join(f"{n} {s.shape}" for n, s in zip(self.names, specs, strict=True))
         if len({s.type for s in specs}) > 1:
             raise ConfigError(f"{self.path}: cannot aggregate tensors of mixed types: {shapes}")
-        ranks = {len(s.shape) for s in specs}
-        if len(ranks) > 1:
+        if len({len(s.shape) for s in specs}) > 1:
             raise ConfigError(f"{self.path}: {aggregation} over different ranks: {shapes}")
-        rank, first = ranks.pop(), specs[0]
-        if aggregation in ("concat", "stack"):
-            limit = rank + (aggregation == "stack")
-            if not -limit <= axis < limit:
-                raise ConfigError(
-                    f"{self.path}.axis: {axis} is out of range for {aggregation} of rank {rank}"
-                )
-            axis = axis % limit
-        if aggregation == "concat":
-            rest = {s.shape[:axis] + s.shape[axis + 1 :] for s in specs}
-            if len(rest) > 1:
-                raise ConfigError(
-                    f"{self.path}: concat on axis {axis} over mismatched shapes: {shapes}"
-                )
-            shape = list(first.shape)
-            shape[axis] = sum(s.shape[axis] for s in specs)
-            return TensorSpec(first.type, tuple(shape)), axis
+        if aggregation in ("sum", "product"):
+            return self._broadcast_spec(specs, aggregation, shapes), 0
+        rank = len(specs[0].shape)
+        limit = rank + (aggregation == "stack")
+        if not -limit <= axis < limit:
+            raise ConfigError(
+                f"{self.path}.axis: {axis} is out of range for {aggregation} of rank {rank}"
+            )
+        axis %= limit
+        first = specs[0]
         if aggregation == "stack":
             if len({s.shape for s in specs}) > 1:
                 raise ConfigError(f"{self.path}: stack over mismatched shapes: {shapes}")
-            shape = first.shape[:axis] + (len(specs),) + first.shape[axis:]
-            return TensorSpec(first.type, shape), axis
-        if aggregation in ("sum", "product"):
-            out = []
-            for dims in zip(*(s.shape for s in specs), strict=True):
-                if len(set(dims) - {1}) > 1:
-                    raise ConfigError(
-                        f"{self.path}: {aggregation} over mismatched shapes: {shapes}"
-                    )
-                out.append(max(dims))
-            return TensorSpec("float", tuple(out)), 0
-        raise ConfigError(
-            f"{self.path}.aggregation: {aggregation!r} is invalid; "
-            "expected one of concat, product, stack, sum"
-        )
+            return TensorSpec(
+                first.type, (*first.shape[:axis], len(specs), *first.shape[axis:])
+            ), axis
+        if len({s.shape[:axis] + s.shape[axis + 1 :] for s in specs}) > 1:
+            raise ConfigError(
+                f"{self.path}: concat on axis {axis} over mismatched shapes: {shapes}"
+            )
+        shape = list(first.shape)
+        shape[axis] = sum(s.shape[axis] for s in specs)
+        return TensorSpec(first.type, tuple(shape)), axis
+
+    def _broadcast_spec(self, specs: list[TensorSpec], aggregation: str, shapes: str) -> TensorSpec:
+        out = []
+        for dims in zip(*(s.shape for s in specs), strict=True):
+            if len(set(dims) - {1}) > 1:
+                raise ConfigError(f"{self.path}: {aggregation} over mismatched shapes: {shapes}")
+            out.append(max(dims))
+        return TensorSpec("float", tuple(out))
 
     def apply_named(self, x: torch.Tensor | None, tensors: Tensors) -> torch.Tensor:
         """Return the named tensor, or the aggregation of several (``(B, *out)``)."""
