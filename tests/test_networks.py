@@ -407,3 +407,11 @@ def test_ppo_learns_identity_with_a_layered_network():
     runner.close()
     assert np.mean(runner.episode_returns[:20]) < 4.0  # random play scores about 2 of 8
     assert result["return_mean"] >= 7.5
+
+
+def test_multi_input_config_is_the_seed_network():
+    spec = yaml.safe_load((ROOT / "conf/network/multi_input.yaml").read_text())
+    specs = parse_specs(SEED_STATES, "state")
+    network = build_network(spec, specs)
+    _check(network, specs)
+    assert network.summary() == build_network(SEED_POLICY, specs).summary()
