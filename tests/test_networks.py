@@ -415,3 +415,17 @@ def test_multi_input_config_is_the_seed_network():
     network = build_network(spec, specs)
     _check(network, specs)
     assert network.summary() == build_network(SEED_POLICY, specs).summary()
+
+
+def test_docs_examples_run():
+    import re
+
+    text = (ROOT / "docs/networks.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, flags=re.S)[0]
+    scope: dict = {}
+    exec(compile(code, "docs/networks.md", "exec"), scope)
+    agent = scope["agent"]
+    assert isinstance(agent.policy.network, LayeredNetwork)
+    agent.close()
+    spec = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", text, flags=re.S)[0])
+    assert spec == yaml.safe_load((ROOT / "conf/network/multi_input.yaml").read_text())
