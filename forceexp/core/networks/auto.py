@@ -1,4 +1,4 @@
-"""AutoNetwork: per-state flattening/one-hot encoding, concatenation, then a dense stack."""
+"""AutoNetwork: per-state encoders chosen by type and shape, concatenated, then a dense stack."""
 
 from __future__ import annotations
 
@@ -6,31 +6,69 @@ import torch
 from torch import nn
 
 from forceexp.core.init import orthogonal_
+from forceexp.core.layers.conv import Conv1d, Conv2d
+from forceexp.core.layers.dense import Embedding
+from forceexp.core.layers.misc import Flatten
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs, TensorSpec
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, "silu": nn.SiLU}
 
 
-def _input_size(name: str, spec: TensorSpec) -> int:
+class _GlobalMax(nn.Module):
+    """Max over the spatial axes of a channels-last ``(B, *spatial, C)`` tensor -> ``(B, C)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1, -2).amax(dim=1)
+
+
+def _encoder(name: str, spec: TensorSpec, size: int, depth: int) -> nn.Sequential | None:
+    """The encoder of one state, or None when it is used flat (float/bool of rank <= 1 or > 3).
+
+    Int states: embedding(size) then flatten. Float rank 2 / rank 3 states: ``depth``
+    stride-2 conv1d / conv2d layers of ``size`` channels (relu), then a global max pool.
+    """
+    path = f"network.encoders.{name}"
     if spec.type == "int":
         if spec.num_values is None:
             raise ConfigError(f"states.{name}: int states need num_values for the auto network")
-        return spec.size * spec.num_values
-    return spec.size
+        embedding = Embedding(spec, path, size=size)
+        return nn.Sequential(embedding, Flatten(embedding.output_spec, path))
+    if spec.type != "float" or len(spec.shape) not in (2, 3):
+        return None
+    conv = Conv1d if len(spec.shape) == 2 else Conv2d
+    layers: list[nn.Module] = []
+    running = spec
+    for i in range(max(depth, 1)):
+        layer = conv(running, f"{path}[{i}]", size=size, stride=2)
+        layers.append(layer)
+        running = layer.output_spec
+    return nn.Sequential(*layers, _GlobalMax())
+
+
+def _encoded_size(spec: TensorSpec, encoder: nn.Sequential | None, size: int) -> int:
+    if encoder is None:
+        return spec.size
+    if spec.type == "int":
+        return spec.size * size
+    return size
 
 
 class AutoNetwork(nn.Module):
     """A network that works for any dict of states with no configuration.
 
-    Float and bool states are flattened, int states one-hot encoded, all are concatenated and
-    passed through ``depth`` dense layers of ``size`` units.
+    Float vectors (and bool states) are flattened; image-like float states ``(H, W, C)`` pass
+    through conv2d layers and sequence-like ``(L, C)`` ones through conv1d layers (each then
+    max-pooled to ``size`` features); int states are embedded (``size`` per value). Everything
+    is concatenated and passed through ``depth`` dense layers of ``size`` units. For flat float
+    states this is exactly a ``depth`` x ``size`` MLP with orthogonal init (gain sqrt 2).
 
     Args:
         states: The agent's state specs.
-        size: Units per dense layer.
-        depth: Number of dense layers.
-        activation: One of ``tanh``, ``relu``, ``elu``, ``gelu``, ``silu``.
+        size: Units per dense layer (and channels / embedding width of the encoders).
+        depth: Number of dense layers (and of conv layers per image-like state).
+        activation: Dense-layer activation, one of ``tanh``, ``relu``, ``elu``, ``gelu``,
+            ``silu``.
     """
 
     def __init__(self, states: Specs, size: int = 64, depth: int = 2, activation: str = "tanh"):
@@ -41,7 +79,9 @@ class AutoNetwork(nn.Module):
                 f"valid: {', '.join(sorted(ACTIVATIONS))}"
             )
         self.specs = [(name, spec) for name, spec in states.items]
-        width = sum(_input_size(name, spec) for name, spec in self.specs)
+        encoders = {name: _encoder(name, spec, size, depth) for name, spec in self.specs}
+        width = sum(_encoded_size(spec, encoders[name], size) for name, spec in self.specs)
+        self.encoders = nn.ModuleDict({k: v for k, v in encoders.items() if v is not None})
         layers: list[nn.Module] = []
         for _ in range(depth):
             layers += [orthogonal_(nn.Linear(width, size)), ACTIVATIONS[activation]()]
@@ -52,10 +92,10 @@ class AutoNetwork(nn.Module):
     def forward(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encode ``{name: (B, *shape)}`` into ``(B, output_size)``."""
         parts = []
-        for name, spec in self.specs:
+        for name, _ in self.specs:
             x = states[name]
-            if spec.type == "int":
-                x = nn.functional.one_hot(x.long(), spec.num_values).float()
+            if name in self.encoders:
+                x = self.encoders[name](x)
             parts.append(x.reshape(x.shape[0], -1).float())
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return self.mlp(x)
