@@ -429,3 +429,27 @@ def test_docs_examples_run():
     agent.close()
     spec = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", text, flags=re.S)[0])
     assert spec == yaml.safe_load((ROOT / "conf/network/multi_input.yaml").read_text())
+
+
+def test_dropout_is_off_when_acting_and_on_in_updates():
+    import numpy as np
+
+    from forceexp import Agent
+
+    agent = Agent.create(
+        "ppo",
+        states={"type": "float", "shape": (4,)},
+        actions={"type": "float", "shape": (2,)},
+        network=[{"type": "dense", "size": 32}, {"type": "dropout", "rate": 0.5}],
+        device="cpu",
+        seed=0,
+        rollout_length=4,
+        minibatch_size=4,
+        epochs=1,
+    )
+    obs = np.ones(4, dtype=np.float32)
+    first = agent.act(obs, independent=True, deterministic=True)
+    assert all(
+        np.allclose(first, agent.act(obs, independent=True, deterministic=True)) for _ in range(5)
+    )
+    assert not agent.policy.training

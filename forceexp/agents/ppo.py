@@ -143,6 +143,7 @@ class PPOAgent(Agent):
             normalize_states,
             bounded_actions,
         ).to(self.device)
+        self.policy.eval()  # acting mode (dropout off, batch-norm running stats); train() in updates
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=learning_rate, eps=1e-5, fused=fused
@@ -267,6 +268,7 @@ class PPOAgent(Agent):
             group["lr"] = lr
         sums: dict[str, float] = {}
         steps = 0
+        self.policy.train()
         size = batch.log_prob.shape[0]
         for _ in range(self.epochs):
             order = torch.randperm(size, device=self.device)
@@ -279,6 +281,7 @@ class PPOAgent(Agent):
                 steps += 1
             if self.target_kl is not None and stats[tags.KL_DIVERGENCE] > 1.5 * self.target_kl:
                 break
+        self.policy.eval()
         metrics = {key: value / steps for key, value in sums.items()}
         metrics[tags.LEARNING_RATE] = lr
         metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
