@@ -143,7 +143,7 @@ class PPOAgent(Agent):
             normalize_states,
             bounded_actions,
         ).to(self.device)
-        self.policy.eval()  # acting mode (dropout off, batch-norm running stats); train() in updates
+        self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=learning_rate, eps=1e-5, fused=fused
