@@ -234,5 +234,5 @@ def _imitation_step(
     return {
         tags.LOSS_POLICY: policy_loss.item(),
         tags.LOSS_VALUE: value_loss.item(),
-        tags.ENTROPY: float(entropy.mean()),
+        tags.ENTROPY: float(entropy.detach().mean()),
     }
