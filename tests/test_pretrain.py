@@ -13,7 +13,7 @@ from forceexp import Agent, Runner
 from forceexp.environments import create
 from forceexp.errors import CheckpointError, ConfigError
 from forceexp.execution.evaluation import evaluate
-from forceexp.observers.recorder import write_trace
+from forceexp.observers.recorder import read_trace, write_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 IDENTITY = {"type": "float", "shape": (4,), "min_value": 0.0, "max_value": 1.0}
@@ -238,3 +238,43 @@ def test_imitation_from_100_expert_cartpole_episodes(cartpole_traces):
     result = evaluate(agent, env, num_episodes=10, seed=123)
     env.close()
     assert result["return_mean"] >= 400
+
+
+def test_experiment_pretrain_with_composed_config(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from forceexp.experiment import pretrain
+
+    _identity_traces(tmp_path / "traces")
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "pretrain",
+            overrides=[
+                f"paths.output_dir={tmp_path / 'run'}",
+                "env=identity",
+                f"pretrain.directory={tmp_path / 'traces'}",
+                "pretrain.num_iterations=2",
+                "eval_episodes=2",
+            ],
+        )
+    results = pretrain(cfg)
+    assert json.loads((tmp_path / "run" / "results.json").read_text()) == results
+    assert results["pretrain_timesteps"] == 2 * 160 and results["eval_episodes"] == 2
+
+
+def test_docs_examples_run(tmp_path, monkeypatch):
+    import re
+
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "record_pretrain.md").read_text()
+    walk, writer = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    walk = walk.replace("60_000", "512").replace("num_episodes=10", "num_episodes=1")
+    exec(compile(walk, "record_pretrain.md", "exec"), {})
+    assert 0 < len(list((tmp_path / "data" / "traces").glob("trace-*.npz"))) <= 100
+    exec(compile(writer, "record_pretrain.md", "exec"), {})
+    trace = read_trace(
+        tmp_path / "data" / "expert" / "trace-000000000.npz",
+        {"type": "float", "shape": (4,)},
+        {"type": "int", "num_values": 2},
+    )
+    assert trace.terminal.tolist() == [0, 0, 1]
