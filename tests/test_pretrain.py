@@ -278,3 +278,20 @@ def test_docs_examples_run(tmp_path, monkeypatch):
         {"type": "int", "num_values": 2},
     )
     assert trace.terminal.tolist() == [0, 0, 1]
+
+
+def test_observers_see_each_pretraining_iteration(tmp_path):
+    from forceexp.observers.base import Observer
+
+    class Collect(Observer):
+        def __init__(self):
+            self.metrics = []
+
+        def on_update(self, agent, metrics):
+            self.metrics.append(metrics)
+
+    _identity_traces(tmp_path, episodes=2)
+    collect = Collect()
+    agent = _ppo(summarizer=collect)
+    agent.pretrain(tmp_path, num_iterations=3, objective="imitation")
+    assert len(collect.metrics) == 3 and "loss/value" in collect.metrics[-1]

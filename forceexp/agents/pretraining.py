@@ -94,6 +94,8 @@ def pretrain(
         metrics = step(agent, data, num_updates)
         agent.timesteps += len(data["terminal"])
         agent.episodes += int((data["terminal"] > 0).sum())
+        for observer in agent.observers:  # summarizer/saver see pretraining like updates
+            observer.on_update(agent, metrics)
     return metrics
 
 
