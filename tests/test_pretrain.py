@@ -204,8 +204,11 @@ def _play_and_record(agent, directory, episodes, num_envs=8):
 
 @pytest.fixture(scope="module")
 def cartpole_traces(tmp_path_factory):
+    """Train PPO on CartPole once; return (recorder traces of its last 100 training episodes,
+    write_trace traces of 100 deterministic episodes of the trained agent)."""
     torch.set_num_threads(1)
     timesteps = 60_000
+    recorded = tmp_path_factory.mktemp("recorded")
     runner = Runner(
         agent={
             "agent": "ppo",
@@ -214,30 +217,42 @@ def cartpole_traces(tmp_path_factory):
             "lr_schedule": "linear",
             "clip_schedule": "linear",
             "schedule_timesteps": timesteps,
+            "recorder": {"directory": str(recorded), "max_traces": 100},
         },
         environment="CartPole-v1",
         num_parallel=8,
         seed=0,
     )
     runner.run(num_timesteps=timesteps, use_tqdm=False)
-    directory = tmp_path_factory.mktemp("cartpole-traces")
-    _play_and_record(runner.agent, directory, episodes=100)
+    scripted = tmp_path_factory.mktemp("scripted")
+    _play_and_record(runner.agent, scripted, episodes=100)
     runner.close()
-    return directory
+    return recorded, scripted
 
 
-@pytest.mark.slow
-def test_imitation_from_100_expert_cartpole_episodes(cartpole_traces):
-    files = sorted(cartpole_traces.glob("trace-*.npz"))
-    assert len(files) == 100
-    lengths = [len(np.load(f, allow_pickle=False)["terminal"]) for f in files]
-    assert np.mean(lengths) >= 475  # the expert is good
+def _clone_and_evaluate(directory):
     agent = Agent.create("ppo", environment="CartPole-v1", seed=1, device="cpu")
-    agent.pretrain(cartpole_traces, num_iterations=3, num_traces=None, objective="imitation")
+    agent.pretrain(directory, num_iterations=3, num_traces=None, objective="imitation")
     env = create("CartPole-v1")
     result = evaluate(agent, env, num_episodes=10, seed=123)
     env.close()
-    assert result["return_mean"] >= 400
+    return result["return_mean"]
+
+
+@pytest.mark.slow
+def test_imitation_from_100_recorded_cartpole_episodes(cartpole_traces):
+    files = sorted(cartpole_traces[0].glob("trace-*.npz"))
+    assert len(files) == 100  # max_traces kept the last 100 training episodes
+    assert _clone_and_evaluate(cartpole_traces[0]) >= 400
+
+
+@pytest.mark.slow
+def test_imitation_from_100_deterministic_expert_episodes(cartpole_traces):
+    files = sorted(cartpole_traces[1].glob("trace-*.npz"))
+    assert len(files) == 100
+    lengths = [len(np.load(f, allow_pickle=False)["terminal"]) for f in files]
+    assert np.mean(lengths) >= 475  # the expert is good
+    assert _clone_and_evaluate(cartpole_traces[1]) >= 400
 
 
 def test_experiment_pretrain_with_composed_config(tmp_path):
