@@ -310,3 +310,44 @@ def test_observers_see_each_pretraining_iteration(tmp_path):
     agent = _ppo(summarizer=collect)
     agent.pretrain(tmp_path, num_iterations=3, objective="imitation")
     assert len(collect.metrics) == 3 and "loss/value" in collect.metrics[-1]
+
+
+def test_seed_form_records_and_pretrains(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    agent = Agent.create(
+        agent="ppo",
+        environment="identity",
+        parallel_interactions=2,
+        device="cpu",
+        recorder=dict(directory="data/traces", frequency=2),
+    )
+    runner = Runner(agent=agent, environment="identity", num_parallel=2, seed=0)
+    runner.run(num_episodes=6, use_tqdm=False)
+    runner.close()
+    agent.close()
+    assert len(list((tmp_path / "data" / "traces").glob("trace-*.npz"))) == 3
+    agent = Agent.create(agent="ppo", environment="identity", device="cpu")
+    agent.pretrain(directory="data/traces", num_iterations=5)
+    assert agent.updates == 5
+
+
+@pytest.mark.parametrize("bounding", ["clip", "squash"])
+def test_imitation_of_bounded_float_actions(tmp_path, bounding):
+    rng = np.random.default_rng(0)
+    for episode in range(10):
+        targets = rng.uniform(-0.9, 0.9, size=(16, 1)).astype(np.float32)
+        write_trace(tmp_path, episode, targets, targets, np.zeros(16), [0] * 15 + [1])
+    spec = {"type": "float", "shape": (1,), "min_value": -1.0, "max_value": 1.0}
+    agent = Agent.create(
+        "ppo",
+        states=spec,
+        actions=spec,
+        bounded_actions=bounding,
+        seed=0,
+        device="cpu",
+        learning_rate=3e-3,
+    )
+    agent.pretrain(tmp_path, num_iterations=60, num_traces=None, objective="imitation")
+    states = np.array([[-0.5], [0.0], [0.5]], dtype=np.float32)
+    actions = agent.act(states, parallel=[0, 0, 0], independent=True, deterministic=True)
+    assert np.allclose(actions, states, atol=0.15)
