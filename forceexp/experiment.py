@@ -124,7 +124,12 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
         wall = time.perf_counter() - start
         if hasattr(agent, "save"):  # save/restore lands on another branch
             agent.save(directory=str(output_dir / "checkpoints"))
-        runner = Runner(agent=agent, environment=env_factory, seed=cfg.seed)
+        runner = Runner(
+            agent=agent,
+            environment=env_factory,
+            max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"),
+            seed=cfg.seed,
+        )
         evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
         runner.close()
     finally:

@@ -207,6 +207,11 @@ def test_read_trace_errors_name_the_file_and_key(tmp_path, arrays, match):
         read_trace(path, S, A)
 
 
+def test_read_trace_accepts_str_metadata(tmp_path):
+    path = _write(tmp_path, metadata=np.array('{"format_version": 1}'))
+    assert read_trace(path, S, A).terminal[-1] == 1
+
+
 def test_read_trace_refuses_unreadable_files(tmp_path):
     path = Path(tmp_path / "trace-000000000.npz")
     path.write_bytes(b"not a zip")

@@ -10,7 +10,8 @@ File layout (format version 1), one compressed ``.npz`` per recorded episode, na
 - ``reward``: ``(T,)`` float32; ``terminal``: ``(T,)`` int64, 0 inside an episode, 1
   (terminated) or 2 (truncated) at its last step; a file may hold several episodes back to back
   but must end with a non-zero terminal;
-- ``metadata``: JSON text as a uint8 array: ``format_version``, ``states`` and ``actions`` specs.
+- ``metadata``: JSON text as a uint8 array (a 0-d str array is accepted when reading):
+  ``format_version``, ``states`` and ``actions`` specs.
 
 Files are loaded with ``np.load(allow_pickle=False)``: no pickled objects are ever read.
 """
@@ -148,7 +149,9 @@ def _check_metadata(path: Path, data: Mapping[str, np.ndarray]) -> None:
     if "metadata" not in data:
         return
     try:
-        metadata = json.loads(data["metadata"].astype(np.uint8).tobytes().decode())
+        raw = data["metadata"]
+        text = str(raw.item()) if raw.dtype.kind == "U" else raw.astype(np.uint8).tobytes().decode()
+        metadata = json.loads(text)
         version = int(metadata.get("format_version", 1))
     except (ValueError, AttributeError, TypeError):
         raise CheckpointError(f"{path}: key 'metadata' is not valid JSON text") from None
