@@ -122,3 +122,45 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
     return results
+
+
+def pretrain(cfg: DictConfig) -> dict[str, Any]:
+    """Pretrain from traces (no env interaction), evaluate, save, write ``results.json``."""
+    torch.set_num_threads(int(cfg.torch_threads))
+    seed_everything(cfg.seed)
+    output_dir = Path(cfg.paths.output_dir)
+    env_factory = build(cfg.env)
+    runner_kwargs, _ = split_runner(cfg.runner)
+    probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
+    agent = build_agent(cfg, probe, 1)
+    probe.close()
+    options = OmegaConf.to_container(cfg.pretrain, resolve=True)
+    log.info("Pretraining from %s (%s)", options["directory"], options.get("objective"))
+    start = time.perf_counter()
+    try:
+        metrics = agent.pretrain(**options)
+        wall = time.perf_counter() - start
+        saved = agent.save(directory=str(output_dir / "checkpoints"))  # train.py +resume=<run>
+        log.info("Saved pretrained agent to <%s>", saved)
+        runner = Runner(
+            agent=agent,
+            environment=env_factory,
+            max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"),
+            seed=cfg.seed,
+        )
+        evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
+        runner.close()
+    finally:
+        agent.close()
+    results = {
+        "eval_return_mean": evaluation["return_mean"],
+        "eval_return_std": evaluation["return_std"],
+        "eval_episodes": int(cfg.eval_episodes),
+        "pretrain_timesteps": agent.timesteps,
+        "pretrain_updates": agent.updates,
+        "wall_seconds": wall,
+        **{f"pretrain/{key}": value for key, value in metrics.items()},
+    }
+    write_json(output_dir / "results.json", results)
+    log.info("Results: %s", json.dumps(results))
+    return results

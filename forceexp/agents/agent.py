@@ -310,6 +310,31 @@ class Agent:
             for observer in self.observers:
                 observer.on_episode(self, int(slot), ret, length)
 
+    def pretrain(
+        self,
+        directory: str,
+        num_iterations: int,
+        num_traces: int | None = 1,
+        num_updates: int = 1,
+        objective: str = "replay",
+    ) -> dict[str, float]:
+        """Learn from recorded traces without environment interaction.
+
+        Args:
+            directory: Folder of ``.npz`` traces (written by the recorder or ``write_trace``).
+            num_iterations: Iterations; each loads ``num_traces`` shuffled files.
+            num_traces: Trace files per iteration (None: all).
+            num_updates: Updates per iteration.
+            objective: ``'replay'`` (the agent's own update on recorded rewards, as in
+                Tensorforce) or ``'imitation'`` (behaviour cloning of the recorded actions).
+
+        Returns:
+            Metrics of the last iteration.
+        """
+        from forceexp.agents.pretraining import pretrain
+
+        return pretrain(self, directory, num_iterations, num_traces, num_updates, objective)
+
     def reset(self) -> None:
         """Forget unfinished act/observe cycles (counters and learned state are kept)."""
         self._acting[:] = False

@@ -10,6 +10,19 @@ from forceexp.observers.base import Observer
 __all__ = ["Observer", "build_observers"]
 
 
+def _build(name: str, spec: Any) -> Observer:
+    """Build one observer from its spec; modules are imported only when used."""
+    if name == "saver":
+        from forceexp.observers.saver import build_saver
+
+        return build_saver(spec)
+    if name == "recorder":
+        from forceexp.observers.recorder import Recorder
+
+        return Recorder.from_spec(spec)
+    raise ConfigError(f"{name}: {spec!r} is not supported yet")
+
+
 def build_observers(
     saver: Any = None, summarizer: Any = None, recorder: Any = None
 ) -> list[Observer]:
@@ -18,13 +31,5 @@ def build_observers(
     for name, spec in (("saver", saver), ("summarizer", summarizer), ("recorder", recorder)):
         if spec is None:
             continue
-        if isinstance(spec, Observer):
-            observers.append(spec)
-            continue
-        if name == "saver":
-            from forceexp.observers.saver import build_saver
-
-            observers.append(build_saver(spec))
-            continue
-        raise ConfigError(f"{name}: {spec!r} is not supported yet")
+        observers.append(spec if isinstance(spec, Observer) else _build(name, spec))
     return observers

@@ -1,0 +1,240 @@
+"""Pretraining from traces: 'replay' (the agent's own PPO update) or 'imitation' (cloning).
+
+- ``replay`` follows the reference: recorded episodes are stored as experience, with log-probs
+  and values from the current policy (so recorded actions count as on-policy), advantages by GAE
+  on the recorded rewards, and the agent's clipped-surrogate update runs ``num_updates`` times.
+  The learning signal is the recorded reward; it only resembles cloning when returns are
+  positive.
+- ``imitation`` is behaviour cloning: minimise the negative log-likelihood of the recorded
+  actions (masks respected) and fit the value head to the recorded discounted returns.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from forceexp.core.buffers import Batch
+from forceexp.core.returns import gae
+from forceexp.errors import CheckpointError, ConfigError, message
+from forceexp.observers import tags
+from forceexp.observers.recorder import Trace, list_traces, read_trace
+
+if TYPE_CHECKING:
+    from forceexp.agents.ppo import PPOAgent
+
+Objective = Literal["replay", "imitation"]
+OBJECTIVES = ("replay", "imitation")
+Tensors = dict[str, torch.Tensor]
+
+
+def _check_args(
+    agent: Any, num_iterations: Any, num_traces: Any, num_updates: Any, objective: Any
+) -> None:
+    for key, value in (("num_iterations", num_iterations), ("num_updates", num_updates)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(message(f"pretrain.{key}", value, "an int >= 1"))
+    if num_traces is not None and (not isinstance(num_traces, int) or num_traces < 1):
+        raise ConfigError(message("pretrain.num_traces", num_traces, "an int >= 1 or None (all)"))
+    if objective not in OBJECTIVES:
+        raise ConfigError(message("pretrain.objective", objective, "'replay' or 'imitation'"))
+    if not hasattr(agent, "policy") or not hasattr(agent, "optimizer"):
+        raise ConfigError(
+            f"pretrain: agent {agent.name!r} has no trainable policy; use e.g. agent='ppo'"
+        )
+
+
+def pretrain(
+    agent: PPOAgent,
+    directory: str | os.PathLike,
+    num_iterations: int,
+    num_traces: int | None = 1,
+    num_updates: int = 1,
+    objective: Objective = "replay",
+) -> dict[str, float]:
+    """Pretrain ``agent`` on the trace files in ``directory`` without environment interaction.
+
+    Each iteration shuffles the files, loads the first ``num_traces`` (None: all), validates them
+    against the agent's specs, and runs ``num_updates`` updates on them.
+
+    Args:
+        agent: A PPO-style agent (``policy``, ``optimizer``, ``_minibatch_step``).
+        directory: Folder with ``.npz`` traces (see ``forceexp.observers.recorder``).
+        num_iterations: Iterations (>= 1).
+        num_traces: Trace files per iteration (>= 1, or None for all).
+        num_updates: Updates per iteration: PPO updates (``replay``) or passes over the loaded
+            steps in minibatches of ``agent.minibatch_size`` (``imitation``).
+        objective: ``'replay'`` or ``'imitation'``.
+
+    Returns:
+        Metrics of the last iteration.
+
+    Raises:
+        ConfigError: bad arguments, or an agent without a trainable policy.
+        CheckpointError: no traces in ``directory``, or an invalid trace file.
+    """
+    _check_args(agent, num_iterations, num_traces, num_updates, objective)
+    files = list_traces(directory)
+    if not files:
+        raise CheckpointError(f"pretrain: no .npz trace files in {os.fspath(directory)!r}")
+    cache: dict[Any, Trace] = {}
+    metrics: dict[str, float] = {}
+    for _ in range(num_iterations):
+        random.shuffle(files)
+        chosen = files if num_traces is None else files[:num_traces]
+        for path in chosen:
+            if path not in cache:
+                cache[path] = read_trace(path, agent.state_specs, agent.action_specs)
+        data = _to_tensors(agent, [cache[path] for path in chosen])
+        step = _replay if objective == "replay" else _imitation
+        metrics = step(agent, data, num_updates)
+        agent.timesteps += len(data["terminal"])
+        agent.episodes += int((data["terminal"] > 0).sum())
+        for observer in agent.observers:  # summarizer/saver see pretraining like updates
+            observer.on_update(agent, metrics)
+    return metrics
+
+
+def _to_tensors(agent: PPOAgent, traces: list[Trace]) -> dict[str, Any]:
+    """Concatenate traces along time and move them to the agent's device as tensors."""
+    device = agent.device
+
+    def cat(key: str) -> Tensors:
+        names = getattr(traces[0], key)
+        return {
+            name: torch.as_tensor(np.concatenate([getattr(t, key)[name] for t in traces])).to(
+                device
+            )
+            for name in names
+        }
+
+    masks = {}
+    for name, spec in agent.action_specs.items:
+        if any(name in t.masks for t in traces):
+            full = np.ones((*spec.shape, spec.num_values), dtype=bool)
+            parts = [
+                t.masks.get(name, np.broadcast_to(full, (len(t.reward), *full.shape)))
+                for t in traces
+            ]
+            masks[name] = torch.as_tensor(np.concatenate(parts)).to(device)
+    states = cat("states")
+    with torch.no_grad():
+        normalized = agent.policy.normalize(states, update=True)
+    return {
+        "states": normalized,
+        "masks": masks,
+        "actions": _raw_actions(agent, cat("actions")),
+        "reward": torch.as_tensor(np.concatenate([t.reward for t in traces])).to(device),
+        "terminal": torch.as_tensor(np.concatenate([t.terminal for t in traces])).to(device),
+    }
+
+
+def _raw_actions(agent: PPOAgent, actions: Tensors) -> Tensors:
+    """Undo the ``squash`` bounding of float actions so log-probs are of raw samples."""
+    out = dict(actions)
+    for name, head in agent.policy.heads.items():
+        if getattr(head, "bounding", None) == "squash":
+            unit = 2.0 * (actions[name] - head.low) / (head.high - head.low) - 1.0
+            out[name] = torch.atanh(unit.clamp(-1 + 1e-6, 1 - 1e-6))
+    return out
+
+
+def _advantages(agent: PPOAgent, data: dict[str, Any], values: torch.Tensor, lam: float):
+    """GAE over the concatenated episodes; truncated ends bootstrap from their last value."""
+    terminal, reward = data["terminal"], data["reward"]
+    next_values = torch.cat([values[1:], values[-1:]])
+    next_values = torch.where(terminal == 2, values, next_values)
+    advantages = gae(
+        reward[:, None],
+        values[:, None],
+        next_values[:, None],
+        terminal[:, None],
+        agent.discount,
+        lam,
+    )[:, 0]
+    return advantages
+
+
+def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
+    """Reference semantics: recorded episodes as on-policy experience, then PPO updates."""
+    metrics: dict[str, float] = {}
+    for _ in range(num_updates):
+        with torch.no_grad():
+            log_prob, _, values = agent.policy.evaluate(
+                data["states"], data["actions"], data["masks"]
+            )
+        advantages = _advantages(agent, data, values, agent.gae_lambda)
+        batch = Batch(
+            data["states"],
+            data["masks"],
+            data["actions"],
+            log_prob,
+            values,
+            advantages,
+            advantages + values,
+        )
+        metrics = _ppo_epochs(agent, batch)
+        agent.updates += 1
+    return metrics
+
+
+def _ppo_epochs(agent: PPOAgent, batch: Batch) -> dict[str, float]:
+    """The agent's epochs x minibatches of clipped-surrogate steps over ``batch``."""
+    sums: dict[str, float] = {}
+    steps, size = 0, batch.log_prob.shape[0]
+    for _ in range(agent.epochs):
+        order = torch.randperm(size, device=agent.device)
+        for start in range(0, size, agent.minibatch_size):
+            stats = agent._minibatch_step(
+                batch, order[start : start + agent.minibatch_size], agent.clip_ratio
+            )
+            for key, value in stats.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps += 1
+    return {key: value / steps for key, value in sums.items()}
+
+
+def _imitation(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
+    """Behaviour cloning: NLL of recorded actions plus value regression on recorded returns."""
+    with torch.no_grad():
+        values = agent.policy.value(data["states"])
+    returns = _advantages(agent, data, values, 1.0) + values
+    size = returns.shape[0]
+    sums = {tags.LOSS_POLICY: 0.0, tags.LOSS_VALUE: 0.0, tags.ENTROPY: 0.0}
+    steps = 0
+    for _ in range(num_updates):
+        order = torch.randperm(size, device=agent.device)
+        for start in range(0, size, agent.minibatch_size):
+            idx = order[start : start + agent.minibatch_size]
+            stats = _imitation_step(agent, data, returns, idx)
+            for key, value in stats.items():
+                sums[key] += value
+            steps += 1
+        agent.updates += 1
+    return {key: value / max(steps, 1) for key, value in sums.items()}
+
+
+def _imitation_step(
+    agent: PPOAgent, data: dict[str, Any], returns: torch.Tensor, idx: torch.Tensor
+) -> dict[str, float]:
+    states = {name: x[idx] for name, x in data["states"].items()}
+    actions = {name: x[idx] for name, x in data["actions"].items()}
+    masks = {name: x[idx] for name, x in data["masks"].items()}
+    log_prob, entropy, value = agent.policy.evaluate(states, actions, masks)
+    policy_loss = -log_prob.mean()
+    value_loss = (value - returns[idx]).pow(2).mean()
+    loss = policy_loss + agent.value_coef * value_loss
+    agent.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if agent.max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(agent.policy.parameters(), agent.max_grad_norm)
+    agent.optimizer.step()
+    return {
+        tags.LOSS_POLICY: policy_loss.item(),
+        tags.LOSS_VALUE: value_loss.item(),
+        tags.ENTROPY: float(entropy.detach().mean()),
+    }
