@@ -150,11 +150,8 @@ class SpaceMap:
         if self.single:
             return _to_gym(self.root, value)
         if not isinstance(value, Mapping):
-            raise ConfigError(
-                message(
-                    f"{self.default}s", type(value).__name__, f"a dict with {list(self.leaves)}"
-                )
-            )
+            expected = f"a dict with keys {list(self.leaves)}"
+            raise ConfigError(message(f"{self.default}s", type(value).__name__, expected))
         missing = [name for name in self.leaves if name not in value]
         if missing:
             raise ConfigError(f"{self.default}s: missing {missing}; got keys {sorted(value)}")
