@@ -409,6 +409,25 @@ def test_gymnasium_action_mask_is_passed_on(where):
     assert sorted(set(gym_env.actions_seen)) == [1, 3]  # 2 is masked; start=1 is added back
 
 
+def test_taxi_info_masks_prevent_illegal_moves_in_runner():
+    env = Environment.create("Taxi-v4")
+    assert env.reset(seed=0)["action_mask"].shape == (6,)
+    env.close()
+    runner = Runner(
+        agent={"agent": "ppo", "device": "cpu", "rollout_length": 16},
+        environment="Taxi-v4",
+        num_parallel=2,
+        seed=0,
+        max_episode_timesteps=40,
+    )
+    runner.run(num_timesteps=320, use_tqdm=False)
+    assert runner.updates > 0
+    # illegal pickup/drop-off costs -10; with masks every step costs exactly -1 (or +20)
+    for ret, length in zip(runner.episode_returns, runner.episode_timesteps, strict=True):
+        assert ret >= -length
+    runner.close()
+
+
 def test_gymnasium_masks_for_split_and_equal_multidiscrete():
     split = SpaceMap(spaces.MultiDiscrete([2, 3]), "action")
     masks = split.masks((np.array([1, 0]), np.array([0, 1, 1])))
