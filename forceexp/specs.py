@@ -249,39 +249,12 @@ def check_array(path: str, spec: TensorSpec, value: Any, batch_ndim: int) -> np.
 
 
 def spec_from_space(space: Any, path: str = "space") -> dict[str, Any]:
-    """Map a Gymnasium space onto a spec dict (or a dict of named spec dicts for ``Dict``).
+    """Map a Gymnasium space onto a spec dict (or a dict of named spec dicts).
 
-    Supports Box, Discrete (start 0), MultiDiscrete with equal sizes, MultiBinary and Dict.
+    Supports Box, Discrete (any ``start``), MultiDiscrete (equal sizes: one int component; unequal
+    sizes: ``<path>_<i>`` components), MultiBinary, Dict and Tuple (see
+    ``forceexp.environments.spaces.SpaceMap``, which also converts values both ways).
     """
-    from gymnasium import spaces
+    from forceexp.environments.spaces import SpaceMap
 
-    if isinstance(space, spaces.Box):
-        return {
-            "type": "float" if np.issubdtype(space.dtype, np.floating) else "int",
-            "shape": tuple(space.shape),
-            **_box_bounds(space),
-        }
-    if isinstance(space, spaces.Discrete):
-        return {"type": "int", "shape": (), "num_values": int(space.n)}
-    if isinstance(space, spaces.MultiBinary):
-        return {"type": "bool", "shape": _as_shape(path, space.n)}
-    if isinstance(space, spaces.MultiDiscrete):
-        nvec = np.asarray(space.nvec)
-        if np.all(nvec == nvec.flat[0]):
-            return {"type": "int", "shape": tuple(nvec.shape), "num_values": int(nvec.flat[0])}
-        return {
-            f"{path}_{i}": {"type": "int", "num_values": int(n)} for i, n in enumerate(nvec.flat)
-        }
-    if isinstance(space, spaces.Dict):
-        return {name: spec_from_space(sub, name) for name, sub in space.spaces.items()}
-    raise ConfigError(
-        message(path, type(space).__name__, "a Box, Discrete, MultiDiscrete, MultiBinary or Dict")
-    )
-
-
-def _box_bounds(space: Any) -> dict[str, Any]:
-    if not np.issubdtype(space.dtype, np.floating):
-        low, high = int(np.min(space.low)), int(np.max(space.high))
-        return {"num_values": high + 1} if low == 0 else {}
-    low, high = _as_bound("low", space.low), _as_bound("high", space.high)
-    return {"min_value": low, "max_value": high} if low is not None and high is not None else {}
+    return SpaceMap(space, path).specs()

@@ -418,8 +418,7 @@ class Agent:
             elif key in self._mask_names:
                 masks[self._mask_names[key]] = value
             else:
-                valid = specs.names() + list(self._mask_names)
-                raise ConfigError(f"states: unexpected key {key!r}; valid keys: {valid}")
+                raise self._unexpected_key(key)
         missing = [name for name in specs if name not in values]
         if missing:
             raise ConfigError(f"states: missing {missing}; got keys {sorted(states)}")
@@ -439,6 +438,14 @@ class Agent:
         mask_tensors = {name: self._check_mask(name, m, size, batched) for name, m in masks.items()}
         return tensors, mask_tensors, batched
 
+    def _unexpected_key(self, key: Any) -> ConfigError:
+        base = str(key).removesuffix(_MASK_SUFFIX)
+        if str(key).endswith(_MASK_SUFFIX) and base in self.action_specs:
+            kind = self.action_specs[base].type
+            return ConfigError(f"states.{key}: masks apply to int actions only; {base!r} is {kind}")
+        valid = self.state_specs.names() + list(self._mask_names)
+        return ConfigError(f"states: unexpected key {key!r}; valid keys: {valid}")
+
     def _check_mask(self, name: str, mask: Any, size: int, batched: bool) -> torch.Tensor:
         spec = self.action_specs[name]
         key = f"{'action' if self.action_specs.single else name}{_MASK_SUFFIX}"
@@ -456,7 +463,9 @@ class Agent:
                 f"(num_values,) = {expected}" + (" with a batch axis" if batched else "")
             )
         if not arr.any(-1).all():
-            raise ConfigError(f"states.{key}: a mask allows no value for action {name!r}")
+            rows = np.flatnonzero(~arr.any(-1).reshape(size, -1).all(-1)).tolist()
+            where = f" in batch row(s) {rows}" if batched else ""
+            raise ConfigError(f"states.{key}: a mask allows no value for action {name!r}{where}")
         return torch.as_tensor(arr).to(self.device)
 
     def _format_actions(self, actions: dict[str, np.ndarray], batched: bool) -> Any:

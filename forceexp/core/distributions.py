@@ -1,4 +1,4 @@
-"""Action heads and their distributions: masked categorical, Gaussian (clip/squash), Bernoulli.
+"""Action heads and distributions: masked categorical, Gaussian (clip/squash), Beta, Bernoulli.
 
 A head maps network features ``(B, F)`` to a distribution over one action component of shape
 ``(B, *shape)``; ``log_prob`` and ``entropy`` are summed over the component's shape to ``(B,)``.
@@ -17,7 +17,9 @@ from forceexp.errors import ConfigError
 from forceexp.specs import TensorSpec
 
 MASKED_LOGIT = torch.finfo(torch.float32).min
-Bounding = Literal["clip", "squash"]
+Bounding = Literal["clip", "squash", "beta"]
+BOUNDINGS = ("clip", "squash", "beta")
+_BETA_EPS = 1e-6
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
@@ -117,7 +119,53 @@ class Bernoulli:
         return {"probability": torch.sigmoid(self.logits)}
 
 
-Distribution = Categorical | Gaussian | Bernoulli
+class Beta:
+    """Independent Beta variables on ``(0, 1)``; concentrations ``alpha``, ``beta`` ``(B, *shape)``.
+
+    Samples live on the unit interval; the head rescales them to ``[min, max]`` for the
+    environment. ``log_prob``/``entropy`` are those of the unit-interval variable (the constant
+    ``log(max - min)`` of the rescaling cancels in PPO's ratio and gradient).
+    """
+
+    def __init__(self, alpha: torch.Tensor, beta: torch.Tensor, ndim: int) -> None:
+        self.alpha, self.beta = alpha, beta
+        self.ndim = ndim
+
+    def sample(self, deterministic: bool) -> torch.Tensor:
+        """The mean when deterministic, else a sample; clamped inside ``(0, 1)``."""
+        if deterministic:
+            x = self.alpha / (self.alpha + self.beta)
+        else:
+            x = torch.distributions.Beta(self.alpha, self.beta, validate_args=False).sample()
+        return x.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
+
+    def _log_norm(self) -> torch.Tensor:
+        a, b = self.alpha, self.beta
+        return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of unit-interval ``actions``, summed to ``(B,)``."""
+        x = actions.clamp(_BETA_EPS, 1.0 - _BETA_EPS)
+        logp = (self.alpha - 1) * torch.log(x) + (self.beta - 1) * torch.log1p(-x)
+        return _sum_shape(logp - self._log_norm(), self.ndim)
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy summed to ``(B,)``."""
+        a, b = self.alpha, self.beta
+        ent = (
+            self._log_norm()
+            - (a - 1) * torch.digamma(a)
+            - (b - 1) * torch.digamma(b)
+            + (a + b - 2) * torch.digamma(a + b)
+        )
+        return _sum_shape(ent, self.ndim)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Summary-ready parameters: the two concentrations."""
+        return {"alpha": self.alpha, "beta": self.beta}
+
+
+Distribution = Categorical | Gaussian | Beta | Bernoulli
 
 
 class CategoricalHead(nn.Module):
@@ -181,6 +229,35 @@ class GaussianHead(nn.Module):
         return actions
 
 
+class BetaHead(nn.Module):
+    """Beta distribution for a bounded float action: samples in ``(0, 1)`` rescaled to bounds.
+
+    Concentrations are ``1 + softplus(linear(features))`` so the density is unimodal; the raw
+    (stored) action is the unit-interval sample.
+    """
+
+    def __init__(self, input_size: int, spec: TensorSpec) -> None:
+        super().__init__()
+        if not spec.is_bounded:
+            raise ConfigError("bounded_actions='beta' needs a float action with min/max values")
+        self.shape = spec.shape
+        self.linear = orthogonal_(nn.Linear(input_size, 2 * spec.size), 0.01)
+        low = torch.as_tensor(spec.min_value, dtype=torch.float32)
+        high = torch.as_tensor(spec.max_value, dtype=torch.float32)
+        self.register_buffer("low", low.expand(spec.shape).clone(), persistent=False)
+        self.register_buffer("high", high.expand(spec.shape).clone(), persistent=False)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Beta:
+        """Distribution for ``features`` ``(B, F)`` (masks do not apply to float actions)."""
+        params = nn.functional.softplus(self.linear(features)) + 1.0
+        alpha, beta = params.view(-1, 2, *self.shape).unbind(1)
+        return Beta(alpha, beta, len(self.shape))
+
+    def to_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Rescale unit-interval samples to ``[min, max]``."""
+        return self.low + actions * (self.high - self.low)
+
+
 class BernoulliHead(nn.Module):
     """Logits for a bool action."""
 
@@ -198,7 +275,7 @@ class BernoulliHead(nn.Module):
         return actions
 
 
-ActionHead = CategoricalHead | GaussianHead | BernoulliHead
+ActionHead = CategoricalHead | GaussianHead | BetaHead | BernoulliHead
 
 
 def make_head(
@@ -206,13 +283,24 @@ def make_head(
 ) -> ActionHead:
     """Choose the head for an action spec: int -> categorical, float -> Gaussian, bool -> Bernoulli.
 
+    Bounded float actions use a Beta head when ``bounded_actions='beta'``; unbounded float actions
+    always use a Gaussian.
+
     Raises:
-        ConfigError: an int action without ``num_values``.
+        ConfigError: an int action without ``num_values``, or an unknown ``bounded_actions``.
     """
+    if bounded_actions not in BOUNDINGS:
+        raise ConfigError(
+            f"bounded_actions: {bounded_actions!r} is invalid; expected {', '.join(BOUNDINGS)}"
+        )
     if spec.type == "int":
         if spec.num_values is None:
             raise ConfigError(f"actions.{name}: int actions need num_values (or num_actions)")
         return CategoricalHead(input_size, spec)
     if spec.type == "float":
-        return GaussianHead(input_size, spec, bounded_actions)
+        if bounded_actions == "beta" and spec.is_bounded:
+            return BetaHead(input_size, spec)
+        return GaussianHead(
+            input_size, spec, "clip" if bounded_actions == "beta" else bounded_actions
+        )
     return BernoulliHead(input_size, spec)

@@ -8,7 +8,11 @@ from typing import Any
 from forceexp.config import is_spec_file, load_spec_file
 from forceexp.environments.environment import Environment, EnvironmentWrapper
 from forceexp.environments.gym import GymEnvironment
-from forceexp.environments.testing import IdentityEnvironment, TargetEnvironment
+from forceexp.environments.testing import (
+    IdentityEnvironment,
+    MaskedChoiceEnvironment,
+    TargetEnvironment,
+)
 from forceexp.errors import ConfigError
 from forceexp.registry import Registry
 
@@ -16,6 +20,7 @@ ENVIRONMENTS: Registry[type[Environment]] = Registry("environment")
 ENVIRONMENTS.register("gym", "gymnasium")(GymEnvironment)
 ENVIRONMENTS.register("identity")(IdentityEnvironment)
 ENVIRONMENTS.register("target")(TargetEnvironment)
+ENVIRONMENTS.register("masked_choice")(MaskedChoiceEnvironment)
 
 __all__ = ["ENVIRONMENTS", "Environment", "EnvironmentWrapper", "create"]
 

@@ -1,4 +1,4 @@
-"""Gymnasium adapter: spaces to specs, terminated (1) vs truncated (2), seeding."""
+"""Gymnasium adapter: spaces to specs and back, action masks, terminated (1) vs truncated (2)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ from typing import Any
 import numpy as np
 
 from forceexp.environments.environment import TERMINATED, TRUNCATED, Environment
+from forceexp.environments.spaces import SpaceMap
 from forceexp.errors import ConfigError
-from forceexp.specs import spec_from_space
+
+MASK_KEY = "action_mask"
 
 
 class GymEnvironment(Environment):
     """Wraps a Gymnasium environment (by id or instance).
+
+    Observations and actions are flattened into named specs and mapped back (see
+    ``forceexp.environments.spaces``). Gymnasium's action-mask convention is picked up: an
+    ``action_mask`` entry of a ``Dict`` observation (or ``<action>_mask`` entries) or of the
+    ``info`` dict of ``reset``/``step`` is passed on as ``<action>_mask`` state entries (bool).
 
     Args:
         level: A Gymnasium id such as ``'CartPole-v1'``, or a ``gymnasium.Env`` instance.
@@ -38,14 +45,26 @@ class GymEnvironment(Environment):
                     f"environment: cannot make Gymnasium env {level!r} ({exc})"
                 ) from exc
         self.level = level if isinstance(level, str) else type(self.env.unwrapped).__name__
-        self._states = spec_from_space(self.env.observation_space, "state")
-        self._actions = spec_from_space(self.env.action_space, "action")
-        self._float_obs = self._states.get("type") == "float"
+        self.action_map = SpaceMap(self.env.action_space, "action")
+        self._mask_keys = self._observed_mask_keys()
+        self.state_map = SpaceMap(self.env.observation_space, "state", self._mask_keys)
+        self._states = self.state_map.specs()
+        self._actions = self.action_map.specs()
         spec = getattr(self.env, "spec", None)
         self._limit = getattr(spec, "max_episode_steps", None) if spec else None
 
     def __repr__(self) -> str:
         return f"GymEnvironment({self.level!r})"
+
+    def _observed_mask_keys(self) -> tuple[str, ...]:
+        """Top-level keys of a Dict observation space that carry action masks."""
+        from gymnasium import spaces
+
+        space = self.env.observation_space
+        if not isinstance(space, spaces.Dict):
+            return ()
+        names = {f"{name}_mask" for name in self.action_map.leaves} | {MASK_KEY}
+        return tuple(key for key in space if key in names)
 
     def states(self) -> dict[str, Any]:
         """State spec derived from the observation space."""
@@ -61,21 +80,34 @@ class GymEnvironment(Environment):
 
     def reset(self, seed: int | None = None) -> Any:
         """Reset (seeding the env on the first call when ``seed`` is given)."""
-        obs, _ = self.env.reset(seed=seed)
-        return self._observation(obs)
+        obs, info = self.env.reset(seed=seed)
+        return self._observation(obs, info)
 
     def execute(self, actions: Any) -> tuple[Any, int, float]:
-        """Step once; terminated -> 1, truncated -> 2."""
-        if isinstance(actions, np.ndarray) and actions.ndim == 0:
-            actions = actions.item()
-        obs, reward, terminated, truncated, _ = self.env.step(actions)
+        """Map actions back onto the action space and step once; terminated 1, truncated 2."""
+        obs, reward, terminated, truncated, info = self.env.step(self.action_map.unflatten(actions))
         terminal = TERMINATED if terminated else TRUNCATED if truncated else 0
-        return self._observation(obs), terminal, float(reward)
+        return self._observation(obs, info), terminal, float(reward)
 
-    def _observation(self, obs: Any) -> Any:
-        if self._float_obs and isinstance(obs, np.ndarray) and obs.dtype != np.float32:
-            return obs.astype(np.float32)
-        return obs
+    def _observation(self, obs: Any, info: Any) -> Any:
+        masks: dict[str, np.ndarray] = {}
+        if self._mask_keys:
+            for key in self._mask_keys:
+                masks.update(self._masks(key, obs[key]))
+            obs = {key: value for key, value in obs.items() if key not in self._mask_keys}
+        if isinstance(info, dict) and MASK_KEY in info:
+            masks.update(self._masks(MASK_KEY, info[MASK_KEY]))
+        states = self.state_map.flatten(obs)
+        if not masks:
+            return states
+        if self.state_map.single:
+            states = {"state": states}
+        return {**states, **masks}
+
+    def _masks(self, key: str, mask: Any) -> dict[str, np.ndarray]:
+        if key == MASK_KEY:
+            return self.action_map.masks(mask)
+        return {key: self.action_map.masks({key[: -len("_mask")]: mask})[key]}
 
     def close(self) -> None:
         """Close the Gymnasium environment."""

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from forceexp.environments.environment import TERMINATED, Environment
+from forceexp.errors import ConfigError, message
 
 
 class IdentityEnvironment(Environment):
@@ -92,3 +93,74 @@ class TargetEnvironment(Environment):
     def _observe(self) -> np.ndarray:
         self._target = self._rng.uniform(-1, 1, size=1).astype(np.float32)
         return self._target.copy()
+
+
+class MaskedChoiceEnvironment(Environment):
+    """Choose among the currently valid moves; masks make this much easier to learn.
+
+    Each step ``num_valid`` of ``num_values`` moves are valid, each with a value in ``[0.2, 1]``.
+    The state is the vector of move values (0 for invalid moves). A valid move earns its value;
+    an invalid move earns -1 and ends the episode. With ``masks=True`` the states also carry
+    ``action_mask`` (True = valid), so a masked agent never plays an invalid move and only has to
+    learn to prefer high values; without masks it must first learn which moves are valid.
+
+    Args:
+        num_values: Number of moves.
+        num_valid: Valid moves per step (at least 1).
+        episode_length: Steps per episode when no invalid move ends it early.
+        masks: Emit ``action_mask`` with the states.
+        seed: Seed of the move draws.
+    """
+
+    def __init__(
+        self,
+        num_values: int = 10,
+        num_valid: int = 3,
+        episode_length: int = 10,
+        masks: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not 1 <= num_valid <= num_values:
+            raise ConfigError(
+                message("num_valid", num_valid, f"an int in [1, num_values={num_values}]")
+            )
+        self.num_values, self.num_valid = num_values, num_valid
+        self.episode_length, self.masks = episode_length, masks
+        self._rng = np.random.default_rng(seed)
+        self._values = np.zeros(num_values, dtype=np.float32)
+        self._t = 0
+
+    def __repr__(self) -> str:
+        return f"MaskedChoiceEnvironment(num_values={self.num_values}, masks={self.masks})"
+
+    def states(self) -> dict[str, Any]:
+        """Value of each move (0 when invalid)."""
+        return {"type": "float", "shape": (self.num_values,), "min_value": 0.0, "max_value": 1.0}
+
+    def actions(self) -> dict[str, Any]:
+        """One int move among ``num_values``."""
+        return {"type": "int", "shape": (), "num_values": self.num_values}
+
+    def reset(self, seed: int | None = None) -> Any:
+        """Draw the first valid moves."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._t = 0
+        return self._observe()
+
+    def execute(self, actions: Any) -> tuple[Any, int, float]:
+        """A valid move earns its value; an invalid one -1 and ends the episode."""
+        value = float(self._values[int(actions)])
+        self._t += 1
+        if value == 0.0:
+            return self._observe(), TERMINATED, -1.0
+        terminal = TERMINATED if self._t >= self.episode_length else 0
+        return self._observe(), terminal, value
+
+    def _observe(self) -> Any:
+        valid = self._rng.choice(self.num_values, size=self.num_valid, replace=False)
+        self._values = np.zeros(self.num_values, dtype=np.float32)
+        self._values[valid] = self._rng.uniform(0.2, 1.0, size=self.num_valid)
+        if not self.masks:
+            return self._values.copy()
+        return {"state": self._values.copy(), "action_mask": self._values > 0}
