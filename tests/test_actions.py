@@ -527,3 +527,21 @@ def test_lunarlander_configs_compose_and_step(compose_cfg, name):
         if terminal:
             break
     env.close()
+
+
+def test_rows_without_a_mask_are_stored_as_all_allowed():
+    import torch
+
+    agent = Agent.create(
+        "ppo",
+        states={"type": "float", "shape": (2,)},
+        actions={"type": "int", "num_values": 3},
+        device="cpu",
+        seed=0,
+    )
+    agent.act({"state": np.zeros(2), "action_mask": [True, False, False]})
+    agent.observe(reward=0.0)
+    agent.act(np.zeros(2))  # no mask on this step
+    agent.observe(reward=0.0)
+    stored = agent.buffer.masks["action"][:2, 0]
+    assert torch.equal(stored, torch.tensor([[True, False, False], [True, True, True]]))

@@ -52,7 +52,7 @@ class PPOAgent(Agent):
         max_grad_norm: Global gradient-norm clipping threshold (None: off).
         normalize_advantages: Normalize advantages per minibatch.
         normalize_states: Running mean/std normalization of float states.
-        bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
+        bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         schedule_timesteps: Training budget in timesteps that schedules decay over.
         seed: Random seed.

@@ -92,6 +92,8 @@ class RolloutBuffer:
                 shape = (self.capacity, self.num_slots, *spec.shape, spec.num_values)
                 self.masks[name] = torch.ones(shape, dtype=torch.bool, device=self.device)
             self.masks[name][index] = mask
+        for name in self.masks.keys() - masks.keys():
+            self.masks[name][index] = True  # no mask this step: every value allowed
         for name, x in actions.items():
             self.actions[name][index] = x
         self.log_prob[index] = log_prob

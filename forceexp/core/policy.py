@@ -25,7 +25,7 @@ class ActorCritic(nn.Module):
         network: Policy network spec (see ``build_network``).
         baseline: Value network spec; ``None`` shares the policy network's features.
         normalize_states: Keep running mean/std of float states and normalize with them.
-        bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
+        bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
     """
 
     def __init__(
@@ -112,5 +112,5 @@ class ActorCritic(nn.Module):
         return self.value_head(self.network(states)).squeeze(-1)
 
     def to_env(self, actions: Tensors) -> Tensors:
-        """Map raw sampled actions to what the environment receives (clip/squash bounds)."""
+        """Map raw sampled actions to what the environment receives (clip, squash or Beta bounds)."""
         return {name: self.heads[name].to_env(a) for name, a in actions.items()}
