@@ -112,5 +112,5 @@ class ActorCritic(nn.Module):
         return self.value_head(self.network(states)).squeeze(-1)
 
     def to_env(self, actions: Tensors) -> Tensors:
-        """Map raw sampled actions to what the environment receives (clip, squash or Beta bounds)."""
+        """Map raw sampled actions to what the environment receives (bounded ones rescaled)."""
         return {name: self.heads[name].to_env(a) for name, a in actions.items()}
