@@ -262,6 +262,19 @@ class Agent:
             for observer in self.observers:
                 observer.on_episode(self, int(slot), ret, length)
 
+    def summarize(self, summary: str, value: Any, step: int | None = None) -> None:
+        """Write a custom summary declared in ``summarizer=dict(custom=...)`` (step: timesteps)."""
+        from forceexp.observers.summarizer import Summarizer
+
+        for observer in self.observers:
+            if isinstance(observer, Summarizer):
+                observer.summarize(self, summary, value, step)
+                return
+        raise ConfigError(
+            "summarize: the agent has no summarizer; create it with "
+            "summarizer=dict(directory=..., custom=dict(<name>=dict(type=...)))"
+        )
+
     def reset(self) -> None:
         """Forget unfinished act/observe cycles (counters and learned state are kept)."""
         self._acting[:] = False

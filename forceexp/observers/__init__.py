@@ -21,5 +21,10 @@ def build_observers(
         if isinstance(spec, Observer):
             observers.append(spec)
             continue
+        if name == "summarizer":
+            from forceexp.observers.summarizer import Summarizer
+
+            observers.append(Summarizer.from_spec(spec))
+            continue
         raise ConfigError(f"{name}: {spec!r} is not supported yet")
     return observers
