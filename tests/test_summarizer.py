@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -73,17 +74,20 @@ def test_all_labels_write_their_tags_and_custom_image(tmp_path: Path) -> None:
         "gain",
     ):
         assert tag in scalars, tag
-    assert found["graph"] is True and len(events.Graph().node) > 0
+    assert found["graph"] is True
+    assert len(events.Graph().node) > 0
     assert any(t.startswith("variables/") for t in found["histograms"])
-    assert "frame" in found["images"] and "note/text_summary" in found["tensors"]
+    assert "frame" in found["images"]
+    assert "note/text_summary" in found["tensors"]
     images = events.Images("frame")
-    assert (images[0].width, images[0].height) == (8, 16) and images[1].step == 7
+    assert (images[0].width, images[0].height) == (8, 16)
+    assert images[1].step == 7
     returns = [e.value for e in events.Scalars(tags.EPISODE_RETURN)]
     assert all(1 <= r <= 50 for r in returns)
     lengths = [e.value for e in events.Scalars(tags.EPISODE_LENGTH)]
     assert returns == lengths  # CartPole: reward 1 per step
     steps = [e.step for e in events.Scalars(tags.REWARD_STEP)]
-    assert all(b - a >= 10 for a, b in zip(steps, steps[1:], strict=False))
+    assert all(b - a >= 10 for a, b in itertools.pairwise(steps))
     assert events.Scalars("gain")[0].value == 2.5
 
 
@@ -97,9 +101,11 @@ def test_seed_label_list_with_old_aliases(tmp_path: Path) -> None:
     found = _load(tmp_path).Tags()
     scalars = set(found["scalars"])
     assert {tags.ENTROPY, tags.KL_DIVERGENCE, tags.LOSS_TOTAL, tags.EPISODE_RETURN} <= scalars
-    assert tags.LEARNING_RATE not in scalars and tags.UPDATE_NORM not in scalars
+    assert tags.LEARNING_RATE not in scalars
+    assert tags.UPDATE_NORM not in scalars
     assert not any(t.startswith("distribution/") for t in scalars)
-    assert found["histograms"] == [] and found["graph"] is True
+    assert found["histograms"] == []
+    assert found["graph"] is True
 
 
 def test_directory_string_and_filename(tmp_path: Path) -> None:
