@@ -68,6 +68,14 @@ def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
+    from forceexp.observers.tracker import track
+
+    with track(cfg) as tracker:
+        return _train(cfg, tracker)
+
+
+def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+    """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
@@ -77,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
     agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
     probe.close()
+    tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
     start = time.perf_counter()
