@@ -30,8 +30,13 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _cfg(tmp_path: Path, **tracker: object) -> object:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite store for the module's fast tests (creating tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
+def _cfg(tmp_path: Path, uri: str, experiment: str, **tracker: object) -> object:
     return OmegaConf.create(
         {
             "task_name": "unit",
@@ -39,7 +44,7 @@ def _cfg(tmp_path: Path, **tracker: object) -> object:
             "agent": {"learning_rate": 1e-3, "layers": [64, 64]},
             "paths": {"output_dir": str(tmp_path / "run")},
             "saver": {"directory": str(tmp_path / "run" / "checkpoints")},
-            "tracker": {"tracking_uri": uri, "experiment": "unit", **tracker},
+            "tracker": {"tracking_uri": uri, "experiment": experiment, **tracker},
         }
     )
 
@@ -57,8 +62,8 @@ def _short_run(tracker: object) -> Agent:
     return agent
 
 
-def test_track_logs_params_tags_metrics_and_artifacts(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, tags={"purpose": "test"})
+def test_track_logs_params_tags_metrics_and_artifacts(tmp_path: Path, uri: str) -> None:
+    cfg = _cfg(tmp_path, uri, "unit", tags={"purpose": "test"})
     run_dir = tmp_path / "run"
     with track(cfg) as tracker:
         _short_run(tracker)
@@ -89,15 +94,16 @@ def test_track_logs_params_tags_metrics_and_artifacts(tmp_path: Path) -> None:
     assert artifacts == {".hydra", "results.json", "checkpoint"}
     hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
     assert hydra_files == {".hydra/config.yaml"}
-    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(tmp_path)
+    store_dir = Path(uri.removeprefix("sqlite:///")).parent
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(store_dir)
 
 
-def test_failed_run_is_marked_failed(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path)
+def test_failed_run_is_marked_failed(tmp_path: Path, uri: str) -> None:
+    cfg = _cfg(tmp_path, uri, "failing")
     with pytest.raises(RuntimeError, match="boom"), track(cfg):
         raise RuntimeError("boom")
     client = MlflowClient(cfg.tracker.tracking_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
     assert run.info.status == "FAILED"
 
 
@@ -108,9 +114,10 @@ def test_no_tracker_yields_a_null_tracker(tmp_path: Path) -> None:
     assert not (tmp_path / "mlflow.db").exists()
 
 
-def test_experiment_creation_is_idempotent_and_batched_params(tmp_path: Path) -> None:
-    uri = store_uri(None, tmp_path)
-    assert uri == f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow.db'}"
+def test_experiment_creation_is_idempotent_and_batched_params(tmp_path: Path, uri: str) -> None:
+    default = store_uri(None, tmp_path)
+    assert default == f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow.db'}"
+    assert (tmp_path / "outputs").is_dir()
     first = ensure_experiment(uri, "same")
     assert ensure_experiment(uri, "same") == first
     tracker = MlflowTracker(uri, "same", run_name="many")
@@ -131,18 +138,17 @@ def test_bad_tracking_uri_raises(uri: object, match: str) -> None:
         store_uri(uri, ".")
 
 
-def test_unknown_tracker_key_raises(tmp_path: Path) -> None:
+def test_unknown_tracker_key_raises(tmp_path: Path, uri: str) -> None:
     with (
         pytest.raises(ConfigError, match="keys tracking_uri, experiment, tags"),
-        track(_cfg(tmp_path, uri="x")),
+        track(_cfg(tmp_path, uri, "unit", url="x")),
     ):
         pass
 
 
-def test_compare_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_compare_errors(tmp_path: Path, uri: str, capsys: pytest.CaptureFixture[str]) -> None:
     ensure_experiment(uri, "present")
-    with pytest.raises(ConfigError, match=r"no experiment 'absent' .*found \['present'"):
+    with pytest.raises(ConfigError, match=r"no experiment 'absent' .*found \[.*'present'"):
         load_groups(uri, "absent", "eval_return_mean")
     assert main(["--tracking-uri", uri, "--experiment", "present"]) == 1
     assert "no finished runs" in capsys.readouterr().err
