@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -203,3 +207,56 @@ def test_multirun_2x2_logs_four_runs_and_compares(tmp_path: Path) -> None:
     assert sorted(len(g.run_ids) for g in groups) == [2, 2]
     assert all(sorted(g.seeds) == ["0", "1"] for g in groups)
     assert png.stat().st_size > 1000
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.socket
+def test_tracker_logs_to_a_real_mlflow_server(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}"]
+    command += ["--artifacts-destination", str(tmp_path / "served")]
+    server = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        tracker = MlflowTracker(store_uri(url, tmp_path), "served", run_name="remote")
+        tracker.log_params({"agent.learning_rate": 0.001})
+        tracker.log_metrics({tags.EPISODE_RETURN: 9.0}, step=5)
+        (tmp_path / "results.json").write_text("{}")
+        tracker.log_artifacts(tmp_path / "results.json")
+        tracker.end()
+        client = MlflowClient(url)
+        run = client.get_run(tracker.run_id)
+        assert run.data.params == {"agent.learning_rate": "0.001"}
+        (point,) = client.get_metric_history(tracker.run_id, tags.EPISODE_RETURN)
+        assert (point.step, point.value) == (5, 9.0)
+        assert [a.path for a in client.list_artifacts(tracker.run_id)] == ["results.json"]
+        assert list((tmp_path / "served").rglob("results.json"))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
