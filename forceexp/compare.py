@@ -38,6 +38,27 @@ def config_name(overrides: str) -> str:
     return " ".join(kept) or "(defaults)"
 
 
+def strip_common(groups: list[Group]) -> list[str]:
+    """Drop the overrides every configuration shares from the group names; return them."""
+    if len(groups) < 2:
+        return []
+    tokens = [group.name.split() for group in groups]
+    common = [t for t in tokens[0] if all(t in other for other in tokens[1:])]
+    for group, names in zip(groups, tokens, strict=True):
+        group.name = " ".join(t for t in names if t not in common) or "(defaults)"
+    return common
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (shorter at the start)."""
+    if window <= 1 or len(values) == 0:
+        return values
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    ends = np.arange(1, len(values) + 1)
+    starts = np.maximum(0, ends - window)
+    return (sums[ends] - sums[starts]) / (ends - starts)
+
+
 def load_groups(uri: str, experiment: str, metric: str, sweep: str | None = None) -> list[Group]:
     """Finished runs of ``experiment`` (optionally of one sweep dir) grouped by configuration."""
     from mlflow.tracking import MlflowClient
@@ -84,8 +105,10 @@ def format_table(groups: list[Group], metric: str) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def curves(uri: str, group: Group, key: str, points: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Steps grid and per-run values of metric ``key`` interpolated onto it ``(runs, points)``."""
+def curves(
+    uri: str, group: Group, key: str, window: int = 10, points: int = 50
+) -> tuple[np.ndarray, np.ndarray]:
+    """Steps grid and per-run smoothed values of ``key`` interpolated onto it ``(runs, points)``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
@@ -93,7 +116,9 @@ def curves(uri: str, group: Group, key: str, points: int = 50) -> tuple[np.ndarr
     for run_id in group.run_ids:
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
         if history:
-            histories.append(np.asarray(history, dtype=float))
+            array = np.asarray(history, dtype=float)
+            array[:, 1] = smooth(array[:, 1], window)
+            histories.append(array)
     if not histories:
         return np.zeros(0), np.zeros((0, 0))
     end = min(h[-1, 0] for h in histories)
@@ -101,7 +126,7 @@ def curves(uri: str, group: Group, key: str, points: int = 50) -> tuple[np.ndarr
     return grid, np.stack([np.interp(grid, h[:, 0], h[:, 1]) for h in histories])
 
 
-def plot(uri: str, groups: list[Group], key: str, path: Path) -> Path:
+def plot(uri: str, groups: list[Group], key: str, path: Path, window: int = 10) -> Path:
     """Write a PNG of mean ± std learning curves per configuration (atomically)."""
     import matplotlib
 
@@ -110,14 +135,14 @@ def plot(uri: str, groups: list[Group], key: str, path: Path) -> Path:
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for group in groups:
-        grid, values = curves(uri, group, key)
+        grid, values = curves(uri, group, key, window)
         if values.size == 0:
             continue
         mean, std = values.mean(0), values.std(0)
         axes.plot(grid, mean, label=f"{group.name} (n={len(values)})")
         axes.fill_between(grid, mean - std, mean + std, alpha=0.2)
     axes.set_xlabel("timesteps")
-    axes.set_ylabel(key)
+    axes.set_ylabel(f"{key} (moving mean of {window})" if window > 1 else key)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--experiment", default="train", help="MLflow experiment (task_name)")
     parser.add_argument("--metric", default="eval_return_mean", help="final metric to compare")
     parser.add_argument("--curve", default=tags.EPISODE_RETURN, help="metric of the curves")
+    parser.add_argument("--smooth", type=int, default=10, help="moving-average window")
     parser.add_argument("--sweep", default=None, help="only runs of this multirun sweep dir")
     parser.add_argument("--plot", default=None, help="PNG path (default outputs/compare-*.png)")
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
@@ -157,10 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     if not groups:
         print(f"compare: no finished runs in experiment {args.experiment!r}", file=sys.stderr)
         return 1
+    common = strip_common(groups)
+    if common:
+        print(f"common overrides: {' '.join(common)}")
     print(format_table(groups, args.metric))
     if not args.no_plot:
         default = Path("outputs") / f"compare-{args.experiment}.png"
-        written = plot(uri, groups, args.curve, Path(args.plot) if args.plot else default)
+        path = Path(args.plot) if args.plot else default
+        written = plot(uri, groups, args.curve, path, args.smooth)
         print(f"curves: {written}")
     return 0
 

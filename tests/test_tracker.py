@@ -12,13 +12,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from forceexp import Agent, Environment, Runner
-from forceexp.compare import config_name, load_groups, main
+from forceexp.compare import Group, config_name, load_groups, main, smooth, strip_common
 from forceexp.errors import ConfigError
 from forceexp.observers import tags
 from forceexp.observers.tracker import (
@@ -165,6 +166,14 @@ def test_compare_errors(tmp_path: Path, uri: str, capsys: pytest.CaptureFixture[
     assert "no MLflow store at outputs/mlflow.db" in capsys.readouterr().err
     assert config_name("agent.lr=1 seed=2 +x=1") == "agent.lr=1 +x=1"
     assert config_name("seed=2") == "(defaults)"
+
+
+def test_strip_common_and_smooth() -> None:
+    groups = [Group("lr=1 steps=9 x=1"), Group("lr=2 steps=9"), Group("steps=9")]
+    assert strip_common(groups) == ["steps=9"]
+    assert [g.name for g in groups] == ["lr=1 x=1", "lr=2", "(defaults)"]
+    assert smooth(np.array([2.0, 4.0, 6.0, 8.0]), 2).tolist() == [2.0, 3.0, 5.0, 7.0]
+    assert smooth(np.array([1.0]), 1).tolist() == [1.0]
 
 
 @pytest.mark.slow
