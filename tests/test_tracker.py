@@ -19,6 +19,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from forceexp import Agent, Environment, Runner
+from forceexp.callbacks import MlflowStore
 from forceexp.compare import Group, config_name, load_groups, main, smooth, strip_common
 from forceexp.errors import ConfigError
 from forceexp.observers import tags
@@ -269,3 +270,33 @@ def test_tracker_logs_to_a_real_mlflow_server(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+JOB = """
+import sys
+from forceexp.observers.tracker import MlflowTracker
+tracker = MlflowTracker(sys.argv[1], "race", run_name=sys.argv[2])
+tracker.log_metrics({"x": 1.0}, step=1)
+tracker.end()
+"""
+
+
+@pytest.mark.slow
+def test_callback_creates_store_before_parallel_jobs(tmp_path: Path) -> None:
+    config = OmegaConf.create({"task_name": "race", "hydra": {"runtime": {"cwd": str(tmp_path)}}})
+    MlflowStore(tracking_uri=None, experiment=None).on_multirun_start(config)
+    uri = f"sqlite:///{tmp_path.resolve() / 'outputs' / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("race")
+    assert experiment is not None
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOB, uri, f"job{i}"], env=env, text=True, stderr=subprocess.PIPE
+        )
+        for i in range(2)
+    ]
+    errors = [job.communicate(timeout=120)[1] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], errors
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["job0", "job1"]
