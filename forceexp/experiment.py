@@ -81,6 +81,14 @@ def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
+    from forceexp.observers.tracker import track
+
+    with track(cfg) as tracker:
+        return _train(cfg, tracker)
+
+
+def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+    """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
@@ -95,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     else:
         agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
     probe.close()
+    tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
     start = time.perf_counter()
@@ -126,6 +135,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain from traces (no env interaction), evaluate, save, write ``results.json``."""
+    from forceexp.observers.tracker import track
+
+    with track(cfg) as tracker:
+        return _pretrain(cfg, tracker)
+
+
+def _pretrain(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+    """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
     torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
@@ -134,6 +151,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
     agent = build_agent(cfg, probe, 1)
     probe.close()
+    tracker.watch(agent)
     options = OmegaConf.to_container(cfg.pretrain, resolve=True)
     log.info("Pretraining from %s (%s)", options["directory"], options.get("objective"))
     start = time.perf_counter()

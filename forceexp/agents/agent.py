@@ -335,6 +335,19 @@ class Agent:
 
         return pretrain(self, directory, num_iterations, num_traces, num_updates, objective)
 
+    def summarize(self, summary: str, value: Any, step: int | None = None) -> None:
+        """Write a custom summary declared in ``summarizer=dict(custom=...)`` (step: timesteps)."""
+        from forceexp.observers.summarizer import Summarizer
+
+        for observer in self.observers:
+            if isinstance(observer, Summarizer):
+                observer.summarize(self, summary, value, step)
+                return
+        raise ConfigError(
+            "summarize: the agent has no summarizer; create it with "
+            "summarizer=dict(directory=..., custom=dict(<name>=dict(type=...)))"
+        )
+
     def reset(self) -> None:
         """Forget unfinished act/observe cycles (counters and learned state are kept)."""
         self._acting[:] = False

@@ -20,7 +20,11 @@ def _build(name: str, spec: Any) -> Observer:
         from forceexp.observers.recorder import Recorder
 
         return Recorder.from_spec(spec)
-    raise ConfigError(f"{name}: {spec!r} is not supported yet")
+    if name == "summarizer":
+        from forceexp.observers.summarizer import Summarizer
+
+        return Summarizer.from_spec(spec)
+    raise ConfigError(f"{name}: unknown observer kind (valid: saver, summarizer, recorder)")
 
 
 def build_observers(

@@ -1,0 +1,35 @@
+"""Hydra callbacks: create the shared MLflow store and experiment once before a multirun."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class MlflowStore(Callback):
+    """Create the MLflow tables and experiment in the launching process.
+
+    Parallel jobs that each find a fresh SQLite file race to create its tables; creating them
+    here, before the launcher starts any job, leaves the jobs only adding runs.
+
+    Args:
+        tracking_uri: ``tracker.tracking_uri`` (None: ``<launch dir>/outputs/mlflow.db``).
+        experiment: Experiment name (None: ``task_name``).
+    """
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str | None = None) -> None:
+        self.tracking_uri, self.experiment = tracking_uri, experiment
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create the store and experiment (idempotent)."""
+        from forceexp.observers.tracker import ensure_experiment, store_uri
+
+        uri = store_uri(self.tracking_uri, config.hydra.runtime.cwd)
+        name = self.experiment or str(config.get("task_name", "train"))
+        experiment_id = ensure_experiment(uri, name)
+        log.info("MLflow experiment %r (id %s) ready in %s", name, experiment_id, uri)

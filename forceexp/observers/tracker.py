@@ -1,0 +1,286 @@
+"""MLflow tracking of a training run: params, tags, metrics with steps and artifacts.
+
+``mlflow`` is imported only here, and only when the ``tracker`` group is not ``none``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from forceexp.errors import ConfigError, message
+from forceexp.observers import tags
+from forceexp.observers.base import Observer
+
+if TYPE_CHECKING:
+    from forceexp.agents.agent import Agent
+
+log = logging.getLogger(__name__)
+DEFAULT_STORE = Path("outputs") / "mlflow.db"
+MAX_PARAM_LENGTH = 6000
+BATCH_PARAMS = 100
+OVERRIDES_TAG = "forceexp.overrides"
+SWEEP_TAG = "forceexp.sweep_dir"
+SEED_TAG = "forceexp.seed"
+GIT_TAG = "mlflow.source.git.commit"
+
+
+def store_uri(tracking_uri: str | None, root: str | Path) -> str:
+    """The tracking URI: given (``sqlite:///``, ``http(s)://``) or ``<root>/outputs/mlflow.db``."""
+    if tracking_uri is None:
+        path = (Path(root) / DEFAULT_STORE).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    if not isinstance(tracking_uri, str) or tracking_uri.startswith(("file:", "./", "/")):
+        raise ConfigError(
+            message(
+                "tracker.tracking_uri",
+                tracking_uri,
+                "null, 'sqlite:///<abs path>' or an http(s):// server URL",
+                "MLflow 3 refuses its old file store",
+            )
+        )
+    return tracking_uri
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifact location beside a SQLite store (``<db dir>/mlartifacts``); servers choose theirs."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the store (tables) and experiment ``name`` if missing; return its id."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    except MlflowException:  # another process created it first
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested dicts/lists to ``{'a.b.0': 'value'}`` strings (MLflow params)."""
+    if isinstance(node, Mapping):
+        items = node.items()
+    elif isinstance(node, list | tuple):
+        items = enumerate(node)
+    else:
+        return {prefix: str(node)[:MAX_PARAM_LENGTH]}
+    flat: dict[str, str] = {}
+    for key, value in items:
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def git_commit(directory: str | Path) -> str:
+    """HEAD commit of the repository holding ``directory`` (``'unknown'`` outside git)."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+class MlflowTracker(Observer):
+    """One MLflow run; as an observer it logs episode and update metrics at ``agent.timesteps``.
+
+    Args:
+        tracking_uri: Store URI (see ``store_uri``).
+        experiment: Experiment name (created when missing).
+        run_name: Run name shown in the UI.
+        tags: Run tags.
+        flush_every: Buffered metric values sent in one batch.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        flush_every: int = 500,
+    ) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_id = ensure_experiment(tracking_uri, experiment)
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
+        self.run_id: str = run.info.run_id
+        self.flush_every = flush_every
+        self._metrics: list[Any] = []
+        self._last_update: tuple[float, int] | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log params (values as strings), in batches of the server's limit."""
+        from mlflow.entities import Param
+
+        items = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in params.items()]
+        for start in range(0, len(items), BATCH_PARAMS):
+            self.client.log_batch(self.run_id, params=items[start : start + BATCH_PARAMS])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Buffer metric values at ``step``; sent every ``flush_every`` values and on ``flush``."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        self._metrics.extend(Metric(k, float(v), stamp, int(step)) for k, v in metrics.items())
+        if len(self._metrics) >= self.flush_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send buffered metric values."""
+        while self._metrics:
+            batch, self._metrics = self._metrics[:1000], self._metrics[1000:]
+            self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifacts(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a directory's contents (skipped when missing)."""
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Flush and mark the run ``FINISHED`` or ``FAILED``."""
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+    # ------------------------------------------------------------------ observer hooks
+    def watch(self, agent: Agent) -> None:
+        """Log the agent's episodes and updates from now on."""
+        agent.observers.append(self)
+
+    def on_episode(self, agent: Agent, slot: int, episode_return: float, length: int) -> None:
+        """Log episode return and length."""
+        metrics = {tags.EPISODE_RETURN: episode_return, tags.EPISODE_LENGTH: length}
+        self.log_metrics(metrics, agent.timesteps)
+
+    def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
+        """Log update metrics and the steps per second since the previous update."""
+        now, values = time.perf_counter(), dict(metrics)
+        if self._last_update is not None and now > self._last_update[0]:
+            rate = (agent.timesteps - self._last_update[1]) / (now - self._last_update[0])
+            values[tags.STEPS_PER_SECOND] = rate
+        self._last_update = (now, agent.timesteps)
+        self.log_metrics(values, agent.timesteps)
+
+    def close(self, agent: Agent) -> None:
+        """Send buffered values when the agent closes (the run stays open for results)."""
+        self.flush()
+
+
+class NullTracker:
+    """Tracker used when ``tracker=none``: watches nothing."""
+
+    def watch(self, agent: Agent) -> None:
+        """Do nothing."""
+
+
+def hydra_tags(cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
+    """Run name and tags from Hydra's runtime config (overrides, sweep dir) when present."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None, {}
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    found = {OVERRIDES_TAG: " ".join(overrides), "forceexp.job_name": hydra.job.name}
+    if str(hydra.mode) == "RunMode.MULTIRUN":
+        found[SWEEP_TAG] = str(Path(hydra.sweep.dir).resolve())
+        found["forceexp.job_num"] = str(hydra.job.num)
+    return hydra.job.override_dirname or hydra.job.name, found
+
+
+def project_root() -> Path:
+    """Hydra's launch directory (or the current one outside Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
+
+
+def _start(cfg: DictConfig, node: Mapping[str, Any]) -> MlflowTracker:
+    unknown = set(node) - {"tracking_uri", "experiment", "tags"}
+    if unknown:
+        raise ConfigError(
+            message("tracker", sorted(unknown), "keys tracking_uri, experiment, tags")
+        )
+    root = project_root()
+    uri = store_uri(node.get("tracking_uri"), root)
+    run_name, run_tags = hydra_tags(cfg)
+    run_tags.update({GIT_TAG: git_commit(root), SEED_TAG: str(cfg.get("seed"))})
+    run_tags.update({str(k): str(v) for k, v in (node.get("tags") or {}).items()})
+    experiment = node.get("experiment") or cfg.get("task_name", "train")
+    tracker = MlflowTracker(uri, experiment, run_name=run_name, tags=run_tags)
+    tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
+    return tracker
+
+
+def _finish(tracker: MlflowTracker, cfg: DictConfig, output_dir: Path) -> None:
+    results_file = output_dir / "results.json"
+    if results_file.is_file():
+        results = json.loads(results_file.read_text())
+        numbers = {k: v for k, v in results.items() if isinstance(v, int | float)}
+        tracker.log_metrics(numbers, int(results.get("timesteps", 0)))
+        tracker.log_artifacts(results_file)
+    tracker.log_artifacts(output_dir / ".hydra", ".hydra")
+    saver = cfg.get("saver")
+    directory = saver.get("directory") if isinstance(saver, Mapping | DictConfig) else None
+    if directory:
+        tracker.log_artifacts(directory, "checkpoint")
+
+
+def progress(output_dir: Path, cfg: DictConfig, uri: str | None) -> None:
+    """Log where to look at the run: its directory, TensorBoard and the MLflow UI."""
+    log.info("Run directory: %s", output_dir.resolve())
+    summarizer = cfg.get("summarizer")
+    if isinstance(summarizer, Mapping | DictConfig) and summarizer.get("directory"):
+        log.info("TensorBoard: tensorboard --logdir %s", Path(summarizer.directory).resolve())
+    if uri is not None:
+        shown = uri if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}"
+        log.info("MLflow: %s", shown)
+
+
+@contextmanager
+def track(cfg: DictConfig) -> Iterator[MlflowTracker | NullTracker]:
+    """Track the training inside the block with ``cfg.tracker`` (nothing when it is empty)."""
+    node = cfg.get("tracker")
+    output_dir = Path(cfg.paths.output_dir)
+    if not node:
+        yield NullTracker()
+        progress(output_dir, cfg, None)
+        return
+    tracker = _start(cfg, OmegaConf.to_container(node, resolve=True))
+    try:
+        yield tracker
+    except BaseException:
+        tracker.end("FAILED")
+        raise
+    _finish(tracker, cfg, output_dir)
+    tracker.end("FINISHED")
+    progress(output_dir, cfg, tracker.uri)
