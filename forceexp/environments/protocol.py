@@ -50,9 +50,9 @@ def encode(meta: dict[str, Any] | None = None, value: Any = None) -> bytes:
     """Encode JSON metadata and an array (or a dict of arrays) into a payload."""
     arrays: dict[str, np.ndarray] = {}
     if isinstance(value, dict):
-        arrays = {str(k): np.ascontiguousarray(v) for k, v in value.items()}
+        arrays = {str(k): np.asarray(v, order="C") for k, v in value.items()}
     elif value is not None:
-        arrays = {SINGLE: np.ascontiguousarray(value)}
+        arrays = {SINGLE: np.asarray(value, order="C")}
     descriptors = []
     for name, array in arrays.items():
         if array.dtype.name not in DTYPES:

@@ -250,5 +250,8 @@ class _Session:
                     )
                 else:
                     raise ProtocolError(f"unexpected {wire.TYPE_NAMES[kind]!r} message")
-            except (ConfigError, ValueError, TypeError, KeyError) as exc:
-                raise ProtocolError(f"environment rejected the call: {exc}") from None
+            except ProtocolError:
+                raise
+            except Exception as exc:  # the environment failed: tell the client, keep serving
+                name = type(exc).__name__
+                raise ProtocolError(f"environment raised {name}: {exc}") from None
