@@ -6,6 +6,8 @@ disconnects. Connect with ``Runner(..., remote='socket-client', host=..., port=.
 
 from __future__ import annotations
 
+import contextlib
+
 import hydra
 from omegaconf import DictConfig
 
@@ -16,7 +18,7 @@ from forceexp.environments import create
 @hydra.main(version_base="1.3", config_path="../conf", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Serve ``cfg.env`` on ``cfg.host:cfg.port`` until interrupted."""
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         create(
             build(cfg.env),
             remote="socket-server",
@@ -26,8 +28,6 @@ def main(cfg: DictConfig) -> None:
             read_timeout=cfg.read_timeout,
             max_connections=cfg.max_connections,
         )
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -59,13 +59,15 @@ def test_seed_batched_local(agent_json: str) -> None:
     runner.run(num_episodes=10, batch_agent_calls=True)
     runner.close()
     assert 10 <= runner.episodes < 15
-    assert runner.updates >= 1 and runner.timesteps == sum(runner.episode_timesteps)
+    assert runner.updates >= 1
+    assert runner.timesteps == sum(runner.episode_timesteps)
 
 
 def test_unbatched_local_and_sync_episodes(agent_json: str) -> None:
     runner = Runner(agent=agent_json, environment="CartPole-v1", num_parallel=3)
     runner.run(num_episodes=6, batch_agent_calls=False)
-    assert runner.episodes >= 6 and runner.timesteps == sum(runner.episode_timesteps)
+    assert runner.episodes >= 6
+    assert runner.timesteps == sum(runner.episode_timesteps)
     runner.run(num_episodes=6, batch_agent_calls=True, sync_episodes=True)
     assert runner.episodes >= 12
     runner.close()
@@ -76,9 +78,11 @@ def test_seed_multiprocessing_unbatched(agent_yaml: str) -> None:
         agent=agent_yaml, environment="CartPole-v1", num_parallel=5, remote="multiprocessing"
     )
     pids = [env.process.pid for env in runner.environments]
-    assert len(set(pids)) == 5 and os.getpid() not in pids
+    assert len(set(pids)) == 5
+    assert os.getpid() not in pids
     runner.run(num_episodes=10)
-    assert 10 <= runner.episodes < 15 and runner.updates >= 1
+    assert 10 <= runner.episodes < 15
+    assert runner.updates >= 1
     runner.close()
     assert_gone(pids)
 
@@ -154,9 +158,11 @@ def test_create_remote_multiprocessing() -> None:
     env = Environment.create("CartPole-v1", remote="multiprocessing")
     state = env.reset(seed=1)
     next_state, terminal, reward = env.execute(0)
-    assert state.shape == next_state.shape == (4,) and terminal == 0 and reward == 1.0
+    assert state.shape == next_state.shape == (4,)
+    assert terminal == 0
+    assert reward == 1.0
+    env.send_execute(0)
     with pytest.raises(ProtocolError, match="has not been received"):
-        env.send_execute(0)
         env.send_execute(0)
     env.receive()
     with pytest.raises(ProtocolError, match="no call is pending"):

@@ -80,15 +80,26 @@ class Server:
         self.process.stdout.close()
 
 
-@pytest.fixture
-def servers(tmp_path: Path) -> Iterator[list[Server]]:
-    """Two `python -m forceexp.serve` servers (started together) on free loopback ports."""
-    started = [
-        Server(["-m", "forceexp.serve", "env=cartpole", "port=0"], tmp_path) for _ in range(2)
-    ]
+def serve_args() -> list[str]:
+    return ["-m", "forceexp.serve", "env=cartpole", "port=0"]
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    """Two `python -m forceexp.serve` servers on free loopback ports, shared by the module."""
+    cwd = tmp_path_factory.mktemp("servers")
+    started = [Server(serve_args(), cwd) for _ in range(2)]
     yield started
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def doomed(tmp_path: Path) -> Iterator[Server]:
+    """A server of this test only (it gets killed)."""
+    server = Server(serve_args(), tmp_path)
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -112,7 +123,8 @@ def test_seed_two_servers(servers: list[Server], agent_json: str) -> None:
         agent=agent_json, remote="socket-client", host="127.0.0.1,127.0.0.1", port=ports
     )
     runner.run(num_episodes=10)
-    assert runner.episodes >= 10 and runner.updates >= 1
+    assert runner.episodes >= 10
+    assert runner.updates >= 1
     runner.run(num_episodes=4, batch_agent_calls=True)
     assert runner.evaluate(num_episodes=2)["episodes"] == 2
     runner.close()
@@ -123,12 +135,12 @@ def test_seed_two_servers(servers: list[Server], agent_json: str) -> None:
     assert all(server.process.poll() is None for server in servers)
 
 
-def test_server_killed_mid_episode(servers: list[Server], agent_json: str) -> None:
-    ports = [server.port for server in servers]
+def test_server_killed_mid_episode(servers: list[Server], doomed: Server, agent_json: str) -> None:
+    ports = [servers[0].port, doomed.port]
     runner = Runner(agent=agent_json, remote="socket-client", port=ports)
 
     def kill(_runner: Runner, _index: int) -> bool:
-        servers[1].process.kill()
+        doomed.process.kill()
         return True
 
     with pytest.raises(RemoteEnvironmentError, match=r"environments\[1\].*server died"):
@@ -247,7 +259,9 @@ def test_train_py_socket_client(servers: list[Server], tmp_path: Path) -> None:
 def test_protocol_round_trip_and_errors() -> None:
     value = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array(True)}
     meta, decoded = wire.decode(wire.encode({"x": 1}, value))
-    assert meta == {"x": 1} and decoded["b"].shape == () and decoded["b"].dtype == np.bool_
+    assert meta == {"x": 1}
+    assert decoded["b"].shape == ()
+    assert decoded["b"].dtype == np.bool_
     np.testing.assert_array_equal(decoded["a"], value["a"])
     assert wire.decode(wire.encode(None, np.int64(3)))[1].shape == ()
     assert wire.decode(wire.encode())[1] is None

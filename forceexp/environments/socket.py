@@ -188,6 +188,7 @@ class _Session:
 
     def __init__(self, conn: socket.socket, env: Any, secret: str | None, max_frame: int) -> None:
         self.conn, self.env, self.secret, self.max_frame = conn, env, secret, max_frame
+        self.in_episode = False
 
     def run(self, address: Any) -> None:
         try:
@@ -243,8 +244,12 @@ class _Session:
             try:
                 if kind == wire.RESET:
                     wire.send(self.conn, wire.RESULT, {}, self.env.reset(seed=meta.get("seed")))
+                    self.in_episode = True
                 elif kind == wire.EXECUTE:
+                    if not self.in_episode:  # each client starts its own episode
+                        raise ProtocolError("execute before reset (or after the episode ended)")
                     states, terminal, reward = self.env.execute(value)
+                    self.in_episode = not terminal
                     wire.send(
                         self.conn, wire.RESULT, {"terminal": terminal, "reward": reward}, states
                     )
