@@ -11,6 +11,7 @@ import contextlib
 import logging
 import secrets
 import socket
+import sys
 import time
 from typing import Any
 
@@ -168,7 +169,7 @@ def serve(
     env = create(environment, max_episode_timesteps=max_episode_timesteps)
     server = socket.create_server((host, port), reuse_port=False)
     log.info("Serving %r on %s:%d", env, host, server.getsockname()[1])
-    print(f"forceexp.serve listening on {host}:{server.getsockname()[1]}", flush=True)
+    print(f"forceexp.serve listening on {host}:{server.getsockname()[1]}", file=sys.stderr)
     served = 0
     try:
         while max_connections is None or served < max_connections:
