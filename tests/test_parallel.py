@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -95,6 +97,7 @@ def test_multiprocessing_batched_timesteps(agent_json: str) -> None:
         remote="multiprocessing",
         max_episode_timesteps=20,
         seed=3,
+        blocking=True,
     )
     runner.run(num_timesteps=50, batch_agent_calls=True, sync_episodes=True)
     runner.run(num_timesteps=30, batch_agent_calls=False)
@@ -195,3 +198,27 @@ def test_bad_arguments(agent_json: str) -> None:
         Runner(agent=agent_json, remote="socket-client", host="a,b,c", port=[1, 2])
     with pytest.raises(ConfigError, match="host"):
         Runner(agent=agent_json, remote="socket-client", host=3.5, port=1)
+
+
+@pytest.mark.slow
+def test_train_py_multiprocessing(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(root / "train.py"),
+            "runner=multiprocessing",
+            "runner.num_parallel=2",
+            "runner.num_timesteps=100",
+            "runner.use_tqdm=false",
+            "eval_episodes=1",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "results.json").read_text())["timesteps"] == 100

@@ -129,7 +129,13 @@ def test_seed_two_servers(servers: list[Server], agent_json: str) -> None:
     assert runner.evaluate(num_episodes=2)["episodes"] == 2
     runner.close()
     # the servers keep serving after the client left
-    again = Runner(agent=agent_json, remote="socket-client", host=["127.0.0.1"], port=ports)
+    again = Runner(
+        agent=agent_json,
+        environment="CartPole-v1",  # local copy: specs checked, used by evaluate()
+        remote="socket-client",
+        host=["127.0.0.1"],
+        port=ports,
+    )
     again.run(num_timesteps=40)
     again.close()
     assert all(server.process.poll() is None for server in servers)
@@ -201,7 +207,14 @@ def test_malformed_step_after_handshake(servers: list[Server]) -> None:
     env.close()
 
 
-def test_wrong_spec_handshake(servers: list[Server]) -> None:
+def test_wrong_spec_handshake(servers: list[Server], agent_json: str) -> None:
+    with pytest.raises(RemoteEnvironmentError, match="state spec mismatch"):
+        Runner(
+            agent=agent_json,
+            environment="Acrobot-v1",
+            remote="socket-client",
+            port=servers[0].port,
+        )
     with pytest.raises(RemoteEnvironmentError, match="state spec mismatch"):
         SocketEnvironment(port=servers[0].port, states={"type": "float", "shape": [3]})
     with pytest.raises(RemoteEnvironmentError, match="action spec mismatch"):

@@ -80,7 +80,10 @@ class Runner:
         self._env_spec = environment if environments is None else environments[0]
         self._max_episode_timesteps = max_episode_timesteps
         if remote == "socket-client":
-            self.environments = _connect(host, port, num_parallel, secret, max_episode_timesteps)
+            expected = _local_specs(environment)
+            self.environments = _connect(
+                host, port, num_parallel, secret, max_episode_timesteps, expected
+            )
         else:
             specs = self._environment_specs(environment, environments, num_parallel, remote)
             self._env_spec = specs[0]
@@ -413,8 +416,25 @@ def _as_list(value: Any, name: str) -> list[Any]:
     raise ConfigError(message(name, value, "a value, a comma-separated string or a list"))
 
 
+def _local_specs(environment: Any) -> dict[str, Any]:
+    """States/actions of a local copy of ``environment`` (checked against the servers' specs)."""
+    if environment is None:
+        return {}
+    probe = create(environment)
+    try:
+        return {"states": probe.states(), "actions": probe.actions()}
+    finally:
+        if probe is not environment and probe.environment is not environment:
+            probe.close()
+
+
 def _connect(
-    host: Any, port: Any, num_parallel: int | None, secret: str | None, limit: int | None
+    host: Any,
+    port: Any,
+    num_parallel: int | None,
+    secret: str | None,
+    limit: int | None,
+    expected: dict[str, Any],
 ) -> list[Any]:
     """Connect one socket client per (host, port); a single port counts up per environment."""
     from forceexp.environments.socket import SocketEnvironment
@@ -434,7 +454,9 @@ def _connect(
     clients: list[Any] = []
     try:
         for i, (h, p) in enumerate(zip(hosts, ports, strict=True)):
-            clients.append(SocketEnvironment(h, p, i, secret=secret, max_episode_timesteps=limit))
+            clients.append(
+                SocketEnvironment(h, p, i, secret=secret, max_episode_timesteps=limit, **expected)
+            )
     except BaseException:
         _close_all(clients)
         raise
