@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -295,3 +297,52 @@ def test_protocol_round_trip_and_errors() -> None:
     assert wire.verify("k", "00ff", wire.sign("k", "00ff"))
     assert not wire.verify("k", "00ff", wire.sign("other", "00ff"))
     assert not wire.verify("k", "00ff", None)
+
+
+def test_unknown_and_unexpected_messages(servers: list[Server]) -> None:
+    port = servers[0].port
+    sock = raw_connection(port)
+    sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.VERSION, 200, 0))
+    expect_error(sock, "unknown message type 200")
+    sock = raw_connection(port)
+    wire.send(sock, wire.RESET, {"seed": 0})
+    expect_error(sock, "expected a 'hello' message, got 'reset'")
+    env = SocketEnvironment(port=port)
+    wire.send(env._sock, wire.SPECS)
+    with pytest.raises(ProtocolError, match="unexpected 'specs' message"):
+        wire.receive(env._sock, wire.RESULT)
+    env.close()
+
+
+def fake_server(reply: dict[str, object]) -> tuple[socket.socket, threading.Thread]:
+    """A one-shot raw server on loopback: handshake answering ``reply``, then hang up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def handle() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            wire.send(conn, wire.CHALLENGE, {"version": wire.VERSION, "nonce": "00", "auth": False})
+            wire.receive(conn, wire.HELLO)
+            wire.send(conn, wire.SPECS, reply)
+            with contextlib.suppress(wire.ConnectionLost):
+                wire.recv_frame(conn)  # the first call; then the "server" dies without answering
+
+    thread = threading.Thread(target=handle, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_client_checks_specs_and_reports_hang_up() -> None:
+    specs = {"states": {"type": "float", "shape": [2]}, "actions": {"type": "int", "num_values": 2}}
+    listener, thread = fake_server(specs)
+    with pytest.raises(RemoteEnvironmentError, match=r"server state spec .* differs"):
+        SocketEnvironment(port=listener.getsockname()[1], states={"type": "float", "shape": [3]})
+    thread.join(5)
+    listener.close()
+    listener, thread = fake_server(specs)
+    env = SocketEnvironment(port=listener.getsockname()[1], read_timeout=5)
+    with pytest.raises(RemoteEnvironmentError, match="server died or hung up"):
+        env.reset()
+    env.close()
+    thread.join(5)
+    listener.close()
