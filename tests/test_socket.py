@@ -90,10 +90,14 @@ def serve_args() -> list[str]:
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
     """Two `python -m forceexp.serve` servers on free loopback ports, shared by the module."""
     cwd = tmp_path_factory.mktemp("servers")
-    started = [Server(serve_args(), cwd) for _ in range(2)]
-    yield started
-    for server in started:
-        server.stop()
+    started: list[Server] = []
+    try:
+        for _ in range(2):
+            started.append(Server(serve_args(), cwd))
+        yield started
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture
