@@ -29,6 +29,7 @@ def create(
     environment: Any = None,
     level: Any = None,
     max_episode_timesteps: int | None = None,
+    remote: str | None = None,
     **kwargs: Any,
 ) -> EnvironmentWrapper:
     """Create a wrapped environment.
@@ -40,11 +41,17 @@ def create(
             or a zero-argument factory returning one of these.
         level: The Gymnasium id when ``environment='gym'``.
         max_episode_timesteps: Episode limit; reaching it ends the episode with terminal 2.
+        remote: ``'socket-server'`` serves the environment over TCP and blocks (kwargs
+            ``host``, ``port``, ``secret``, ...; see ``forceexp.environments.socket.serve``);
+            ``'socket-client'`` connects to one (kwargs ``host``, ``port``, ``secret``, ...);
+            ``'multiprocessing'`` runs it in a worker process.
         **kwargs: Passed to the environment's constructor.
 
     Returns:
         An ``EnvironmentWrapper`` enforcing the limit and checking outputs against the specs.
     """
+    if remote is not None:
+        return _remote(environment, level, max_episode_timesteps, remote, kwargs)
     if is_spec_file(environment):
         environment = load_spec_file(environment)
     if isinstance(environment, dict):
@@ -95,3 +102,38 @@ def _instantiate(
         f"environment: {environment!r} is invalid; expected a Gymnasium id, a registered key, "
         "an Environment class or instance, a gymnasium.Env or a factory"
     )
+
+
+REMOTES = ("multiprocessing", "socket-client", "socket-server")
+_SERVER_KEYS = ("host", "port", "secret", "max_frame", "read_timeout", "max_connections")
+
+
+def _remote(
+    environment: Any,
+    level: Any,
+    max_episode_timesteps: int | None,
+    remote: str,
+    kwargs: dict[str, Any],
+) -> Any:
+    """Dispatch ``create(..., remote=...)``."""
+    if remote == "socket-client":
+        from forceexp.environments.socket import SocketEnvironment
+
+        return SocketEnvironment(max_episode_timesteps=max_episode_timesteps, **kwargs)
+    spec: Any = environment
+    if level is not None or (remote == "socket-server" and set(kwargs) - set(_SERVER_KEYS)):
+        spec = {"environment": environment, "level": level}
+        spec.update({k: v for k, v in kwargs.items() if k not in _SERVER_KEYS})
+    if remote == "socket-server":
+        from forceexp.environments.socket import serve
+
+        server = {k: v for k, v in kwargs.items() if k in _SERVER_KEYS}
+        serve(spec, max_episode_timesteps=max_episode_timesteps, **server)
+        return None
+    if remote == "multiprocessing":
+        from forceexp.environments.multiprocessing import ProcessEnvironment
+
+        if kwargs and spec is environment:
+            spec = {"environment": environment, **kwargs}
+        return ProcessEnvironment(spec, max_episode_timesteps=max_episode_timesteps)
+    raise ConfigError(f"remote: {remote!r} is invalid; expected one of {', '.join(REMOTES)}")

@@ -5,13 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
+from multiprocessing import connection
 from typing import Any
 
 import numpy as np
 
 from forceexp.agents.agent import Agent
-from forceexp.environments import EnvironmentWrapper, create
+from forceexp.environments import create
+from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, message
+from forceexp.execution.unbatched import Unbatched as _Unbatched
+
+REMOTES = (None, "multiprocessing", "socket-client")
+READY_TIMEOUT = 300.0
 
 
 def stack_states(states: Sequence[Any]) -> Any:
@@ -61,28 +67,33 @@ class Runner:
         environments: Sequence[Any] | None = None,
         evaluation_environment: Any = None,
         seed: int | None = None,
+        remote: str | None = None,
+        blocking: bool = False,
+        host: str | Sequence[str] = "127.0.0.1",
+        port: int | Sequence[int] | None = None,
+        secret: str | None = None,
     ) -> None:
-        specs = self._environment_specs(environment, environments, num_parallel)
-        self.environments: list[EnvironmentWrapper] = [
-            create(spec, max_episode_timesteps=max_episode_timesteps) for spec in specs
-        ]
-        self._env_spec = specs[0]
+        if remote not in REMOTES:
+            raise ConfigError(message("remote", remote, f"one of {REMOTES}"))
+        self.remote = remote
+        self.blocking = blocking
+        self._env_spec = environment if environments is None else environments[0]
         self._max_episode_timesteps = max_episode_timesteps
-        first = self.environments[0]
-        for i, env in enumerate(self.environments[1:], start=1):
-            if env.states() != first.states() or env.actions() != first.actions():
-                raise ConfigError(f"environments[{i}]: specs differ from environments[0]")
-        self._owns_agent = not isinstance(agent, Agent)
-        if self._owns_agent:
-            agent = Agent.create(
-                agent, environment=first, parallel_interactions=len(self.environments)
+        if remote == "socket-client":
+            expected = _local_specs(environment)
+            self.environments = _connect(
+                host, port, num_parallel, secret, max_episode_timesteps, expected
             )
-        if agent.parallel_interactions < len(self.environments):
-            raise ConfigError(
-                f"agent.parallel_interactions: {agent.parallel_interactions} is less than "
-                f"num_parallel={len(self.environments)}"
-            )
-        self.agent: Agent = agent
+        else:
+            specs = self._environment_specs(environment, environments, num_parallel, remote)
+            self._env_spec = specs[0]
+            self.environments = _create_all(specs, max_episode_timesteps, remote)
+        try:
+            self._check_specs()
+            self.agent: Agent = self._build_agent(agent)
+        except BaseException:
+            self._close_environments()
+            raise
         self._evaluation_environment = evaluation_environment
         self.seed = seed
         self._seeded = False
@@ -93,9 +104,37 @@ class Runner:
         self.episodes = 0
         self.updates = 0
 
+    def _check_specs(self) -> None:
+        first = self.environments[0]
+        for i, env in enumerate(self.environments[1:], start=1):
+            if env.states() != first.states() or env.actions() != first.actions():
+                raise ConfigError(f"environments[{i}]: specs differ from environments[0]")
+
+    def _build_agent(self, agent: Any) -> Agent:
+        count = len(self.environments)
+        self._owns_agent = not isinstance(agent, Agent)
+        if self._owns_agent:
+            first = self.environments[0]
+            agent = Agent.create(
+                agent,
+                states=first.states(),
+                actions=first.actions(),
+                max_episode_timesteps=first.max_episode_timesteps(),
+                parallel_interactions=count,
+            )
+        if agent.parallel_interactions < count:
+            raise ConfigError(
+                f"agent.parallel_interactions: {agent.parallel_interactions} is less than "
+                f"num_parallel={count}"
+            )
+        return agent
+
     @staticmethod
     def _environment_specs(
-        environment: Any, environments: Sequence[Any] | None, num_parallel: int | None
+        environment: Any,
+        environments: Sequence[Any] | None,
+        num_parallel: int | None,
+        remote: str | None = None,
     ) -> list[Any]:
         if environments is not None:
             if environment is not None:
@@ -111,9 +150,10 @@ class Runner:
         count = 1 if num_parallel is None else num_parallel
         if not isinstance(count, int) or count < 1:
             raise ConfigError(message("num_parallel", num_parallel, "an int >= 1"))
-        if count > 1 and _is_instance(environment):
+        if (count > 1 or remote is not None) and _is_instance(environment):
             raise ConfigError(
-                "environment: an environment instance cannot be copied for num_parallel > 1; "
+                "environment: an environment instance cannot be copied for num_parallel > 1 or "
+                "sent to a worker process; "
                 "pass its name, spec dict or a factory instead"
             )
         return [environment] * count
@@ -126,7 +166,8 @@ class Runner:
         evaluation: bool = False,
         callback: Callable[[Runner, int], bool] | None = None,
         use_tqdm: bool = True,
-        batch_agent_calls: bool = True,
+        batch_agent_calls: bool | None = None,
+        sync_episodes: bool = False,
     ) -> None:
         """Run until ``num_episodes`` episodes or ``num_timesteps`` steps (counted over all envs).
 
@@ -138,25 +179,51 @@ class Runner:
             evaluation: Act deterministically and independently, without learning.
             callback: ``callback(runner, parallel)`` after each episode; ``False`` stops.
             use_tqdm: Show a progress bar when stderr is a terminal.
-            batch_agent_calls: One ``act`` for all environments per step.
+            batch_agent_calls: One ``act`` for all environments per step (default: True for
+                local environments, False for remote ones, which are then served one at a
+                time as they become ready).
+            sync_episodes: Start new episodes only when every environment has finished its
+                current one.
         """
         if num_episodes is None and num_timesteps is None:
             raise ConfigError("run: give num_episodes and/or num_timesteps")
         for name, value in (("num_episodes", num_episodes), ("num_timesteps", num_timesteps)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(message(f"run.{name}", value, "an int >= 1"))
+        if batch_agent_calls is None:
+            batch_agent_calls = self.remote is None
         self.agent.reset()
         progress = _Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
+        limits = (num_episodes, num_timesteps, evaluation, callback, progress, sync_episodes)
         try:
-            self._loop(num_episodes, num_timesteps, evaluation, callback, progress)
+            if batch_agent_calls:
+                self._loop(*limits)
+            else:
+                self._loop_unbatched(*limits)
+        except BaseException:
+            if self.remote is not None:
+                self._close_environments()  # no orphan workers after an error or Ctrl-C
+            raise
         finally:
             progress.close()
 
-    def _reset(self, index: int) -> Any:
-        seed = None
+    def _seed_for(self, index: int) -> int | None:
         if self.seed is not None and not self._seeded:
-            seed = self.seed + index
-        return self.environments[index].reset(seed=seed)
+            return self.seed + index
+        return None
+
+    def _reset(self, index: int) -> Any:
+        return self.environments[index].reset(seed=self._seed_for(index))
+
+    def _reset_all(self) -> list[Any]:
+        if self.remote is None:
+            states = [self._reset(i) for i in range(len(self.environments))]
+        else:
+            for i, env in enumerate(self.environments):
+                env.send_reset(self._seed_for(i))
+            states = [env.receive()[1] for env in self.environments]
+        self._seeded = True
+        return states
 
     def _loop(
         self,
@@ -165,13 +232,13 @@ class Runner:
         evaluation: bool,
         callback: Callable[[Runner, int], bool] | None,
         progress: _Progress,
+        sync_episodes: bool = False,
     ) -> None:
         count = len(self.environments)
-        states = [self._reset(i) for i in range(count)]
-        self._seeded = True
+        states = self._reset_all()
         active = np.ones(count, dtype=bool)
         episode = _EpisodeStats(count)
-        episodes_started, steps, stop = count, 0, False
+        episodes_started, steps, stop, waiting = count, 0, False, []
         while active.any():
             slots = np.flatnonzero(active)
             steps += len(slots)
@@ -185,9 +252,18 @@ class Runner:
                 stop = stop or (callback is not None and callback(self, int(i)) is False)
                 if stop or (num_episodes is not None and episodes_started >= num_episodes):
                     active[i] = False
+                elif sync_episodes:
+                    active[i] = False
+                    waiting.append(i)
+                    episodes_started += 1
                 else:
                     episodes_started += 1
                     states[i] = self._reset(i)
+            if waiting and not stop and not active.any():
+                for i in waiting:
+                    states[i] = self._reset(i)
+                active[waiting] = True
+                waiting = []
             self.timesteps += len(slots)
             progress.step(len(slots))
 
@@ -202,9 +278,15 @@ class Runner:
             actions = self.agent.act(batch, parallel=slots)
         rewards = np.empty(len(slots), dtype=np.float32)
         terminals = np.empty(len(slots), dtype=np.int64)
-        for row, i in enumerate(slots):
-            action = split_actions(actions, row)
-            states[i], terminals[row], rewards[row] = self.environments[i].execute(action)
+        if self.remote is None:
+            for row, i in enumerate(slots):
+                action = split_actions(actions, row)
+                states[i], terminals[row], rewards[row] = self.environments[i].execute(action)
+        else:  # start every remote step, then collect: the environments step concurrently
+            for row, i in enumerate(slots):
+                self.environments[i].send_execute(split_actions(actions, row))
+            for row, i in enumerate(slots):
+                states[i], terminals[row], rewards[row] = self.environments[i].receive()[1]
         if truncate:
             terminals[terminals == 0] = 2  # budget spent: truncate running episodes
         if not evaluation:
@@ -212,6 +294,20 @@ class Runner:
             if self.agent.observe(rewards, terminals, parallel=slots, next_states=nexts):
                 self.updates += 1
         return rewards, terminals
+
+    def _loop_unbatched(
+        self,
+        num_episodes: int | None,
+        num_timesteps: int | None,
+        evaluation: bool,
+        callback: Callable[[Runner, int], bool] | None,
+        progress: _Progress,
+        sync_episodes: bool = False,
+    ) -> None:
+        """Serve environments one at a time, as they become ready (act/observe per slot)."""
+        loop = _Unbatched(self, num_episodes, num_timesteps, evaluation, callback, progress)
+        loop.sync = sync_episodes
+        loop.run()
 
     def _finish_episode(self, episode_return: float, length: int, seconds: float) -> None:
         self.episode_returns.append(episode_return)
@@ -224,20 +320,147 @@ class Runner:
         from forceexp.execution.evaluation import evaluate
 
         env_spec = self._evaluation_environment or self._env_spec
+        if env_spec is None:  # socket client without a local spec: evaluate on the first server
+            env_spec = self.environments[0]
         environment = create(env_spec, max_episode_timesteps=self._max_episode_timesteps)
         try:
             seed = None if self.seed is None else self.seed + 10_000
             return evaluate(self.agent, environment, num_episodes, deterministic, seed)
         finally:
-            if environment is not env_spec:
+            if environment is not env_spec and environment.environment is not env_spec:
                 environment.close()
 
     def close(self) -> None:
-        """Close the environments, and the agent if the runner created it."""
-        for env in self.environments:
-            env.close()
+        """Close the environments (stopping worker processes), and the agent if owned."""
+        self._close_environments()
         if self._owns_agent:
             self.agent.close()
+
+    def _close_environments(self) -> None:
+        _close_all(self.environments)
+
+    def handles(self) -> list[Any]:
+        """Asynchronous handles of the environments (remote ones, or local adapters)."""
+        if self.remote is None:
+            return [_LocalHandle(env) for env in self.environments]
+        return list(self.environments)
+
+    def wait_ready(self, handles: list[Any], indices: set[int]) -> list[int]:
+        """Indices (of ``indices``) whose environments have an answer waiting."""
+        if self.remote is None or self.blocking:
+            return sorted(indices)
+        objects = {handles[i].fileno(): i for i in indices}
+        ready = connection.wait(list(objects), timeout=READY_TIMEOUT)
+        if not ready:
+            raise RemoteEnvironmentError(
+                f"environments {sorted(indices)}: none answered within {READY_TIMEOUT} s"
+            )
+        return sorted(objects[fd] for fd in ready)
+
+
+class _LocalHandle:
+    """Gives a local environment the send/receive interface of remote ones (runs at send)."""
+
+    def __init__(self, environment: Any) -> None:
+        self.environment = environment
+        self.result: tuple[str, Any] | None = None
+
+    def send_reset(self, seed: int | None = None) -> None:
+        self.result = ("reset", self.environment.reset(seed=seed))
+
+    def send_execute(self, actions: Any) -> None:
+        self.result = ("execute", self.environment.execute(actions))
+
+    def receive(self) -> tuple[str, Any]:
+        result, self.result = self.result, None
+        return result
+
+
+def _close_all(environments: Sequence[Any]) -> None:
+    """Close every environment, even if some raise (first error re-raised at the end)."""
+    error: BaseException | None = None
+    for env in environments:
+        try:
+            env.close()
+        except Exception as exc:
+            error = error or exc
+    if error is not None:
+        raise error
+
+
+def _create_all(specs: list[Any], limit: int | None, remote: str | None) -> list[Any]:
+    """Create local environments, or start one worker process per spec (all at once)."""
+    if remote is None:
+        return [create(spec, max_episode_timesteps=limit) for spec in specs]
+    from forceexp.environments.multiprocessing import ProcessEnvironment
+
+    workers: list[ProcessEnvironment] = []
+    try:
+        for i, spec in enumerate(specs):
+            workers.append(ProcessEnvironment(spec, i, limit, wait=False))
+        for worker in workers:
+            worker.wait_ready()
+    except BaseException:
+        _close_all(workers)
+        raise
+    return workers
+
+
+def _as_list(value: Any, name: str) -> list[Any]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, Sequence):
+        return list(value)
+    raise ConfigError(message(name, value, "a value, a comma-separated string or a list"))
+
+
+def _local_specs(environment: Any) -> dict[str, Any]:
+    """States/actions of a local copy of ``environment`` (checked against the servers' specs)."""
+    if environment is None:
+        return {}
+    probe = create(environment)
+    try:
+        return {"states": probe.states(), "actions": probe.actions()}
+    finally:
+        if probe is not environment and probe.environment is not environment:
+            probe.close()
+
+
+def _connect(
+    host: Any,
+    port: Any,
+    num_parallel: int | None,
+    secret: str | None,
+    limit: int | None,
+    expected: dict[str, Any],
+) -> list[Any]:
+    """Connect one socket client per (host, port); a single port counts up per environment."""
+    from forceexp.environments.socket import SocketEnvironment
+
+    if port is None:
+        raise ConfigError("Runner: remote='socket-client' needs port= (an int or a list)")
+    hosts, ports = _as_list(host, "host"), [int(p) for p in _as_list(port, "port")]
+    count = num_parallel or max(len(hosts), len(ports))
+    if len(hosts) == 1:
+        hosts = hosts * count
+    if len(ports) == 1:
+        ports = [ports[0] + i for i in range(count)]
+    if len(hosts) != count or len(ports) != count:
+        raise ConfigError(
+            f"Runner: {len(hosts)} host(s) and {len(ports)} port(s) for num_parallel={count}"
+        )
+    clients: list[Any] = []
+    try:
+        for i, (h, p) in enumerate(zip(hosts, ports, strict=True)):
+            clients.append(
+                SocketEnvironment(h, p, i, secret=secret, max_episode_timesteps=limit, **expected)
+            )
+    except BaseException:
+        _close_all(clients)
+        raise
+    return clients
 
 
 class _EpisodeStats:

@@ -1,0 +1,191 @@
+"""Environments in persistent worker processes, talking over ``multiprocessing`` pipes.
+
+The environment spec is re-created inside the worker, so it must be picklable (a name, a dict, a
+config file path, a class or a module-level factory). The pipes are private to this process
+tree, so messages use ``Connection.send`` (pickle) between our own processes only.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import traceback
+from typing import Any
+
+from forceexp.environments.remote import RemoteEnvironment, RemoteEnvironmentError
+from forceexp.errors import ConfigError
+
+POLL_SECONDS = 0.5
+_CONTEXTS = ("forkserver", "spawn")
+
+
+def _worker(conn: Any, spec: Any, max_episode_timesteps: int | None) -> None:
+    """Worker loop: create the environment, then answer reset/execute until close."""
+    from forceexp.environments import create
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
+    try:
+        env = create(spec, max_episode_timesteps=max_episode_timesteps)
+        conn.send(("specs", (env.states(), env.actions(), env.max_episode_timesteps())))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+        return
+    try:
+        while True:
+            kind, payload = conn.recv()
+            if kind == "close":
+                break
+            try:
+                if kind == "reset":
+                    conn.send(("ok", ({}, env.reset(seed=payload))))
+                else:
+                    states, terminal, reward = env.execute(payload)
+                    conn.send(("ok", ({"terminal": terminal, "reward": reward}, states)))
+            except Exception:
+                conn.send(("error", traceback.format_exc()))
+    except (EOFError, OSError, KeyboardInterrupt):
+        pass
+    finally:
+        env.close()
+        conn.close()
+
+
+def exit_cause(exitcode: int | None) -> str:
+    """Human-readable exit cause of a process (``exit code 3``, ``signal SIGKILL``)."""
+    if exitcode is None:
+        return "still running"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class ProcessEnvironment(RemoteEnvironment):
+    """An environment running in its own worker process.
+
+    Args:
+        environment: Environment spec re-created in the worker (see ``Environment.create``).
+        index: Environment index, named in error messages.
+        max_episode_timesteps: Episode limit applied in the worker.
+        context: ``'forkserver'`` (default) or ``'spawn'``.
+        start_timeout: Seconds to wait for the worker to create its environment.
+        wait: Wait for the worker here; if False, call ``wait_ready`` before use (lets many
+            workers start at once).
+    """
+
+    def __init__(
+        self,
+        environment: Any,
+        index: int = 0,
+        max_episode_timesteps: int | None = None,
+        context: str = "forkserver",
+        start_timeout: float = 120.0,
+        wait: bool = True,
+    ) -> None:
+        super().__init__(None)
+        if context not in _CONTEXTS:
+            raise ConfigError(f"context: {context!r} is invalid; expected one of {_CONTEXTS}")
+        self.index = index
+        self._closed = False
+        self._start_timeout = start_timeout
+        ctx = multiprocessing.get_context(context)
+        if context == "forkserver":
+            ctx.set_forkserver_preload(["forceexp.environments"])
+        self._conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(
+            target=_worker,
+            args=(child, environment, max_episode_timesteps),
+            name=f"forceexp-env-{index}",
+            daemon=True,
+        )
+        try:
+            self.process.start()
+        except Exception as exc:
+            raise ConfigError(
+                f"environments[{index}]: cannot start a worker ({exc}); with remote="
+                "'multiprocessing' the environment spec must be picklable (a name, dict, "
+                "class or module-level factory)"
+            ) from exc
+        finally:
+            child.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Wait until the worker has created its environment and sent its specs."""
+        try:
+            kind, payload = self._wait(self._start_timeout)
+            self._check(kind, payload)
+        except BaseException:
+            self.close()
+            raise
+        self._states_spec, self._actions_spec, self._remote_limit = payload
+
+    def __repr__(self) -> str:
+        return f"ProcessEnvironment(index={self.index}, pid={self.process.pid})"
+
+    def fileno(self) -> int:
+        """The pipe's file descriptor."""
+        return self._conn.fileno()
+
+    def _send(self, kind: str, meta: dict[str, Any], value: Any) -> None:
+        try:
+            self._conn.send((kind, meta["seed"] if kind == "reset" else value))
+        except (OSError, ValueError):
+            raise self._died() from None
+
+    def _receive(self) -> tuple[dict[str, Any], Any]:
+        kind, payload = self._wait(None)
+        self._check(kind, payload)
+        return payload
+
+    def _wait(self, timeout: float | None) -> tuple[str, Any]:
+        """Poll the pipe in short slices, checking the worker is alive between them."""
+        waited = 0.0
+        while not self._conn.poll(POLL_SECONDS):
+            waited += POLL_SECONDS
+            if not self.process.is_alive() and not self._conn.poll(0):
+                raise self._died()
+            if timeout is not None and waited >= timeout:
+                raise RemoteEnvironmentError(
+                    f"environments[{self.index}]: worker pid {self.process.pid} did not answer "
+                    f"within {timeout} s"
+                )
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError):
+            raise self._died() from None
+
+    def _died(self) -> RemoteEnvironmentError:
+        self.process.join(timeout=1.0)
+        return RemoteEnvironmentError(
+            f"environments[{self.index}]: worker process pid {self.process.pid} died "
+            f"({exit_cause(self.process.exitcode)})"
+        )
+
+    def _check(self, kind: str, payload: Any) -> None:
+        if kind == "error":
+            raise RemoteEnvironmentError(
+                f"environments[{self.index}]: the worker's environment raised:\n{payload}"
+            )
+
+    def close(self) -> None:
+        """Ask the worker to stop; terminate, then kill it if it does not exit."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self.process.is_alive():
+                self._conn.send(("close", None))
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.process.join(timeout=2.0)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=2.0)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self._conn.close()
