@@ -27,8 +27,18 @@ def median_us(fn, calls: int) -> float:
 
 
 def emit(figure: str, value: float, unit: str) -> None:
-    print(json.dumps({"benchmark": "act_latency", "framework": "forceexp", "figure": figure,
-                      "value": round(value, 2), "unit": unit}), flush=True)
+    print(
+        json.dumps(
+            {
+                "benchmark": "act_latency",
+                "framework": "forceexp",
+                "figure": figure,
+                "value": round(value, 2),
+                "unit": unit,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -38,8 +48,11 @@ def main() -> None:
     torch.set_num_threads(1)
     agent = Agent.create("ppo", environment="CartPole-v1", device="cpu", seed=0)
     obs = np.random.default_rng(0).normal(size=4).astype(np.float32)
-    emit("act_independent_deterministic", median_us(
-        lambda: agent.act(obs, independent=True, deterministic=True), args.calls), "us")
+    emit(
+        "act_independent_deterministic",
+        median_us(lambda: agent.act(obs, independent=True, deterministic=True), args.calls),
+        "us",
+    )
 
     def act_observe() -> None:
         agent.act(obs)
@@ -49,8 +62,10 @@ def main() -> None:
     for size in (8, 64, 1024):
         batch = np.random.default_rng(size).normal(size=(size, 4)).astype(np.float32)
         slots = np.zeros(size, dtype=np.int64)
-        us = median_us(lambda b=batch, s=slots: agent.act(b, parallel=s, independent=True),
-                       max(100, args.calls // 10))
+        us = median_us(
+            lambda b=batch, s=slots: agent.act(b, parallel=s, independent=True),
+            max(100, args.calls // 10),
+        )
         emit(f"batched_act_n{size}", size / us * 1e6, "samples/s")
 
 

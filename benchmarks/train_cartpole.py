@@ -19,9 +19,17 @@ TIMESTEPS = 100_000
 
 def run(seed: int) -> dict[str, float]:
     runner = Runner(
-        agent={"agent": "ppo", "seed": seed, "device": "cpu", "lr_schedule": "linear",
-               "clip_schedule": "linear", "schedule_timesteps": TIMESTEPS},
-        environment="CartPole-v1", num_parallel=8, seed=seed,
+        agent={
+            "agent": "ppo",
+            "seed": seed,
+            "device": "cpu",
+            "lr_schedule": "linear",
+            "clip_schedule": "linear",
+            "schedule_timesteps": TIMESTEPS,
+        },
+        environment="CartPole-v1",
+        num_parallel=8,
+        seed=seed,
     )
     start = time.perf_counter()
     solved = {"seconds": float("nan"), "timesteps": float("nan")}
@@ -36,9 +44,13 @@ def run(seed: int) -> dict[str, float]:
     wall = time.perf_counter() - start
     evaluation = runner.evaluate(num_episodes=20)
     runner.close()
-    return {"wall_seconds": wall, "steps_per_second": TIMESTEPS / wall,
-            "seconds_to_475": solved["seconds"], "timesteps_to_475": solved["timesteps"],
-            "eval_return_mean": evaluation["return_mean"]}
+    return {
+        "wall_seconds": wall,
+        "steps_per_second": TIMESTEPS / wall,
+        "seconds_to_475": solved["seconds"],
+        "timesteps_to_475": solved["timesteps"],
+        "eval_return_mean": evaluation["return_mean"],
+    }
 
 
 def main() -> None:
@@ -48,8 +60,18 @@ def main() -> None:
     torch.set_num_threads(1)
     for seed in range(args.seeds):
         for name, value in run(seed).items():
-            print(json.dumps({"benchmark": "train_cartpole", "framework": "forceexp", "seed": seed,
-                              "figure": name, "value": round(value, 3)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "train_cartpole",
+                        "framework": "forceexp",
+                        "seed": seed,
+                        "figure": name,
+                        "value": round(value, 3),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
