@@ -43,3 +43,28 @@ def test_misspelled_override_fails_clearly(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "Key 'learnin_rate' is not in struct" in proc.stderr
+
+
+@pytest.mark.slow
+def test_optuna_sweep_runs_two_trials(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep_dir = tmp_path / "sweep"
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "hparams_search=ppo_optuna",
+        "env=identity",
+        "hydra.sweeper.n_trials=2",
+        "runner.num_timesteps=512",
+        "runner.num_parallel=2",
+        "runner.use_tqdm=false",
+        "eval_episodes=2",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(sweep_dir.glob("*/results.json"))
+    assert len(results) == 2
+    best = (sweep_dir / "optimization_results.yaml").read_text()
+    assert "best_value" in best
