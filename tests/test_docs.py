@@ -28,3 +28,16 @@ def test_readme_python_example_runs(monkeypatch):
     code = code.replace("num_timesteps=100_000", "num_timesteps=512")
     code = code.replace("num_episodes=20", "num_episodes=2")
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_readme_record_pretrain_walkthrough_runs(tmp_path, monkeypatch):
+    readme = (ROOT / "README.md").read_text()
+    code = next(
+        c for c in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "pretrain(" in c
+    )
+    code = code.replace("num_timesteps=100_000", "num_timesteps=2000").replace(
+        "start=200", "start=0"
+    )
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    assert len(list((tmp_path / "data" / "traces").glob("trace-*.npz"))) > 10
