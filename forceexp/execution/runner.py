@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable, Sequence
 from multiprocessing import connection
 from typing import Any
@@ -14,6 +13,8 @@ from forceexp.agents.agent import Agent
 from forceexp.environments import create
 from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, message
+from forceexp.execution.pool import LocalHandle, close_all, connect, create_all, local_specs
+from forceexp.execution.progress import EpisodeStats, Progress
 from forceexp.execution.unbatched import Unbatched as _Unbatched
 
 REMOTES = (None, "multiprocessing", "socket-client")
@@ -80,14 +81,14 @@ class Runner:
         self._env_spec = environment if environments is None else environments[0]
         self._max_episode_timesteps = max_episode_timesteps
         if remote == "socket-client":
-            expected = _local_specs(environment)
-            self.environments = _connect(
+            expected = local_specs(environment)
+            self.environments = connect(
                 host, port, num_parallel, secret, max_episode_timesteps, expected
             )
         else:
             specs = self._environment_specs(environment, environments, num_parallel, remote)
             self._env_spec = specs[0]
-            self.environments = _create_all(specs, max_episode_timesteps, remote)
+            self.environments = create_all(specs, max_episode_timesteps, remote)
         try:
             self._check_specs()
             self.agent: Agent = self._build_agent(agent)
@@ -193,7 +194,7 @@ class Runner:
         if batch_agent_calls is None:
             batch_agent_calls = self.remote is None
         self.agent.reset()
-        progress = _Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
+        progress = Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
         limits = (num_episodes, num_timesteps, evaluation, callback, progress, sync_episodes)
         try:
             if batch_agent_calls:
@@ -231,13 +232,13 @@ class Runner:
         num_timesteps: int | None,
         evaluation: bool,
         callback: Callable[[Runner, int], bool] | None,
-        progress: _Progress,
+        progress: Progress,
         sync_episodes: bool = False,
     ) -> None:
         count = len(self.environments)
         states = self._reset_all()
         active = np.ones(count, dtype=bool)
-        episode = _EpisodeStats(count)
+        episode = EpisodeStats(count)
         episodes_started, steps, stop, waiting = count, 0, False, []
         while active.any():
             slots = np.flatnonzero(active)
@@ -301,7 +302,7 @@ class Runner:
         num_timesteps: int | None,
         evaluation: bool,
         callback: Callable[[Runner, int], bool] | None,
-        progress: _Progress,
+        progress: Progress,
         sync_episodes: bool = False,
     ) -> None:
         """Serve environments one at a time, as they become ready (act/observe per slot)."""
@@ -337,12 +338,12 @@ class Runner:
             self.agent.close()
 
     def _close_environments(self) -> None:
-        _close_all(self.environments)
+        close_all(self.environments)
 
     def handles(self) -> list[Any]:
         """Asynchronous handles of the environments (remote ones, or local adapters)."""
         if self.remote is None:
-            return [_LocalHandle(env) for env in self.environments]
+            return [LocalHandle(env) for env in self.environments]
         return list(self.environments)
 
     def wait_ready(self, handles: list[Any], indices: set[int]) -> list[int]:
@@ -356,161 +357,3 @@ class Runner:
                 f"environments {sorted(indices)}: none answered within {READY_TIMEOUT} s"
             )
         return sorted(objects[fd] for fd in ready)
-
-
-class _LocalHandle:
-    """Gives a local environment the send/receive interface of remote ones (runs at send)."""
-
-    def __init__(self, environment: Any) -> None:
-        self.environment = environment
-        self.result: tuple[str, Any] | None = None
-
-    def send_reset(self, seed: int | None = None) -> None:
-        self.result = ("reset", self.environment.reset(seed=seed))
-
-    def send_execute(self, actions: Any) -> None:
-        self.result = ("execute", self.environment.execute(actions))
-
-    def receive(self) -> tuple[str, Any]:
-        result, self.result = self.result, None
-        return result
-
-
-def _close_all(environments: Sequence[Any]) -> None:
-    """Close every environment, even if some raise (first error re-raised at the end)."""
-    error: BaseException | None = None
-    for env in environments:
-        try:
-            env.close()
-        except Exception as exc:
-            error = error or exc
-    if error is not None:
-        raise error
-
-
-def _create_all(specs: list[Any], limit: int | None, remote: str | None) -> list[Any]:
-    """Create local environments, or start one worker process per spec (all at once)."""
-    if remote is None:
-        return [create(spec, max_episode_timesteps=limit) for spec in specs]
-    from forceexp.environments.multiprocessing import ProcessEnvironment
-
-    workers: list[ProcessEnvironment] = []
-    try:
-        for i, spec in enumerate(specs):
-            workers.append(ProcessEnvironment(spec, i, limit, wait=False))
-        for worker in workers:
-            worker.wait_ready()
-    except BaseException:
-        _close_all(workers)
-        raise
-    return workers
-
-
-def _as_list(value: Any, name: str) -> list[Any]:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, int):
-        return [value]
-    if isinstance(value, Sequence):
-        return list(value)
-    raise ConfigError(message(name, value, "a value, a comma-separated string or a list"))
-
-
-def _local_specs(environment: Any) -> dict[str, Any]:
-    """States/actions of a local copy of ``environment`` (checked against the servers' specs)."""
-    if environment is None:
-        return {}
-    probe = create(environment)
-    try:
-        return {"states": probe.states(), "actions": probe.actions()}
-    finally:
-        if probe is not environment and probe.environment is not environment:
-            probe.close()
-
-
-def _connect(
-    host: Any,
-    port: Any,
-    num_parallel: int | None,
-    secret: str | None,
-    limit: int | None,
-    expected: dict[str, Any],
-) -> list[Any]:
-    """Connect one socket client per (host, port); a single port counts up per environment."""
-    from forceexp.environments.socket import SocketEnvironment
-
-    if port is None:
-        raise ConfigError("Runner: remote='socket-client' needs port= (an int or a list)")
-    hosts, ports = _as_list(host, "host"), [int(p) for p in _as_list(port, "port")]
-    count = num_parallel or max(len(hosts), len(ports))
-    if len(hosts) == 1:
-        hosts = hosts * count
-    if len(ports) == 1:
-        ports = [ports[0] + i for i in range(count)]
-    if len(hosts) != count or len(ports) != count:
-        raise ConfigError(
-            f"Runner: {len(hosts)} host(s) and {len(ports)} port(s) for num_parallel={count}"
-        )
-    clients: list[Any] = []
-    try:
-        for i, (h, p) in enumerate(zip(hosts, ports, strict=True)):
-            clients.append(
-                SocketEnvironment(h, p, i, secret=secret, max_episode_timesteps=limit, **expected)
-            )
-    except BaseException:
-        _close_all(clients)
-        raise
-    return clients
-
-
-class _EpisodeStats:
-    """Running return, length and start time of each environment's current episode."""
-
-    def __init__(self, count: int) -> None:
-        self.returns = np.zeros(count)
-        self.lengths = np.zeros(count, dtype=np.int64)
-        self.starts = np.full(count, time.perf_counter())
-
-    def add(self, slots: np.ndarray, rewards: np.ndarray) -> None:
-        self.returns[slots] += rewards
-        self.lengths[slots] += 1
-
-    def finish(self, index: int) -> tuple[float, int, float]:
-        now = time.perf_counter()
-        out = (float(self.returns[index]), int(self.lengths[index]), now - self.starts[index])
-        self.returns[index], self.lengths[index], self.starts[index] = 0.0, 0, now
-        return out
-
-
-class _Progress:
-    """A tqdm bar (episodes or timesteps, mean return, steps/s) when on a terminal."""
-
-    def __init__(self, num_episodes: int | None, num_timesteps: int | None, enabled: bool) -> None:
-        self.bar = None
-        self.by_episodes = num_timesteps is None
-        self.returns: list[float] = []
-        self.start = time.perf_counter()
-        self.steps = 0
-        if enabled:
-            from tqdm import tqdm
-
-            total = num_episodes if self.by_episodes else num_timesteps
-            self.bar = tqdm(total=total, unit="ep" if self.by_episodes else "step", leave=False)
-
-    def episode(self, episode_return: float) -> None:
-        self.returns.append(episode_return)
-        if self.bar is not None:
-            if self.by_episodes:
-                self.bar.update(1)
-            rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
-            mean = float(np.mean(self.returns[-100:]))
-            self.bar.set_postfix(ret=f"{mean:.1f}", sps=f"{rate:.0f}", refresh=False)
-
-    def step(self, count: int) -> None:
-        self.steps += count
-        if self.bar is not None and not self.by_episodes:
-            self.bar.update(count)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

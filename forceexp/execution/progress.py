@@ -1,0 +1,65 @@
+"""Per-episode statistics and the progress bar of a runner."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+class EpisodeStats:
+    """Running return, length and start time of each environment's current episode."""
+
+    def __init__(self, count: int) -> None:
+        self.returns = np.zeros(count)
+        self.lengths = np.zeros(count, dtype=np.int64)
+        self.starts = np.full(count, time.perf_counter())
+
+    def add(self, slots: np.ndarray, rewards: np.ndarray) -> None:
+        """Add one step's rewards ``(B,)`` to the episodes of ``slots``."""
+        self.returns[slots] += rewards
+        self.lengths[slots] += 1
+
+    def finish(self, index: int) -> tuple[float, int, float]:
+        """End slot ``index``'s episode; return its return, length and seconds."""
+        now = time.perf_counter()
+        out = (float(self.returns[index]), int(self.lengths[index]), now - self.starts[index])
+        self.returns[index], self.lengths[index], self.starts[index] = 0.0, 0, now
+        return out
+
+
+class Progress:
+    """A tqdm bar (episodes or timesteps, mean return, steps/s) when on a terminal."""
+
+    def __init__(self, num_episodes: int | None, num_timesteps: int | None, enabled: bool) -> None:
+        self.bar = None
+        self.by_episodes = num_timesteps is None
+        self.returns: list[float] = []
+        self.start = time.perf_counter()
+        self.steps = 0
+        if enabled:
+            from tqdm import tqdm
+
+            total = num_episodes if self.by_episodes else num_timesteps
+            self.bar = tqdm(total=total, unit="ep" if self.by_episodes else "step", leave=False)
+
+    def episode(self, episode_return: float) -> None:
+        """Count a finished episode and refresh the bar's mean return and steps/s."""
+        self.returns.append(episode_return)
+        if self.bar is not None:
+            if self.by_episodes:
+                self.bar.update(1)
+            rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
+            mean = float(np.mean(self.returns[-100:]))
+            self.bar.set_postfix(ret=f"{mean:.1f}", sps=f"{rate:.0f}", refresh=False)
+
+    def step(self, count: int) -> None:
+        """Count ``count`` timesteps."""
+        self.steps += count
+        if self.bar is not None and not self.by_episodes:
+            self.bar.update(count)
+
+    def close(self) -> None:
+        """Close the bar."""
+        if self.bar is not None:
+            self.bar.close()
