@@ -40,6 +40,9 @@ CASES = [
     ("activation", F, {"nonlinearity": "swish"}),
     ("layer_norm", SEQ, {}),
     ("batch_norm", SEQ, {}),
+    ("rnn", F, {"size": 4}),
+    ("lstm", F, {"size": 5}),
+    ("gru", F, {"size": 3}),
     ("residual", F, {"layers": [{"type": "dense", "size": 4}, {"type": "linear", "size": 6}]}),
 ]
 

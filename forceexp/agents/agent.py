@@ -224,7 +224,8 @@ class Agent:
             states: One state (raw array for a single unnamed state, or a dict of named states,
                 optionally with ``<action>_mask`` entries), a batch of them stacked on a leading
                 axis, or a list of state dicts.
-            internals: Recurrent internals for independent acts (None when not recurrent).
+            internals: Recurrent internals for independent acts (``initial_internals()`` at an
+                episode start, then the ones returned by the previous act); None when not used.
             parallel: Slot index, or one index per batch row (default for a full batch: all).
             independent: Act without storing anything (evaluation); no ``observe`` follows.
             deterministic: Take the most likely action instead of sampling.
@@ -243,14 +244,20 @@ class Agent:
                     f"act: parallel slot(s) {busy} already acted; call observe first"
                 )
             self._acting[slots] = True
-        actions = self._act(batch, masks, slots, independent, deterministic)
+        following = internals
+        if internals is not None and independent and self.initial_internals():
+            actions, following = self._act_internals(
+                batch, masks, internals, batched, deterministic
+            )
+        else:
+            actions = self._act(batch, masks, slots, independent, deterministic)
         out = {name: a.cpu().numpy() for name, a in actions.items()}
         if not independent:
             self.timesteps += len(slots)
             for observer in self.observers:
                 observer.on_act(self, batch, masks, out, slots)
         result = self._format_actions(out, batched)
-        return result if internals is None else (result, internals)
+        return result if internals is None else (result, following)
 
     def observe(
         self,
@@ -380,6 +387,12 @@ class Agent:
         deterministic: bool,
     ) -> Tensors:
         """Return env-ready actions ``{name: (B, *shape)}`` for batched states."""
+        raise NotImplementedError
+
+    def _act_internals(
+        self, states: Tensors, masks: Tensors, internals: Any, batched: bool, deterministic: bool
+    ) -> tuple[Tensors, dict[str, Any]]:
+        """Independent act from given recurrent internals; returns actions and next internals."""
         raise NotImplementedError
 
     def _observe(

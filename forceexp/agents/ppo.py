@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from forceexp.agents.agent import Agent, Tensors
-from forceexp.core.buffers import Batch, RolloutBuffer
+from forceexp.core.buffers import Batch, RolloutBuffer, Sequences
 from forceexp.core.distributions import Bounding
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import ScheduleName, check_schedule, scheduled
@@ -154,7 +154,12 @@ class PPOAgent(Agent):
             parallel_interactions,
             2 * rollout_length + 1,
             self.device,
+            self.policy.internal_shapes,
         )
+        self._internals = {  # per-slot recurrent internals (empty without recurrent layers)
+            path: torch.zeros((parallel_interactions, *shape), device=self.device)
+            for path, shape in self.policy.internal_shapes.items()
+        }
         self._bootstrap = torch.zeros(parallel_interactions, device=self.device)
         self._update_pending = False  # rollout full, waiting for bootstrap values from act
         self._bootstrap_known = np.empty(0, dtype=np.int64)
@@ -182,6 +187,8 @@ class PPOAgent(Agent):
     ) -> Tensors:
         if self._update_pending and not independent:
             self._finish_deferred_update(states, slots)
+        if self._internals:
+            return self._act_recurrent(states, masks, slots, independent, deterministic)
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)
             actions, log_prob, value = self.policy.act(
@@ -190,6 +197,72 @@ class PPOAgent(Agent):
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
             return self.policy.to_env(actions)
+
+    def _act_recurrent(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+        internals: Tensors | None = None,
+    ) -> Tensors:
+        """Act with the slots' internals (or given ones), storing the next internals."""
+        slot_index = torch.as_tensor(slots, device=self.device)
+        with torch.inference_mode():
+            if internals is None:
+                internals = {p: x[slot_index] for p, x in self._internals.items()}
+                if independent:  # no internals given: start from zeros, keep nothing
+                    internals = {p: torch.zeros_like(x) for p, x in internals.items()}
+            normalized = self.policy.normalize(states, update=not independent)
+            actions, log_prob, value, following = self.policy.act_recurrent(
+                normalized, masks, deterministic, internals, with_value=not independent
+            )
+            self._last_internals = following
+            if not independent:
+                self.buffer.add_act(slots, normalized, masks, actions, log_prob, value, internals)
+                for path, x in following.items():
+                    self._internals[path][slot_index] = x
+            return self.policy.to_env(actions)
+
+    def initial_internals(self) -> dict[str, Any]:
+        """Zero internals ``{layer path: array(shape)}`` for one independent episode."""
+        return {
+            path: np.zeros(shape, dtype=np.float32)
+            for path, shape in self.policy.internal_shapes.items()
+        }
+
+    def _act_internals(
+        self, states: Tensors, masks: Tensors, internals: Any, batched: bool, deterministic: bool
+    ) -> tuple[Tensors, dict[str, Any]]:
+        """Independent act from user internals; returns actions and the next internals."""
+        shapes = self.policy.internal_shapes
+        if not isinstance(internals, dict) or set(internals) != set(shapes):
+            raise ConfigError(
+                message("act.internals", internals, f"a dict with keys {sorted(shapes)}")
+            )
+        size = next(iter(states.values())).shape[0]
+        given = {}
+        for path, shape in shapes.items():
+            x = torch.as_tensor(np.asarray(internals[path], dtype=np.float32), device=self.device)
+            if tuple(x.shape[-len(shape) :]) != shape or x.numel() != size * int(np.prod(shape)):
+                raise ConfigError(
+                    f"act.internals[{path!r}]: shape {tuple(x.shape)} does not match "
+                    f"{shape} (per row, {size} rows)"
+                )
+            given[path] = x.reshape(size, *shape)
+        slots = np.zeros(size, dtype=np.int64)
+        actions = self._act_recurrent(states, masks, slots, True, deterministic, given)
+        following = {p: x.cpu().numpy() for p, x in self._last_internals.items()}
+        if not batched:
+            following = {p: x[0] for p, x in following.items()}
+        return actions, following
+
+    def reset(self) -> None:
+        """Forget unfinished act/observe cycles and zero the recurrent internals."""
+        super().reset()
+        for x in self._internals.values():
+            x.zero_()
 
     def _finish_deferred_update(self, states: Tensors, slots: np.ndarray) -> None:
         """Bootstrap from the values of newly acted states, then update if all slots are known."""
@@ -218,6 +291,10 @@ class PPOAgent(Agent):
             torch.as_tensor(rewards, device=self.device),
             torch.as_tensor(terminals, device=self.device),
         )
+        if self._internals and terminals.any():
+            ended = torch.as_tensor(slots[terminals > 0], device=self.device)
+            for x in self._internals.values():
+                x[ended] = 0.0
         truncated = terminals == 2
         if truncated.any():
             self._truncation_values(slots, truncated, next_states)
@@ -254,18 +331,13 @@ class PPOAgent(Agent):
     # ------------------------------------------------------------------ learning
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""
+        if self._internals:
+            return self._update_sequences()
         with torch.inference_mode():
             batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
         self.buffer.carry_over()
         batch = Batch(*(_clone(x) for x in batch))
-        lr = scheduled(
-            self.learning_rate, self.lr_schedule, self.timesteps, self.schedule_timesteps
-        )
-        clip = scheduled(
-            self.clip_ratio, self.clip_schedule, self.timesteps, self.schedule_timesteps
-        )
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        lr, clip = self._schedules()
         sums: dict[str, float] = {}
         steps = 0
         self.policy.train()
@@ -287,24 +359,103 @@ class PPOAgent(Agent):
         metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
         return metrics
 
+    def _update_sequences(self) -> dict[str, float]:
+        """Recurrent PPO update over minibatches of whole per-slot sequences.
+
+        Each sequence is re-run from the internals stored with its first row; internals reset
+        to zero where an episode starts.
+        """
+        with torch.inference_mode():
+            seq = self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda)
+        self.buffer.carry_over()
+        seq = Sequences(*(_clone(x) for x in seq))
+        lr, clip = self._schedules()
+        sums: dict[str, float] = {}
+        steps = 0
+        self.policy.train()
+        num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
+        per_step = max(1, self.minibatch_size // max(length, 1))
+        for _ in range(self.epochs):
+            order = torch.randperm(num_slots, device=self.device)
+            for start in range(0, num_slots, per_step):
+                stats = self._sequence_step(seq, order[start : start + per_step], clip)
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+            if self.target_kl is not None and stats[tags.KL_DIVERGENCE] > 1.5 * self.target_kl:
+                break
+        self.policy.eval()
+        metrics = {key: value / steps for key, value in sums.items()}
+        metrics[tags.LEARNING_RATE] = lr
+        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(
+            seq.value[seq.valid], seq.returns[seq.valid]
+        )
+        return metrics
+
+    def _sequence_step(self, seq: Sequences, cols: torch.Tensor, clip: float) -> dict[str, float]:
+        """One gradient step on the sequences of slots ``cols``."""
+        states = {name: x[:, cols] for name, x in seq.states.items()}
+        internals = {path: x[cols] for path, x in seq.internals.items()}
+        features = self.policy.sequence_features(states, internals, seq.starts[:, cols])
+        valid = seq.valid[:, cols]
+        log_prob, entropy, value = self.policy.evaluate_features(
+            features[valid],
+            {name: x[valid] for name, x in states.items()},
+            {name: x[:, cols][valid] for name, x in seq.actions.items()},
+            {name: x[:, cols][valid] for name, x in seq.masks.items()},
+        )
+        rows = (seq.log_prob, seq.advantages, seq.returns, seq.value)
+        old_log_prob, advantages, returns, old_value = (x[:, cols][valid] for x in rows)
+        return self._gradient_step(
+            (log_prob, entropy, value), (old_log_prob, advantages, returns, old_value), clip
+        )
+
+    def _schedules(self) -> tuple[float, float]:
+        """Current learning rate (also set on the optimizer) and clip ratio."""
+        lr = scheduled(
+            self.learning_rate, self.lr_schedule, self.timesteps, self.schedule_timesteps
+        )
+        clip = scheduled(
+            self.clip_ratio, self.clip_schedule, self.timesteps, self.schedule_timesteps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr, clip
+
     def _minibatch_step(self, batch: Batch, idx: torch.Tensor, clip: float) -> dict[str, float]:
         """One gradient step on rows ``idx`` of the rollout."""
         states = {name: x[idx] for name, x in batch.states.items()}
         actions = {name: x[idx] for name, x in batch.actions.items()}
         masks = {name: x[idx] for name, x in batch.masks.items()}
-        log_prob, entropy, value = self.policy.evaluate(states, actions, masks)
-        advantages = batch.advantages[idx]
-        if self.normalize_advantages and len(idx) > 1:
+        evaluated = self.policy.evaluate(states, actions, masks)
+        old = (batch.log_prob[idx], batch.advantages[idx], batch.returns[idx], batch.value[idx])
+        return self._gradient_step(evaluated, old, clip)
+
+    def _gradient_step(
+        self,
+        evaluated: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        old: tuple[torch.Tensor, ...],
+        clip: float,
+    ) -> dict[str, float]:
+        """Clipped-surrogate loss and one optimizer step.
+
+        Args:
+            evaluated: Current ``(log_prob, entropy, value)`` of the rows.
+            old: Stored ``(log_prob, advantages, returns, value)`` of the same rows.
+            clip: Likelihood-ratio clipping epsilon.
+        """
+        log_prob, entropy, value = evaluated
+        old_log_prob, advantages, returns, old_value = old
+        if self.normalize_advantages and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        log_ratio = log_prob - batch.log_prob[idx]
+        log_ratio = log_prob - old_log_prob
         ratio = log_ratio.exp()
         policy_loss = -torch.min(advantages * ratio, advantages * ratio.clamp(1 - clip, 1 + clip))
         policy_loss = policy_loss.mean()
-        returns = batch.returns[idx]
         value_loss = (value - returns).pow(2)
         if self.value_clip is not None:
-            old = batch.value[idx]
-            clipped = old + (value - old).clamp(-self.value_clip, self.value_clip)
+            delta = (value - old_value).clamp(-self.value_clip, self.value_clip)
+            clipped = old_value + delta
             value_loss = torch.max(value_loss, (clipped - returns).pow(2))
         value_loss = value_loss.mean()
         entropy_mean = entropy.mean()

@@ -32,6 +32,21 @@ class Batch(NamedTuple):
     returns: torch.Tensor
 
 
+class Sequences(NamedTuple):
+    """Rollout kept as ``(T, N, ...)`` per-slot sequences, for recurrent updates."""
+
+    states: Tensors
+    masks: Tensors
+    actions: Tensors
+    log_prob: torch.Tensor
+    value: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    valid: torch.Tensor  # (T, N) bool: observed rows
+    starts: torch.Tensor  # (T, N) bool: an episode starts here (internals reset)
+    internals: Tensors  # {path: (N, *shape)} internals before row 0
+
+
 class RolloutBuffer:
     """Fixed-capacity storage of ``capacity`` rows for each of ``num_slots`` parallel slots.
 
@@ -41,10 +56,17 @@ class RolloutBuffer:
         num_slots: Number of parallel interactions N.
         capacity: Rows per slot (at least the rollout length + 1 for the in-flight row).
         device: Torch device of the storage.
+        internals: ``{path: shape}`` of recurrent internals stored with each row (if any).
     """
 
     def __init__(
-        self, states: Specs, actions: Specs, num_slots: int, capacity: int, device: torch.device
+        self,
+        states: Specs,
+        actions: Specs,
+        num_slots: int,
+        capacity: int,
+        device: torch.device,
+        internals: dict[str, tuple[int, ...]] | None = None,
     ) -> None:
         self.num_slots, self.capacity, self.device = num_slots, capacity, device
         self._action_specs = actions
@@ -60,6 +82,7 @@ class RolloutBuffer:
         self.reward = alloc((), torch.float32)
         self.final_value = alloc((), torch.float32)
         self.terminal = alloc((), torch.int64)
+        self.internals = {p: alloc(shape, torch.float32) for p, shape in (internals or {}).items()}
         self.acted = np.zeros(num_slots, dtype=np.int64)
         self.observed = np.zeros(num_slots, dtype=np.int64)
         self._all = np.arange(num_slots)
@@ -81,9 +104,15 @@ class RolloutBuffer:
         actions: Tensors,
         log_prob: torch.Tensor,
         value: torch.Tensor,
+        internals: Tensors | None = None,
     ) -> None:
-        """Store the acted half of a row for each slot in ``slots`` (``(B,)`` each)."""
+        """Store the acted half of a row for each slot in ``slots`` (``(B,)`` each).
+
+        ``internals`` are the recurrent internals the row was acted with (before the step).
+        """
         index = self._index(slots, self.acted[slots])
+        for path, x in (internals or {}).items():
+            self.internals[path][index] = x
         for name, x in states.items():
             self.states[name][index] = x
         for name, mask in masks.items():
@@ -124,14 +153,10 @@ class RolloutBuffer:
         running = self.terminal[torch.as_tensor(last), torch.as_tensor(self._all)].cpu().numpy()
         return np.flatnonzero((self.observed > 0) & (running == 0) & (self.acted == self.observed))
 
-    def batch(self, bootstrap: torch.Tensor, discount: float, gae_lambda: float) -> Batch:
-        """Compute GAE and flatten all observed rows.
-
-        Args:
-            bootstrap: ``(N,)`` values for slots listed by ``needs_bootstrap`` (others ignored).
-            discount: Discount factor.
-            gae_lambda: GAE lambda.
-        """
+    def _advantages(
+        self, bootstrap: torch.Tensor, discount: float, gae_lambda: float
+    ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(steps, value (T, N), advantages (T, N), valid (T, N))`` by GAE."""
         steps = int(self.observed.max())
         lengths = torch.as_tensor(self.observed, device=self.device)
         next_value = self.value[1 : steps + 1].clone()
@@ -148,6 +173,17 @@ class RolloutBuffer:
         )
         rows = torch.arange(steps, device=self.device).unsqueeze(1)
         valid = rows < lengths.unsqueeze(0)
+        return steps, value, advantages, valid
+
+    def batch(self, bootstrap: torch.Tensor, discount: float, gae_lambda: float) -> Batch:
+        """Compute GAE and flatten all observed rows.
+
+        Args:
+            bootstrap: ``(N,)`` values for slots listed by ``needs_bootstrap`` (others ignored).
+            discount: Discount factor.
+            gae_lambda: GAE lambda.
+        """
+        steps, value, advantages, valid = self._advantages(bootstrap, discount, gae_lambda)
         return Batch(
             states={n: x[:steps][valid] for n, x in self.states.items()},
             masks={n: x[:steps][valid] for n, x in self.masks.items()},
@@ -158,6 +194,24 @@ class RolloutBuffer:
             returns=(advantages + value)[valid],
         )
 
+    def sequences(self, bootstrap: torch.Tensor, discount: float, gae_lambda: float) -> Sequences:
+        """As ``batch``, but keep the ``(T, N)`` layout with episode starts and first internals."""
+        steps, value, advantages, valid = self._advantages(bootstrap, discount, gae_lambda)
+        starts = torch.zeros_like(valid)
+        starts[1:] = self.terminal[: steps - 1] != 0
+        return Sequences(
+            states={n: x[:steps] for n, x in self.states.items()},
+            masks={n: x[:steps] for n, x in self.masks.items()},
+            actions={n: x[:steps] for n, x in self.actions.items()},
+            log_prob=self.log_prob[:steps],
+            value=value,
+            advantages=advantages,
+            returns=advantages + value,
+            valid=valid,
+            starts=starts,
+            internals={p: x[0] for p, x in self.internals.items()},
+        )
+
     def carry_over(self) -> None:
         """Move each slot's in-flight row to row 0 and forget the observed rows."""
         flying = np.flatnonzero(self.acted > self.observed)
@@ -165,6 +219,7 @@ class RolloutBuffer:
             src = torch.as_tensor(self.observed[flying], device=self.device)
             cols = torch.as_tensor(flying, device=self.device)
             tensors = [*self.states.values(), *self.masks.values(), *self.actions.values()]
+            tensors += list(self.internals.values())
             for x in [*tensors, self.log_prob, self.value]:
                 x[0, cols] = x[src, cols]
         self.acted[:] = 0

@@ -11,6 +11,7 @@ from forceexp.core.distributions import Bounding, Distribution, make_head
 from forceexp.core.init import orthogonal_
 from forceexp.core.networks import build_network
 from forceexp.core.normalization import RunningNormalizer
+from forceexp.errors import ConfigError
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
@@ -54,6 +55,17 @@ class ActorCritic(nn.Module):
             }
         )
         self.baseline = None if baseline is None else build_network(baseline, states, "baseline")
+        self.internal_shapes: dict[str, tuple[int, ...]] = getattr(
+            self.network, "internal_shapes", {}
+        )
+        self.recurrent = bool(self.internal_shapes)
+        if getattr(self.baseline, "internal_shapes", None):
+            raise ConfigError("baseline: recurrent layers are only supported in the policy network")
+        if self.recurrent and self.baseline is None:
+            raise ConfigError(
+                "baseline: a recurrent policy network needs its own baseline network "
+                "(e.g. baseline='auto'), not a shared one"
+            )
         value_in = (self.baseline or self.network).output_size
         self.value_head = orthogonal_(nn.Linear(value_in, 1), 1.0)
 
@@ -94,6 +106,55 @@ class ActorCritic(nn.Module):
             return actions, None, None
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
         return actions, log_prob, self.value_from(features, states)  # type: ignore[return-value]
+
+    def act_recurrent(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        deterministic: bool,
+        internals: Tensors,
+        with_value: bool,
+    ) -> tuple[Tensors, torch.Tensor | None, torch.Tensor | None, Tensors]:
+        """As ``act`` for a recurrent network; also returns the next internals."""
+        features, following = self.network.step(states, internals)
+        dists = self.distributions(features, masks)
+        actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        if not with_value:
+            return actions, None, None, following
+        log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
+        value = self.value_from(features, states)
+        return actions, log_prob, value, following  # type: ignore[return-value]
+
+    def sequence_features(
+        self, states: Tensors, internals: Tensors, starts: torch.Tensor
+    ) -> torch.Tensor:
+        """Re-run the recurrent network over ``(T, K, ...)`` states; features ``(T, K, F)``.
+
+        Args:
+            states: Normalized states ``{name: (T, K, *shape)}``.
+            internals: Internals before step 0, ``{path: (K, *internal_shape)}``.
+            starts: ``(T, K)`` bool, True where an episode starts (internals reset to zero).
+        """
+        features = []
+        for t in range(starts.shape[0]):
+            keep = (~starts[t]).float()
+            internals = {
+                path: x * keep.view(-1, *([1] * (x.dim() - 1))) for path, x in internals.items()
+            }
+            step, internals = self.network.step(
+                {name: x[t] for name, x in states.items()}, internals
+            )
+            features.append(step)
+        return torch.stack(features)
+
+    def evaluate_features(
+        self, features: torch.Tensor, states: Tensors, actions: Tensors, masks: Tensors
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As ``evaluate`` from precomputed policy features ``(B, F)``."""
+        dists = self.distributions(features, masks)
+        log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
+        entropy = sum(dist.entropy() for dist in dists.values())
+        return log_prob, entropy, self.value_from(features, states)  # type: ignore[return-value]
 
     def evaluate(
         self, states: Tensors, actions: Tensors, masks: Tensors

@@ -11,6 +11,7 @@ from forceexp.environments.gym import GymEnvironment
 from forceexp.environments.testing import (
     IdentityEnvironment,
     MaskedChoiceEnvironment,
+    MultiInputEnvironment,
     TargetEnvironment,
 )
 from forceexp.errors import ConfigError
@@ -21,6 +22,7 @@ ENVIRONMENTS.register("gym", "gymnasium")(GymEnvironment)
 ENVIRONMENTS.register("identity")(IdentityEnvironment)
 ENVIRONMENTS.register("target")(TargetEnvironment)
 ENVIRONMENTS.register("masked_choice")(MaskedChoiceEnvironment)
+ENVIRONMENTS.register("multi_input")(MultiInputEnvironment)
 
 __all__ = ["ENVIRONMENTS", "Environment", "EnvironmentWrapper", "create"]
 

@@ -164,3 +164,69 @@ class MaskedChoiceEnvironment(Environment):
         if not self.masks:
             return self._values.copy()
         return {"state": self._values.copy(), "action_mask": self._values > 0}
+
+
+class MultiInputEnvironment(Environment):
+    """Dict states where the right action needs both an image and int attributes.
+
+    Each step a bright 4x4 patch sits in one of three column bands of a dark ``observation``
+    image (float, (16, 16, 3)); ``attributes`` (int, (4, 2), values in ``[0, 5)``) carries a
+    shift in ``attributes[0, 0]`` (0, 1 or 2) and noise elsewhere. The target action is
+    ``(band + shift) % 3``; reward 1 for it, else 0. Seeing one input only leaves a third of the
+    targets right (the other input is uniform), so a random or one-input policy scores about
+    ``episode_length / 3`` and a policy that combines both scores ``episode_length``.
+
+    Args:
+        episode_length: Steps per episode.
+        noise: Standard deviation of Gaussian pixel noise.
+        seed: Seed of the draws.
+    """
+
+    NUM_ACTIONS = 3
+
+    def __init__(self, episode_length: int = 4, noise: float = 0.05, seed: int = 0) -> None:
+        if episode_length < 1:
+            raise ConfigError(message("episode_length", episode_length, "an int >= 1"))
+        self.episode_length, self.noise = episode_length, noise
+        self._rng = np.random.default_rng(seed)
+        self._target = 0
+        self._t = 0
+
+    def __repr__(self) -> str:
+        return f"MultiInputEnvironment(episode_length={self.episode_length})"
+
+    def states(self) -> dict[str, Any]:
+        """An image-like float observation and int attributes."""
+        return {
+            "observation": {"type": "float", "shape": (16, 16, 3)},
+            "attributes": {"type": "int", "shape": (4, 2), "num_values": 5},
+        }
+
+    def actions(self) -> dict[str, Any]:
+        """One int choice among three."""
+        return {"type": "int", "shape": (), "num_values": self.NUM_ACTIONS}
+
+    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
+        """Draw the first patch and attributes."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._t = 0
+        return self._observe()
+
+    def execute(self, actions: Any) -> tuple[dict[str, np.ndarray], int, float]:
+        """Reward 1 if the action equals ``(band + shift) % 3``."""
+        reward = float(int(actions) == self._target)
+        self._t += 1
+        terminal = TERMINATED if self._t >= self.episode_length else 0
+        return self._observe(), terminal, reward
+
+    def _observe(self) -> dict[str, np.ndarray]:
+        rng = self._rng
+        band, shift = int(rng.integers(3)), int(rng.integers(3))
+        self._target = (band + shift) % self.NUM_ACTIONS
+        image = rng.normal(0.0, self.noise, size=(16, 16, 3)).astype(np.float32)
+        row, col = int(rng.integers(13)), band * 6 + int(rng.integers(2))
+        image[row : row + 4, col : col + 4, :] += 1.0
+        attributes = rng.integers(5, size=(4, 2))
+        attributes[0, 0] = shift
+        return {"observation": image, "attributes": attributes}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forceexp.core.layers import block, conv, dense, misc, routing
+from forceexp.core.layers import block, conv, dense, misc, recurrent, routing
 from forceexp.core.layers.base import ACTIVATIONS, LAYERS, Layer
 from forceexp.core.layers.build import CustomLayer, build_layer
 
@@ -16,5 +16,6 @@ __all__ = [
     "conv",
     "dense",
     "misc",
+    "recurrent",
     "routing",
 ]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from forceexp.core.layers import Layer, build_layer
+from forceexp.core.layers.recurrent import Recurrent
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs, TensorSpec
 
@@ -73,6 +74,9 @@ class LayeredNetwork(nn.Module):
         self.layers = nn.ModuleList(modules)
         self.output_spec = running
         self.output_size = max(running.size, 1)
+        self.internal_shapes = {
+            layer.path: layer.internal_shape for layer in modules if isinstance(layer, Recurrent)
+        }
 
     def forward(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encode ``{name: (B, *shape)}`` into ``(B, output_size)``."""
@@ -82,6 +86,26 @@ class LayeredNetwork(nn.Module):
             x = layer.apply_named(x, tensors)
         assert x is not None
         return x.reshape(x.shape[0], -1).float()
+
+    def step(
+        self, states: dict[str, torch.Tensor], internals: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One recurrent step: features ``(B, output_size)`` and the next internals.
+
+        Args:
+            states: ``{name: (B, *shape)}``.
+            internals: ``{layer path: (B, *internal_shape)}`` for every recurrent layer.
+        """
+        tensors = dict(states)
+        x = next(iter(states.values())) if len(states) == 1 else None
+        following = {}
+        for layer in self.layers:
+            if isinstance(layer, Recurrent):
+                x, following[layer.path] = layer.step(x, internals[layer.path])
+            else:
+                x = layer.apply_named(x, tensors)
+        assert x is not None
+        return x.reshape(x.shape[0], -1).float(), following
 
     def summary(self) -> str:
         """One line per layer: path, type, output shape, parameter count; then the total."""
