@@ -41,3 +41,23 @@ def test_readme_record_pretrain_walkthrough_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
     assert len(list((tmp_path / "data" / "traces").glob("trace-*.npz"))) > 10
+
+
+def test_readme_network_and_mask_snippets(tmp_path):
+    import textwrap
+
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S)]
+    header = "import numpy as np\nfrom forceexp import Agent\n"
+    for needle in ("policy=[", "action_mask="):
+        code = next(b for b in blocks if needle in b)
+        namespace: dict = {}
+        exec(compile(header + code, "README.md", "exec"), namespace)
+        assert namespace["agent"].spec["agent"] == "ppo"
+    yaml_block = next(
+        b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "type: layered" in b
+    )
+    conf = (ROOT / "conf" / "network" / "multi_input.yaml").read_text()
+    assert yaml.safe_load(textwrap.dedent(yaml_block)) == yaml.safe_load(conf)
