@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -337,25 +338,10 @@ class PPOAgent(Agent):
             batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
         self.buffer.carry_over()
         batch = Batch(*(_clone(x) for x in batch))
-        lr, clip = self._schedules()
-        sums: dict[str, float] = {}
-        steps = 0
-        self.policy.train()
         size = batch.log_prob.shape[0]
-        for _ in range(self.epochs):
-            order = torch.randperm(size, device=self.device)
-            for start in range(0, size, self.minibatch_size):
-                stats = self._minibatch_step(
-                    batch, order[start : start + self.minibatch_size], clip
-                )
-                for key, value in stats.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                steps += 1
-            if self.target_kl is not None and stats[tags.KL_DIVERGENCE] > 1.5 * self.target_kl:
-                break
-        self.policy.eval()
-        metrics = {key: value / steps for key, value in sums.items()}
-        metrics[tags.LEARNING_RATE] = lr
+        metrics = self._epochs(
+            size, self.minibatch_size, lambda idx, clip: self._minibatch_step(batch, idx, clip)
+        )
         metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
         return metrics
 
@@ -369,16 +355,34 @@ class PPOAgent(Agent):
             seq = self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda)
         self.buffer.carry_over()
         seq = Sequences(*(_clone(x) for x in seq))
+        num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
+        per_step = max(1, self.minibatch_size // max(length, 1))
+        metrics = self._epochs(
+            num_slots, per_step, lambda cols, clip: self._sequence_step(seq, cols, clip)
+        )
+        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(
+            seq.value[seq.valid], seq.returns[seq.valid]
+        )
+        return metrics
+
+    def _epochs(
+        self,
+        size: int,
+        chunk: int,
+        step: Callable[[torch.Tensor, float], dict[str, float]],
+    ) -> dict[str, float]:
+        """Run ``epochs`` shuffled passes of ``step(indices, clip)`` over ``size`` items.
+
+        Stops early when the approximate KL passes ``1.5 * target_kl``; returns mean metrics.
+        """
         lr, clip = self._schedules()
         sums: dict[str, float] = {}
         steps = 0
         self.policy.train()
-        num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
-        per_step = max(1, self.minibatch_size // max(length, 1))
         for _ in range(self.epochs):
-            order = torch.randperm(num_slots, device=self.device)
-            for start in range(0, num_slots, per_step):
-                stats = self._sequence_step(seq, order[start : start + per_step], clip)
+            order = torch.randperm(size, device=self.device)
+            for start in range(0, size, chunk):
+                stats = step(order[start : start + chunk], clip)
                 for key, value in stats.items():
                     sums[key] = sums.get(key, 0.0) + value
                 steps += 1
@@ -387,9 +391,6 @@ class PPOAgent(Agent):
         self.policy.eval()
         metrics = {key: value / steps for key, value in sums.items()}
         metrics[tags.LEARNING_RATE] = lr
-        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(
-            seq.value[seq.valid], seq.returns[seq.valid]
-        )
         return metrics
 
     def _sequence_step(self, seq: Sequences, cols: torch.Tensor, clip: float) -> dict[str, float]:
