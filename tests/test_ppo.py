@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import torch
 
 from forceexp import Agent
+from forceexp.agents.ppo import _STEP_METRICS
 from forceexp.core.buffers import Batch
 from forceexp.observers import tags
 
@@ -17,14 +19,19 @@ def _agent(**kwargs):
     )
 
 
-def test_loss_pieces_at_the_start_of_an_update():
-    agent = _agent()
+@pytest.mark.parametrize("fast", [True, False])
+def test_loss_pieces_at_the_start_of_an_update(fast):
+    agent = _agent(fast_update=fast)
     states = torch.randn(64, 3)
     with torch.no_grad():
         actions, log_prob, value = agent.policy.act({"state": states}, {}, deterministic=False)
     returns = torch.randn(64)
     batch = Batch({"state": states}, {}, actions, log_prob, value, torch.randn(64), returns)
-    stats = agent._minibatch_step(batch, torch.arange(64), clip=0.2)
+    if fast:
+        step = agent._fused_minibatch_step(agent._fused_rows(batch), torch.arange(64), clip=0.2)
+    else:
+        step = agent._minibatch_step(batch, torch.arange(64), clip=0.2)
+    stats = dict(zip(_STEP_METRICS, step.tolist(), strict=True))
     # ratio is exactly 1 for the policy that collected the data
     assert abs(stats[tags.KL_DIVERGENCE]) < 1e-6
     assert stats[tags.CLIP_FRACTION] == 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,23 @@ import torch
 from forceexp.agents.agent import Agent, Tensors
 from forceexp.core.buffers import Batch, RolloutBuffer, Sequences
 from forceexp.core.distributions import Bounding
+from forceexp.core.fused import FusedPPOStep, Rows, unsupported_reason
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import ScheduleName, check_schedule, scheduled
 from forceexp.errors import ConfigError, message
 from forceexp.observers import tags
+
+#: Per-step metrics, in the order both gradient-step paths return them.
+_STEP_METRICS = (
+    tags.LOSS_POLICY,
+    tags.LOSS_VALUE,
+    tags.LOSS_TOTAL,
+    tags.ENTROPY,
+    tags.KL_DIVERGENCE,
+    tags.CLIP_FRACTION,
+    tags.UPDATE_NORM,
+    tags.UPDATE_NORM_CLIPPED,
+)
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -55,6 +69,9 @@ class PPOAgent(Agent):
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
+        fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
+            plain MLPs with one categorical or Gaussian action: same maths as autograd, several
+            times faster on small networks; other networks always use autograd.
         schedule_timesteps: Training budget in timesteps that schedules decay over.
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
@@ -91,6 +108,7 @@ class PPOAgent(Agent):
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
         target_kl: float | None = None,
+        fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
         device: str = "auto",
@@ -149,6 +167,17 @@ class PPOAgent(Agent):
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(), lr=learning_rate, eps=1e-5, fused=fused
         )
+        self._fused = None
+        if fast_update and unsupported_reason(self.policy) is None:
+            self._fused = FusedPPOStep(
+                self.policy,
+                self.optimizer,
+                value_coef,
+                entropy_coef,
+                value_clip,
+                max_grad_norm,
+                normalize_advantages,
+            )
         self.buffer = RolloutBuffer(
             self.state_specs,
             self.action_specs,
@@ -337,11 +366,16 @@ class PPOAgent(Agent):
         with torch.inference_mode():
             batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
         self.buffer.carry_over()
-        batch = Batch(*(_clone(x) for x in batch))
+        return self._update_batch(Batch(*(_clone(x) for x in batch)))
+
+    def _update_batch(self, batch: Batch) -> dict[str, float]:
+        """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
         size = batch.log_prob.shape[0]
-        metrics = self._epochs(
-            size, self.minibatch_size, lambda idx, clip: self._minibatch_step(batch, idx, clip)
-        )
+        if self._fused is None:
+            step = partial(self._minibatch_step, batch)
+        else:
+            step = partial(self._fused_minibatch_step, self._fused_rows(batch))
+        metrics = self._epochs(size, self.minibatch_size, step)
         metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
         return metrics
 
@@ -369,32 +403,42 @@ class PPOAgent(Agent):
         self,
         size: int,
         chunk: int,
-        step: Callable[[torch.Tensor, float], dict[str, float]],
+        step: Callable[[torch.Tensor | None, float], torch.Tensor],
     ) -> dict[str, float]:
         """Run ``epochs`` shuffled passes of ``step(indices, clip)`` over ``size`` items.
 
-        Stops early when the approximate KL passes ``1.5 * target_kl``; returns mean metrics.
+        A pass that fits in one chunk steps on all items (``indices=None``: no shuffle or copy
+        needed, the loss is a mean). Stops early when the approximate KL passes
+        ``1.5 * target_kl``; returns mean metrics (one host sync per update).
         """
         lr, clip = self._schedules()
-        sums: dict[str, float] = {}
+        sums = torch.zeros(len(_STEP_METRICS), device=self.device)
         steps = 0
         self.policy.train()
         for _ in range(self.epochs):
-            order = torch.randperm(size, device=self.device)
-            for start in range(0, size, chunk):
-                stats = step(order[start : start + chunk], clip)
-                for key, value in stats.items():
-                    sums[key] = sums.get(key, 0.0) + value
+            if size <= chunk:
+                stats = step(None, clip)
+                sums += stats
                 steps += 1
-            if self.target_kl is not None and stats[tags.KL_DIVERGENCE] > 1.5 * self.target_kl:
+            else:
+                order = torch.randperm(size, device=self.device)
+                for start in range(0, size, chunk):
+                    stats = step(order[start : start + chunk], clip)
+                    sums += stats
+                    steps += 1
+            if self.target_kl is not None and float(stats[4]) > 1.5 * self.target_kl:
                 break
         self.policy.eval()
-        metrics = {key: value / steps for key, value in sums.items()}
+        metrics = dict(zip(_STEP_METRICS, (sums / steps).tolist(), strict=True))
         metrics[tags.LEARNING_RATE] = lr
         return metrics
 
-    def _sequence_step(self, seq: Sequences, cols: torch.Tensor, clip: float) -> dict[str, float]:
-        """One gradient step on the sequences of slots ``cols``."""
+    def _sequence_step(
+        self, seq: Sequences, cols: torch.Tensor | None, clip: float
+    ) -> torch.Tensor:
+        """One gradient step on the sequences of slots ``cols`` (None: all)."""
+        if cols is None:
+            cols = torch.arange(seq.valid.shape[1], device=self.device)
         states = {name: x[:, cols] for name, x in seq.states.items()}
         internals = {path: x[cols] for path, x in seq.internals.items()}
         features = self.policy.sequence_features(states, internals, seq.starts[:, cols])
@@ -423,22 +467,43 @@ class PPOAgent(Agent):
             group["lr"] = lr
         return lr, clip
 
-    def _minibatch_step(self, batch: Batch, idx: torch.Tensor, clip: float) -> dict[str, float]:
-        """One gradient step on rows ``idx`` of the rollout."""
-        states = {name: x[idx] for name, x in batch.states.items()}
-        actions = {name: x[idx] for name, x in batch.actions.items()}
-        masks = {name: x[idx] for name, x in batch.masks.items()}
-        evaluated = self.policy.evaluate(states, actions, masks)
-        old = (batch.log_prob[idx], batch.advantages[idx], batch.returns[idx], batch.value[idx])
+    def _minibatch_step(self, batch: Batch, idx: torch.Tensor | None, clip: float) -> torch.Tensor:
+        """One autograd gradient step on rows ``idx`` of the rollout (None: all rows)."""
+        if idx is not None:
+            batch = _take(batch, idx)
+        evaluated = self.policy.evaluate(batch.states, batch.actions, batch.masks)
+        old = (batch.log_prob, batch.advantages, batch.returns, batch.value)
         return self._gradient_step(evaluated, old, clip)
+
+    def _fused_rows(self, batch: Batch) -> Rows:
+        """The rollout in the fast path's layout: concatenated states, flat actions and masks."""
+        states = torch.cat(
+            [batch.states[name].flatten(1) for name in self.policy.state_specs.names()], 1
+        )
+        name = next(iter(self.policy.heads))
+        actions = batch.actions[name].reshape(states.shape[0], -1)
+        mask = batch.masks.get(name)
+        if mask is not None:
+            mask = mask.reshape(states.shape[0], actions.shape[1], -1)
+        return Rows(
+            states, actions, mask, batch.log_prob, batch.advantages, batch.returns, batch.value
+        )
+
+    def _fused_minibatch_step(
+        self, rows: Rows, idx: torch.Tensor | None, clip: float
+    ) -> torch.Tensor:
+        """One hand-derived gradient step (``forceexp.core.fused``) on rows ``idx`` (None: all)."""
+        if idx is not None:
+            rows = Rows(*(None if x is None else x[idx] for x in rows))
+        return self._fused.step(rows, clip, self.optimizer.param_groups[0]["lr"])
 
     def _gradient_step(
         self,
         evaluated: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         old: tuple[torch.Tensor, ...],
         clip: float,
-    ) -> dict[str, float]:
-        """Clipped-surrogate loss and one optimizer step.
+    ) -> torch.Tensor:
+        """Clipped-surrogate loss and one optimizer step; metrics in ``_STEP_METRICS`` order.
 
         Args:
             evaluated: Current ``(log_prob, entropy, value)`` of the rows.
@@ -465,21 +530,30 @@ class PPOAgent(Agent):
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         self.optimizer.step()
         with torch.no_grad():
-            kl = float(((ratio - 1) - log_ratio).mean())
-            clipped_fraction = float(((ratio - 1).abs() > clip).float().mean())
-        return {
-            tags.LOSS_POLICY: policy_loss.item(),
-            tags.LOSS_VALUE: value_loss.item(),
-            tags.LOSS_TOTAL: loss.item(),
-            tags.ENTROPY: entropy_mean.item(),
-            tags.KL_DIVERGENCE: kl,
-            tags.CLIP_FRACTION: clipped_fraction,
-            tags.UPDATE_NORM: norm,
-            tags.UPDATE_NORM_CLIPPED: min(norm, max_norm),
-        }
+            kl = ((ratio - 1) - log_ratio).mean()
+            clipped_fraction = ((ratio - 1).abs() > clip).float().mean()
+            return torch.stack(
+                (
+                    policy_loss,
+                    value_loss,
+                    loss,
+                    entropy_mean,
+                    kl,
+                    clipped_fraction,
+                    norm,
+                    norm.clamp(max=max_norm),
+                )
+            ).detach()
+
+
+def _take(batch: Batch, idx: torch.Tensor) -> Batch:
+    """Rows ``idx`` of every field of a batch."""
+    return Batch(
+        *({name: t[idx] for name, t in x.items()} if isinstance(x, dict) else x[idx] for x in batch)
+    )
 
 
 def _clone(x: Any) -> Any:

@@ -177,25 +177,9 @@ def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str
             advantages,
             advantages + values,
         )
-        metrics = _ppo_epochs(agent, batch)
+        metrics = agent._update_batch(batch)
         agent.updates += 1
     return metrics
-
-
-def _ppo_epochs(agent: PPOAgent, batch: Batch) -> dict[str, float]:
-    """The agent's epochs x minibatches of clipped-surrogate steps over ``batch``."""
-    sums: dict[str, float] = {}
-    steps, size = 0, batch.log_prob.shape[0]
-    for _ in range(agent.epochs):
-        order = torch.randperm(size, device=agent.device)
-        for start in range(0, size, agent.minibatch_size):
-            stats = agent._minibatch_step(
-                batch, order[start : start + agent.minibatch_size], agent.clip_ratio
-            )
-            for key, value in stats.items():
-                sums[key] = sums.get(key, 0.0) + value
-            steps += 1
-    return {key: value / steps for key, value in sums.items()}
 
 
 def _imitation(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
