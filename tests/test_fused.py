@@ -145,3 +145,52 @@ def test_fast_update_learns_and_checkpoints_interchange(tmp_path) -> None:
         assert torch.equal(p, q)
         assert torch.equal(fast.optimizer.state[p]["exp_avg"], slow.optimizer.state[q]["exp_avg"])
     slow._update_batch(batch)  # the loaded optimizer state works on the autograd path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_numpy_actor_matches_the_torch_policy(case: str) -> None:
+    """Sampled actions get the torch policy's log-prob and value; deterministic acts agree."""
+    agent = _agent(CASES[case], True)
+    actor, policy = agent._actor, agent.policy
+    assert actor is not None
+    batch = _batch(agent, np.random.default_rng(4))
+    x = agent._fused_rows(batch).states.numpy()
+    name = actor.name
+    mask = batch.masks.get(name)
+    np.random.seed(0)
+    raw, log_prob, value = actor.act(x, None if mask is None else mask.numpy(), False, True)
+    if mask is not None:  # sampled values are always allowed ones
+        allowed = np.take_along_axis(mask.numpy(), raw[..., None], -1)
+        assert allowed.all()
+    actions = {name: torch.as_tensor(raw)}
+    with torch.no_grad():
+        expected_log_prob, _, expected_value = policy.evaluate(batch.states, actions, batch.masks)
+        deterministic, _, _ = policy.act(batch.states, batch.masks, deterministic=True)
+    np.testing.assert_allclose(log_prob, expected_log_prob.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(value, expected_value.numpy(), rtol=1e-5, atol=1e-5)
+    greedy, _, _ = actor.act(x, None if mask is None else mask.numpy(), True, False)
+    np.testing.assert_allclose(greedy, deterministic[name].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_actor_samples_follow_the_probabilities() -> None:
+    agent = _agent(
+        dict(states=dict(type="float", shape=(2,)), actions=dict(type="int", num_values=3)), True
+    )
+    head = agent.policy.heads["action"].linear
+    with torch.no_grad():  # fixed logits (0, 1, 2) whatever the state
+        head.weight.zero_()
+        head.bias.copy_(torch.tensor([0.0, 1.0, 2.0]))
+    np.random.seed(1)
+    raw, log_prob, _ = agent._actor.act(np.zeros((20000, 2), np.float32), None, False, True)
+    probs = torch.softmax(torch.tensor([0.0, 1.0, 2.0]), 0).numpy()
+    np.testing.assert_allclose(np.bincount(raw, minlength=3) / len(raw), probs, atol=0.015)
+    np.testing.assert_allclose(np.exp(log_prob), probs[raw], rtol=1e-5)
+
+
+def test_acting_is_reproducible_under_a_seed() -> None:
+    def actions() -> np.ndarray:
+        agent = _agent(CASES["categorical_tanh_separate_baseline"], True)
+        states = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+        return np.stack([agent.act(s, independent=True) for s in states])
+
+    assert np.array_equal(actions(), actions())

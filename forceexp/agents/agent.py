@@ -109,6 +109,7 @@ class Agent:
         self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
         self._episode_length = np.zeros(parallel_interactions, dtype=np.int64)
         self._all_slots = np.arange(parallel_interactions)
+        self._on_cpu = self.device.type == "cpu"
         self._mask_names = {
             (f"action{_MASK_SUFFIX}" if self.action_specs.single else f"{n}{_MASK_SUFFIX}"): n
             for n, s in self.action_specs.items
@@ -251,7 +252,9 @@ class Agent:
             )
         else:
             actions = self._act(batch, masks, slots, independent, deterministic)
-        out = {name: a.cpu().numpy() for name, a in actions.items()}
+        out = {
+            name: a if isinstance(a, np.ndarray) else a.cpu().numpy() for name, a in actions.items()
+        }
         if not independent:
             self.timesteps += len(slots)
             for observer in self.observers:
@@ -418,6 +421,8 @@ class Agent:
             slots = np.asarray(parallel, dtype=np.int64)
             if slots.shape != (size,):
                 raise ConfigError(f"parallel: {len(slots)} slot indices for a batch of {size}")
+        elif isinstance(parallel, int | np.integer) and 0 <= parallel < self.parallel_interactions:
+            return self._all_slots[parallel : parallel + 1]  # the common case, no checks needed
         else:
             slots = np.asarray([parallel], dtype=np.int64)
         if slots.min() < 0 or slots.max() >= self.parallel_interactions:
@@ -429,15 +434,41 @@ class Agent:
     def _to_batch(self, states: Any, batched: bool | None = None) -> tuple[Tensors, Tensors, bool]:
         """Split states and masks, check them, and stack to ``(B, ...)`` tensors."""
         specs = self.state_specs
-        if isinstance(states, list | tuple) and states and isinstance(states[0], Mapping):
+        if isinstance(states, np.ndarray) and specs.single:  # the common case: one plain array
+            values, masks = {"state": states}, {}
+        else:
+            values, masks, from_list = self._split(states)
+            batched = True if from_list else batched
+        first_name, first_spec = specs.items[0]
+        if batched is None:
+            batched = np.ndim(values[first_name]) == len(first_spec.shape) + 1
+        ndim = int(batched)
+        tensors = {}
+        for name, spec in specs.items:
+            arr = check_array(f"states.{name}", spec, values[name], ndim)
+            arr = arr if batched else arr[None]
+            # from_numpy shares memory (no copy); it needs a writeable array
+            tensor = torch.from_numpy(arr) if arr.flags.writeable else torch.as_tensor(arr)
+            tensors[name] = tensor if self._on_cpu else tensor.to(self.device)
+        size = tensors[first_name].shape[0]
+        mask_tensors = {name: self._check_mask(name, m, size, batched) for name, m in masks.items()}
+        return tensors, mask_tensors, batched
+
+    def _split(self, states: Any) -> tuple[dict[str, Any], dict[str, Any], bool]:
+        """Separate state values from ``<action>_mask`` entries, checking the keys.
+
+        Returns ``(values, masks, from_list)``; a list of state dicts is stacked (batched).
+        """
+        specs = self.state_specs
+        from_list = isinstance(states, list | tuple) and states and isinstance(states[0], Mapping)
+        if from_list:
             states = {key: np.stack([s[key] for s in states]) for key in states[0]}
-            batched = True
         if not isinstance(states, Mapping):
             if not specs.single:
                 raise ConfigError(f"states: expected a dict with keys {specs.names()}")
             states = {"state": states}
-        values = {}
-        masks = {}
+        values: dict[str, Any] = {}
+        masks: dict[str, Any] = {}
         for key, value in states.items():
             if key in specs:
                 values[key] = value
@@ -448,21 +479,7 @@ class Agent:
         missing = [name for name in specs if name not in values]
         if missing:
             raise ConfigError(f"states: missing {missing}; got keys {sorted(states)}")
-        first_name, first_spec = specs.items[0]
-        if batched is None:
-            batched = np.ndim(values[first_name]) == len(first_spec.shape) + 1
-        ndim = int(batched)
-        tensors = {
-            name: torch.as_tensor(check_array(f"states.{name}", spec, values[name], ndim)).to(
-                self.device
-            )
-            for name, spec in specs.items
-        }
-        if not batched:
-            tensors = {name: x.unsqueeze(0) for name, x in tensors.items()}
-        size = tensors[first_name].shape[0]
-        mask_tensors = {name: self._check_mask(name, m, size, batched) for name, m in masks.items()}
-        return tensors, mask_tensors, batched
+        return values, masks, bool(from_list)
 
     def _unexpected_key(self, key: Any) -> ConfigError:
         base = str(key).removesuffix(_MASK_SUFFIX)

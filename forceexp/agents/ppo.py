@@ -13,6 +13,7 @@ from forceexp.agents.agent import Agent, Tensors
 from forceexp.core.buffers import Batch, RolloutBuffer, Sequences
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, Rows, unsupported_reason
+from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import ScheduleName, check_schedule, scheduled
 from forceexp.errors import ConfigError, message
@@ -178,6 +179,10 @@ class PPOAgent(Agent):
                 max_grad_norm,
                 normalize_advantages,
             )
+        self._actor = None
+        if self._fused is not None and self.device.type == "cpu":
+            self._actor = NumpyActor(self.policy)
+        self._state_names = self.policy.state_specs.names()
         self.buffer = RolloutBuffer(
             self.state_specs,
             self.action_specs,
@@ -219,6 +224,8 @@ class PPOAgent(Agent):
             self._finish_deferred_update(states, slots)
         if self._internals:
             return self._act_recurrent(states, masks, slots, independent, deterministic)
+        if self._actor is not None:
+            return self._act_numpy(states, masks, slots, independent, deterministic)
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)
             actions, log_prob, value = self.policy.act(
@@ -227,6 +234,33 @@ class PPOAgent(Agent):
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
             return self.policy.to_env(actions)
+
+    def _act_numpy(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+    ) -> dict[str, np.ndarray]:
+        """The CPU fast path: one NumPy forward pass, stored through zero-copy tensor views."""
+        normalized = states
+        if self.policy.normalizers:
+            with torch.inference_mode():
+                normalized = self.policy.normalize(states, update=not independent)
+        if len(self._state_names) == 1:
+            x = normalized[self._state_names[0]].numpy().reshape(len(slots), -1)
+        else:
+            parts = [normalized[name].numpy().reshape(len(slots), -1) for name in self._state_names]
+            x = np.concatenate(parts, 1)
+        mask = masks.get(self._actor.name)
+        raw, log_prob, value = self._actor.act(
+            x, None if mask is None else mask.numpy(), deterministic, not independent
+        )
+        if not independent:
+            actions = {self._actor.name: raw}
+            self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
+        return {self._actor.name: self._actor.to_env(raw)}
 
     def _act_recurrent(
         self,
@@ -316,11 +350,7 @@ class PPOAgent(Agent):
     ) -> dict[str, float] | None:
         metrics, self._pending_metrics = self._pending_metrics, None
         buffer = self.buffer
-        buffer.add_observe(
-            slots,
-            torch.as_tensor(rewards, device=self.device),
-            torch.as_tensor(terminals, device=self.device),
-        )
+        buffer.add_observe(slots, rewards, terminals)
         if self._internals and terminals.any():
             ended = torch.as_tensor(slots[terminals > 0], device=self.device)
             for x in self._internals.values():
@@ -374,7 +404,12 @@ class PPOAgent(Agent):
         if self._fused is None:
             step = partial(self._minibatch_step, batch)
         else:
-            step = partial(self._fused_minibatch_step, self._fused_rows(batch))
+            rows = self._fused_rows(batch)
+            whole = size <= self.minibatch_size  # every step sees all rows: normalize once
+            if whole and self.normalize_advantages and size > 1:
+                centered = rows.advantages - rows.advantages.mean()
+                rows = rows._replace(advantages=centered / (centered.std() + 1e-8))
+            step = partial(self._fused_minibatch_step, rows, normalize=not whole)
         metrics = self._epochs(size, self.minibatch_size, step)
         metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
         return metrics
@@ -490,12 +525,13 @@ class PPOAgent(Agent):
         )
 
     def _fused_minibatch_step(
-        self, rows: Rows, idx: torch.Tensor | None, clip: float
+        self, rows: Rows, idx: torch.Tensor | None, clip: float, normalize: bool = True
     ) -> torch.Tensor:
         """One hand-derived gradient step (``forceexp.core.fused``) on rows ``idx`` (None: all)."""
         if idx is not None:
             rows = Rows(*(None if x is None else x[idx] for x in rows))
-        return self._fused.step(rows, clip, self.optimizer.param_groups[0]["lr"])
+        lr = self.optimizer.param_groups[0]["lr"]
+        return self._fused.step(rows, clip, lr, normalize)
 
     def _gradient_step(
         self,

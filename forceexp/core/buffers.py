@@ -8,7 +8,7 @@ over into the next rollout after an update.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -86,15 +86,23 @@ class RolloutBuffer:
         self.acted = np.zeros(num_slots, dtype=np.int64)
         self.observed = np.zeros(num_slots, dtype=np.int64)
         self._all = np.arange(num_slots)
+        self._host = torch.device(device).type == "cpu"  # write through NumPy views (cheaper)
 
     def _index(self, slots: np.ndarray, rows: np.ndarray) -> tuple:
         if len(slots) == self.num_slots and np.array_equal(slots, self._all):
-            columns: slice | torch.Tensor = slice(None)
+            columns: Any = slice(None)
         else:
-            columns = torch.as_tensor(slots, device=self.device)
+            columns = slots if self._host else torch.as_tensor(slots, device=self.device)
         if (rows == rows[0]).all():
             return int(rows[0]), columns
-        return torch.as_tensor(rows, device=self.device), columns
+        return (rows if self._host else torch.as_tensor(rows, device=self.device)), columns
+
+    def _put(self, target: torch.Tensor, index: tuple, value: torch.Tensor | np.ndarray) -> None:
+        """``target[index] = value``; on the CPU through NumPy views, where indexing costs less."""
+        if self._host:
+            target.numpy()[index] = value if isinstance(value, np.ndarray) else value.numpy()
+        else:
+            target[index] = torch.as_tensor(value, device=self.device)
 
     def add_act(
         self,
@@ -112,34 +120,36 @@ class RolloutBuffer:
         """
         index = self._index(slots, self.acted[slots])
         for path, x in (internals or {}).items():
-            self.internals[path][index] = x
+            self._put(self.internals[path], index, x)
         for name, x in states.items():
-            self.states[name][index] = x
+            self._put(self.states[name], index, x)
         for name, mask in masks.items():
             if name not in self.masks:
                 spec = self._action_specs[name]
                 shape = (self.capacity, self.num_slots, *spec.shape, spec.num_values)
                 self.masks[name] = torch.ones(shape, dtype=torch.bool, device=self.device)
-            self.masks[name][index] = mask
+            self._put(self.masks[name], index, mask)
         for name in self.masks.keys() - masks.keys():
             self.masks[name][index] = True  # no mask this step: every value allowed
         for name, x in actions.items():
-            self.actions[name][index] = x
-        self.log_prob[index] = log_prob
-        self.value[index] = value
+            self._put(self.actions[name], index, x)
+        self._put(self.log_prob, index, log_prob)
+        self._put(self.value, index, value)
         self.acted[slots] += 1
 
-    def add_observe(self, slots: np.ndarray, reward: torch.Tensor, terminal: torch.Tensor) -> None:
+    def add_observe(
+        self, slots: np.ndarray, reward: np.ndarray | torch.Tensor, terminal: np.ndarray
+    ) -> None:
         """Store the observed half (reward, terminal) of each slot's in-flight row."""
         index = self._index(slots, self.observed[slots])
-        self.reward[index] = reward
-        self.terminal[index] = terminal
+        self._put(self.reward, index, reward)
+        self._put(self.terminal, index, terminal)
         self.observed[slots] += 1
 
     def set_final_value(self, slots: np.ndarray, value: torch.Tensor) -> None:
         """Set the value of the final (post-truncation) state for each slot's last observed row."""
         index = self._index(slots, self.observed[slots] - 1)
-        self.final_value[index] = value
+        self._put(self.final_value, index, value)
 
     def is_full(self, rollout_rows: int) -> bool:
         """Whether ``rollout_rows`` rows are observed in total, or a slot ran out of space."""

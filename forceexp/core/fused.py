@@ -21,6 +21,8 @@ from forceexp.core.networks.auto import AutoNetwork
 #: Metric order of the vector a step returns (see ``PPOAgent`` for the tag names).
 METRICS = ("policy", "value", "total", "entropy", "kl", "clip_fraction", "norm", "norm_clipped")
 _ACTIVATIONS = (nn.Tanh, nn.ReLU)
+_TANH_BACKWARD = torch.ops.aten.tanh_backward
+_RELU_BACKWARD = torch.ops.aten.threshold_backward
 
 
 class Rows(NamedTuple):
@@ -73,6 +75,7 @@ def unsupported_reason(policy: nn.Module) -> str | None:
 
 class _Layer(NamedTuple):
     weight: torch.Tensor
+    weight_t: torch.Tensor  # transposed view, made once (parameters are updated in place)
     bias: torch.Tensor
     grad_weight: torch.Tensor
     grad_bias: torch.Tensor
@@ -126,9 +129,8 @@ class FusedPPOStep:
             self.value_relu = isinstance(policy.baseline.mlp[1], nn.ReLU)
 
     def _linear(self, linear: nn.Linear) -> _Layer:
-        return _Layer(
-            linear.weight, linear.bias, self.grads[linear.weight], self.grads[linear.bias]
-        )
+        weight, bias = linear.weight, linear.bias
+        return _Layer(weight, weight.detach().t(), bias, self.grads[weight], self.grads[bias])
 
     def _layers(self, network: AutoNetwork) -> list[_Layer]:
         return [self._linear(m) for m in network.mlp if isinstance(m, nn.Linear)]
@@ -138,7 +140,7 @@ class FusedPPOStep:
         """Activations of every layer, input first."""
         outputs = [x]
         for layer in layers:
-            z = torch.addmm(layer.bias, x, layer.weight.t())
+            z = torch.addmm(layer.bias, x, layer.weight_t)
             x = z.relu_() if relu else z.tanh_()
             outputs.append(x)
         return outputs
@@ -150,8 +152,8 @@ class FusedPPOStep:
         """Write weight/bias gradients of the dense stack given d loss / d (last activation)."""
         for i in range(len(layers) - 1, -1, -1):
             h = outputs[i + 1]
-            # relu: grad * [h > 0]; tanh: grad * (1 - h^2)
-            grad = grad.mul_(h > 0) if relu else torch.addcmul(grad, grad, h * h, value=-1.0)
+            # relu: grad * [h > 0]; tanh: grad * (1 - h^2), each one kernel
+            grad = _RELU_BACKWARD(grad, h, 0.0) if relu else _TANH_BACKWARD(grad, h)
             layer = layers[i]
             torch.mm(grad.t(), outputs[i], out=layer.grad_weight)
             torch.sum(grad, 0, out=layer.grad_bias)
@@ -199,21 +201,27 @@ class FusedPPOStep:
         return g * z * inv_std
 
     @torch.no_grad()
-    def step(self, rows: Rows, clip: float, learning_rate: float) -> torch.Tensor:
-        """One gradient step on ``rows``; returns the metric vector in ``METRICS`` order."""
+    def step(
+        self, rows: Rows, clip: float, learning_rate: float, normalize: bool = True
+    ) -> torch.Tensor:
+        """One gradient step on ``rows``; returns the metric vector in ``METRICS`` order.
+
+        ``normalize=False`` skips advantage normalization for rows already normalized (the
+        caller does it once when every step sees the same rows).
+        """
         size = rows.states.shape[0]
         policy_out = self._forward(self.policy_layers, rows.states, self.relu)
-        head_out = torch.addmm(self.head_layer.bias, policy_out[-1], self.head_layer.weight.t())
+        head_out = torch.addmm(self.head_layer.bias, policy_out[-1], self.head_layer.weight_t)
         if self.value_layers:
             value_out = self._forward(self.value_layers, rows.states, self.value_relu)
         else:
             value_out = policy_out
-        value = torch.addmm(self.value_head.bias, value_out[-1], self.value_head.weight.t())
+        value = torch.addmm(self.value_head.bias, value_out[-1], self.value_head.weight_t)
         value = value.squeeze(1)
         log_prob, entropy, state = self._policy_terms(head_out, rows)
 
         advantages = rows.advantages
-        if self.normalize_advantages and size > 1:
+        if normalize and self.normalize_advantages and size > 1:
             centered = advantages - advantages.mean()
             advantages = centered / (centered.std() + 1e-8)
         log_ratio = log_prob - rows.log_prob
@@ -271,19 +279,24 @@ class FusedPPOStep:
         return grad.mm(layer.weight)
 
     def _adam(self, learning_rate: float) -> None:
-        """The optimizer's own fused Adam kernel on its own state (one call for all tensors)."""
+        """The optimizer's own fused Adam kernel on its own state (one call for all tensors).
+
+        Every parameter's ``step`` entry is one shared tensor (they always count the same
+        steps), so counting is one op; the state stays in ``torch.optim.Adam``'s format.
+        """
         state = self.optimizer.state
-        if not state:
+        first = state.get(self.params[0])
+        if first is None or any(state[p]["step"] is not first["step"] for p in self.params):
+            step = first["step"].clone() if first else torch.zeros((), device=self.flat_grad.device)
             for p in self.params:
-                state[p] = {
-                    "step": torch.zeros((), dtype=torch.float32, device=p.device),
-                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                }
+                entry = state.setdefault(p, {})
+                entry["step"] = step
+                entry.setdefault("exp_avg", torch.zeros_like(p))
+                entry.setdefault("exp_avg_sq", torch.zeros_like(p))
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
         steps = [state[p]["step"] for p in self.params]
-        torch._foreach_add_(steps, 1)
+        steps[0].add_(1)
         torch._fused_adam_(
             self.params,
             [self.grads[p] for p in self.params],
