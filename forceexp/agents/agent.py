@@ -293,7 +293,7 @@ class Agent:
             idle = slots[~self._acting[slots]].tolist()
             raise ProtocolError(f"observe: parallel slot(s) {idle} have not acted; call act first")
         nexts = None
-        if next_states is not None:
+        if next_states is not None and self._uses_next_states(slots, terminals):
             nexts, _, _ = self._to_batch(
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
@@ -397,6 +397,10 @@ class Agent:
     ) -> tuple[Tensors, dict[str, Any]]:
         """Independent act from given recurrent internals; returns actions and next internals."""
         raise NotImplementedError
+
+    def _uses_next_states(self, slots: np.ndarray, terminals: np.ndarray) -> bool:
+        """Whether ``_observe`` needs this step's next states (converting them costs time)."""
+        return True
 
     def _observe(
         self,

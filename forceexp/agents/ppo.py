@@ -373,6 +373,11 @@ class PPOAgent(Agent):
             metrics = self._update()
         return metrics
 
+    def _uses_next_states(self, slots: np.ndarray, terminals: np.ndarray) -> bool:
+        """Only truncated episodes and a completed rollout bootstrap from next states."""
+        rows = self.rollout_length * self.parallel_interactions
+        return bool((terminals == 2).any()) or self.buffer.is_full(rows, pending=slots)
+
     def _truncation_values(
         self, slots: np.ndarray, truncated: np.ndarray, next_states: Tensors | None
     ) -> None:

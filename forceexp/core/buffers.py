@@ -87,6 +87,7 @@ class RolloutBuffer:
         self.observed = np.zeros(num_slots, dtype=np.int64)
         self._all = np.arange(num_slots)
         self._host = torch.device(device).type == "cpu"  # write through NumPy views (cheaper)
+        self._views: dict[int, np.ndarray] = {}  # id(tensor) -> its NumPy view (same memory)
 
     def _index(self, slots: np.ndarray, rows: np.ndarray) -> tuple:
         if len(slots) == self.num_slots and np.array_equal(slots, self._all):
@@ -100,7 +101,10 @@ class RolloutBuffer:
     def _put(self, target: torch.Tensor, index: tuple, value: torch.Tensor | np.ndarray) -> None:
         """``target[index] = value``; on the CPU through NumPy views, where indexing costs less."""
         if self._host:
-            target.numpy()[index] = value if isinstance(value, np.ndarray) else value.numpy()
+            view = self._views.get(id(target))
+            if view is None:
+                view = self._views[id(target)] = target.numpy()
+            view[index] = value if isinstance(value, np.ndarray) else value.numpy()
         else:
             target[index] = torch.as_tensor(value, device=self.device)
 
@@ -151,11 +155,16 @@ class RolloutBuffer:
         index = self._index(slots, self.observed[slots] - 1)
         self._put(self.final_value, index, value)
 
-    def is_full(self, rollout_rows: int) -> bool:
-        """Whether ``rollout_rows`` rows are observed in total, or a slot ran out of space."""
-        return int(self.observed.sum()) >= rollout_rows or int(self.observed.max()) >= (
-            self.capacity - 1
-        )
+    def is_full(self, rollout_rows: int, pending: np.ndarray | None = None) -> bool:
+        """Whether ``rollout_rows`` rows are observed in total, or a slot ran out of space.
+
+        ``pending``: slots about to be observed once more, counted as if already observed.
+        """
+        observed = self.observed
+        if pending is not None:
+            observed = observed.copy()
+            observed[pending] += 1
+        return int(observed.sum()) >= rollout_rows or int(observed.max()) >= self.capacity - 1
 
     def needs_bootstrap(self) -> np.ndarray:
         """Slots whose last observed row continues but has no in-flight row to bootstrap from."""
