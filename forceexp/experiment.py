@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from forceexp.agents.agent import Agent, seed_everything
 from forceexp.config import build
 from forceexp.environments import create
+from forceexp.execution.milestones import ReturnThreshold
 from forceexp.execution.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,16 @@ def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
     return Agent.load(directory, environment=environment, **observers)
 
 
+def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
+    """Time-to-solve tracking from ``solve_return`` (``auto``: the env's reward threshold)."""
+    threshold = cfg.get("solve_return", "auto")
+    if threshold == "auto":
+        threshold = environment.reward_threshold()
+    if threshold is None:
+        return None
+    return ReturnThreshold(float(threshold), stop=bool(cfg.get("stop_when_solved", False)))
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     from forceexp.observers.tracker import track
@@ -102,12 +113,16 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
             run_kwargs["num_timesteps"] = max(1, run_kwargs["num_timesteps"] - agent.timesteps)
     else:
         agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
+    solve = _solve_watch(cfg, probe)
     probe.close()
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
     start = time.perf_counter()
     try:
+        if solve is not None:
+            solve.start = start
+            run_kwargs["callback"] = solve
         runner.run(**run_kwargs)
         wall = time.perf_counter() - start
         log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
@@ -127,6 +142,9 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "train_return_last100": (
             sum(runner.episode_returns[-100:]) / max(1, len(runner.episode_returns[-100:]))
         ),
+        "solve_return": None if solve is None else solve.threshold,
+        "solved_timesteps": None if solve is None else solve.timesteps,
+        "solved_seconds": None if solve is None else solve.seconds,
     }
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))

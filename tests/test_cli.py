@@ -32,7 +32,10 @@ def test_train_py_writes_results_json(tmp_path):
         "episodes",
         "wall_seconds",
         "steps_per_second",
+        "solved_timesteps",
+        "solved_seconds",
     } <= set(results)
+    assert results["solve_return"] == 475.0  # CartPole-v1's registered reward threshold
     assert (run_dir / ".hydra" / "config.yaml").exists()
     assert (run_dir / "train.log").exists()
 

@@ -207,7 +207,7 @@ def cartpole_traces(tmp_path_factory):
     """Train PPO on CartPole once; return (recorder traces of its last 100 training episodes,
     write_trace traces of 100 deterministic episodes of the trained agent)."""
     torch.set_num_threads(1)
-    timesteps = 60_000
+    timesteps = 100_000
     recorded = tmp_path_factory.mktemp("recorded")
     runner = Runner(
         agent={

@@ -44,6 +44,10 @@ class Environment:
         """The environment's own episode length limit, if any."""
         return None
 
+    def reward_threshold(self) -> float | None:
+        """Return at which the task counts as solved (e.g. Gymnasium's ``reward_threshold``)."""
+        return None
+
     def reset(self, seed: int | None = None) -> Any:
         """Start an episode and return its first states."""
         raise NotImplementedError
@@ -103,6 +107,10 @@ class EnvironmentWrapper(Environment):
     def max_episode_timesteps(self) -> int | None:
         """Effective episode limit (the wrapper's, else the environment's own)."""
         return self._limit
+
+    def reward_threshold(self) -> float | None:
+        """The wrapped environment's solved threshold."""
+        return self.environment.reward_threshold()
 
     def reset(self, seed: int | None = None) -> Any:
         """Reset the wrapped environment and the episode timestep counter."""

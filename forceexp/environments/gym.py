@@ -78,6 +78,12 @@ class GymEnvironment(Environment):
         """The Gymnasium TimeLimit, if registered."""
         return self._limit
 
+    def reward_threshold(self) -> float | None:
+        """The registered ``reward_threshold`` (CartPole-v1: 475), if any."""
+        spec = getattr(self.env, "spec", None)
+        threshold = getattr(spec, "reward_threshold", None)
+        return None if threshold is None else float(threshold)
+
     def reset(self, seed: int | None = None) -> Any:
         """Reset (seeding the env on the first call when ``seed`` is given)."""
         obs, info = self.env.reset(seed=seed)

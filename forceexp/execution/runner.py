@@ -245,6 +245,7 @@ class Runner:
             steps += len(slots)
             truncate = num_timesteps is not None and steps >= num_timesteps
             rewards, terminals = self._step(states, slots, evaluation, truncate)
+            self.timesteps += len(slots)  # before the episode callbacks, so they see this step
             stop = stop or truncate
             episode.add(slots, rewards)
             for i in slots[terminals > 0]:
@@ -265,7 +266,6 @@ class Runner:
                     states[i] = self._reset(i)
                 active[waiting] = True
                 waiting = []
-            self.timesteps += len(slots)
             progress.step(len(slots))
 
     def _step(

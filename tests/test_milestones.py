@@ -1,0 +1,56 @@
+"""Time-to-solve tracking (ReturnThreshold) and the env reward thresholds it reads."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from forceexp import Environment, Runner
+from forceexp.execution.milestones import ReturnThreshold
+
+
+class CountingEnv(Environment):
+    """One-step episodes whose reward is the episode index (so the rolling mean grows)."""
+
+    def __init__(self) -> None:
+        self.episode = 0
+
+    def states(self) -> dict:
+        return dict(type="float", shape=(1,))
+
+    def actions(self) -> dict:
+        return dict(type="int", num_values=2)
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        return np.zeros(1, np.float32)
+
+    def execute(self, actions) -> tuple:
+        self.episode += 1
+        return np.zeros(1, np.float32), 1, float(self.episode)
+
+
+def test_threshold_records_the_first_crossing_and_can_stop_the_run() -> None:
+    runner = Runner(agent="random", environment=CountingEnv())
+    watch = ReturnThreshold(threshold=20.5, window=10)
+    runner.run(num_episodes=60, callback=watch, use_tqdm=False)
+    # mean of episodes 16..25 is 20.5: reached at the 25th episode, the run went on
+    assert watch.timesteps == 25
+    assert watch.seconds is not None and watch.seconds >= 0
+    assert runner.episodes == 60
+    stopping = ReturnThreshold(threshold=20.5, window=10, stop=True)
+    runner = Runner(agent="random", environment=CountingEnv())
+    runner.run(num_episodes=60, callback=stopping, use_tqdm=False)
+    assert runner.episodes == 25
+
+
+def test_unreached_threshold_stays_none() -> None:
+    runner = Runner(agent="random", environment=CountingEnv())
+    watch = ReturnThreshold(threshold=1e9, window=5)
+    runner.run(num_episodes=20, callback=watch, use_tqdm=False)
+    assert watch.timesteps is None and watch.seconds is None
+
+
+def test_gymnasium_reward_threshold_is_exposed() -> None:
+    env = Environment.create("CartPole-v1")
+    assert env.reward_threshold() == 475.0
+    env.close()
+    assert Environment.create(CountingEnv()).reward_threshold() is None
