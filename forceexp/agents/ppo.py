@@ -23,13 +23,13 @@ from forceexp.observers import tags
 _STEP_METRICS = (
     tags.LOSS_POLICY,
     tags.LOSS_VALUE,
-    tags.LOSS_TOTAL,
     tags.ENTROPY,
     tags.KL_DIVERGENCE,
     tags.CLIP_FRACTION,
     tags.UPDATE_NORM,
     tags.UPDATE_NORM_CLIPPED,
 )
+_KL = _STEP_METRICS.index(tags.KL_DIVERGENCE)
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -466,10 +466,15 @@ class PPOAgent(Agent):
                     stats = step(order[start : start + chunk], clip)
                     sums += stats
                     steps += 1
-            if self.target_kl is not None and float(stats[4]) > 1.5 * self.target_kl:
+            if self.target_kl is not None and float(stats[_KL]) > 1.5 * self.target_kl:
                 break
         self.policy.eval()
         metrics = dict(zip(_STEP_METRICS, (sums / steps).tolist(), strict=True))
+        metrics[tags.LOSS_TOTAL] = (  # linear in the pieces, so the mean of the step totals
+            metrics[tags.LOSS_POLICY]
+            + self.value_coef * metrics[tags.LOSS_VALUE]
+            - self.entropy_coef * metrics[tags.ENTROPY]
+        )
         metrics[tags.LEARNING_RATE] = lr
         return metrics
 
@@ -580,7 +585,6 @@ class PPOAgent(Agent):
                 (
                     policy_loss,
                     value_loss,
-                    loss,
                     entropy_mean,
                     kl,
                     clipped_fraction,

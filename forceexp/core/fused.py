@@ -19,7 +19,7 @@ from forceexp.core.distributions import MASKED_LOGIT, CategoricalHead, GaussianH
 from forceexp.core.networks.auto import AutoNetwork
 
 #: Metric order of the vector a step returns (see ``PPOAgent`` for the tag names).
-METRICS = ("policy", "value", "total", "entropy", "kl", "clip_fraction", "norm", "norm_clipped")
+METRICS = ("policy", "value", "entropy", "kl", "clip_fraction", "norm", "norm_clipped")
 _ACTIVATIONS = (nn.Tanh, nn.ReLU)
 _TANH_BACKWARD = torch.ops.aten.tanh_backward
 _RELU_BACKWARD = torch.ops.aten.threshold_backward
@@ -189,7 +189,7 @@ class FusedPPOStep:
             logp, probs, index, component_entropy = state  # type: ignore[misc]
             g = g_log_prob.view(-1, 1, 1)
             grad = probs * (-g)
-            grad.scatter_add_(-1, index, g.expand_as(index).contiguous())
+            grad.scatter_add_(-1, index, g.expand_as(index))
             if g_entropy:  # dH/dz_j = -p_j (log p_j + H)
                 grad.addcmul_(probs, logp + component_entropy, value=-g_entropy)
             return grad.view(grad.shape[0], -1)
@@ -247,7 +247,6 @@ class FusedPPOStep:
                 2.0 * self.value_coef / size
             )
         entropy_mean = entropy.mean()
-        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
 
         head_grad = self._head_grad(state, g_log_prob, -self.entropy_coef / size)
         g_features = self._head_backward(self.head_layer, policy_out[-1], head_grad)
@@ -266,10 +265,11 @@ class FusedPPOStep:
         else:
             norm_clipped = norm
         self._adam(learning_rate)
-        kl = ((ratio - 1.0) - log_ratio).mean()
-        clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
+        excess = ratio - 1.0
+        kl = (excess - log_ratio).mean()
+        clip_fraction = excess.abs_().gt_(clip).mean()  # in place: 1.0 where clipped
         return torch.stack(
-            (policy_loss, value_loss, loss, entropy_mean, kl, clip_fraction, norm, norm_clipped)
+            (policy_loss, value_loss, entropy_mean, kl, clip_fraction, norm, norm_clipped)
         )
 
     @staticmethod
