@@ -177,3 +177,16 @@ def test_runner_counts_episodes_and_refuses_instances_for_parallel():
     runner.close()
     with pytest.raises(ConfigError, match="cannot be copied"):
         Runner(agent="random", environment=Environment.create("CartPole-v1"), num_parallel=2)
+
+
+def test_auto_device_keeps_small_networks_on_the_cpu():
+    import torch
+
+    from forceexp.agents.agent import resolve_device
+    from forceexp.specs import parse_specs
+
+    vector = parse_specs(dict(type="float", shape=(4,)), "state")
+    image = parse_specs(dict(type="float", shape=(84, 84, 4)), "state")
+    assert resolve_device("auto", vector).type == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto", image).type == expected
