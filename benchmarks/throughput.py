@@ -10,8 +10,9 @@ What is timed:
   Gymnasium CartPole-v1 goes through the batched loop over N environment objects, the vectorised
   CartPole through the vectorised loop (one ``execute`` for all N).
 - ``fraction_of_env``: runner steps/s over env steps/s, the share of the ceiling kept.
-- At the last vectorised N (1024 by default): the step time split into ``act`` (``agent.act``
-  alone on a batch), ``env`` (from the ceiling) and ``loop`` (the rest: runner bookkeeping).
+- At the last vectorised N (1024 by default): the runner's step time split into ``act``
+  (``agent.act``), ``env`` (``execute`` + ``reset_where``) and ``loop`` (the rest: the runner's
+  bookkeeping), timed inside the loop.
 
 Prints one JSON line per figure. Usage:
 ``python benchmarks/throughput.py [--seconds 1.0] [--gym-sizes 1 8 64 256]
@@ -113,21 +114,41 @@ def runner_rate(environment: object, count: int, seconds: float) -> float:
         runner.close()
 
 
-def act_us(count: int, calls: int = 200) -> float:
-    """Median microseconds of one batched independent deterministic ``agent.act``."""
+def step_split(count: int, seconds: float) -> dict[str, float]:
+    """Microseconds per vectorised runner step in ``agent.act``, the environment and the rest.
+
+    Times ``agent.act`` and the environment's ``execute``/``reset_where`` inside the loop (each
+    wrapped with a timer); ``loop`` is what remains of the step: the runner's own work.
+    """
     runner = Runner(
         agent=dict(AGENT),
         environment={"environment": "cartpole_vectorized", "num_environments": count},
+        seed=0,
     )
-    states = runner.vectorized.reset(seed=0)
-    slots = np.arange(count)
-    times = np.empty(calls)
-    for i in range(calls):
-        start = time.perf_counter()
-        runner.agent.act(states, parallel=slots, independent=True, deterministic=True)
-        times[i] = time.perf_counter() - start
+    spent = {"act": 0.0, "env": 0.0}
+
+    def timed(part: str, function: Callable) -> Callable:
+        def call(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            out = function(*args, **kwargs)
+            spent[part] += time.perf_counter() - start
+            return out
+
+        return call
+
+    runner.agent.act = timed("act", runner.agent.act)
+    runner.vectorized.execute = timed("env", runner.vectorized.execute)
+    runner.vectorized.reset_where = timed("env", runner.vectorized.reset_where)
+    runner.run(num_timesteps=count * 20, evaluation=True, use_tqdm=False)  # warm-up
+    steps = max(20, round(seconds * 1e6 / 1000))  # about ``seconds`` at 1 ms per step
+    spent.update(act=0.0, env=0.0)
+    start = time.perf_counter()
+    runner.run(num_timesteps=count * steps, evaluation=True, use_tqdm=False)
+    total = time.perf_counter() - start
     runner.close()
-    return float(np.median(times[calls // 10 :]) * 1e6)
+    split = {part: value / steps * 1e6 for part, value in spent.items()}
+    split["loop"] = total / steps * 1e6 - split["act"] - split["env"]
+    return split
 
 
 def main() -> None:
@@ -151,12 +172,8 @@ def main() -> None:
         emit(f"vectorized_cartpole_n{count}_env", env, "steps/s", "numpy")
         emit(f"vectorized_cartpole_n{count}_runner", ours, "steps/s")
         emit(f"vectorized_cartpole_n{count}_fraction_of_env", ours / env, "ratio")
-    step, env_step = count / ours * 1e6, count / env * 1e6  # the last (largest) N
-    act = act_us(count)
-    emit(f"vectorized_cartpole_n{count}_step", step, "us")
-    emit(f"vectorized_cartpole_n{count}_act", act, "us")
-    emit(f"vectorized_cartpole_n{count}_env_step", env_step, "us")
-    emit(f"vectorized_cartpole_n{count}_loop", step - act - env_step, "us")
+    for part, value in step_split(count, args.seconds).items():  # the last (largest) N
+        emit(f"vectorized_cartpole_n{count}_step_{part}", value, "us")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class CartPoleVectorized(VectorizedEnvironment):
         super().__init__(num_environments, max_episode_timesteps)
         self.state = np.zeros((4, self.num_environments))  # rows: x, x_dot, theta, theta_dot
         self._forces = np.array([-self.force_mag, self.force_mag])
+        self._thresholds = np.array([[self.x_threshold], [self.theta_threshold_radians]])
         self._last = np.zeros((self.num_environments, 4), dtype=np.float32)
         self._rewards = np.ones(self.num_environments, dtype=np.float32)
 
@@ -68,7 +69,7 @@ class CartPoleVectorized(VectorizedEnvironment):
 
     def _execute(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # Gymnasium's arithmetic, operation for operation (so results match to the bit).
-        x, x_dot, theta, theta_dot = self.state
+        _, x_dot, theta, theta_dot = self.state
         force = self._forces[actions]
         costheta = np.cos(theta)
         sintheta = np.sin(theta)
@@ -77,15 +78,12 @@ class CartPoleVectorized(VectorizedEnvironment):
             self.length * (4.0 / 3.0 - self.masspole * np.square(costheta) / self.total_mass)
         )
         xacc = temp - self.polemass_length * thetaacc * costheta / self.total_mass
-        state = np.empty_like(self.state)
-        np.add(x, self.tau * x_dot, out=state[0])
-        np.add(x_dot, self.tau * xacc, out=state[1])
-        np.add(theta, self.tau * theta_dot, out=state[2])
-        np.add(theta_dot, self.tau * thetaacc, out=state[3])
+        state = np.stack((x_dot, xacc, theta_dot, thetaacc))
+        state *= self.tau
+        state += self.state  # x + tau * x_dot, ... (Euler)
         self.state = state
-        terminated = np.abs(state[0]) > self.x_threshold
-        terminated |= np.abs(state[2]) > self.theta_threshold_radians
-        return self._observation(), terminated, self._rewards.copy()
+        beyond = np.abs(state[::2]) > self._thresholds  # |x|, |theta|
+        return self._observation(), beyond[0] | beyond[1], self._rewards.copy()
 
 
 class AcrobotVectorized(VectorizedEnvironment):

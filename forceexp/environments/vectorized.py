@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from forceexp.environments.environment import TRUNCATED
+from forceexp.environments.environment import TERMINATED, TRUNCATED
 from forceexp.errors import ConfigError, ProtocolError, message
 from forceexp.specs import parse_specs
 
@@ -114,10 +114,10 @@ class VectorizedEnvironment:
             actions = self._check_actions(actions)
         states, terminated, rewards = self._execute(actions)
         self._timesteps += 1
-        terminals = terminated.astype(np.int64)
-        if self._limit is not None:
-            terminals[(self._timesteps >= self._limit) & ~terminated] = TRUNCATED
-        return states, terminals, rewards
+        if self._limit is None:
+            return states, terminated.astype(np.int64), rewards
+        truncated = (self._timesteps >= self._limit) * TRUNCATED
+        return states, np.where(terminated, TERMINATED, truncated), rewards
 
     def close(self) -> None:
         """Release resources (nothing by default)."""

@@ -16,8 +16,12 @@ class EpisodeStats:
         self.lengths = np.zeros(count, dtype=np.int64)
         self.starts = np.full(count, time.perf_counter())
 
-    def add(self, slots: np.ndarray | slice, rewards: np.ndarray) -> None:
-        """Add one step's rewards ``(B,)`` to the episodes of ``slots``."""
+    def add(self, slots: np.ndarray | None, rewards: np.ndarray) -> None:
+        """Add one step's rewards ``(B,)`` to the episodes of ``slots`` (None: every slot)."""
+        if slots is None:
+            np.add(self.returns, rewards, out=self.returns)
+            self.lengths += 1
+            return
         self.returns[slots] += rewards
         self.lengths[slots] += 1
 

@@ -127,7 +127,7 @@ class VectorizedLoop:
                 )
                 if self.agent.observe(rewards, terminals, parallel=parallel, next_states=nexts):
                     self.runner.updates += 1
-            self.episode.add(slice(None) if full else slots, rewards)
+            self.episode.add(None if full else slots, rewards)
             done = terminals > 0
             states = next_states
             if done.any():
