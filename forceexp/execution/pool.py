@@ -93,7 +93,7 @@ def local_specs(environment: Any) -> dict[str, Any]:
     try:
         return {"states": probe.states(), "actions": probe.actions()}
     finally:
-        if probe is not environment and probe.environment is not environment:
+        if probe is not environment and getattr(probe, "environment", None) is not environment:
             probe.close()
 
 
