@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from forceexp.config import is_spec_file, load_spec_file
+from forceexp.environments.classic_control import AcrobotVectorized, CartPoleVectorized
 from forceexp.environments.environment import Environment, EnvironmentWrapper
 from forceexp.environments.gym import GymEnvironment
 from forceexp.environments.testing import (
@@ -14,17 +15,26 @@ from forceexp.environments.testing import (
     MultiInputEnvironment,
     TargetEnvironment,
 )
+from forceexp.environments.vectorized import VectorizedEnvironment
 from forceexp.errors import ConfigError
 from forceexp.registry import Registry
 
-ENVIRONMENTS: Registry[type[Environment]] = Registry("environment")
+ENVIRONMENTS: Registry[type[Environment] | type[VectorizedEnvironment]] = Registry("environment")
 ENVIRONMENTS.register("gym", "gymnasium")(GymEnvironment)
 ENVIRONMENTS.register("identity")(IdentityEnvironment)
 ENVIRONMENTS.register("target")(TargetEnvironment)
 ENVIRONMENTS.register("masked_choice")(MaskedChoiceEnvironment)
 ENVIRONMENTS.register("multi_input")(MultiInputEnvironment)
+ENVIRONMENTS.register("cartpole_vectorized")(CartPoleVectorized)
+ENVIRONMENTS.register("acrobot_vectorized")(AcrobotVectorized)
 
-__all__ = ["ENVIRONMENTS", "Environment", "EnvironmentWrapper", "create"]
+__all__ = [
+    "ENVIRONMENTS",
+    "Environment",
+    "EnvironmentWrapper",
+    "VectorizedEnvironment",
+    "create",
+]
 
 
 def create(
@@ -33,14 +43,15 @@ def create(
     max_episode_timesteps: int | None = None,
     remote: str | None = None,
     **kwargs: Any,
-) -> EnvironmentWrapper:
-    """Create a wrapped environment.
+) -> EnvironmentWrapper | VectorizedEnvironment:
+    """Create a wrapped environment (or a vectorised one, returned as is).
 
     Args:
         environment: A Gymnasium id (``'CartPole-v1'``), a registered key (``'gym'``,
             ``'identity'``, ...), a ``.json``/``.yaml`` spec file, a dict with ``environment``
-            or ``type``, an ``Environment`` subclass or instance, a ``gymnasium.Env`` instance,
-            or a zero-argument factory returning one of these.
+            or ``type``, an ``Environment`` or ``VectorizedEnvironment`` subclass or instance, a
+            ``gymnasium.Env`` instance, or a zero-argument factory returning one of these.
+            Vectorised ones (``'cartpole_vectorized'``, ...) take ``num_environments=N``.
         level: The Gymnasium id when ``environment='gym'``.
         max_episode_timesteps: Episode limit; reaching it ends the episode with terminal 2.
         remote: ``'socket-server'`` serves the environment over TCP and blocks (kwargs
@@ -50,7 +61,8 @@ def create(
         **kwargs: Passed to the environment's constructor.
 
     Returns:
-        An ``EnvironmentWrapper`` enforcing the limit and checking outputs against the specs.
+        An ``EnvironmentWrapper`` enforcing the limit and checking outputs against the specs,
+        or the ``VectorizedEnvironment`` itself (which applies the limit per sub-environment).
     """
     if remote is not None:
         return _remote(environment, level, max_episode_timesteps, remote, kwargs)
@@ -63,6 +75,10 @@ def create(
         max_episode_timesteps = spec.pop("max_episode_timesteps", max_episode_timesteps)
         kwargs = {**spec, **kwargs}
     env = _instantiate(environment, level, max_episode_timesteps, kwargs)
+    if isinstance(env, VectorizedEnvironment):
+        if max_episode_timesteps is not None:
+            env.set_max_episode_timesteps(max_episode_timesteps)
+        return env
     if isinstance(env, EnvironmentWrapper):
         if (
             max_episode_timesteps is not None
@@ -75,14 +91,16 @@ def create(
 
 def _instantiate(
     environment: Any, level: Any, max_episode_timesteps: int | None, kwargs: dict[str, Any]
-) -> Environment:
+) -> Environment | VectorizedEnvironment:
     import gymnasium
 
-    if isinstance(environment, Environment):
+    if isinstance(environment, Environment | VectorizedEnvironment):
         return environment
     if isinstance(environment, gymnasium.Env):
         return GymEnvironment(environment)
-    if inspect.isclass(environment) and issubclass(environment, Environment):
+    if inspect.isclass(environment) and issubclass(
+        environment, Environment | VectorizedEnvironment
+    ):
         return environment(**kwargs)
     if isinstance(environment, str):
         if environment in ENVIRONMENTS:

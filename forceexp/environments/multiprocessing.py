@@ -22,10 +22,12 @@ _CONTEXTS = ("forkserver", "spawn")
 def _worker(conn: Any, spec: Any, max_episode_timesteps: int | None) -> None:
     """Worker loop: create the environment, then answer reset/execute until close."""
     from forceexp.environments import create
+    from forceexp.environments.vectorized import refuse_remote
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
     try:
         env = create(spec, max_episode_timesteps=max_episode_timesteps)
+        refuse_remote(env)
         conn.send(("specs", (env.states(), env.actions(), env.max_episode_timesteps())))
     except Exception:
         conn.send(("error", traceback.format_exc()))

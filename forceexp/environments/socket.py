@@ -163,10 +163,12 @@ def serve(
         max_connections: Stop after this many clients (None: serve forever).
     """
     from forceexp.environments import create
+    from forceexp.environments.vectorized import refuse_remote
 
     if host not in LOOPBACK and not secret:
         log.warning("serving on %s without a shared secret: anyone who can connect may", host)
     env = create(environment, max_episode_timesteps=max_episode_timesteps)
+    refuse_remote(env)
     server = socket.create_server((host, port), reuse_port=False)
     log.info("Serving %r on %s:%d", env, host, server.getsockname()[1])
     print(f"forceexp.serve listening on {host}:{server.getsockname()[1]}", file=sys.stderr)

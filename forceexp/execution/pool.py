@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from forceexp.environments import create
+from forceexp.environments import VectorizedEnvironment, create
 from forceexp.errors import ConfigError, message
 
 
@@ -43,9 +43,23 @@ def close_all(environments: Sequence[Any]) -> None:
 
 
 def create_all(specs: list[Any], limit: int | None, remote: str | None) -> list[Any]:
-    """Create local environments, or start one worker process per spec (all at once)."""
+    """Create local environments, or start one worker process per spec (all at once).
+
+    A vectorised environment is created once, whatever the number of specs (one, or
+    ``num_environments`` copies of the same spec).
+    """
     if remote is None:
-        return [create(spec, max_episode_timesteps=limit) for spec in specs]
+        first = create(specs[0], max_episode_timesteps=limit)
+        if isinstance(first, VectorizedEnvironment):
+            from forceexp.execution.vectorized import check_size
+
+            try:
+                check_size(first, specs)
+            except ConfigError:
+                first.close()
+                raise
+            return [first]
+        return [first, *(create(spec, max_episode_timesteps=limit) for spec in specs[1:])]
     from forceexp.environments.multiprocessing import ProcessEnvironment
 
     workers: list[ProcessEnvironment] = []
@@ -79,7 +93,7 @@ def local_specs(environment: Any) -> dict[str, Any]:
     try:
         return {"states": probe.states(), "actions": probe.actions()}
     finally:
-        if probe is not environment and probe.environment is not environment:
+        if probe is not environment and getattr(probe, "environment", None) is not environment:
             probe.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 
@@ -15,16 +16,25 @@ class EpisodeStats:
         self.lengths = np.zeros(count, dtype=np.int64)
         self.starts = np.full(count, time.perf_counter())
 
-    def add(self, slots: np.ndarray, rewards: np.ndarray) -> None:
-        """Add one step's rewards ``(B,)`` to the episodes of ``slots``."""
+    def add(self, slots: np.ndarray | None, rewards: np.ndarray) -> None:
+        """Add one step's rewards ``(B,)`` to the episodes of ``slots`` (None: every slot)."""
+        if slots is None:
+            np.add(self.returns, rewards, out=self.returns)
+            self.lengths += 1
+            return
         self.returns[slots] += rewards
         self.lengths[slots] += 1
 
     def finish(self, index: int) -> tuple[float, int, float]:
         """End slot ``index``'s episode; return its return, length and seconds."""
+        returns, lengths, seconds = self.finish_many(np.array([index]))
+        return float(returns[0]), int(lengths[0]), float(seconds[0])
+
+    def finish_many(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """End the episodes of slots ``indices``; return their returns, lengths and seconds."""
         now = time.perf_counter()
-        out = (float(self.returns[index]), int(self.lengths[index]), now - self.starts[index])
-        self.returns[index], self.lengths[index], self.starts[index] = 0.0, 0, now
+        out = (self.returns[indices], self.lengths[indices], now - self.starts[indices])
+        self.returns[indices], self.lengths[indices], self.starts[indices] = 0.0, 0, now
         return out
 
 
@@ -34,7 +44,7 @@ class Progress:
     def __init__(self, num_episodes: int | None, num_timesteps: int | None, enabled: bool) -> None:
         self.bar = None
         self.by_episodes = num_timesteps is None
-        self.returns: list[float] = []
+        self.returns: deque[float] = deque(maxlen=100)  # for the rolling mean
         self.start = time.perf_counter()
         self.steps = 0
         if enabled:
@@ -45,12 +55,16 @@ class Progress:
 
     def episode(self, episode_return: float) -> None:
         """Count a finished episode and refresh the bar's mean return and steps/s."""
-        self.returns.append(episode_return)
+        self.episodes([episode_return])
+
+    def episodes(self, episode_returns: list[float]) -> None:
+        """Count finished episodes (in order) and refresh the bar once."""
+        self.returns.extend(episode_returns)
         if self.bar is not None:
             if self.by_episodes:
-                self.bar.update(1)
+                self.bar.update(len(episode_returns))
             rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
-            mean = float(np.mean(self.returns[-100:]))
+            mean = float(np.mean(self.returns))
             self.bar.set_postfix(ret=f"{mean:.1f}", sps=f"{rate:.0f}", refresh=False)
 
     def step(self, count: int) -> None:

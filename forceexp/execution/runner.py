@@ -10,12 +10,13 @@ from typing import Any
 import numpy as np
 
 from forceexp.agents.agent import Agent
-from forceexp.environments import create
+from forceexp.environments import VectorizedEnvironment, create
 from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, message
 from forceexp.execution.pool import LocalHandle, close_all, connect, create_all, local_specs
 from forceexp.execution.progress import EpisodeStats, Progress
 from forceexp.execution.unbatched import Unbatched as _Unbatched
+from forceexp.execution.vectorized import VectorizedLoop
 
 REMOTES = (None, "multiprocessing", "socket-client")
 READY_TIMEOUT = 300.0
@@ -51,9 +52,11 @@ class Runner:
             file, a dict); created with the environment's specs and
             ``parallel_interactions=num_parallel``.
         environment: Anything ``Environment.create`` takes; copied ``num_parallel`` times
-            (give a spec or factory, not an instance, when ``num_parallel > 1``).
+            (give a spec or factory, not an instance, when ``num_parallel > 1``). A vectorised
+            environment (``'cartpole_vectorized'``, ...) is created once and stepped as a whole.
         max_episode_timesteps: Episode limit passed to every environment.
-        num_parallel: Number of environments (default 1, or ``len(environments)``).
+        num_parallel: Number of environments (default 1, or ``len(environments)``; for a
+            vectorised environment its ``num_environments``, which a given value must equal).
         environments: Explicit list of environment specs, one per slot.
         evaluation_environment: Environment used by ``evaluate`` (default: a new copy).
         seed: Environments are seeded ``seed, seed + 1, ...`` on their first reset.
@@ -89,6 +92,8 @@ class Runner:
             specs = self._environment_specs(environment, environments, num_parallel, remote)
             self._env_spec = specs[0]
             self.environments = create_all(specs, max_episode_timesteps, remote)
+        first = self.environments[0]
+        self.vectorized = first if isinstance(first, VectorizedEnvironment) else None
         try:
             self._check_specs()
             self.agent: Agent = self._build_agent(agent)
@@ -111,8 +116,15 @@ class Runner:
             if env.states() != first.states() or env.actions() != first.actions():
                 raise ConfigError(f"environments[{i}]: specs differ from environments[0]")
 
+    @property
+    def num_parallel(self) -> int:
+        """Number of environment slots (a vectorised environment's ``num_environments``)."""
+        if self.vectorized is not None:
+            return self.vectorized.num_environments
+        return len(self.environments)
+
     def _build_agent(self, agent: Any) -> Agent:
-        count = len(self.environments)
+        count = self.num_parallel
         self._owns_agent = not isinstance(agent, Agent)
         if self._owns_agent:
             first = self.environments[0]
@@ -193,11 +205,18 @@ class Runner:
                 raise ConfigError(message(f"run.{name}", value, "an int >= 1"))
         if batch_agent_calls is None:
             batch_agent_calls = self.remote is None
+        if self.vectorized is not None and not batch_agent_calls:
+            raise ConfigError(
+                f"batch_agent_calls: False is invalid for the vectorised {self.vectorized!r}; "
+                "it is always stepped as one batch (leave batch_agent_calls unset)"
+            )
         self.agent.reset()
         progress = Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
         limits = (num_episodes, num_timesteps, evaluation, callback, progress, sync_episodes)
         try:
-            if batch_agent_calls:
+            if self.vectorized is not None:
+                VectorizedLoop(self, self.vectorized, *limits).run()
+            elif batch_agent_calls:
                 self._loop(*limits)
             else:
                 self._loop_unbatched(*limits)
@@ -328,7 +347,8 @@ class Runner:
             seed = None if self.seed is None else self.seed + 10_000
             return evaluate(self.agent, environment, num_episodes, deterministic, seed)
         finally:
-            if environment is not env_spec and environment.environment is not env_spec:
+            wrapped = getattr(environment, "environment", None)  # None for vectorised ones
+            if environment is not env_spec and wrapped is not env_spec:
                 environment.close()
 
     def close(self) -> None:
