@@ -54,3 +54,8 @@ def test_gymnasium_reward_threshold_is_exposed() -> None:
     assert env.reward_threshold() == 475.0
     env.close()
     assert Environment.create(CountingEnv()).reward_threshold() is None
+
+
+def test_vectorized_environments_carry_the_gymnasium_thresholds() -> None:
+    assert Environment.create("cartpole_vectorized", num_environments=2).reward_threshold() == 475
+    assert Environment.create("acrobot_vectorized", num_environments=2).reward_threshold() == -100

@@ -23,6 +23,7 @@ class CartPoleVectorized(VectorizedEnvironment):
     """
 
     default_max_episode_timesteps = 500
+    solved_return = 475.0  # CartPole-v1's reward_threshold
     gravity = 9.8
     masscart = 1.0
     masspole = 0.1
@@ -99,6 +100,7 @@ class AcrobotVectorized(VectorizedEnvironment):
     """
 
     default_max_episode_timesteps = 500
+    solved_return = -100.0  # Acrobot-v1's reward_threshold
     dt = 0.2
     link_length_1 = 1.0
     link_mass_1 = 1.0

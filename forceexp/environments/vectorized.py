@@ -32,6 +32,8 @@ class VectorizedEnvironment:
             they terminate.
     """
 
+    solved_return: float | None = None  # Gymnasium's reward_threshold, where it has one
+
     default_max_episode_timesteps: int | None = None
 
     def __init__(self, num_environments: int = 1, max_episode_timesteps: int | None = None) -> None:
@@ -61,6 +63,10 @@ class VectorizedEnvironment:
     def max_episode_timesteps(self) -> int | None:
         """Effective episode limit of every sub-environment."""
         return self._limit
+
+    def reward_threshold(self) -> float | None:
+        """Return at which the task counts as solved (class attribute ``solved_return``)."""
+        return self.solved_return
 
     def set_max_episode_timesteps(self, max_episode_timesteps: int | None) -> None:
         """Change the episode limit (None: the environment's own)."""
