@@ -30,6 +30,9 @@ _STEP_METRICS = (
     tags.UPDATE_NORM_CLIPPED,
 )
 _KL = _STEP_METRICS.index(tags.KL_DIVERGENCE)
+#: Batches up to this size act through NumPy (lower per-op cost); larger ones through torch,
+#: whose single-threaded matmuls beat NumPy's multi-threaded BLAS there (benchmarks/act_latency.py).
+NUMPY_ACT_MAX_ROWS = 64
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -224,7 +227,7 @@ class PPOAgent(Agent):
             self._finish_deferred_update(states, slots)
         if self._internals:
             return self._act_recurrent(states, masks, slots, independent, deterministic)
-        if self._actor is not None:
+        if self._actor is not None and len(slots) <= NUMPY_ACT_MAX_ROWS:
             return self._act_numpy(states, masks, slots, independent, deterministic)
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)

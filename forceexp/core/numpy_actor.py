@@ -4,7 +4,9 @@ For a small MLP, one torch op costs a few microseconds of dispatch while the ari
 less; NumPy's per-op cost is several times lower, so a single-observation act runs in ~10 µs of
 NumPy instead of ~35 µs of torch. The arrays are views of the torch parameters (shared memory),
 so updates, ``load_state_dict`` and checkpoints need no synchronisation. Used only on CPU and only
-for networks ``forceexp.core.fused.unsupported_reason`` accepts.
+for networks ``forceexp.core.fused.unsupported_reason`` accepts, and for batches of up to
+``forceexp.agents.ppo.NUMPY_ACT_MAX_ROWS`` rows (beyond, NumPy's multi-threaded BLAS loses to
+torch on one thread).
 """
 
 from __future__ import annotations
