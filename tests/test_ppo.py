@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from forceexp import Agent
-from forceexp.agents.ppo import _STEP_METRICS
+from forceexp.agents.ppo_update import _STEP_METRICS
 from forceexp.core.buffers import Batch
 from forceexp.observers import tags
 

@@ -1,0 +1,252 @@
+"""PPOUpdate: the learning half of ``PPOAgent`` (epochs, minibatches, clipped-surrogate steps).
+
+A mixin: it uses the attributes ``PPOAgent.__init__`` sets (policy, optimizer, buffer, the
+hyperparameters, ``_fused`` and ``_internals``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import torch
+
+from forceexp.core.buffers import Batch, Sequences
+from forceexp.core.fused import Rows
+from forceexp.core.schedules import scheduled
+from forceexp.observers import tags
+
+#: Per-step metrics, in the order both gradient-step paths return them.
+_STEP_METRICS = (
+    tags.LOSS_POLICY,
+    tags.LOSS_VALUE,
+    tags.ENTROPY,
+    tags.KL_DIVERGENCE,
+    tags.CLIP_FRACTION,
+    tags.UPDATE_NORM,
+    tags.UPDATE_NORM_CLIPPED,
+)
+_KL = _STEP_METRICS.index(tags.KL_DIVERGENCE)
+
+
+class PPOUpdate:
+    """Clipped-surrogate PPO updates over the rollout buffer (mixed into ``PPOAgent``)."""
+
+    def _update(self) -> dict[str, float]:
+        """One PPO update over the stored rollout; returns its metrics."""
+        if self._internals:
+            return self._update_sequences()
+        with torch.inference_mode():
+            batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
+        self.buffer.carry_over()
+        return self._update_batch(Batch(*(_clone(x) for x in batch)))
+
+    def _update_batch(self, batch: Batch) -> dict[str, float]:
+        """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
+        size = batch.log_prob.shape[0]
+        if self._fused is None:
+            step = partial(self._minibatch_step, batch)
+        else:
+            rows = self._fused_rows(batch)
+            whole = size <= self.minibatch_size  # every step sees all rows: normalize once
+            if whole and self.normalize_advantages and size > 1:
+                centered = rows.advantages - rows.advantages.mean()
+                rows = rows._replace(advantages=centered / (centered.std() + 1e-8))
+            step = partial(self._fused_minibatch_step, rows, normalize=not whole)
+        metrics = self._epochs(size, self.minibatch_size, step)
+        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
+        return metrics
+
+    def _update_sequences(self) -> dict[str, float]:
+        """Recurrent PPO update over minibatches of whole per-slot sequences.
+
+        Each sequence is re-run from the internals stored with its first row; internals reset
+        to zero where an episode starts.
+        """
+        with torch.inference_mode():
+            seq = self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda)
+        self.buffer.carry_over()
+        seq = Sequences(*(_clone(x) for x in seq))
+        num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
+        per_step = max(1, self.minibatch_size // max(length, 1))
+        metrics = self._epochs(
+            num_slots, per_step, lambda cols, clip: self._sequence_step(seq, cols, clip)
+        )
+        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(
+            seq.value[seq.valid], seq.returns[seq.valid]
+        )
+        return metrics
+
+    def _epochs(
+        self,
+        size: int,
+        chunk: int,
+        step: Callable[[torch.Tensor | None, float], torch.Tensor],
+    ) -> dict[str, float]:
+        """Run ``epochs`` shuffled passes of ``step(indices, clip)`` over ``size`` items.
+
+        A pass that fits in one chunk steps on all items (``indices=None``: no shuffle or copy
+        needed, the loss is a mean). Stops early when the approximate KL passes
+        ``1.5 * target_kl``; returns mean metrics (one host sync per update).
+        """
+        lr, clip = self._schedules()
+        sums = torch.zeros(len(_STEP_METRICS), device=self.device)
+        steps = 0
+        self.policy.train()
+        for _ in range(self.epochs):
+            if size <= chunk:
+                stats = step(None, clip)
+                sums += stats
+                steps += 1
+            else:
+                order = torch.randperm(size, device=self.device)
+                for start in range(0, size, chunk):
+                    stats = step(order[start : start + chunk], clip)
+                    sums += stats
+                    steps += 1
+            if self.target_kl is not None and float(stats[_KL]) > 1.5 * self.target_kl:
+                break
+        self.policy.eval()
+        metrics = dict(zip(_STEP_METRICS, (sums / steps).tolist(), strict=True))
+        metrics[tags.LOSS_TOTAL] = (  # linear in the pieces, so the mean of the step totals
+            metrics[tags.LOSS_POLICY]
+            + self.value_coef * metrics[tags.LOSS_VALUE]
+            - self.entropy_coef * metrics[tags.ENTROPY]
+        )
+        metrics[tags.LEARNING_RATE] = lr
+        return metrics
+
+    def _sequence_step(
+        self, seq: Sequences, cols: torch.Tensor | None, clip: float
+    ) -> torch.Tensor:
+        """One gradient step on the sequences of slots ``cols`` (None: all)."""
+        if cols is None:
+            cols = torch.arange(seq.valid.shape[1], device=self.device)
+        states = {name: x[:, cols] for name, x in seq.states.items()}
+        internals = {path: x[cols] for path, x in seq.internals.items()}
+        features = self.policy.sequence_features(states, internals, seq.starts[:, cols])
+        valid = seq.valid[:, cols]
+        log_prob, entropy, value = self.policy.evaluate_features(
+            features[valid],
+            {name: x[valid] for name, x in states.items()},
+            {name: x[:, cols][valid] for name, x in seq.actions.items()},
+            {name: x[:, cols][valid] for name, x in seq.masks.items()},
+        )
+        rows = (seq.log_prob, seq.advantages, seq.returns, seq.value)
+        old_log_prob, advantages, returns, old_value = (x[:, cols][valid] for x in rows)
+        return self._gradient_step(
+            (log_prob, entropy, value), (old_log_prob, advantages, returns, old_value), clip
+        )
+
+    def _schedules(self) -> tuple[float, float]:
+        """Current learning rate (also set on the optimizer) and clip ratio."""
+        lr = scheduled(
+            self.learning_rate, self.lr_schedule, self.timesteps, self.schedule_timesteps
+        )
+        clip = scheduled(
+            self.clip_ratio, self.clip_schedule, self.timesteps, self.schedule_timesteps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr, clip
+
+    def _minibatch_step(self, batch: Batch, idx: torch.Tensor | None, clip: float) -> torch.Tensor:
+        """One autograd gradient step on rows ``idx`` of the rollout (None: all rows)."""
+        if idx is not None:
+            batch = _take(batch, idx)
+        evaluated = self.policy.evaluate(batch.states, batch.actions, batch.masks)
+        old = (batch.log_prob, batch.advantages, batch.returns, batch.value)
+        return self._gradient_step(evaluated, old, clip)
+
+    def _fused_rows(self, batch: Batch) -> Rows:
+        """The rollout in the fast path's layout: concatenated states, flat actions and masks."""
+        states = torch.cat(
+            [batch.states[name].flatten(1) for name in self.policy.state_specs.names()], 1
+        )
+        name = next(iter(self.policy.heads))
+        actions = batch.actions[name].reshape(states.shape[0], -1)
+        mask = batch.masks.get(name)
+        if mask is not None:
+            mask = mask.reshape(states.shape[0], actions.shape[1], -1)
+        return Rows(
+            states, actions, mask, batch.log_prob, batch.advantages, batch.returns, batch.value
+        )
+
+    def _fused_minibatch_step(
+        self, rows: Rows, idx: torch.Tensor | None, clip: float, normalize: bool = True
+    ) -> torch.Tensor:
+        """One hand-derived gradient step (``forceexp.core.fused``) on rows ``idx`` (None: all)."""
+        if idx is not None:
+            rows = Rows(*(None if x is None else x[idx] for x in rows))
+        lr = self.optimizer.param_groups[0]["lr"]
+        return self._fused.step(rows, clip, lr, normalize)
+
+    def _gradient_step(
+        self,
+        evaluated: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        old: tuple[torch.Tensor, ...],
+        clip: float,
+    ) -> torch.Tensor:
+        """Clipped-surrogate loss and one optimizer step; metrics in ``_STEP_METRICS`` order.
+
+        Args:
+            evaluated: Current ``(log_prob, entropy, value)`` of the rows.
+            old: Stored ``(log_prob, advantages, returns, value)`` of the same rows.
+            clip: Likelihood-ratio clipping epsilon.
+        """
+        log_prob, entropy, value = evaluated
+        old_log_prob, advantages, returns, old_value = old
+        if self.normalize_advantages and len(advantages) > 1:
+            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        log_ratio = log_prob - old_log_prob
+        ratio = log_ratio.exp()
+        policy_loss = -torch.min(advantages * ratio, advantages * ratio.clamp(1 - clip, 1 + clip))
+        policy_loss = policy_loss.mean()
+        value_loss = (value - returns).pow(2)
+        if self.value_clip is not None:
+            delta = (value - old_value).clamp(-self.value_clip, self.value_clip)
+            clipped = old_value + delta
+            value_loss = torch.max(value_loss, (clipped - returns).pow(2))
+        value_loss = value_loss.mean()
+        entropy_mean = entropy.mean()
+        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        with torch.no_grad():
+            kl = ((ratio - 1) - log_ratio).mean()
+            clipped_fraction = ((ratio - 1).abs() > clip).float().mean()
+            return torch.stack(
+                (
+                    policy_loss,
+                    value_loss,
+                    entropy_mean,
+                    kl,
+                    clipped_fraction,
+                    norm,
+                    norm.clamp(max=max_norm),
+                )
+            ).detach()
+
+
+def _take(batch: Batch, idx: torch.Tensor) -> Batch:
+    """Rows ``idx`` of every field of a batch."""
+    return Batch(
+        *({name: t[idx] for name, t in x.items()} if isinstance(x, dict) else x[idx] for x in batch)
+    )
+
+
+def _clone(x: Any) -> Any:
+    """Inference tensors cannot enter autograd; clone them into normal tensors."""
+    if isinstance(x, dict):
+        return {name: t.clone() for name, t in x.items()}
+    return x.clone()
+
+
+def _explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    var = float(returns.var()) if returns.numel() > 1 else 0.0
+    return float("nan") if var == 0 else 1.0 - float((returns - values).var()) / var
