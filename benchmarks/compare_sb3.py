@@ -4,7 +4,7 @@ One process, one torch thread, runs alternating per seed: ours, SB3, then (unles
 ``--skip-default``) our default ``python train.py agent=ppo env=cartpole`` config composed with
 Hydra. Prints one JSON line per figure per framework (median over seeds, per-seed values in
 ``per_seed``; ``null`` where a run never reached a rolling-100 training return of 475), then the
-ratios ours/SB3. Needs the ``[bench]`` extra.
+ratios ours/SB3 (of the medians, and per seed). Needs the ``[bench]`` extra.
 
 Usage: python benchmarks/compare_sb3.py [--seeds 3] [--timesteps 100000] [--skip-default]
 """
@@ -233,6 +233,21 @@ def ratio(ours: float | None, theirs: float | None) -> float | None:
     return None if ours is None or theirs is None else ours / theirs
 
 
+def report_ratio(
+    framework: str, figure: str, runs: dict[str, list[dict[str, Any]]], medians: dict[str, Any]
+) -> None:
+    """Print ``framework``/SB3 for ``figure``: ratio of the medians, and per seed (paired runs).
+
+    The per-seed ratios compare runs made next to each other, so they are less sensitive than
+    the medians to load that changes during the benchmark on a shared machine.
+    """
+    paired = [
+        ratio(a[figure], b[figure]) for a, b in zip(runs[framework], runs["sb3"], strict=True)
+    ]
+    value = ratio(medians[framework][figure], medians["sb3"][figure])
+    emit(f"{framework}/sb3", f"{figure}_ratio", value, "x", per_seed=[rounded(v) for v in paired])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -251,13 +266,9 @@ def main() -> None:
             print(f"{name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: report(name, found) for name, found in runs.items() if found}
     for figure in RATIOS:
-        value = ratio(medians["forceexp"][figure], medians["sb3"][figure])
-        emit("forceexp/sb3", f"{figure}_ratio", value, "x")
+        report_ratio("forceexp", figure, runs, medians)
     if "forceexp-default" in medians:
-        value = ratio(
-            medians["forceexp-default"]["seconds_to_475"], medians["sb3"]["seconds_to_475"]
-        )
-        emit("forceexp-default/sb3", "seconds_to_475_ratio", value, "x")
+        report_ratio("forceexp-default", "seconds_to_475", runs, medians)
 
 
 if __name__ == "__main__":

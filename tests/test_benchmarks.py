@@ -42,8 +42,8 @@ def test_compare_sb3_prints_each_figure_per_framework_and_the_ratios():
             assert (framework, figure) in figures
     for figure in ("steps_per_second", "seconds_to_475", "timesteps_to_475"):
         assert ("forceexp/sb3", f"{figure}_ratio") in figures
+    assert all(len(line["per_seed"]) == 1 for line in lines)
     runs = [line for line in lines if line["framework"] in ("forceexp", "sb3")]
-    assert all(len(line["per_seed"]) == 1 for line in runs)
     assert all(
         line["value"] > 0 for line in runs if line["figure"] in ("wall_seconds", "steps_per_second")
     )
