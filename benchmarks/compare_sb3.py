@@ -2,7 +2,10 @@
 
 One process, one torch thread, runs alternating per seed: ours, SB3, then (unless
 ``--skip-default``) our default ``python train.py agent=ppo env=cartpole`` config composed with
-Hydra. Prints one JSON line per figure per framework (median over seeds, per-seed values in
+Hydra (its own budget and tuning, e.g. ``conf/tuning/ppo_cartpole.yaml``; ``--timesteps`` does
+not apply to it). All three are timed by ``ReturnThreshold`` from the start of training.
+
+Prints one JSON line per figure per framework (median over seeds, per-seed values in
 ``per_seed``; ``null`` where a run never reached a rolling-100 training return of 475), then the
 ratios ours/SB3 (of the medians, and per seed). Needs the ``[bench]`` extra.
 
@@ -29,6 +32,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from forceexp import Runner
+from forceexp.execution.milestones import ReturnThreshold
 
 ENV = "CartPole-v1"
 SOLVED, WINDOW, EVAL_EPISODES, NUM_ENVS = 475.0, 100, 20, 8
@@ -77,64 +81,53 @@ UNITS = {
 RATIOS = ("steps_per_second", "seconds_to_475", "timesteps_to_475")
 
 
-class SolveClock:
-    """Wall time and step count when the rolling-100 training return first reaches 475.
-
-    The clock starts when it is created (just before training starts).
-    """
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.returns: list[float] = []
-        self.seconds: float | None = None
-        self.timesteps: int | None = None
-
-    def episode(self, episode_return: float, timesteps: int) -> None:
-        """Record a finished training episode; ``timesteps`` counts all steps taken so far."""
-        self.returns.append(episode_return)
-        recent = self.returns[-WINDOW:]
-        if self.seconds is None and len(recent) == WINDOW and np.mean(recent) >= SOLVED:
-            self.seconds, self.timesteps = time.perf_counter() - self.start, timesteps
-
-    def figures(self, wall: float, timesteps: int, eval_return: float) -> dict[str, Any]:
-        """Per-run figures (``wall`` in seconds, ``timesteps`` taken in all)."""
-        return {
-            "seconds_to_475": self.seconds,
-            "timesteps_to_475": self.timesteps,
-            "wall_seconds": wall,
-            "steps_per_second": timesteps / wall,
-            "eval_return_mean": eval_return,
-        }
+def figures(
+    solve: ReturnThreshold, wall: float, timesteps: int, eval_return: float
+) -> dict[str, Any]:
+    """Per-run figures (``wall`` in seconds, ``timesteps`` taken in all)."""
+    return {
+        "seconds_to_475": solve.seconds,
+        "timesteps_to_475": solve.timesteps,
+        "wall_seconds": wall,
+        "steps_per_second": timesteps / wall,
+        "eval_return_mean": eval_return,
+    }
 
 
 def run_ours(seed: int, timesteps: int) -> dict[str, Any]:
     """Train our PPO with the shared hyperparameters; figures of the run."""
     agent = {"agent": "ppo", "seed": seed, "device": "cpu", "schedule_timesteps": timesteps}
     runner = Runner(agent={**agent, **OURS}, environment=ENV, num_parallel=NUM_ENVS, seed=seed)
-
-    def callback(r: Runner, _: int) -> bool:
-        clock.episode(r.episode_returns[-1], r.agent.timesteps)
-        return True
-
-    clock = SolveClock()
-    runner.run(num_timesteps=timesteps, callback=callback, use_tqdm=False)
-    wall = time.perf_counter() - clock.start
+    solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
+    runner.run(num_timesteps=timesteps, callback=solve, use_tqdm=False)
+    wall = time.perf_counter() - solve.start
     evaluation = runner.evaluate(num_episodes=EVAL_EPISODES)
     runner.close()
-    return clock.figures(wall, runner.timesteps, evaluation["return_mean"])
+    return figures(solve, wall, runner.timesteps, evaluation["return_mean"])
 
 
-class EpisodeCallback(BaseCallback):
-    """Feeds SB3's Monitor episode returns (``infos[i]['episode']``) to a ``SolveClock``."""
+class EpisodeReturns(BaseCallback):
+    """Hands SB3's Monitor episode returns (``infos[i]['episode']``) to a ``ReturnThreshold``.
 
-    def __init__(self, clock: SolveClock) -> None:
+    The callback stands in for our runner: ``episode_returns`` and ``timesteps`` are all that
+    ``ReturnThreshold`` reads, so both frameworks are timed by the same code.
+    """
+
+    def __init__(self, solve: ReturnThreshold) -> None:
         super().__init__()
-        self.clock = clock
+        self.solve = solve
+        self.episode_returns: list[float] = []
+
+    @property
+    def timesteps(self) -> int:
+        """Steps taken over all environments (SB3's ``num_timesteps``)."""
+        return self.num_timesteps
 
     def _on_step(self) -> bool:
         for info in self.locals["infos"]:
             if "episode" in info:
-                self.clock.episode(float(info["episode"]["r"]), self.num_timesteps)
+                self.episode_returns.append(float(info["episode"]["r"]))
+                self.solve(self, 0)
         return True
 
 
@@ -155,21 +148,21 @@ def run_sb3(seed: int, timesteps: int) -> dict[str, Any]:
         device="cpu",
         **SB3,
     )
-    clock = SolveClock()
-    model.learn(total_timesteps=timesteps, callback=EpisodeCallback(clock))
-    wall = time.perf_counter() - clock.start
+    solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
+    model.learn(total_timesteps=timesteps, callback=EpisodeReturns(solve))
+    wall = time.perf_counter() - solve.start
     eval_env = make_vec_env(ENV, n_envs=1, seed=seed + 10_000)
     eval_return, _ = evaluate_policy(model, eval_env, EVAL_EPISODES, deterministic=True)
     env.close()
     eval_env.close()
-    return clock.figures(wall, model.num_timesteps, float(eval_return))
+    return figures(solve, wall, model.num_timesteps, float(eval_return))
 
 
 def run_default(seed: int) -> dict[str, Any]:
     """Our default ``train.py agent=ppo env=cartpole`` (composed from conf/, run in-process).
 
-    Wall time and steps/s are ``experiment.train``'s (training only); the time to 475 also
-    counts building the environments and agent (the clock starts before ``train``).
+    Every figure is ``experiment.train``'s own (its ``results.json``): the same
+    ``ReturnThreshold`` clock, started when training starts.
     """
     from hydra import compose, initialize_config_dir
 
@@ -183,18 +176,19 @@ def run_default(seed: int) -> dict[str, Any]:
                     "agent=ppo",
                     "env=cartpole",
                     f"seed={seed}",
+                    f"solve_return={SOLVED}",
                     f"paths.output_dir={output_dir}",
                     "runner.use_tqdm=false",
                 ],
             )
-
-        def callback(r: Runner, _: int) -> bool:
-            clock.episode(r.episode_returns[-1], r.agent.timesteps)
-            return True
-
-        clock = SolveClock()
-        results = train(cfg, callback=callback)
-    return clock.figures(results["wall_seconds"], results["timesteps"], results["eval_return_mean"])
+        results = train(cfg)
+    return {
+        "seconds_to_475": results["solved_seconds"],
+        "timesteps_to_475": results["solved_timesteps"],
+        "wall_seconds": results["wall_seconds"],
+        "steps_per_second": results["steps_per_second"],
+        "eval_return_mean": results["eval_return_mean"],
+    }
 
 
 def median(values: list[Any]) -> float | None:
@@ -250,9 +244,13 @@ def report_ratio(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--timesteps", type=int, default=100_000)
-    parser.add_argument("--skip-default", action="store_true")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per framework")
+    parser.add_argument(
+        "--timesteps", type=int, default=100_000, help="steps per same-hyperparameter run"
+    )
+    parser.add_argument(
+        "--skip-default", action="store_true", help="skip our default train.py config"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     runs: dict[str, list[dict[str, Any]]] = {"forceexp": [], "sb3": [], "forceexp-default": []}
