@@ -1,0 +1,273 @@
+"""Our PPO against Stable-Baselines3 PPO on CartPole-v1 with the same hyperparameters.
+
+One process, one torch thread, runs alternating per seed: ours, SB3, then (unless
+``--skip-default``) our default ``python train.py agent=ppo env=cartpole`` config composed with
+Hydra (its own budget and tuning, e.g. ``conf/tuning/ppo_cartpole.yaml``; ``--timesteps`` does
+not apply to it). All three are timed by ``ReturnThreshold`` from the start of training.
+
+Prints one JSON line per figure per framework (median over seeds, per-seed values in
+``per_seed``; ``null`` where a run never reached a rolling-100 training return of 475), then the
+ratios ours/SB3 (of the medians, and per seed). Needs the ``[bench]`` extra.
+
+Usage: python benchmarks/compare_sb3.py [--seeds 3] [--timesteps 100000] [--skip-default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
+
+from forceexp import Runner
+from forceexp.execution.milestones import ReturnThreshold
+
+ENV = "CartPole-v1"
+SOLVED, WINDOW, EVAL_EPISODES, NUM_ENVS = 475.0, 100, 20, 8
+CONF = Path(__file__).resolve().parents[1] / "conf"
+# RL-Zoo CartPole-v1 PPO (lr and clip decay linearly to 0 over the run), in each one's names.
+OURS = {
+    "rollout_length": 32,
+    "minibatch_size": 256,
+    "epochs": 20,
+    "learning_rate": 1e-3,
+    "lr_schedule": "linear",
+    "discount": 0.98,
+    "gae_lambda": 0.8,
+    "clip_ratio": 0.2,
+    "clip_schedule": "linear",
+    "entropy_coef": 0.0,
+    "value_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "normalize_advantages": True,
+    "network": {"type": "auto", "size": 64, "depth": 2, "activation": "tanh"},
+    "baseline": {"type": "auto", "size": 64, "depth": 2, "activation": "tanh"},
+}
+SB3 = {
+    "n_steps": 32,
+    "batch_size": 256,
+    "n_epochs": 20,
+    "gamma": 0.98,
+    "gae_lambda": 0.8,
+    "ent_coef": 0.0,
+    "vf_coef": 0.5,
+    "max_grad_norm": 0.5,
+    "normalize_advantage": True,
+    "policy_kwargs": {
+        "net_arch": {"pi": [64, 64], "vf": [64, 64]},
+        "activation_fn": torch.nn.Tanh,
+        "ortho_init": True,
+    },
+}
+UNITS = {
+    "seconds_to_475": "s",
+    "timesteps_to_475": "steps",
+    "wall_seconds": "s",
+    "steps_per_second": "steps/s",
+    "eval_return_mean": "return",
+}
+RATIOS = ("steps_per_second", "seconds_to_475", "timesteps_to_475")
+
+
+def figures(
+    solve: ReturnThreshold, wall: float, timesteps: int, eval_return: float
+) -> dict[str, Any]:
+    """Per-run figures (``wall`` in seconds, ``timesteps`` taken in all)."""
+    return {
+        "seconds_to_475": solve.seconds,
+        "timesteps_to_475": solve.timesteps,
+        "wall_seconds": wall,
+        "steps_per_second": timesteps / wall,
+        "eval_return_mean": eval_return,
+    }
+
+
+def run_ours(seed: int, timesteps: int) -> dict[str, Any]:
+    """Train our PPO with the shared hyperparameters; figures of the run."""
+    agent = {"agent": "ppo", "seed": seed, "device": "cpu", "schedule_timesteps": timesteps}
+    runner = Runner(agent={**agent, **OURS}, environment=ENV, num_parallel=NUM_ENVS, seed=seed)
+    solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
+    runner.run(num_timesteps=timesteps, callback=solve, use_tqdm=False)
+    wall = time.perf_counter() - solve.start
+    evaluation = runner.evaluate(num_episodes=EVAL_EPISODES)
+    runner.close()
+    return figures(solve, wall, runner.timesteps, evaluation["return_mean"])
+
+
+class EpisodeReturns(BaseCallback):
+    """Hands SB3's Monitor episode returns (``infos[i]['episode']``) to a ``ReturnThreshold``.
+
+    The callback stands in for our runner: ``episode_returns`` and ``timesteps`` are all that
+    ``ReturnThreshold`` reads, so both frameworks are timed by the same code.
+    """
+
+    def __init__(self, solve: ReturnThreshold) -> None:
+        super().__init__()
+        self.solve = solve
+        self.episode_returns: list[float] = []
+
+    @property
+    def timesteps(self) -> int:
+        """Steps taken over all environments (SB3's ``num_timesteps``)."""
+        return self.num_timesteps
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "episode" in info:
+                self.episode_returns.append(float(info["episode"]["r"]))
+                self.solve(self, 0)
+        return True
+
+
+def linear(initial: float) -> Callable[[float], float]:
+    """RL-Zoo's ``lin_<initial>``: decays to 0 with SB3's progress_remaining (1 -> 0)."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+def run_sb3(seed: int, timesteps: int) -> dict[str, Any]:
+    """Train SB3 PPO (DummyVecEnv of 8 Monitor-wrapped envs) with the shared hyperparameters."""
+    env = make_vec_env(ENV, n_envs=NUM_ENVS, seed=seed)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        learning_rate=linear(1e-3),
+        clip_range=linear(0.2),
+        seed=seed,
+        device="cpu",
+        **SB3,
+    )
+    solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
+    model.learn(total_timesteps=timesteps, callback=EpisodeReturns(solve))
+    wall = time.perf_counter() - solve.start
+    eval_env = make_vec_env(ENV, n_envs=1, seed=seed + 10_000)
+    eval_return, _ = evaluate_policy(model, eval_env, EVAL_EPISODES, deterministic=True)
+    env.close()
+    eval_env.close()
+    return figures(solve, wall, model.num_timesteps, float(eval_return))
+
+
+def run_default(seed: int) -> dict[str, Any]:
+    """Our default ``train.py agent=ppo env=cartpole`` (composed from conf/, run in-process).
+
+    Every figure is ``experiment.train``'s own (its ``results.json``): the same
+    ``ReturnThreshold`` clock, started when training starts.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from forceexp.experiment import train
+
+    with tempfile.TemporaryDirectory() as output_dir:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                "train",
+                overrides=[
+                    "agent=ppo",
+                    "env=cartpole",
+                    f"seed={seed}",
+                    f"solve_return={SOLVED}",
+                    f"paths.output_dir={output_dir}",
+                    "runner.use_tqdm=false",
+                ],
+            )
+        results = train(cfg)
+    return {
+        "seconds_to_475": results["solved_seconds"],
+        "timesteps_to_475": results["solved_timesteps"],
+        "wall_seconds": results["wall_seconds"],
+        "steps_per_second": results["steps_per_second"],
+        "eval_return_mean": results["eval_return_mean"],
+    }
+
+
+def median(values: list[Any]) -> float | None:
+    """Median with unsolved runs (None) counted as never; None when most runs never solved."""
+    value = float(np.median([math.inf if v is None else v for v in values]))
+    return None if math.isinf(value) else value
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def emit(framework: str, figure: str, value: float | None, unit: str, **extra: Any) -> None:
+    line = {
+        "benchmark": "compare_sb3",
+        "framework": framework,
+        "figure": figure,
+        "value": rounded(value),
+        "unit": unit,
+        **extra,
+    }
+    print(json.dumps(line), flush=True)
+
+
+def report(framework: str, runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Print each figure's median (and per-seed values); return the medians."""
+    medians = {}
+    for figure, unit in UNITS.items():
+        values = [run[figure] for run in runs]
+        medians[figure] = median(values)
+        emit(framework, figure, medians[figure], unit, per_seed=[rounded(v) for v in values])
+    return medians
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or theirs is None else ours / theirs
+
+
+def report_ratio(
+    framework: str, figure: str, runs: dict[str, list[dict[str, Any]]], medians: dict[str, Any]
+) -> None:
+    """Print ``framework``/SB3 for ``figure``: ratio of the medians, and per seed (paired runs).
+
+    The per-seed ratios compare runs made next to each other, so they are less sensitive than
+    the medians to load that changes during the benchmark on a shared machine.
+    """
+    paired = [
+        ratio(a[figure], b[figure]) for a, b in zip(runs[framework], runs["sb3"], strict=True)
+    ]
+    value = ratio(medians[framework][figure], medians["sb3"][figure])
+    emit(f"{framework}/sb3", f"{figure}_ratio", value, "x", per_seed=[rounded(v) for v in paired])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per framework")
+    parser.add_argument(
+        "--timesteps", type=int, default=100_000, help="steps per same-hyperparameter run"
+    )
+    parser.add_argument(
+        "--skip-default", action="store_true", help="skip our default train.py config"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runs: dict[str, list[dict[str, Any]]] = {"forceexp": [], "sb3": [], "forceexp-default": []}
+    for seed in range(args.seeds):
+        jobs = [("forceexp", lambda s=seed: run_ours(s, args.timesteps))]
+        jobs.append(("sb3", lambda s=seed: run_sb3(s, args.timesteps)))
+        if not args.skip_default:
+            jobs.append(("forceexp-default", lambda s=seed: run_default(s)))
+        for name, job in jobs:
+            runs[name].append(job())
+            print(f"{name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
+    medians = {name: report(name, found) for name, found in runs.items() if found}
+    for figure in RATIOS:
+        report_ratio("forceexp", figure, runs, medians)
+    if "forceexp-default" in medians:
+        report_ratio("forceexp-default", "seconds_to_475", runs, medians)
+
+
+if __name__ == "__main__":
+    main()

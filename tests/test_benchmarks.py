@@ -1,0 +1,61 @@
+"""The SB3 comparison benchmarks run with tiny arguments and print well-formed JSON lines."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"benchmark", "framework", "figure", "value", "unit"}
+
+
+def run_benchmark(script: str, *args: str) -> list[dict]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    for line in lines:
+        assert line.keys() >= KEYS, line
+    return lines
+
+
+def test_compare_sb3_prints_each_figure_per_framework_and_the_ratios():
+    lines = run_benchmark("compare_sb3.py", "--timesteps", "2000", "--seeds", "1", "--skip-default")
+    figures = {(line["framework"], line["figure"]) for line in lines}
+    per_run = ("seconds_to_475", "timesteps_to_475", "wall_seconds", "steps_per_second")
+    for framework in ("forceexp", "sb3"):
+        for figure in (*per_run, "eval_return_mean"):
+            assert (framework, figure) in figures
+    for figure in ("steps_per_second", "seconds_to_475", "timesteps_to_475"):
+        assert ("forceexp/sb3", f"{figure}_ratio") in figures
+    assert all(len(line["per_seed"]) == 1 for line in lines)
+    runs = [line for line in lines if line["framework"] in ("forceexp", "sb3")]
+    assert all(
+        line["value"] > 0 for line in runs if line["figure"] in ("wall_seconds", "steps_per_second")
+    )
+
+
+def test_act_latency_prints_ours_and_sb3():
+    lines = run_benchmark("act_latency.py", "--calls", "50")
+    figures = {(line["framework"], line["figure"]) for line in lines}
+    shared = ("act_independent_deterministic", "batched_act_n8", "batched_act_n1024")
+    for framework in ("forceexp", "sb3"):
+        for figure in shared:
+            assert (framework, figure) in figures
+    assert ("forceexp", "act_observe_stochastic") in figures
+    assert ("sb3", "policy_forward_no_grad") in figures
+    assert all(line["value"] > 0 for line in lines)
