@@ -169,6 +169,8 @@ class PPOUpdate:
         mask = batch.masks.get(name)
         if mask is not None:
             mask = mask.reshape(states.shape[0], actions.shape[1], -1)
+        if self._fused.categorical:
+            actions = actions.unsqueeze(-1)  # gather indices
         return Rows(
             states, actions, mask, batch.log_prob, batch.advantages, batch.returns, batch.value
         )

@@ -29,7 +29,7 @@ class Rows(NamedTuple):
     """One minibatch: flat states and the stored rollout values of its rows."""
 
     states: torch.Tensor  # (B, D) float, normalized and concatenated
-    actions: torch.Tensor  # (B, K) int64 (categorical) or (B, A) float (Gaussian)
+    actions: torch.Tensor  # (B, K, 1) int64 indices (categorical) or (B, A) float (Gaussian)
     masks: torch.Tensor | None  # (B, K, n) bool (categorical only)
     log_prob: torch.Tensor
     advantages: torch.Tensor
@@ -163,35 +163,39 @@ class FusedPPOStep:
     def _policy_terms(
         self, out: torch.Tensor, rows: Rows
     ) -> tuple[torch.Tensor, torch.Tensor, object]:
-        """Log-prob and entropy ``(B,)`` of the stored actions, and the state for their gradient."""
+        """Log-prob ``(B,)`` of the stored actions, mean entropy, and state for the gradient."""
+        size = out.shape[0]
         if self.categorical:
-            n = self.head.num_values
-            logits = out.view(out.shape[0], -1, n)
+            logits = out.view(size, -1, self.head.num_values)
             if rows.masks is not None:
                 logits = logits.masked_fill(~rows.masks, MASKED_LOGIT)
             logp = torch.log_softmax(logits, -1)
-            index = rows.actions.unsqueeze(-1)
-            log_prob = logp.gather(-1, index).sum((1, 2))
+            picked = logp.gather(-1, rows.actions)  # (B, K, 1)
+            log_prob = picked.view(size) if picked.shape[1] == 1 else picked.sum((1, 2))
             probs = logp.exp()
-            component_entropy = -(probs * logp).sum(-1, keepdim=True)  # (B, K, 1)
-            return log_prob, component_entropy.sum((1, 2)), (logp, probs, index, component_entropy)
+            p_logp = probs * logp
+            if not self.entropy_coef:  # the entropy is only reported: its mean is enough
+                return log_prob, p_logp.sum() * (-1.0 / size), (probs, rows.actions, None)
+            component_entropy = p_logp.sum(-1, keepdim=True).neg_()  # (B, K, 1)
+            entropy_mean = component_entropy.sum() * (1.0 / size)
+            return log_prob, entropy_mean, (probs, rows.actions, logp + component_entropy)
         mean = out
         log_std = self.head.log_std.reshape(1, -1)
         inv_std = torch.exp(-log_std)
         z = (rows.actions - mean) * inv_std
         log_prob = (-0.5 * z * z - log_std).sum(1) - mean.shape[1] * 0.9189385332046727
-        entropy = (log_std.sum() + mean.shape[1] * 1.4189385332046727).expand(mean.shape[0])
-        return log_prob, entropy, (z, inv_std)
+        entropy_mean = log_std.sum() + mean.shape[1] * 1.4189385332046727
+        return log_prob, entropy_mean, (z, inv_std)
 
     def _head_grad(self, state: object, g_log_prob: torch.Tensor, g_entropy: float) -> torch.Tensor:
         """Loss gradient w.r.t. the head output from those w.r.t. log-prob and entropy."""
         if self.categorical:
-            logp, probs, index, component_entropy = state  # type: ignore[misc]
+            probs, index, logp_plus_entropy = state  # type: ignore[misc]
             g = g_log_prob.view(-1, 1, 1)
             grad = probs * (-g)
             grad.scatter_add_(-1, index, g.expand_as(index))
             if g_entropy:  # dH/dz_j = -p_j (log p_j + H)
-                grad.addcmul_(probs, logp + component_entropy, value=-g_entropy)
+                grad.addcmul_(probs, logp_plus_entropy, value=-g_entropy)
             return grad.view(grad.shape[0], -1)
         z, inv_std = state  # type: ignore[misc]
         g = g_log_prob.view(-1, 1)
@@ -218,7 +222,7 @@ class FusedPPOStep:
             value_out = policy_out
         value = torch.addmm(self.value_head.bias, value_out[-1], self.value_head.weight_t)
         value = value.squeeze(1)
-        log_prob, entropy, state = self._policy_terms(head_out, rows)
+        log_prob, entropy_mean, state = self._policy_terms(head_out, rows)
 
         advantages = rows.advantages
         if normalize and self.normalize_advantages and size > 1:
@@ -246,7 +250,6 @@ class FusedPPOStep:
             g_value = torch.where(larger, diff, clipped_diff * inside) * (
                 2.0 * self.value_coef / size
             )
-        entropy_mean = entropy.mean()
 
         head_grad = self._head_grad(state, g_log_prob, -self.entropy_coef / size)
         g_features = self._head_backward(self.head_layer, policy_out[-1], head_grad)
