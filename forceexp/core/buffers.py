@@ -85,6 +85,7 @@ class RolloutBuffer:
         self.internals = {p: alloc(shape, torch.float32) for p, shape in (internals or {}).items()}
         self.acted = np.zeros(num_slots, dtype=np.int64)
         self.observed = np.zeros(num_slots, dtype=np.int64)
+        self.observed_rows = 0  # observed.sum(), kept as a Python int (checked every step)
         self._all = np.arange(num_slots)
         self._host = torch.device(device).type == "cpu"  # write through NumPy views (cheaper)
         self._views: dict[int, np.ndarray] = {}  # id(tensor) -> its NumPy view (same memory)
@@ -149,6 +150,7 @@ class RolloutBuffer:
         self._put(self.reward, index, reward)
         self._put(self.terminal, index, terminal)
         self.observed[slots] += 1
+        self.observed_rows += len(slots)
 
     def set_final_value(self, slots: np.ndarray, value: torch.Tensor) -> None:
         """Set the value of the final (post-truncation) state for each slot's last observed row."""
@@ -160,11 +162,16 @@ class RolloutBuffer:
 
         ``pending``: slots about to be observed once more, counted as if already observed.
         """
+        total = self.observed_rows + (0 if pending is None else len(pending))
+        if total >= rollout_rows:
+            return True
+        if total < self.capacity - 1:  # no slot can be out of space yet
+            return False
         observed = self.observed
         if pending is not None:
             observed = observed.copy()
             observed[pending] += 1
-        return int(observed.sum()) >= rollout_rows or int(observed.max()) >= self.capacity - 1
+        return int(observed.max()) >= self.capacity - 1
 
     def needs_bootstrap(self) -> np.ndarray:
         """Slots whose last observed row continues but has no in-flight row to bootstrap from."""
@@ -244,3 +251,4 @@ class RolloutBuffer:
         self.acted[:] = 0
         self.acted[flying] = 1
         self.observed[:] = 0
+        self.observed_rows = 0
