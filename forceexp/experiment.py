@@ -87,7 +87,7 @@ def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
         threshold = environment.reward_threshold()
     if threshold is None:
         return None
-    return ReturnThreshold(float(threshold), stop=bool(cfg.get("stop_when_solved", False)))
+    return ReturnThreshold(threshold, stop=bool(cfg.get("stop_when_solved", False)))
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

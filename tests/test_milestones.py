@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from forceexp import Environment, Runner
+from forceexp.errors import ConfigError
 from forceexp.execution.milestones import ReturnThreshold
 
 
@@ -59,3 +61,10 @@ def test_gymnasium_reward_threshold_is_exposed() -> None:
 def test_vectorized_environments_carry_the_gymnasium_thresholds() -> None:
     assert Environment.create("cartpole_vectorized", num_environments=2).reward_threshold() == 475
     assert Environment.create("acrobot_vectorized", num_environments=2).reward_threshold() == -100
+
+
+def test_bad_thresholds_are_reported() -> None:
+    with pytest.raises(ConfigError, match="solve_return"):
+        ReturnThreshold("high")
+    with pytest.raises(ConfigError, match="int >= 1"):
+        ReturnThreshold(475.0, window=0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from forceexp.errors import ConfigError, message
+
 
 class ReturnThreshold:
     """Runner callback: first time the mean of the last ``window`` returns reaches ``threshold``.
@@ -20,7 +22,11 @@ class ReturnThreshold:
     """
 
     def __init__(self, threshold: float, window: int = 100, stop: bool = False) -> None:
-        self.threshold, self.window, self.stop = float(threshold), int(window), stop
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise ConfigError(message("solve_return", threshold, "a number, 'auto' or null"))
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ConfigError(message("solve window", window, "an int >= 1"))
+        self.threshold, self.window, self.stop = float(threshold), window, stop
         self.start = time.perf_counter()
         self.timesteps: int | None = None
         self.seconds: float | None = None
