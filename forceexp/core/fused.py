@@ -53,6 +53,11 @@ def _mlp_reason(network: nn.Module | None, path: str) -> str | None:
     return None
 
 
+def uses_relu(network: AutoNetwork) -> bool:
+    """Whether an accepted auto MLP uses relu (else tanh; a depth-0 MLP counts as tanh)."""
+    return len(network.mlp) > 1 and isinstance(network.mlp[1], nn.ReLU)
+
+
 def unsupported_reason(policy: nn.Module) -> str | None:
     """Why ``policy`` (an ``ActorCritic``) cannot use the fast path, or None when it can."""
     if policy.recurrent:
@@ -123,10 +128,8 @@ class FusedPPOStep:
         self.value_layers = self._layers(policy.baseline) if policy.baseline is not None else []
         self.head_layer = self._linear(self.head.linear)
         self.value_head = self._linear(policy.value_head)
-        self.relu = isinstance(policy.network.mlp[1], nn.ReLU) if len(policy.network.mlp) else False
-        self.value_relu = self.relu
-        if policy.baseline is not None and len(policy.baseline.mlp):
-            self.value_relu = isinstance(policy.baseline.mlp[1], nn.ReLU)
+        self.relu = uses_relu(policy.network)
+        self.value_relu = uses_relu(policy.baseline) if policy.baseline is not None else self.relu
 
     def _linear(self, linear: nn.Linear) -> _Layer:
         weight, bias = linear.weight, linear.bias

@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 from forceexp.core.distributions import CategoricalHead
+from forceexp.core.fused import uses_relu
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 Dense = tuple[np.ndarray, np.ndarray]  # (W^T (in, out), bias (out,)) views
@@ -28,9 +29,7 @@ def _dense(linear: nn.Linear) -> Dense:
 
 def _stack(network: nn.Module) -> tuple[list[Dense], bool]:
     """Dense layers of an auto MLP and whether it uses relu (else tanh)."""
-    modules = list(network.mlp)
-    layers = [_dense(m) for m in modules if isinstance(m, nn.Linear)]
-    return layers, len(modules) > 1 and isinstance(modules[1], nn.ReLU)
+    return [_dense(m) for m in network.mlp if isinstance(m, nn.Linear)], uses_relu(network)
 
 
 def _forward(layers: list[Dense], x: np.ndarray, relu: bool) -> np.ndarray:
