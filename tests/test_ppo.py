@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from forceexp import Agent
-from forceexp.agents.ppo_update import _STEP_METRICS
 from forceexp.core.buffers import Batch
+from forceexp.core.fused import STEP_METRICS
 from forceexp.observers import tags
 
 
@@ -31,7 +31,7 @@ def test_loss_pieces_at_the_start_of_an_update(fast):
         step = agent._fused_minibatch_step(agent._fused_rows(batch), torch.arange(64), clip=0.2)
     else:
         step = agent._minibatch_step(batch, torch.arange(64), clip=0.2)
-    stats = dict(zip(_STEP_METRICS, step.tolist(), strict=True))
+    stats = dict(zip(STEP_METRICS, step.tolist(), strict=True))
     # ratio is exactly 1 for the policy that collected the data
     assert abs(stats[tags.KL_DIVERGENCE]) < 1e-6
     assert stats[tags.CLIP_FRACTION] == 0.0

@@ -13,21 +13,11 @@ from typing import Any
 import torch
 
 from forceexp.core.buffers import Batch, Sequences
-from forceexp.core.fused import Rows
+from forceexp.core.fused import STEP_METRICS, Rows
 from forceexp.core.schedules import scheduled
 from forceexp.observers import tags
 
-#: Per-step metrics, in the order both gradient-step paths return them.
-_STEP_METRICS = (
-    tags.LOSS_POLICY,
-    tags.LOSS_VALUE,
-    tags.ENTROPY,
-    tags.KL_DIVERGENCE,
-    tags.CLIP_FRACTION,
-    tags.UPDATE_NORM,
-    tags.UPDATE_NORM_CLIPPED,
-)
-_KL = _STEP_METRICS.index(tags.KL_DIVERGENCE)
+_KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 
 
 class PPOUpdate:
@@ -91,7 +81,7 @@ class PPOUpdate:
         ``1.5 * target_kl``; returns mean metrics (one host sync per update).
         """
         lr, clip = self._schedules()
-        sums = torch.zeros(len(_STEP_METRICS), device=self.device)
+        sums = torch.zeros(len(STEP_METRICS), device=self.device)
         steps = 0
         self.policy.train()
         for _ in range(self.epochs):
@@ -108,7 +98,7 @@ class PPOUpdate:
             if self.target_kl is not None and float(stats[_KL]) > 1.5 * self.target_kl:
                 break
         self.policy.eval()
-        metrics = dict(zip(_STEP_METRICS, (sums / steps).tolist(), strict=True))
+        metrics = dict(zip(STEP_METRICS, (sums / steps).tolist(), strict=True))
         metrics[tags.LOSS_TOTAL] = (  # linear in the pieces, so the mean of the step totals
             metrics[tags.LOSS_POLICY]
             + self.value_coef * metrics[tags.LOSS_VALUE]
@@ -190,7 +180,7 @@ class PPOUpdate:
         old: tuple[torch.Tensor, ...],
         clip: float,
     ) -> torch.Tensor:
-        """Clipped-surrogate loss and one optimizer step; metrics in ``_STEP_METRICS`` order.
+        """Clipped-surrogate loss and one optimizer step; metrics in ``STEP_METRICS`` order.
 
         Args:
             evaluated: Current ``(log_prob, entropy, value)`` of the rows.

@@ -17,9 +17,18 @@ from torch import nn
 
 from forceexp.core.distributions import MASKED_LOGIT, CategoricalHead, GaussianHead
 from forceexp.core.networks.auto import AutoNetwork
+from forceexp.observers import tags
 
-#: Metric order of the vector a step returns (see ``PPOAgent`` for the tag names).
-METRICS = ("policy", "value", "entropy", "kl", "clip_fraction", "norm", "norm_clipped")
+#: Per-step metrics, in the order both PPO gradient-step paths (here and autograd's) return.
+STEP_METRICS = (
+    tags.LOSS_POLICY,
+    tags.LOSS_VALUE,
+    tags.ENTROPY,
+    tags.KL_DIVERGENCE,
+    tags.CLIP_FRACTION,
+    tags.UPDATE_NORM,
+    tags.UPDATE_NORM_CLIPPED,
+)
 _ACTIVATIONS = (nn.Tanh, nn.ReLU)
 _TANH_BACKWARD = torch.ops.aten.tanh_backward
 _RELU_BACKWARD = torch.ops.aten.threshold_backward
@@ -110,7 +119,7 @@ class FusedPPOStep:
         max_grad_norm: float | None,
         normalize_advantages: bool,
     ) -> None:
-        self.policy, self.optimizer = policy, optimizer
+        self.optimizer = optimizer
         self.value_coef, self.entropy_coef, self.value_clip = value_coef, entropy_coef, value_clip
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -211,7 +220,7 @@ class FusedPPOStep:
     def step(
         self, rows: Rows, clip: float, learning_rate: float, normalize: bool = True
     ) -> torch.Tensor:
-        """One gradient step on ``rows``; returns the metric vector in ``METRICS`` order.
+        """One gradient step on ``rows``; returns the metric vector in ``STEP_METRICS`` order.
 
         ``normalize=False`` skips advantage normalization for rows already normalized (the
         caller does it once when every step sees the same rows).

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 from torch import nn
 
 from forceexp.core.distributions import CategoricalHead
@@ -68,8 +69,8 @@ class NumpyActor:
             self.num_values = head.num_values
         else:
             self.log_std = head.log_std.detach().numpy()
-            self.bounding = head.bounding
-            self.low, self.high = head.low.numpy(), head.high.numpy()
+            self.bounded = head.bounding is not None
+        self.torch_head = head
 
     def act(
         self, x: np.ndarray, mask: np.ndarray | None, deterministic: bool, with_value: bool
@@ -125,9 +126,7 @@ class NumpyActor:
         return actions, log_prob.astype(np.float32, copy=False), value[:, 0]
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """Raw actions as the environment receives them (bounded Gaussian ones clipped/squashed)."""
-        if self.categorical or self.bounding is None:
+        """Raw actions as the environment receives them (the head's own clip/squash, if bounded)."""
+        if self.categorical or not self.bounded:
             return actions
-        if self.bounding == "clip":
-            return np.clip(actions, self.low, self.high)
-        return self.low + (np.tanh(actions) + 1.0) * 0.5 * (self.high - self.low)
+        return self.torch_head.to_env(torch.from_numpy(actions)).numpy()
