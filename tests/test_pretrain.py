@@ -232,7 +232,7 @@ def cartpole_traces(tmp_path_factory):
 
 def _clone_and_evaluate(directory):
     agent = Agent.create("ppo", environment="CartPole-v1", seed=1, device="cpu")
-    agent.pretrain(directory, num_iterations=3, num_traces=None, objective="imitation")
+    agent.pretrain(directory, num_iterations=5, num_traces=None, objective="imitation")
     env = create("CartPole-v1")
     result = evaluate(agent, env, num_episodes=10, seed=123)
     env.close()

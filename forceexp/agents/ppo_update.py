@@ -10,10 +10,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+import numpy as np
 import torch
 
 from forceexp.core.buffers import Batch, Sequences
-from forceexp.core.fused import STEP_METRICS, Rows
+from forceexp.core.fused import STEP_METRICS, Rows, normalized
 from forceexp.core.schedules import scheduled
 from forceexp.observers import tags
 
@@ -41,8 +42,7 @@ class PPOUpdate:
             rows = self._fused_rows(batch)
             whole = size <= self.minibatch_size  # every step sees all rows: normalize once
             if whole and self.normalize_advantages and size > 1:
-                centered = rows.advantages - rows.advantages.mean()
-                rows = rows._replace(advantages=centered / (centered.std() + 1e-8))
+                rows = rows._replace(advantages=normalized(rows.advantages))
             step = partial(self._fused_minibatch_step, rows, normalize=not whole)
         metrics = self._epochs(size, self.minibatch_size, step)
         metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
@@ -72,7 +72,7 @@ class PPOUpdate:
         self,
         size: int,
         chunk: int,
-        step: Callable[[torch.Tensor | None, float], torch.Tensor],
+        step: Callable[[torch.Tensor | None, float], torch.Tensor | np.ndarray],
     ) -> dict[str, float]:
         """Run ``epochs`` shuffled passes of ``step(indices, clip)`` over ``size`` items.
 
@@ -81,19 +81,19 @@ class PPOUpdate:
         ``1.5 * target_kl``; returns mean metrics (one host sync per update).
         """
         lr, clip = self._schedules()
-        sums = torch.zeros(len(STEP_METRICS), device=self.device)
+        sums = 0.0  # a tensor (autograd path) or array (fast path) after the first step
         steps = 0
         self.policy.train()
         for _ in range(self.epochs):
             if size <= chunk:
                 stats = step(None, clip)
-                sums += stats
+                sums = sums + stats
                 steps += 1
             else:
                 order = torch.randperm(size, device=self.device)
                 for start in range(0, size, chunk):
                     stats = step(order[start : start + chunk], clip)
-                    sums += stats
+                    sums = sums + stats
                     steps += 1
             if self.target_kl is not None and float(stats[_KL]) > 1.5 * self.target_kl:
                 break
@@ -150,26 +150,24 @@ class PPOUpdate:
         return self._gradient_step(evaluated, old, clip)
 
     def _fused_rows(self, batch: Batch) -> Rows:
-        """The rollout in the fast path's layout: concatenated states, flat actions and masks."""
+        """The rollout as the fast path takes it: NumPy views, states concatenated, flat actions."""
         states = torch.cat(
             [batch.states[name].flatten(1) for name in self.policy.state_specs.names()], 1
-        )
+        ).numpy()
         name = next(iter(self.policy.heads))
-        actions = batch.actions[name].reshape(states.shape[0], -1)
+        actions = batch.actions[name].reshape(states.shape[0], -1).numpy()
         mask = batch.masks.get(name)
         if mask is not None:
-            mask = mask.reshape(states.shape[0], actions.shape[1], -1)
-        if self._fused.categorical:
-            actions = actions.unsqueeze(-1)  # gather indices
-        return Rows(
-            states, actions, mask, batch.log_prob, batch.advantages, batch.returns, batch.value
-        )
+            mask = mask.reshape(states.shape[0], actions.shape[1], -1).numpy()
+        values = (batch.log_prob, batch.advantages, batch.returns, batch.value)
+        return Rows(states, actions, mask, *(x.numpy() for x in values))
 
     def _fused_minibatch_step(
         self, rows: Rows, idx: torch.Tensor | None, clip: float, normalize: bool = True
-    ) -> torch.Tensor:
+    ) -> np.ndarray:
         """One hand-derived gradient step (``forceexp.core.fused``) on rows ``idx`` (None: all)."""
         if idx is not None:
+            idx = idx.numpy()
             rows = Rows(*(None if x is None else x[idx] for x in rows))
         lr = self.optimizer.param_groups[0]["lr"]
         return self._fused.step(rows, clip, lr, normalize)
