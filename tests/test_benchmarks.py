@@ -59,3 +59,13 @@ def test_act_latency_prints_ours_and_sb3():
     assert ("forceexp", "act_observe_stochastic") in figures
     assert ("sb3", "policy_forward_no_grad") in figures
     assert all(line["value"] > 0 for line in lines)
+
+
+def test_update_step_prints_each_path_and_the_speedup():
+    lines = run_benchmark("update_step.py", "--rounds", "1", "--updates", "1")
+    figures = {(line["framework"], line["figure"]) for line in lines}
+    for framework in ("forceexp", "forceexp-autograd", "sb3"):
+        assert (framework, "ms_per_update") in figures
+        assert (framework, "gradient_steps_per_second") in figures
+    assert ("forceexp/sb3", "update_speedup") in figures
+    assert all(line["value"] > 0 for line in lines)
