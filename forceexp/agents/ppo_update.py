@@ -83,7 +83,9 @@ class PPOUpdate:
         lr, clip = self._schedules()
         sums = 0.0  # a tensor (autograd path) or array (fast path) after the first step
         steps = 0
-        self.policy.train()
+        autograd = self._fused is None  # the fast path never runs the modules: no mode switch
+        if autograd:
+            self.policy.train()
         for _ in range(self.epochs):
             if size <= chunk:
                 stats = step(None, clip)
@@ -97,7 +99,8 @@ class PPOUpdate:
                     steps += 1
             if self.target_kl is not None and float(stats[_KL]) > 1.5 * self.target_kl:
                 break
-        self.policy.eval()
+        if autograd:
+            self.policy.eval()
         metrics = dict(zip(STEP_METRICS, (sums / steps).tolist(), strict=True))
         metrics[tags.LOSS_TOTAL] = (  # linear in the pieces, so the mean of the step totals
             metrics[tags.LOSS_POLICY]
