@@ -30,7 +30,7 @@ def stack_states(states: Sequence[Any]) -> Any:
 
 
 def _stack(arrays: list[Any]) -> np.ndarray:
-    """``np.stack(arrays)``; ``np.array`` does the same for equal shapes at a quarter of the cost."""
+    """``np.stack(arrays)``; ``np.array`` does the same for equal shapes, several times faster."""
     try:
         return np.array(arrays)
     except ValueError:
