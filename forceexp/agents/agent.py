@@ -326,7 +326,7 @@ class Agent(InputConversion):
         self._episode_length[columns] += 1
         for observer in self.observers:
             observer.on_observe(self, rewards, terminals, slots)
-        for slot in slots[np.flatnonzero(terminals)].tolist():
+        for slot in slots[terminals.nonzero()[0]].tolist():
             self.episodes += 1
             ret, length = float(self._episode_return[slot]), int(self._episode_length[slot])
             self._episode_return[slot], self._episode_length[slot] = 0.0, 0

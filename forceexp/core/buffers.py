@@ -17,6 +17,7 @@ from forceexp.core.returns import gae
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
+Values = dict[str, torch.Tensor] | dict[str, np.ndarray]
 _TORCH_DTYPES = {"float": torch.float32, "int": torch.int64, "bool": torch.bool}
 
 
@@ -124,15 +125,16 @@ class RolloutBuffer:
     def add_act(
         self,
         slots: np.ndarray,
-        states: Tensors,
-        masks: Tensors,
-        actions: Tensors,
-        log_prob: torch.Tensor,
-        value: torch.Tensor,
+        states: Values,
+        masks: Values,
+        actions: Values,
+        log_prob: torch.Tensor | np.ndarray,
+        value: torch.Tensor | np.ndarray,
         internals: Tensors | None = None,
     ) -> None:
         """Store the acted half of a row for each slot in ``slots`` (``(B,)`` each).
 
+        Values may be tensors or NumPy arrays (the CPU fast path hands over its arrays).
         ``internals`` are the recurrent internals the row was acted with (before the step).
         """
         columns = self._columns(slots)
