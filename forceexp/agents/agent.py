@@ -119,6 +119,7 @@ class Agent(InputConversion):
         self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
         self._episode_length = np.zeros(parallel_interactions, dtype=np.int64)
         self._all_slots = np.arange(parallel_interactions)
+        self._all_list = self._all_slots.tolist()
         self._on_cpu = self.device.type == "cpu"
         self._mask_names = {
             (f"action{MASK_SUFFIX}" if self.action_specs.single else f"{n}{MASK_SUFFIX}"): n
@@ -249,12 +250,13 @@ class Agent(InputConversion):
         batch, masks, batched = self._to_batch(states)
         slots = self._slots(parallel, next(iter(batch.values())).shape[0], batched)
         if not independent:
-            if self._acting[slots].any():
+            columns = self._columns(slots)
+            if self._acting[columns].any():
                 busy = slots[self._acting[slots]].tolist()
                 raise ProtocolError(
                     f"act: parallel slot(s) {busy} already acted; call observe first"
                 )
-            self._acting[slots] = True
+            self._acting[columns] = True
         following = internals
         if internals is not None and independent and self.initial_internals():
             actions, following = self._act_internals(
@@ -293,13 +295,14 @@ class Agent(InputConversion):
             Whether an update ran.
         """
         rewards = np.atleast_1d(np.asarray(reward, dtype=np.float32))
-        terminals = np.atleast_1d(np.asarray(terminal)).astype(np.int64)
+        terminals = np.atleast_1d(np.asarray(terminal)).astype(np.int64, copy=False)
         slots = self._slots(parallel, len(rewards), rewards.ndim == 1 and np.ndim(reward) == 1)
         if len(terminals) != len(slots):
             raise ConfigError(f"observe: {len(terminals)} terminals for {len(slots)} rewards")
-        if ((terminals < 0) | (terminals > 2)).any():
+        if terminals.view(np.uint64).max() > 2:  # negative ones wrap to huge unsigned values
             raise ConfigError(message("observe.terminal", terminal, "0, 1 or 2 (or bools)"))
-        if not self._acting[slots].all():
+        columns = self._columns(slots)
+        if not self._acting[columns].all():
             idle = slots[~self._acting[slots]].tolist()
             raise ProtocolError(f"observe: parallel slot(s) {idle} have not acted; call act first")
         nexts = None
@@ -308,8 +311,8 @@ class Agent(InputConversion):
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
         metrics = self._observe(slots, rewards, terminals, nexts)
-        self._acting[slots] = False
-        self._track_episodes(slots, rewards, terminals)
+        self._acting[columns] = False
+        self._track_episodes(slots, columns, rewards, terminals)
         if metrics is not None:
             self.updates += 1
             for observer in self.observers:
@@ -317,13 +320,13 @@ class Agent(InputConversion):
         return metrics is not None
 
     def _track_episodes(
-        self, slots: np.ndarray, rewards: np.ndarray, terminals: np.ndarray
+        self, slots: np.ndarray, columns: Any, rewards: np.ndarray, terminals: np.ndarray
     ) -> None:
-        self._episode_return[slots] += rewards
-        self._episode_length[slots] += 1
+        self._episode_return[columns] += rewards
+        self._episode_length[columns] += 1
         for observer in self.observers:
             observer.on_observe(self, rewards, terminals, slots)
-        for slot in slots[terminals > 0]:
+        for slot in slots[terminals.nonzero()[0]].tolist():
             self.episodes += 1
             ret, length = float(self._episode_return[slot]), int(self._episode_length[slot])
             self._episode_return[slot], self._episode_length[slot] = 0.0, 0

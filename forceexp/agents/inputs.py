@@ -1,7 +1,8 @@
 """InputConversion: states and masks in, actions out, for ``Agent`` (checked, cheap when simple).
 
 A mixin: it uses the ``Agent`` attributes ``state_specs``, ``action_specs``,
-``parallel_interactions``, ``device``, ``_on_cpu``, ``_all_slots`` and ``_mask_names``.
+``parallel_interactions``, ``device``, ``_on_cpu``, ``_all_slots``, ``_all_list`` (the same
+indices as a list) and ``_mask_names``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class InputConversion:
             slots = np.asarray(parallel, dtype=np.int64)
             if slots.shape != (size,):
                 raise ConfigError(f"parallel: {len(slots)} slot indices for a batch of {size}")
+            if size == self.parallel_interactions and slots.tolist() == self._all_list:
+                return self._all_slots  # every slot in order (the runner's usual batch): valid
         elif isinstance(parallel, int | np.integer) and 0 <= parallel < self.parallel_interactions:
             return self._all_slots[parallel : parallel + 1]  # the common case, no checks needed
         else:
@@ -43,6 +46,10 @@ class InputConversion:
                 message("parallel", parallel, f"slot indices in [0, {self.parallel_interactions})")
             )
         return slots
+
+    def _columns(self, slots: np.ndarray) -> Any:
+        """Index of ``slots`` in per-slot arrays: ``slice(None)`` for all (a view, no gather)."""
+        return slice(None) if slots is self._all_slots else slots
 
     def _to_batch(self, states: Any, batched: bool | None = None) -> tuple[Tensors, Tensors, bool]:
         """Split states and masks, check them, and stack to ``(B, ...)`` tensors."""

@@ -173,6 +173,7 @@ class PPOAgent(PPOUpdate, Agent):
         if self._fused is not None and self.device.type == "cpu":
             self._actor = NumpyActor(self.policy)
         self._state_names = self.policy.state_specs.names()
+        self._normalizes = bool(self.policy.normalizers)  # fixed at construction
         self.buffer = RolloutBuffer(
             self.state_specs,
             self.action_specs,
@@ -235,21 +236,21 @@ class PPOAgent(PPOUpdate, Agent):
     ) -> dict[str, np.ndarray]:
         """The CPU fast path: one NumPy forward pass, stored through zero-copy tensor views."""
         normalized = states
-        if self.policy.normalizers:
+        if self._normalizes:
             with torch.inference_mode():
                 normalized = self.policy.normalize(states, update=not independent)
-        if len(self._state_names) == 1:
-            x = normalized[self._state_names[0]].numpy().reshape(len(slots), -1)
+        arrays = {name: normalized[name].numpy() for name in self._state_names}
+        if len(arrays) == 1:
+            x = arrays[self._state_names[0]].reshape(len(slots), -1)
         else:
-            parts = [normalized[name].numpy().reshape(len(slots), -1) for name in self._state_names]
-            x = np.concatenate(parts, 1)
+            x = np.concatenate([a.reshape(len(slots), -1) for a in arrays.values()], 1)
         mask = masks.get(self._actor.name)
         raw, log_prob, value = self._actor.act(
             x, None if mask is None else mask.numpy(), deterministic, not independent
         )
         if not independent:
             actions = {self._actor.name: raw}
-            self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
+            self.buffer.add_act(slots, arrays, masks, actions, log_prob, value)
         return {self._actor.name: self._actor.to_env(raw)}
 
     def _act_recurrent(

@@ -17,6 +17,7 @@ from forceexp.core.returns import gae
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
+Values = dict[str, torch.Tensor] | dict[str, np.ndarray]
 _TORCH_DTYPES = {"float": torch.float32, "int": torch.int64, "bool": torch.bool}
 
 
@@ -87,17 +88,29 @@ class RolloutBuffer:
         self.observed = np.zeros(num_slots, dtype=np.int64)
         self.observed_rows = 0  # observed.sum(), kept as a Python int (checked every step)
         self._all = np.arange(num_slots)
+        self._all_list = self._all.tolist()
         self._host = torch.device(device).type == "cpu"  # write through NumPy views (cheaper)
         self._views: dict[int, np.ndarray] = {}  # id(tensor) -> its NumPy view (same memory)
 
-    def _index(self, slots: np.ndarray, rows: np.ndarray) -> tuple:
-        if len(slots) == self.num_slots and np.array_equal(slots, self._all):
-            columns: Any = slice(None)
+    def _columns(self, slots: np.ndarray) -> Any:
+        """``slots`` as a NumPy index: ``slice(None)`` for every slot in order (no gather)."""
+        if len(slots) == self.num_slots and slots.tolist() == self._all_list:
+            return slice(None)
+        return slots
+
+    def _index(self, columns: Any, counts: np.ndarray, offset: int = 0) -> tuple:
+        """Storage index of row ``counts[slot] + offset`` of each slot in ``columns``."""
+        rows = counts[columns]
+        first = int(rows[0])
+        if rows.tolist().count(first) == len(rows):  # one row for all: a cheaper basic index
+            row: Any = first + offset
         else:
-            columns = slots if self._host else torch.as_tensor(slots, device=self.device)
-        if (rows == rows[0]).all():
-            return int(rows[0]), columns
-        return (rows if self._host else torch.as_tensor(rows, device=self.device)), columns
+            row = (
+                rows + offset if self._host else torch.as_tensor(rows + offset, device=self.device)
+            )
+        if self._host or isinstance(columns, slice):
+            return row, columns
+        return row, torch.as_tensor(columns, device=self.device)
 
     def _put(self, target: torch.Tensor, index: tuple, value: torch.Tensor | np.ndarray) -> None:
         """``target[index] = value``; on the CPU through NumPy views, where indexing costs less."""
@@ -112,18 +125,20 @@ class RolloutBuffer:
     def add_act(
         self,
         slots: np.ndarray,
-        states: Tensors,
-        masks: Tensors,
-        actions: Tensors,
-        log_prob: torch.Tensor,
-        value: torch.Tensor,
+        states: Values,
+        masks: Values,
+        actions: Values,
+        log_prob: torch.Tensor | np.ndarray,
+        value: torch.Tensor | np.ndarray,
         internals: Tensors | None = None,
     ) -> None:
         """Store the acted half of a row for each slot in ``slots`` (``(B,)`` each).
 
+        Values may be tensors or NumPy arrays (the CPU fast path hands over its arrays).
         ``internals`` are the recurrent internals the row was acted with (before the step).
         """
-        index = self._index(slots, self.acted[slots])
+        columns = self._columns(slots)
+        index = self._index(columns, self.acted)
         for path, x in (internals or {}).items():
             self._put(self.internals[path], index, x)
         for name, x in states.items():
@@ -140,21 +155,22 @@ class RolloutBuffer:
             self._put(self.actions[name], index, x)
         self._put(self.log_prob, index, log_prob)
         self._put(self.value, index, value)
-        self.acted[slots] += 1
+        self.acted[columns] += 1
 
     def add_observe(
         self, slots: np.ndarray, reward: np.ndarray | torch.Tensor, terminal: np.ndarray
     ) -> None:
         """Store the observed half (reward, terminal) of each slot's in-flight row."""
-        index = self._index(slots, self.observed[slots])
+        columns = self._columns(slots)
+        index = self._index(columns, self.observed)
         self._put(self.reward, index, reward)
         self._put(self.terminal, index, terminal)
-        self.observed[slots] += 1
+        self.observed[columns] += 1
         self.observed_rows += len(slots)
 
     def set_final_value(self, slots: np.ndarray, value: torch.Tensor) -> None:
         """Set the value of the final (post-truncation) state for each slot's last observed row."""
-        index = self._index(slots, self.observed[slots] - 1)
+        index = self._index(self._columns(slots), self.observed, -1)
         self._put(self.final_value, index, value)
 
     def is_full(self, rollout_rows: int, pending: np.ndarray | None = None) -> bool:

@@ -71,6 +71,14 @@ class NumpyActor:
             self.log_std = head.log_std.detach().numpy()
             self.bounded = head.bounding is not None
         self.torch_head = head
+        self._aranges: dict[int, np.ndarray] = {}
+
+    def _arange(self, size: int) -> np.ndarray:
+        """``np.arange(size)``, cached (read-only use)."""
+        rows = self._aranges.get(size)
+        if rows is None:
+            rows = self._aranges[size] = np.arange(size)
+        return rows
 
     def act(
         self, x: np.ndarray, mask: np.ndarray | None, deterministic: bool, with_value: bool
@@ -97,11 +105,11 @@ class NumpyActor:
                 noise = np.random.random(logits.shape) + 1e-20
                 actions = (logits - np.log(-np.log(noise))).argmax(-1)
             log_prob = None
-            if with_value:
-                z = logits - logits.max(-1, keepdims=True)
+            if with_value:  # ufunc reductions called directly: the methods add a Python layer
+                z = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)
                 rows = z.reshape(-1, self.num_values)
-                picked = rows[np.arange(len(rows)), actions.reshape(-1)].reshape(actions.shape)
-                log_prob = (picked - np.log(np.exp(z).sum(-1))).sum(1)
+                picked = rows[self._arange(len(rows)), actions.reshape(-1)].reshape(actions.shape)
+                log_prob = np.add.reduce(picked - np.log(np.add.reduce(np.exp(z), axis=-1)), 1)
             actions = actions.reshape(size, *self.shape)
         else:
             mean = out

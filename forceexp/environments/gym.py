@@ -96,6 +96,8 @@ class GymEnvironment(Environment):
         return self._observation(obs, info), terminal, float(reward)
 
     def _observation(self, obs: Any, info: Any) -> Any:
+        if not self._mask_keys and (not isinstance(info, dict) or MASK_KEY not in info):
+            return self.state_map.flatten(obs)  # the common case: no action masks
         masks: dict[str, np.ndarray] = {}
         if self._mask_keys:
             for key in self._mask_keys:

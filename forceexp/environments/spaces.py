@@ -31,6 +31,7 @@ class _Node:
     spec: dict[str, Any] = field(default_factory=dict)
     offset: Any = 0
     children: list[tuple[Any, _Node]] = field(default_factory=list)
+    scalar: Any = None  # a Discrete leaf's NumPy scalar type (what its ``sample()`` returns)
 
 
 def _join(parent: str | None, key: Any, default: str) -> str:
@@ -53,7 +54,7 @@ def _leaf(space: Any, name: str, path: str) -> _Node:
         return _Node("leaf", space, name, {"type": "int", "shape": shape})
     if isinstance(space, spaces.Discrete):
         spec = {"type": "int", "shape": (), "num_values": int(space.n)}
-        return _Node("leaf", space, name, spec, int(space.start))
+        return _Node("leaf", space, name, spec, int(space.start), scalar=space.dtype.type)
     if isinstance(space, spaces.MultiBinary):
         return _Node("leaf", space, name, {"type": "bool", "shape": tuple(np.atleast_1d(space.n))})
     if isinstance(space, spaces.MultiDiscrete):
@@ -130,9 +131,11 @@ class SpaceMap:
 
     def flatten(self, value: Any) -> Any:
         """A Gymnasium value -> an array (single) or a ``{name: array}`` dict."""
+        if self.single:
+            return _to_forceexp(self.root, value)
         out: dict[str, np.ndarray] = {}
         self._flatten(self.root, value, out)
-        return out[self.root.name] if self.single else out
+        return out
 
     def _flatten(self, node: _Node, value: Any, out: dict[str, np.ndarray]) -> None:
         if node.kind == "leaf":
@@ -211,11 +214,9 @@ def _to_forceexp(node: _Node, value: Any) -> np.ndarray:
 
 
 def _to_gym(node: _Node, value: Any) -> Any:
-    from gymnasium import spaces
-
+    if node.scalar is not None:
+        return node.scalar(int(np.asarray(value)) + node.offset)
     arr = np.asarray(value)
-    if isinstance(node.space, spaces.Discrete) or node.space is None:
-        return int(arr) + node.offset
     shape, dtype = node.space.shape, node.space.dtype
     if node.spec["type"] == "int":
         arr = arr.astype(np.int64) + node.offset
