@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from forceexp.agents.agent import Agent, seed_everything
@@ -77,7 +76,9 @@ def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
     directory = resume_directory(cfg.resume)
     log.info("Resuming agent from <%s>", directory)
     observers = {group: optional(cfg.get(group)) for group in ("saver", "summarizer", "recorder")}
-    return Agent.load(directory, environment=environment, **observers)
+    return Agent.load(
+        directory, environment=environment, torch_threads=cfg.torch_threads, **observers
+    )
 
 
 def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
@@ -100,7 +101,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
-    torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Building environment <%s>", cfg.env.get("environment", cfg.env._target_))
@@ -161,7 +161,6 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 def _pretrain(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
-    torch.set_num_threads(int(cfg.torch_threads))
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     env_factory = build(cfg.env)

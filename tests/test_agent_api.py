@@ -190,3 +190,34 @@ def test_auto_device_keeps_small_networks_on_the_cpu():
     assert resolve_device("auto", vector).type == "cpu"
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto", image).type == expected
+
+
+def test_torch_threads_auto_sets_one_thread_for_small_cpu_networks_only():
+    import torch
+
+    torch.set_num_threads(2)
+    make(torch_threads=None)
+    assert torch.get_num_threads() == 2  # None leaves torch alone
+    agent = make()  # default "auto", a 4-value state on the CPU
+    assert agent.spec["torch_threads"] == "auto" and torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    image = {"type": "float", "shape": (32, 32, 3)}
+    Agent.create(agent="random", states=image, actions=ACTIONS, device="cpu")
+    assert torch.get_num_threads() == 2  # image-like states keep torch's pool
+    make(torch_threads=3)
+    assert torch.get_num_threads() == 3
+    with pytest.raises(ConfigError, match="torch_threads.*'auto', an int >= 1 or None"):
+        make(torch_threads=0)
+
+
+def test_train_config_passes_torch_threads_to_the_agent(compose_cfg, tmp_path):
+    import torch
+
+    from forceexp.experiment import build_agent
+
+    cfg = compose_cfg("torch_threads=2")
+    env = Environment.create("CartPole-v1")
+    agent = build_agent(cfg, env, 1)
+    assert agent.spec["torch_threads"] == 2 and torch.get_num_threads() == 2
+    assert compose_cfg().torch_threads == "auto"
+    env.close()

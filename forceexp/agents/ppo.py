@@ -69,6 +69,7 @@ class PPOAgent(PPOUpdate, Agent):
         saver: Checkpoint spec.
         summarizer: Summary spec.
         recorder: Trace recording spec.
+        torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
     """
 
     name = "ppo"
@@ -106,6 +107,7 @@ class PPOAgent(PPOUpdate, Agent):
         saver: Any = None,
         summarizer: Any = None,
         recorder: Any = None,
+        torch_threads: int | str | None = "auto",
     ) -> None:
         sizes = {
             "rollout_length": rollout_length,
@@ -133,6 +135,7 @@ class PPOAgent(PPOUpdate, Agent):
             saver=saver,
             summarizer=summarizer,
             recorder=recorder,
+            torch_threads=torch_threads,
         )
         self.rollout_length, self.minibatch_size, self.epochs = (
             rollout_length,

@@ -30,6 +30,7 @@ class RandomAgent(Agent):
         saver: Any = None,
         summarizer: Any = None,
         recorder: Any = None,
+        torch_threads: int | str | None = "auto",
     ) -> None:
         super().__init__(
             states,
@@ -41,6 +42,7 @@ class RandomAgent(Agent):
             saver,
             summarizer,
             recorder,
+            torch_threads,
         )
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
@@ -103,6 +105,7 @@ class ConstantAgent(Agent):
         saver: Any = None,
         summarizer: Any = None,
         recorder: Any = None,
+        torch_threads: int | str | None = "auto",
     ) -> None:
         super().__init__(
             states,
@@ -114,6 +117,7 @@ class ConstantAgent(Agent):
             saver,
             summarizer,
             recorder,
+            torch_threads,
         )
         if action_values is not None and self.action_specs.single:
             action_values = {"action": action_values}
