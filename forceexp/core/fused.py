@@ -159,6 +159,7 @@ class _Buffers:
         self.head_grad = _buffer(size, outputs)
         self.value_out = _buffer(size, 1)
         self.value_grad = _buffer(size, 1)
+        self.ones = np.ones(size, dtype=np.float32)  # bias gradients as ones @ grad (BLAS gemv)
         self.features_grad = torch.empty(size, features)
         self.value_features_grad = torch.empty(size, step.value_head.weight.shape[1])
         if step.categorical:  # flat index of each (row, component)'s first logit
@@ -237,7 +238,11 @@ class FusedPPOStep:
 
     @staticmethod
     def _backward(
-        stack: _Stack, outputs: list[torch.Tensor], grad: torch.Tensor, buffers: _StackBuffers
+        stack: _Stack,
+        outputs: list[torch.Tensor],
+        grad: torch.Tensor,
+        buffers: _StackBuffers,
+        ones: np.ndarray,
     ) -> None:
         """Write weight/bias gradients of the dense stack given d loss / d (last activation)."""
         for i in range(len(stack.layers) - 1, -1, -1):
@@ -248,7 +253,7 @@ class FusedPPOStep:
                 _TANH_BACKWARD(grad, outputs[i + 1], grad_input=pre)
             layer = stack.layers[i]
             torch.mm(pre_t, outputs[i], out=layer.grad_weight)
-            np.sum(pre_np, 0, out=layer.grad_bias)
+            np.dot(ones, pre_np, out=layer.grad_bias)  # column sums, ~5x faster than np.sum
             if i:
                 grad = torch.mm(pre, layer.weight, out=buffers.input_grads[i])
 
@@ -258,10 +263,11 @@ class FusedPPOStep:
         features: torch.Tensor,
         grad: _Buffer,
         out: torch.Tensor,
+        ones: np.ndarray,
     ) -> torch.Tensor:
         """Gradients of a linear head; returns d loss / d features (written into ``out``)."""
         torch.mm(grad.transposed, features, out=layer.grad_weight)
-        np.sum(grad.array, 0, out=layer.grad_bias)
+        np.dot(ones, grad.array, out=layer.grad_bias)
         return torch.mm(grad.tensor, layer.weight, out=out)
 
     def _policy_terms(
@@ -376,17 +382,22 @@ class FusedPPOStep:
 
         self._head_grad(state, g_log_prob, -self.entropy_coef / size, buffers.head_grad.array)
         with torch.no_grad():
+            ones = buffers.ones
             g_features = self._head_backward(
-                self.head_layer, policy_out[-1], buffers.head_grad, buffers.features_grad
+                self.head_layer, policy_out[-1], buffers.head_grad, buffers.features_grad, ones
             )
             g_value_features = self._head_backward(
-                self.value_head, value_out[-1], buffers.value_grad, buffers.value_features_grad
+                self.value_head,
+                value_out[-1],
+                buffers.value_grad,
+                buffers.value_features_grad,
+                ones,
             )
             if self.shared:
                 g_features += g_value_features
             else:
-                self._backward(self.value, value_out, g_value_features, buffers.value)
-            self._backward(self.policy, policy_out, g_features, buffers.policy)
+                self._backward(self.value, value_out, g_value_features, buffers.value, ones)
+            self._backward(self.policy, policy_out, g_features, buffers.policy, ones)
         flat = self.flat_grad.numpy()
         norm = math.sqrt(float(np.vdot(flat, flat)))
         norm_clipped = norm
