@@ -77,3 +77,15 @@ def test_train_with_hydra_config_on_identity(compose_cfg):
 def test_build_refuses_targets_outside_the_allow_list():
     with pytest.raises(ConfigError, match=r"cfg._target_: 'os.system' is invalid"):
         build({"_target_": "os.system", "command": "true"})
+
+
+def test_ppo_config_exposes_every_hyperparameter(compose_cfg):
+    """Every PPOAgent argument can be overridden from the command line (``agent.<key>=...``)."""
+    from forceexp.agents.ppo import PPOAgent
+
+    filled_in = {"states", "actions", "max_episode_timesteps", "parallel_interactions"}
+    filled_in |= {"network", "policy", "saver", "summarizer", "recorder"}  # groups / alias
+    params = set(inspect.signature(PPOAgent.__init__).parameters) - {"self"}
+    keys = set(OmegaConf.to_container(compose_cfg("agent=ppo").agent))
+    assert params - filled_in - keys == set()
+    assert compose_cfg("agent.fast_update=false").agent.fast_update is False
