@@ -206,7 +206,7 @@ def test_torch_threads_auto_sets_one_thread_for_small_cpu_networks_only():
     assert torch.get_num_threads() == 2  # image-like states keep torch's pool
     make(torch_threads=3)
     assert torch.get_num_threads() == 3
-    with pytest.raises(ConfigError, match="torch_threads.*'auto', an int >= 1 or None"):
+    with pytest.raises(ConfigError, match=r"torch_threads.*'auto', an int >= 1 or None"):
         make(torch_threads=0)
 
 

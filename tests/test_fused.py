@@ -9,6 +9,7 @@ import torch
 from forceexp import Agent
 from forceexp.core.buffers import Batch
 from forceexp.core.fused import unsupported_reason
+from forceexp.core.numpy_actor import TORCH_MATMUL_MIN_ROWS
 
 ROWS = 64
 
@@ -44,26 +45,26 @@ def _agent(config: dict, fast: bool) -> Agent:
     return Agent.create(agent="ppo", seed=3, device="cpu", fast_update=fast, **config)
 
 
-def _batch(agent: Agent, rng: np.random.Generator) -> Batch:
+def _batch(agent: Agent, rng: np.random.Generator, rows: int = ROWS) -> Batch:
     """Random rows with old log-probs near the current ones (so some ratios get clipped)."""
     policy = agent.policy
     states = {
-        name: torch.as_tensor(rng.standard_normal((ROWS, *spec.shape)), dtype=torch.float32)
+        name: torch.as_tensor(rng.standard_normal((rows, *spec.shape)), dtype=torch.float32)
         for name, spec in policy.state_specs.items
     }
     masks, actions = {}, {}
     for name, spec in policy.action_specs.items:
         if spec.type == "int":
-            mask = torch.as_tensor(rng.random((ROWS, *spec.shape, spec.num_values)) < 0.7)
+            mask = torch.as_tensor(rng.random((rows, *spec.shape, spec.num_values)) < 0.7)
             mask[..., 0] = True
             masks[name] = mask
             logits = torch.where(mask, 0.0, float("-inf"))
             actions[name] = torch.distributions.Categorical(logits=logits).sample()
         else:
-            actions[name] = torch.as_tensor(rng.normal(0, 1.2, (ROWS, *spec.shape))).float()
+            actions[name] = torch.as_tensor(rng.normal(0, 1.2, (rows, *spec.shape))).float()
     with torch.no_grad():
         log_prob, _, value = policy.evaluate(states, actions, masks)
-    noise = lambda scale: torch.as_tensor(rng.normal(0, scale, ROWS)).float()  # noqa: E731
+    noise = lambda scale: torch.as_tensor(rng.normal(0, scale, rows)).float()  # noqa: E731
     return Batch(
         states,
         masks,
@@ -160,13 +161,14 @@ def test_fast_steps_and_optimizer_step_count_each_step_once() -> None:
         assert float(agent.optimizer.state[p]["step"]) == 5
 
 
+@pytest.mark.parametrize("rows", [ROWS, TORCH_MATMUL_MIN_ROWS + 136])  # NumPy / torch products
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_numpy_actor_matches_the_torch_policy(case: str) -> None:
+def test_numpy_actor_matches_the_torch_policy(case: str, rows: int) -> None:
     """Sampled actions get the torch policy's log-prob and value; deterministic acts agree."""
     agent = _agent(CASES[case], True)
     actor, policy = agent._actor, agent.policy
     assert actor is not None
-    batch = _batch(agent, np.random.default_rng(4))
+    batch = _batch(agent, np.random.default_rng(4), rows)
     x = agent._fused_rows(batch).states
     name = actor.name
     mask = batch.masks.get(name)

@@ -17,10 +17,6 @@ from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
 
-#: Batches up to this size act through NumPy (lower per-op cost); larger ones through torch,
-#: whose single-threaded matmuls beat NumPy's multi-threaded BLAS there (benchmarks/act_latency.py).
-NUMPY_ACT_MAX_ROWS = 64
-
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
     if not isinstance(value, int | float) or not low <= value <= high:
@@ -218,7 +214,7 @@ class PPOAgent(PPOUpdate, Agent):
             self._finish_deferred_update(states, slots)
         if self._internals:
             return self._act_recurrent(states, masks, slots, independent, deterministic)
-        if self._actor is not None and len(slots) <= NUMPY_ACT_MAX_ROWS:
+        if self._actor is not None:
             return self._act_numpy(states, masks, slots, independent, deterministic)
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)
