@@ -210,7 +210,7 @@ def test_torch_threads_auto_sets_one_thread_for_small_cpu_networks_only():
         make(torch_threads=0)
 
 
-def test_train_config_passes_torch_threads_to_the_agent(compose_cfg, tmp_path):
+def test_train_config_passes_torch_threads_to_the_agent(compose_cfg):
     import torch
 
     from forceexp.experiment import build_agent
