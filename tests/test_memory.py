@@ -207,8 +207,10 @@ def test_sum_tree_stays_consistent_after_many_updates_and_overwrites():
         batch = memory.sample(16)
         memory.update_priorities(batch.indices, rng.exponential(size=16) * 10)
     tree = memory._tree
+    inner = tree.nodes[1:64]  # 37 leaves pad to 64: every inner node sums its two children
+    assert np.allclose(inner, tree.nodes[2:128:2] + tree.nodes[3:128:2])
     rebuilt = SumTree(37)
-    rebuilt.set_priorities(tree.priorities)
+    rebuilt.update(slice(None), tree.priorities)
     assert np.allclose(tree.nodes, rebuilt.nodes)
     assert tree.total == pytest.approx(tree.priorities.sum())
     fill(memory, 1)  # a new row gets the largest priority given so far

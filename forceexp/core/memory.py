@@ -44,7 +44,7 @@ class ReplayMemory:
     transition (``bytes_per_transition``) = ``2 * sum(state sizes * itemsize) + sum(action sizes *
     itemsize) + 2 * sum(mask sizes) + 8``, plus 8 (a float64 leaf) to 16 (with the tree's inner
     nodes) when prioritized; ``nbytes`` is the total, n-step windows included. CartPole (4 float32
-    states, one int action with a mask of 2): 51 bytes, so 1e6 transitions take ~51 MB.
+    states, one int action with a mask of 2): 52 bytes, so 1e6 transitions take ~52 MB.
 
     Args:
         states: State specs.
@@ -363,7 +363,7 @@ class ReplayMemory:
         for key, live in self._arrays().items():
             live[...] = arrays[key]
         if self._tree is not None:
-            self._tree.set_priorities(arrays["priorities"])
+            self._tree.update(slice(None), arrays["priorities"])
         self.position, self.size, self._rng = position, size, rng
         self.max_priority = _scalar(state, "max_priority", float)
 

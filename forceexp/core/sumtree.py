@@ -38,22 +38,25 @@ class SumTree:
 
         Args:
             indices: Leaf indices in ``[0, capacity)``, shape ``(B,)`` (repeats allowed; the last
-                value wins), or a slice of leaves.
+                value wins), or a contiguous slice of leaves (updated level by level as slices).
             values: Non-negative priorities, shape ``(B,)`` or a scalar.
         """
         if isinstance(indices, slice):
-            indices = np.arange(self.capacity)[indices]
+            start, stop, _ = indices.indices(self.capacity)
+            self._update_range(start, stop, values)
+            return
         nodes = np.asarray(indices, dtype=np.int64) + self._leaves
         self.nodes[nodes] = values
         for _ in range(self._depth):
             nodes = nodes // 2  # repeated parents get the same sum, so no np.unique is needed
             self.nodes[nodes] = self.nodes[2 * nodes] + self.nodes[2 * nodes + 1]
 
-    def set_priorities(self, priorities: np.ndarray) -> None:
-        """Replace every leaf (shape ``(capacity,)``) and rebuild all sums level by level."""
-        self.priorities[:] = priorities
-        for level in range(self._depth):
-            lo, hi = self._leaves >> (level + 1), self._leaves >> level
+    def _update_range(self, start: int, stop: int, values: np.ndarray | float) -> None:
+        """Set leaves ``start..stop-1``; their ancestors form one node range per level."""
+        lo, hi = start + self._leaves, stop + self._leaves
+        self.nodes[lo:hi] = values
+        for _ in range(self._depth):
+            lo, hi = lo // 2, (hi - 1) // 2 + 1
             self.nodes[lo:hi] = (
                 self.nodes[2 * lo : 2 * hi : 2] + self.nodes[2 * lo + 1 : 2 * hi : 2]
             )
