@@ -259,6 +259,10 @@ def test_bytes_per_transition_and_nbytes():
     assert memory.nbytes == 10 * memory.bytes_per_transition
     prioritized = ReplayMemory(DICT_STATES, DICT_ACTIONS, 10, sampling="prioritized")
     assert prioritized.bytes_per_transition == 40 + 16 + 8 + 16
+    assert prioritized.nbytes == 10 * (40 + 16 + 8) + 2 * 16 * 8  # 10 leaves pad to 16
+    windows = ReplayMemory(DICT_STATES, DICT_ACTIONS, 10, 2, n_step=3)
+    # per slot and step: state 20, actions 16, reward 8; plus one int64 count per slot
+    assert windows.nbytes == 10 * (40 + 16 + 8) + 2 * 3 * (20 + 16 + 8) + 2 * 8
 
 
 # ---------------------------------------------------------------------------- saving

@@ -122,11 +122,9 @@ class ReplayMemory:
     @property
     def nbytes(self) -> int:
         """Total bytes of storage, sum tree and n-step windows."""
-        arrays = [
-            *self.storage.values(),
-            *(self._windows.arrays().values() if self._windows else ()),
-        ]
-        return sum(a.nbytes for a in arrays) + (self._tree.nodes.nbytes if self._tree else 0)
+        windows = self._windows.arrays().values() if self._windows else ()
+        tree = self._tree.nodes.nbytes if self._tree else 0
+        return sum(array.nbytes for array in (*self.storage.values(), *windows)) + tree
 
     # ------------------------------------------------------------------------ adding
     def add(
@@ -173,12 +171,12 @@ class ReplayMemory:
         fields = self._fields(given, batch)
         if self._windows is None:  # n_step == 1: every step is a transition (vectorised)
             discounts = np.where(terminals == 1, 0.0, self.discount).astype(np.float32)
-            self._write(fields, rewards, discounts)
+            self._write({**fields, "rewards": rewards, "discounts": discounts})
             return
         nexts = {k: fields.pop(k) for k in list(fields) if k.startswith("next_")}
         out = self._windows.push(slots, fields, rewards, terminals)
-        fields = {**out.fields, **{key: value[out.rows] for key, value in nexts.items()}}
-        self._write(fields, out.rewards, out.discounts)
+        nexts = {key: value[out.rows] for key, value in nexts.items()}
+        self._write({**out.fields, **nexts, "rewards": out.rewards, "discounts": out.discounts})
 
     def _fields(self, given: dict[str, Mapping[str, Array]], batch: int) -> dict[str, np.ndarray]:
         """Convert and check every stored component; absent masks become all-True."""
@@ -195,11 +193,12 @@ class ReplayMemory:
             fields[key] = _batch(f"memory.add.{key.replace('/', '.')}", value, shape, dtype, batch)
         return fields
 
-    def _write(
-        self, fields: dict[str, np.ndarray], rewards: np.ndarray, discounts: np.ndarray
-    ) -> None:
-        """Write ``E`` transitions at the ring position (only the newest ``capacity`` if more)."""
-        count = len(rewards)
+    def _write(self, fields: dict[str, np.ndarray]) -> None:
+        """Write ``E`` transitions (``{storage key: (E, ...)}``) at the ring position.
+
+        Only the newest ``capacity`` are written when ``E`` exceeds it.
+        """
+        count = len(fields["rewards"])
         keep = slice(max(count - self.capacity, 0), count)
         count = min(count, self.capacity)
         if count == 0:
@@ -210,8 +209,6 @@ class ReplayMemory:
             rows = np.arange(self.position, end) % self.capacity
         for key, value in fields.items():
             self.storage[key][rows] = value[keep]
-        self.storage["rewards"][rows] = rewards[keep]
-        self.storage["discounts"][rows] = discounts[keep]
         if self._tree is not None:
             self._tree.update(rows, self.max_priority)
         self.position = end % self.capacity
