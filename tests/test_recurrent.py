@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from forceexp import Agent, Runner, tags
-from forceexp.core.networks import build_network
+from forceexp.config import build_network
 from forceexp.environments.environment import TERMINATED, Environment
 from forceexp.errors import ConfigError
 from forceexp.specs import parse_specs
