@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import forceexp
 from forceexp import Agent, Runner
 from forceexp.agents import formats, persistence
 from forceexp.errors import CheckpointError, ConfigError
@@ -108,6 +110,11 @@ def test_seed_weights_with_append(tmp_path, monkeypatch, fmt, suffix):
     assert_same_weights(agent, loaded)
     assert_same_acts(agent, loaded)
     assert counters(loaded) == counters(agent)
+
+
+def test_version_matches_the_installed_metadata_and_is_stamped():
+    assert forceexp.__version__ == importlib.metadata.version("forceexp")
+    assert formats._meta()["forceexp_version"] == forceexp.__version__
 
 
 # ---------------------------------------------------------------------------- round trips

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from forceexp.errors import CheckpointError
+from forceexp.version import __version__
 
 if TYPE_CHECKING:
     from forceexp.agents.agent import Agent
@@ -166,8 +167,6 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- writers
 def _meta() -> dict[str, Any]:
-    from forceexp import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "forceexp_version": __version__,
