@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import forceexp
-from forceexp import Agent, Runner
+from forceexp import Agent, Runner, checkpoints
 from forceexp.agents import formats, persistence
 from forceexp.errors import CheckpointError, ConfigError
 from forceexp.observers.saver import Saver
@@ -344,7 +344,7 @@ def test_index_problems_fall_back_to_scanning(tmp_path):
     (tmp_path / "checkpoint.json").write_text("{broken")
     with pytest.warns(UserWarning, match="unreadable index"):
         assert Agent.load(tmp_path).timesteps == 0
-    persistence.write_index(tmp_path, [{"file": "gone.pt", "format": "checkpoint"}])
+    checkpoints.write_index(tmp_path, [{"file": "gone.pt", "format": "checkpoint"}])
     with (
         pytest.warns(UserWarning, match="listed in checkpoint.json but missing"),
         pytest.raises(CheckpointError, match="no readable checkpoint"),

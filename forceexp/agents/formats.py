@@ -24,12 +24,9 @@ from forceexp.version import __version__
 if TYPE_CHECKING:
     from forceexp.agents.agent import Agent
 
-Format = Literal["checkpoint", "numpy", "hdf5"]
 Counter = Literal["timesteps", "episodes", "updates"]
 
 FORMAT_VERSION = 1
-SUFFIXES: dict[str, str] = {"checkpoint": ".pt", "numpy": ".npz", "hdf5": ".h5"}
-FORMAT_OF_SUFFIX = {".pt": "checkpoint", ".npz": "numpy", ".h5": "hdf5", ".hdf5": "hdf5"}
 COUNTERS: tuple[str, ...] = ("timesteps", "episodes", "updates")
 _SPEC_KEY = "__spec__"
 _COUNTER_PREFIX = "counters/"
