@@ -5,6 +5,6 @@ from __future__ import annotations
 from forceexp.agents import Agent
 from forceexp.environments import Environment
 from forceexp.execution import Runner
+from forceexp.version import __version__
 
-__version__ = "0.1.0"
 __all__ = ["Agent", "Environment", "Runner", "__version__"]

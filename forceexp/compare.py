@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from forceexp import tags
 from forceexp.errors import ConfigError
-from forceexp.observers import tags
 from forceexp.observers.tracker import DEFAULT_STORE, OVERRIDES_TAG, SEED_TAG, SWEEP_TAG, store_uri
 
 

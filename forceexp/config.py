@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from forceexp.core.networks import NETWORKS, LayeredNetwork
 from forceexp.errors import ConfigError, message
 from forceexp.registry import Registry
+from forceexp.specs import Specs
+
+log = logging.getLogger(__name__)
 
 ALLOWED_TARGET_PREFIXES = ("forceexp.", "torch.", "gymnasium.")
 
@@ -72,6 +79,43 @@ def build(node: Any, **runtime: Any) -> Any:
     container = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
     _check_targets(container, "cfg")
     return instantiate(container, _convert_="all", **runtime)
+
+
+def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
+    """Build a network for ``states``.
+
+    Args:
+        spec: ``'auto'`` (or None), a registry key, a list of layers, a list of layer lists, a
+            ``.yaml``/``.json`` file holding a dict with ``type``, a dict with ``type`` (or a
+            Hydra ``_target_``), an ``nn.Module`` class taking ``states=``, or a module.
+        states: The agent's state specs.
+        path: Config path used in error messages.
+
+    Raises:
+        ConfigError: For an unknown network or layer, a bad layer argument or a shape mismatch.
+    """
+    if spec is None:
+        spec = "auto"
+    if is_spec_file(spec):
+        spec = load_spec_file(spec)
+    if isinstance(spec, nn.Module):
+        network = spec
+    elif isinstance(spec, list | tuple):
+        network = LayeredNetwork(states, list(spec), path)
+    elif isinstance(spec, dict) and "_target_" in spec:
+        network = build({**spec, "_partial_": True})(states=states)
+    else:
+        target, kwargs = resolve(spec, NETWORKS, path)
+        if not callable(target):
+            raise ConfigError(f"{path}: {spec!r} is not a network spec")
+        if target is LayeredNetwork:
+            kwargs.setdefault("path", path)
+        network = target(states=states, **kwargs)
+    if not isinstance(getattr(network, "output_size", None), int):
+        raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")
+    if hasattr(network, "summary"):
+        log.info("%s: %s\n%s", path, type(network).__name__, network.summary())
+    return network
 
 
 def _check_targets(node: Any, path: str) -> None:

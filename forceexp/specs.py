@@ -246,15 +246,3 @@ def check_array(path: str, spec: TensorSpec, value: Any, batch_ndim: int) -> np.
             )
         )
     return arr
-
-
-def spec_from_space(space: Any, path: str = "space") -> dict[str, Any]:
-    """Map a Gymnasium space onto a spec dict (or a dict of named spec dicts).
-
-    Supports Box, Discrete (any ``start``), MultiDiscrete (equal sizes: one int component; unequal
-    sizes: ``<path>_<i>`` components), MultiBinary, Dict and Tuple (see
-    ``forceexp.environments.spaces.SpaceMap``, which also converts values both ways).
-    """
-    from forceexp.environments.spaces import SpaceMap
-
-    return SpaceMap(space, path).specs()

@@ -13,8 +13,9 @@ import yaml
 from torch import nn
 
 from forceexp import Agent, Runner
+from forceexp.config import build_network
 from forceexp.core.init import orthogonal_
-from forceexp.core.networks import AutoNetwork, LayeredNetwork, build_network
+from forceexp.core.networks import AutoNetwork, LayeredNetwork
 from forceexp.environments.testing import IdentityEnvironment
 from forceexp.errors import ConfigError
 from forceexp.specs import parse_specs
@@ -282,7 +283,7 @@ def test_build_network_errors():
 def test_layered_config_file_builds_and_summary_is_logged(caplog):
     spec = yaml.safe_load((ROOT / "conf/network/layered.yaml").read_text())
     specs = parse_specs({"type": "float", "shape": (4,)}, "state")
-    with caplog.at_level(logging.INFO, logger="forceexp.core.networks"):
+    with caplog.at_level(logging.INFO, logger="forceexp.config"):
         network = build_network(spec, specs)
     assert network.output_size == 64
     assert "network[1]" in caplog.text

@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from forceexp import Agent
+from forceexp import Agent, tags
 from forceexp.core.buffers import Batch
 from forceexp.core.fused import STEP_METRICS
-from forceexp.observers import tags
 
 
 def _agent(**kwargs):

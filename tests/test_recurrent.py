@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from forceexp import Agent, Runner
-from forceexp.core.networks import build_network
+from forceexp import Agent, Runner, tags
+from forceexp.config import build_network
 from forceexp.environments.environment import TERMINATED, Environment
 from forceexp.errors import ConfigError
-from forceexp.observers import tags
 from forceexp.specs import parse_specs
 
 torch.set_num_threads(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -15,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from forceexp import Agent, Runner
+import forceexp
+from forceexp import Agent, Runner, checkpoints
 from forceexp.agents import formats, persistence
 from forceexp.errors import CheckpointError, ConfigError
 from forceexp.observers.saver import Saver
@@ -108,6 +110,11 @@ def test_seed_weights_with_append(tmp_path, monkeypatch, fmt, suffix):
     assert_same_weights(agent, loaded)
     assert_same_acts(agent, loaded)
     assert counters(loaded) == counters(agent)
+
+
+def test_version_matches_the_installed_metadata_and_is_stamped():
+    assert forceexp.__version__ == importlib.metadata.version("forceexp")
+    assert formats._meta()["forceexp_version"] == forceexp.__version__
 
 
 # ---------------------------------------------------------------------------- round trips
@@ -337,7 +344,7 @@ def test_index_problems_fall_back_to_scanning(tmp_path):
     (tmp_path / "checkpoint.json").write_text("{broken")
     with pytest.warns(UserWarning, match="unreadable index"):
         assert Agent.load(tmp_path).timesteps == 0
-    persistence.write_index(tmp_path, [{"file": "gone.pt", "format": "checkpoint"}])
+    checkpoints.write_index(tmp_path, [{"file": "gone.pt", "format": "checkpoint"}])
     with (
         pytest.warns(UserWarning, match="listed in checkpoint.json but missing"),
         pytest.raises(CheckpointError, match="no readable checkpoint"),

@@ -2,8 +2,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from forceexp.environments.spaces import spec_from_space
 from forceexp.errors import ConfigError
-from forceexp.specs import TensorSpec, check_array, parse_specs, spec_from_space
+from forceexp.specs import TensorSpec, check_array, parse_specs
 
 
 def test_single_unnamed_spec_and_num_actions_alias():

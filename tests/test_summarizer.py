@@ -10,9 +10,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from forceexp import Agent, Environment, Runner
+from forceexp import Agent, Environment, Runner, tags
 from forceexp.errors import ConfigError
-from forceexp.observers import tags
 
 torch.set_num_threads(1)
 GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}

@@ -18,11 +18,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from forceexp import Agent, Environment, Runner
+from forceexp import Agent, Environment, Runner, tags
 from forceexp.callbacks import MlflowStore
 from forceexp.compare import Group, config_name, load_groups, main, smooth, strip_common
 from forceexp.errors import ConfigError
-from forceexp.observers import tags
 from forceexp.observers.tracker import (
     OVERRIDES_TAG,
     MlflowTracker,

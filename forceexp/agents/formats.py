@@ -19,16 +19,14 @@ import numpy as np
 import torch
 
 from forceexp.errors import CheckpointError
+from forceexp.version import __version__
 
 if TYPE_CHECKING:
     from forceexp.agents.agent import Agent
 
-Format = Literal["checkpoint", "numpy", "hdf5"]
 Counter = Literal["timesteps", "episodes", "updates"]
 
 FORMAT_VERSION = 1
-SUFFIXES: dict[str, str] = {"checkpoint": ".pt", "numpy": ".npz", "hdf5": ".h5"}
-FORMAT_OF_SUFFIX = {".pt": "checkpoint", ".npz": "numpy", ".h5": "hdf5", ".hdf5": "hdf5"}
 COUNTERS: tuple[str, ...] = ("timesteps", "episodes", "updates")
 _SPEC_KEY = "__spec__"
 _COUNTER_PREFIX = "counters/"
@@ -166,8 +164,6 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------- writers
 def _meta() -> dict[str, Any]:
-    from forceexp import __version__
-
     return {
         "format_version": FORMAT_VERSION,
         "forceexp_version": __version__,

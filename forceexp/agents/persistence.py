@@ -1,36 +1,37 @@
-"""Save and load agents: atomic writes, the ``checkpoint.json`` index, pruning, fallbacks.
+"""Save and load agents: write and index files, find the best one to load, fall back.
 
-Every file is written to a temp file and renamed; ``checkpoint.json`` lists the files written
-in a directory (newest last). Loading takes an explicit file, else the index's newest readable
-entry, else the highest ``<name>-<counter>`` file; file contents are in ``formats``.
+Files are written atomically and listed in ``checkpoint.json`` (``forceexp.checkpoints``).
+Loading takes an explicit file, else the index's newest readable entry, else the highest
+``<name>-<counter>`` file; file contents are in ``formats``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import time
-import uuid
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from forceexp.agents.formats import (
     COUNTERS,
-    FORMAT_OF_SUFFIX,
     FORMAT_VERSION,
     READERS,
-    SUFFIXES,
     WRITERS,
     Counter,
-    Format,
     Payload,
     check_compatible,
     flatten_weights,
     set_rng_state,
+)
+from forceexp.checkpoints import (
+    FORMAT_OF_SUFFIX,
+    INDEX,
+    SUFFIXES,
+    Format,
+    atomic_write,
+    read_index,
+    register,
 )
 from forceexp.errors import CheckpointError, ConfigError, message
 
@@ -40,63 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["FORMAT_VERSION", "SUFFIXES", "flatten_weights", "load", "save"]
 
 log = logging.getLogger(__name__)
-INDEX = "checkpoint.json"
-
-
-# ---------------------------------------------------------------------------- atomic files
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a fresh temp path beside ``path``, then rename it over ``path``.
-
-    ``write`` creates the temp file itself, so it gets the usual permissions (umask).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_index(directory: Path) -> list[dict[str, Any]]:
-    """Entries of ``checkpoint.json`` (oldest first); [] if absent, with a warning if corrupt."""
-    path = directory / INDEX
-    if not path.exists():
-        return []
-    try:
-        entries = json.loads(path.read_text())["checkpoints"]
-        if not isinstance(entries, list):
-            raise TypeError("checkpoints is not a list")
-        return [e for e in entries if isinstance(e, dict) and "file" in e]
-    except (ValueError, KeyError, TypeError, OSError) as exc:
-        warnings.warn(f"{path}: unreadable index ({exc}); scanning the directory", stacklevel=3)
-        return []
-
-
-def write_index(directory: Path, entries: list[dict[str, Any]]) -> None:
-    """Write ``checkpoint.json`` atomically; ``latest`` names the last entry's file."""
-    data = {"latest": entries[-1]["file"] if entries else None, "checkpoints": entries}
-    atomic_write(directory / INDEX, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
-
-
-def _register(
-    directory: Path, path: Path, fmt: str, agent: Agent, keep: int | None, owner: str | None
-) -> None:
-    """Add ``path`` to the index (replacing an entry of the same file) and prune old ones.
-
-    Only entries with the same ``owner`` (a saver's filename) are pruned down to ``keep``.
-    """
-    entries = [e for e in read_index(directory) if e["file"] != path.name]
-    entry = {"file": path.name, "format": fmt, "time": time.time(), "owner": owner}
-    entry.update({name: int(getattr(agent, name)) for name in COUNTERS})
-    entries.append(entry)
-    if keep is not None and owner is not None:
-        owned = [e for e in entries if e.get("owner") == owner]
-        for old in owned[: max(0, len(owned) - keep)]:
-            (directory / old["file"]).unlink(missing_ok=True)
-            entries.remove(old)
-    write_index(directory, entries)
 
 
 def save(
@@ -105,8 +49,6 @@ def save(
     filename: str | None = None,
     format: Format = "checkpoint",
     append: Counter | None = None,
-    max_checkpoints: int | None = None,
-    owner: str | None = None,
 ) -> str:
     """Write ``agent`` to ``directory/<filename>[-<counter>]<suffix>`` and index it.
 
@@ -118,8 +60,6 @@ def save(
             (``.h5``).
         append: Counter whose value is appended to the name: ``'timesteps'``, ``'episodes'``
             or ``'updates'``.
-        max_checkpoints: Keep at most this many files of the same ``owner`` (saver use).
-        owner: Index tag of the periodic saver that wrote the file.
 
     Returns:
         The path written.
@@ -135,7 +75,8 @@ def save(
     directory = Path(directory)
     path = directory / f"{name}{SUFFIXES[format]}"
     atomic_write(path, lambda tmp: WRITERS[format](agent, tmp))
-    _register(directory, path, format, agent, max_checkpoints, owner)
+    counters = {name: int(getattr(agent, name)) for name in COUNTERS}
+    register(path, format, counters)
     return str(path)
 
 

@@ -9,6 +9,7 @@ import torch
 
 from forceexp.agents.agent import Agent, Tensors
 from forceexp.agents.ppo_update import PPOUpdate
+from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
@@ -147,8 +148,8 @@ class PPOAgent(PPOUpdate, Agent):
         self.policy = ActorCritic(
             self.state_specs,
             self.action_specs,
-            policy if policy is not None else network,
-            baseline,
+            build_network(policy if policy is not None else network, self.state_specs, "network"),
+            None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
             normalize_states,
             bounded_actions,
         ).to(self.device)

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from forceexp import tags
 from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.fused import STEP_METRICS, Rows, normalized
 from forceexp.core.schedules import scheduled
-from forceexp.observers import tags
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 

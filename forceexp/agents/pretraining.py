@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
+from forceexp import tags
 from forceexp.core.buffers import Batch
 from forceexp.core.returns import gae
 from forceexp.errors import CheckpointError, ConfigError, message
-from forceexp.observers import tags
 from forceexp.observers.recorder import Trace, list_traces, read_trace
 
 if TYPE_CHECKING:

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from forceexp import tags
 from forceexp.core.distributions import MASKED_LOGIT, CategoricalHead, GaussianHead
 from forceexp.core.networks.auto import AutoNetwork
-from forceexp.observers import tags
 
 #: Per-step metrics, in the order both PPO gradient-step paths (here and autograd's) return.
 STEP_METRICS = (

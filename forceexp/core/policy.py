@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
 from forceexp.core.distributions import Bounding, Distribution, make_head
 from forceexp.core.init import orthogonal_
-from forceexp.core.networks import build_network
 from forceexp.core.normalization import RunningNormalizer
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs
@@ -23,8 +20,9 @@ class ActorCritic(nn.Module):
     Args:
         states: State specs.
         actions: Action specs.
-        network: Policy network spec (see ``build_network``).
-        baseline: Value network spec; ``None`` shares the policy network's features.
+        network: Built policy network (the agent builds it with ``config.build_network``): an
+            ``nn.Module`` mapping ``{name: (B, *shape)}`` states to ``(B, output_size)`` features.
+        baseline: Built value network; ``None`` shares the policy network's features.
         normalize_states: Keep running mean/std of float states and normalize with them.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
     """
@@ -33,8 +31,8 @@ class ActorCritic(nn.Module):
         self,
         states: Specs,
         actions: Specs,
-        network: Any = "auto",
-        baseline: Any = None,
+        network: nn.Module,
+        baseline: nn.Module | None = None,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
     ) -> None:
@@ -47,14 +45,14 @@ class ActorCritic(nn.Module):
                 if normalize_states and spec.type == "float"
             }
         )
-        self.network = build_network(network, states, "network")
+        self.network = network
         self.heads = nn.ModuleDict(
             {
                 name: make_head(name, self.network.output_size, spec, bounded_actions)
                 for name, spec in actions.items
             }
         )
-        self.baseline = None if baseline is None else build_network(baseline, states, "baseline")
+        self.baseline = baseline
         self.internal_shapes: dict[str, tuple[int, ...]] = getattr(
             self.network, "internal_shapes", {}
         )

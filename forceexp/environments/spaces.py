@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from forceexp.errors import ConfigError, message
+from forceexp.specs import _as_bound
 
 _SUPPORTED = "a Box, Discrete, MultiDiscrete, MultiBinary, Dict or Tuple space"
 
@@ -65,8 +66,6 @@ def _leaf(space: Any, name: str, path: str) -> _Node:
 
 
 def _float_bounds(space: Any) -> dict[str, Any]:
-    from forceexp.specs import _as_bound
-
     low, high = _as_bound("low", space.low), _as_bound("high", space.high)
     return {"min_value": low, "max_value": high} if low is not None and high is not None else {}
 
@@ -192,6 +191,16 @@ class SpaceMap:
             f"action_mask: cannot map a {type(mask).__name__} mask onto actions "
             f"{list(self.leaves)}; give a dict keyed by action name"
         )
+
+
+def spec_from_space(space: Any, path: str = "space") -> dict[str, Any]:
+    """Map a Gymnasium space onto a spec dict (or a dict of named spec dicts).
+
+    Supports Box, Discrete (any ``start``), MultiDiscrete (equal sizes: one int component; unequal
+    sizes: ``<path>_<i>`` components), MultiBinary, Dict and Tuple (see ``SpaceMap``, which also
+    converts values both ways).
+    """
+    return SpaceMap(space, path).specs()
 
 
 def _bool_mask(name: str, mask: Any) -> np.ndarray:

@@ -39,7 +39,7 @@ class Observer:
         """When an episode of ``slot`` ends."""
 
     def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
-        """After an update, with its metrics (names from ``forceexp.observers.tags``)."""
+        """After an update, with its metrics (names from ``forceexp.tags``)."""
 
     def close(self, agent: Agent) -> None:
         """When the agent closes: flush and release files."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from forceexp.checkpoints import SUFFIXES, register
 from forceexp.errors import ConfigError, message
 from forceexp.observers.base import Observer
 
@@ -44,8 +45,6 @@ class Saver(Observer):
         filename: str = "agent",
         format: Literal["checkpoint", "numpy", "hdf5"] = "checkpoint",
     ) -> None:
-        from forceexp.agents.persistence import SUFFIXES
-
         if not isinstance(directory, str | Path) or not str(directory):
             raise ConfigError(message("saver.directory", directory, "a folder path"))
         if not isinstance(frequency, int | float) or isinstance(frequency, bool) or frequency <= 0:
@@ -82,19 +81,16 @@ class Saver(Observer):
         self.sync(agent)
 
     def save(self, agent: Agent) -> str:
-        """Write one checkpoint now and restart the interval; returns its path."""
-        from forceexp.agents import persistence
+        """Write one checkpoint now and restart the interval; returns its path.
 
+        ``agent.save`` writes and indexes the file; it is then tagged with this saver's
+        ``filename`` in ``checkpoint.json``, which prunes this saver's files to the newest
+        ``max_checkpoints``.
+        """
         append = "timesteps" if self.unit == "seconds" else self.unit
-        path = persistence.save(
-            agent,
-            self.directory,
-            self.filename,
-            self.format,
-            append=append,
-            max_checkpoints=self.max_checkpoints,
-            owner=self.filename,
-        )
+        path = agent.save(self.directory, self.filename, self.format, append=append)
+        counters = {name: getattr(agent, name) for name in ("timesteps", "episodes", "updates")}
+        register(Path(path), self.format, counters, self.max_checkpoints, owner=self.filename)
         self.saved.append(path)
         self.sync(agent)
         return path

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from forceexp import tags
 from forceexp.errors import ConfigError, message, unknown_name
-from forceexp.observers import tags
 from forceexp.observers.base import Observer
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Summarizer(Observer):
     Args:
         directory: Where event files go.
         filename: Run sub-directory (``strftime`` pattern) or None to write into ``directory``.
-        labels: ``'all'`` or a list of labels from ``forceexp.observers.tags.LABELS``.
+        labels: ``'all'`` or a list of labels from ``forceexp.tags.LABELS``.
         frequency: Write per-timestep values (step reward, distribution) every this many
             timesteps; episode values are written every episode, update values every update.
         flush: Seconds between flushes to disk.

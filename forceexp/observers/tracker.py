@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from forceexp import tags
 from forceexp.errors import ConfigError, message
-from forceexp.observers import tags
 from forceexp.observers.base import Observer
 
 if TYPE_CHECKING:
