@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from forceexp.agents.agent import Agent, Tensors
+from forceexp.core.exploration import uniform_actions
 from forceexp.errors import ConfigError
 
 
@@ -64,28 +65,7 @@ class RandomAgent(Agent):
         independent: bool,
         deterministic: bool,
     ) -> Tensors:
-        size = len(slots)
-        out = {}
-        for name, spec in self.action_specs.items:
-            shape = (size, *spec.shape)
-            if spec.type == "int":
-                mask = masks.get(name)
-                if mask is None:
-                    mask = torch.ones(
-                        (*shape, spec.num_values), dtype=torch.bool, device=self.device
-                    )
-                noise = torch.rand(mask.shape, generator=self._generator, device=self.device)
-                out[name] = noise.masked_fill(~mask, -1.0).argmax(-1)
-            elif spec.type == "bool":
-                out[name] = torch.rand(shape, generator=self._generator, device=self.device) < 0.5
-            elif spec.is_bounded:
-                low = torch.as_tensor(spec.min_value, dtype=torch.float32, device=self.device)
-                high = torch.as_tensor(spec.max_value, dtype=torch.float32, device=self.device)
-                u = torch.rand(shape, generator=self._generator, device=self.device)
-                out[name] = low + u * (high - low)
-            else:
-                out[name] = torch.randn(shape, generator=self._generator, device=self.device)
-        return out
+        return uniform_actions(self.action_specs, masks, len(slots), self._generator, self.device)
 
 
 class ConstantAgent(Agent):
