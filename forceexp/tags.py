@@ -16,6 +16,14 @@ LEARNING_RATE = "learning-rate"
 EXPLAINED_VARIANCE = "loss/explained_variance"
 STEPS_PER_SECOND = "time/steps_per_second"
 EVAL_RETURN = "eval/return_mean"
+LOSS_Q = "loss/q"  # DQN's TD loss
+LOSS_CRITIC = "loss/critic"  # DDPG/TD3/SAC critic loss (summed over twin critics)
+LOSS_ACTOR = "loss/actor"
+LOSS_TEMPERATURE = "loss/temperature"  # SAC's entropy-temperature loss
+Q_VALUE = "q-value/mean"  # mean Q of the sampled (state, action) pairs
+TD_ERROR = "td-error/mean"  # mean absolute TD error of the sampled transitions
+EXPLORATION = "exploration"  # epsilon (DQN) or action-noise scale (DDPG/TD3)
+TEMPERATURE = "entropy/temperature"  # SAC's entropy coefficient alpha
 REWARD_STEP = "reward/step"
 DISTRIBUTION = "distribution"
 VARIABLES = "variables"
@@ -26,11 +34,14 @@ GRAPH = "graph"
 LABELS = (
     "distribution",
     "entropy",
+    "exploration",
     "graph",
     "kl-divergence",
     "learning-rate",
     "loss",
+    "q-value",
     "reward",
+    "td-error",
     "update-norm",
     "variables",
 )

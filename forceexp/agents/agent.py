@@ -333,12 +333,12 @@ class Agent(InputConversion):
         if not self._acting[columns].all():
             idle = slots[~self._acting[slots]].tolist()
             raise ProtocolError(f"observe: parallel slot(s) {idle} have not acted; call act first")
-        nexts = None
+        nexts = next_masks = None
         if next_states is not None and self._uses_next_states(slots, terminals):
-            nexts, _, _ = self._to_batch(
+            nexts, next_masks, _ = self._to_batch(
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
-        metrics = self._observe(slots, rewards, terminals, nexts)
+        metrics = self._observe(slots, rewards, terminals, nexts, next_masks)
         self._acting[columns] = False
         self._track_episodes(slots, columns, rewards, terminals)
         if metrics is not None:
@@ -449,6 +449,11 @@ class Agent(InputConversion):
         rewards: np.ndarray,
         terminals: np.ndarray,
         next_states: Tensors | None,
+        next_masks: Tensors | None = None,
     ) -> dict[str, float] | None:
-        """Store the outcome; return update metrics if an update ran, else None."""
+        """Store the outcome; return update metrics if an update ran, else None.
+
+        ``next_states`` (and the action masks given with them) are None when the caller gave
+        none or ``_uses_next_states`` declined them.
+        """
         return None

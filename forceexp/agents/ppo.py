@@ -338,6 +338,7 @@ class PPOAgent(PPOUpdate, Agent):
         rewards: np.ndarray,
         terminals: np.ndarray,
         next_states: Tensors | None,
+        next_masks: Tensors | None = None,
     ) -> dict[str, float] | None:
         metrics, self._pending_metrics = self._pending_metrics, None
         buffer = self.buffer
