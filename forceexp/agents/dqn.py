@@ -1,0 +1,272 @@
+"""DQN and its double / dueling variants: epsilon-greedy Q-learning from replay with a target net.
+
+The update, per sampled batch (Mnih et al. 2015; van Hasselt et al. 2016 for double Q):
+
+    target = r + discount**k * max_a' Q_target(s', a')            (masked values excluded)
+    double:  a* = argmax_a' Q(s', a'),  target = r + discount**k * Q_target(s', a*)
+    loss   = mean(weight * huber(Q(s, a) - target))
+
+``discount**k`` is 0 where the episode terminated (see ``ReplayMemory``); the target network
+is synced every ``target_update_interval`` timesteps (``tau = 1``: a copy; ``tau < 1``:
+Polyak averaging).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from forceexp import tags
+from forceexp.agents.agent import Tensors
+from forceexp.agents.off_policy import OffPolicyAgent, check_int, check_number
+from forceexp.config import build_network
+from forceexp.core.exploration import epsilon_greedy, uniform_actions
+from forceexp.core.memory import ReplaySample
+from forceexp.core.schedules import parse_schedule
+from forceexp.core.targets import frozen_copy, polyak_update
+from forceexp.core.value_functions import QFunction, masked_values
+from forceexp.errors import ConfigError, message
+
+LOSSES = ("huber", "mse")
+
+
+class DQNAgent(OffPolicyAgent):
+    """Deep Q-Network for int actions (any number, any shape; each value gets a Q value).
+
+    Defaults are Stable-Baselines3's; ``conf/tuning/dqn_<env>.yaml`` holds the RL-Zoo settings.
+
+    Args:
+        states: State spec.
+        actions: Action spec (int actions only).
+        max_episode_timesteps: Episode length limit (informational).
+        parallel_interactions: Number of parallel slots.
+        network: Q-network body spec (``'auto'``, a layer list, a dict, a module).
+        memory: Replay capacity or dict (see ``OffPolicyAgent``).
+        batch_size: Transitions per gradient step.
+        learning_rate: Adam step size (a number or a schedule spec, see ``docs/schedules.md``).
+        learning_starts: Timesteps of random actions before training.
+        train_freq: Timesteps between training phases.
+        gradient_steps: Gradient steps per phase (-1: as many as timesteps collected).
+        discount: Discount factor gamma.
+        n_step: Steps per TD target.
+        target_update_interval: Timesteps between target-network syncs.
+        tau: Sync coefficient (1: copy; < 1: Polyak averaging).
+        exploration: Epsilon of epsilon-greedy acting: a number or a schedule spec.
+        double_q: Double Q-learning targets.
+        dueling: Dueling value/advantage heads.
+        loss: ``'huber'`` (smooth L1) or ``'mse'``.
+        max_grad_norm: Global gradient-norm clipping (None: off).
+        schedule_timesteps: Training budget for schedules given as a ``fraction``.
+        seed: Random seed.
+        device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        saver: Checkpoint spec.
+        summarizer: Summary spec.
+        recorder: Trace recording spec.
+        torch_threads: ``'auto'``, an int, or None.
+    """
+
+    name = "dqn"
+    step_metrics = (tags.LOSS_Q, tags.Q_VALUE, tags.TD_ERROR, tags.UPDATE_NORM)
+
+    def __init__(
+        self,
+        states: Any = None,
+        actions: Any = None,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        network: Any = "auto",
+        memory: Any = 1_000_000,
+        batch_size: int = 32,
+        learning_rate: Any = 1e-4,
+        learning_starts: int = 100,
+        train_freq: int = 4,
+        gradient_steps: int = 1,
+        discount: float = 0.99,
+        n_step: int = 1,
+        target_update_interval: int = 10_000,
+        tau: float = 1.0,
+        exploration: Any = None,
+        double_q: bool = False,
+        dueling: bool = False,
+        loss: Literal["huber", "mse"] = "huber",
+        max_grad_norm: float | None = 10.0,
+        schedule_timesteps: int | None = None,
+        seed: int | None = None,
+        device: str = "auto",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+        torch_threads: int | str | None = "auto",
+    ) -> None:
+        check_int("agent.target_update_interval", target_update_interval, 1)
+        check_number("agent.tau", tau, 0.0, 1.0)
+        if loss not in LOSSES:
+            raise ConfigError(message("agent.loss", loss, f"one of {LOSSES}"))
+        if exploration is None:  # SB3: 1.0 -> 0.05 over the first 10% of training
+            exploration = _default_exploration(schedule_timesteps)
+        self.exploration = parse_schedule(exploration, "agent.exploration", schedule_timesteps)
+        self.learning_rate = parse_schedule(
+            learning_rate, "agent.learning_rate", schedule_timesteps
+        )
+        super().__init__(
+            states,
+            actions,
+            max_episode_timesteps,
+            parallel_interactions,
+            memory,
+            batch_size,
+            learning_starts,
+            train_freq,
+            gradient_steps,
+            discount,
+            n_step,
+            seed,
+            device,
+            saver,
+            summarizer,
+            recorder,
+            torch_threads,
+        )
+        self.target_update_interval, self.tau = target_update_interval, tau
+        self.double_q, self.dueling, self.loss = double_q, dueling, loss
+        self.max_grad_norm = max_grad_norm
+        body = build_network(network, self.state_specs, "network")
+        self.q = QFunction(body, self.action_specs, dueling).to(self.device)
+        self.target = frozen_copy(self.q)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
+        self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
+
+    def _lr(self) -> float:
+        return self.learning_rate.value(self.timesteps, self.episodes, self.updates)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Q network, target network and optimizer state (the memory only on request)."""
+        return {
+            "q": self.q.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "syncs": torch.tensor(self._syncs),
+            "generator": self._generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load what ``state_dict`` wrote (weights-only files carry just the networks)."""
+        if "q" in state:
+            self.q.load_state_dict(state["q"])
+        self.target.load_state_dict(state.get("target", self.q.state_dict()))
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "syncs" in state:
+            self._syncs = int(state["syncs"])
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
+
+    # ------------------------------------------------------------------ acting
+    def _select(
+        self, states: Tensors, masks: Tensors, independent: bool, deterministic: bool
+    ) -> Tensors:
+        """Greedy actions over allowed values; epsilon-greedy unless deterministic."""
+        with torch.inference_mode():
+            q = self.q(states)
+        greedy = {name: masked_values(x, masks.get(name)).argmax(-1) for name, x in q.items()}
+        if deterministic:
+            return greedy
+        epsilon = self.exploration.value(self.timesteps, self.episodes, self.updates)
+        size = next(iter(greedy.values())).shape[0]
+        random = uniform_actions(self.action_specs, masks, size, self._generator, self.device)
+        return epsilon_greedy(greedy, random, epsilon, self._generator)
+
+    # ------------------------------------------------------------------ learning
+    def _observe(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        next_states: Tensors | None,
+        next_masks: Tensors | None = None,
+    ) -> dict[str, float] | None:
+        syncs = self.timesteps // self.target_update_interval
+        if syncs > self._syncs:  # counted in timesteps, before training (as SB3 does)
+            self._syncs = syncs
+            polyak_update(self.q, self.target, self.tau)
+        return super()._observe(slots, rewards, terminals, next_states, next_masks)
+
+    def _phase_start(self) -> dict[str, float]:
+        lr = self._lr()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        epsilon = self.exploration.value(self.timesteps, self.episodes, self.updates)
+        return {tags.LEARNING_RATE: lr, tags.EXPLORATION: epsilon}
+
+    def td_targets(self, batch: ReplaySample) -> Tensors:
+        """TD targets ``{action: (B, *shape)}`` of a batch (no gradient)."""
+        with torch.no_grad():
+            next_q = self.target(batch.next_states)
+            online = self.q(batch.next_states) if self.double_q else None
+            targets = {}
+            for name, values in next_q.items():
+                mask = batch.next_masks.get(name)
+                if online is None:
+                    following = masked_values(values, mask).amax(-1)
+                else:
+                    best = masked_values(online[name], mask).argmax(-1, keepdim=True)
+                    following = values.gather(-1, best).squeeze(-1)
+                shape = (-1, *([1] * (following.dim() - 1)))
+                targets[name] = batch.rewards.view(shape) + batch.discounts.view(shape) * following
+            return targets
+
+    def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
+        """One TD step on a batch; stats in ``step_metrics`` order and ``|TD error|`` per row."""
+        targets = self.td_targets(batch)
+        q = self.q(batch.states)
+        losses, errors, taken_sum = [], [], 0.0
+        for name, values in q.items():
+            taken = values.gather(-1, batch.actions[name].unsqueeze(-1)).squeeze(-1)
+            error = (taken - targets[name]).reshape(taken.shape[0], -1)
+            if self.loss == "huber":
+                element = nn.functional.smooth_l1_loss(
+                    error, torch.zeros_like(error), reduction="none"
+                )
+            else:
+                element = error.pow(2)
+            losses.append(element.mean(1))
+            errors.append(error.abs().mean(1))
+            taken_sum = taken_sum + taken.detach().mean()
+        per_row = torch.stack(losses).mean(0)
+        loss = (batch.weights * per_row).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        norm = nn.utils.clip_grad_norm_(self.q.parameters(), max_norm)
+        self.optimizer.step()
+        td = torch.stack(errors).mean(0).detach()
+        stats = torch.stack((loss.detach(), taken_sum / len(q), td.mean(), norm))
+        return stats, td
+
+
+def _default_exploration(horizon: int | None) -> Any:
+    """SB3's epsilon: 1 to 0.05 linearly over 10% of the budget (10k steps if unknown)."""
+    if horizon is not None:
+        return {"type": "linear", "fraction": 0.1, "initial_value": 1.0, "final_value": 0.05}
+    return {"type": "linear", "num_steps": 10_000, "initial_value": 1.0, "final_value": 0.05}
+
+
+class DoubleDQNAgent(DQNAgent):
+    """DQN with double Q-learning targets (Tensorforce's ``double_dqn``)."""
+
+    name = "double_dqn"
+
+    def __init__(self, *, double_q: bool = True, **kwargs: Any) -> None:
+        super().__init__(double_q=double_q, **kwargs)
+
+
+class DuelingDQNAgent(DQNAgent):
+    """DQN with dueling value/advantage heads (Tensorforce's ``dueling_dqn``)."""
+
+    name = "dueling_dqn"
+
+    def __init__(self, *, dueling: bool = True, **kwargs: Any) -> None:
+        super().__init__(dueling=dueling, **kwargs)

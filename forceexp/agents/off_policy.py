@@ -1,0 +1,328 @@
+"""OffPolicyAgent: what every replay-based agent shares (DQN, DDPG, TD3, SAC).
+
+Acting stores each slot's states, masks and actions; observing turns them into transitions in
+a ``ReplayMemory`` (with the next states the runner passes, or, without them, the states of the
+slot's next act); every ``train_freq`` timesteps past ``learning_starts`` the subclass's
+``_train(steps)`` runs gradient steps on sampled batches. Before ``learning_starts`` actions
+are uniformly random (mask-aware), as in Stable-Baselines3. Subclasses hold only their networks,
+their action selection and their loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from forceexp.agents.agent import Agent, Tensors
+from forceexp.core.exploration import uniform_actions
+from forceexp.core.memory import ReplayMemory, ReplaySample
+from forceexp.errors import ConfigError, message
+
+#: Tensorforce memory ``type`` names and the sampling they mean.
+MEMORY_TYPES = {"replay": "uniform", "recent": "recent", "prioritized": "prioritized"}
+
+
+def check_number(path: str, value: Any, low: float, high: float) -> None:
+    """Raise ``ConfigError`` unless ``value`` is a number in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(message(path, value, f"a number in [{low}, {high}]"))
+
+
+def check_int(path: str, value: Any, minimum: int) -> None:
+    """Raise ``ConfigError`` unless ``value`` is an int >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(message(path, value, f"an int >= {minimum}"))
+
+
+def memory_options(memory: Any) -> dict[str, Any]:
+    """``ReplayMemory`` keyword arguments from ``memory=<capacity>`` or a dict.
+
+    The dict takes ``capacity`` and the memory's options (``sampling``, ``alpha``, ``beta``, ...);
+    Tensorforce's ``type='replay'|'recent'`` selects the sampling.
+    """
+    if isinstance(memory, int) and not isinstance(memory, bool):
+        return {"capacity": memory}
+    if not isinstance(memory, Mapping):
+        raise ConfigError(message("agent.memory", memory, "a capacity (int) or a dict"))
+    options = dict(memory)
+    kind = options.pop("type", None)
+    if kind is not None:
+        if kind not in MEMORY_TYPES:
+            raise ConfigError(message("agent.memory.type", kind, f"one of {sorted(MEMORY_TYPES)}"))
+        options.setdefault("sampling", MEMORY_TYPES[kind])
+    if "capacity" not in options:
+        raise ConfigError(message("agent.memory", memory, "a dict with a 'capacity'"))
+    return options
+
+
+class OffPolicyAgent(Agent):
+    """Base of replay-based agents: transitions, warm-up, training cadence.
+
+    Args:
+        states: State spec.
+        actions: Action spec.
+        max_episode_timesteps: Episode length limit (informational).
+        parallel_interactions: Number of parallel slots.
+        memory: Replay capacity in transitions, or a dict (``capacity``, ``sampling``:
+            ``uniform | recent | prioritized``, ``alpha``, ``beta``; Tensorforce's
+            ``type='replay'`` is accepted).
+        batch_size: Transitions per gradient step.
+        learning_starts: Timesteps of uniformly random actions before training starts.
+        train_freq: Timesteps (summed over slots) between training phases.
+        gradient_steps: Gradient steps per training phase; -1: as many as timesteps since the
+            last phase.
+        discount: Discount factor gamma.
+        n_step: Steps per return (n-step TD targets; 1 is one-step).
+        seed: Random seed.
+        device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        saver: Checkpoint spec.
+        summarizer: Summary spec.
+        recorder: Trace recording spec.
+        torch_threads: ``'auto'``, an int, or None.
+    """
+
+    def __init__(
+        self,
+        states: Any,
+        actions: Any,
+        max_episode_timesteps: int | None,
+        parallel_interactions: int,
+        memory: Any,
+        batch_size: int,
+        learning_starts: int,
+        train_freq: int,
+        gradient_steps: int,
+        discount: float,
+        n_step: int,
+        seed: int | None,
+        device: str,
+        saver: Any,
+        summarizer: Any,
+        recorder: Any,
+        torch_threads: int | str | None,
+    ) -> None:
+        check_int("agent.batch_size", batch_size, 1)
+        check_int("agent.learning_starts", learning_starts, 0)
+        check_int("agent.train_freq", train_freq, 1)
+        check_int("agent.n_step", n_step, 1)
+        if gradient_steps != -1:
+            check_int("agent.gradient_steps", gradient_steps, 1)
+        check_number("agent.discount", discount, 0.0, 1.0)
+        super().__init__(
+            states,
+            actions,
+            max_episode_timesteps,
+            parallel_interactions,
+            seed,
+            device,
+            saver=saver,
+            summarizer=summarizer,
+            recorder=recorder,
+            torch_threads=torch_threads,
+        )
+        self.batch_size, self.learning_starts = batch_size, learning_starts
+        self.train_freq, self.gradient_steps = train_freq, gradient_steps
+        self.discount, self.n_step = discount, n_step
+        options = memory_options(memory)
+        self._prioritized = options.get("sampling") == "prioritized"
+        self._masked = [name for name, spec in self.action_specs.items if spec.type == "int"]
+        self.memory = ReplayMemory(
+            self.state_specs,
+            self.action_specs,
+            parallel=parallel_interactions,
+            n_step=n_step,
+            discount=discount,
+            mask_names=self._masked,
+            device=self.device,
+            seed=seed,
+            **options,
+        )
+        self._generator = torch.Generator(device=self.device)
+        self._generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
+        self._last = self._slot_arrays()
+        self._waiting = np.zeros(parallel_interactions, dtype=bool)  # observed, next state unknown
+        self._waiting_reward = np.zeros(parallel_interactions, dtype=np.float32)
+        self._since_train = 0
+
+    def _slot_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per-slot copies of the last acted states, masks and actions ``(P, ...)``."""
+        size = self.parallel_interactions
+        return {
+            "states": {n: np.zeros((size, *s.shape), s.dtype) for n, s in self.state_specs.items},
+            "masks": {
+                n: np.ones((size, *s.shape, s.num_values), bool)
+                for n, s in self.action_specs.items
+                if n in self._masked
+            },
+            "actions": {n: np.zeros((size, *s.shape), s.dtype) for n, s in self.action_specs.items},
+        }
+
+    # ------------------------------------------------------------------ acting
+    def _act(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
+    ) -> Tensors:
+        if independent:
+            return self._select(states, masks, independent=True, deterministic=deterministic)
+        if self._waiting[slots].any():
+            self._complete_waiting(states, masks, slots)
+        if self.timesteps < self.learning_starts and not deterministic:
+            actions = uniform_actions(
+                self.action_specs, masks, len(slots), self._generator, self.device
+            )
+        else:
+            actions = self._select(states, masks, independent=False, deterministic=deterministic)
+        columns = self._columns(slots)
+        last = self._last
+        for name, x in states.items():
+            last["states"][name][columns] = x.cpu().numpy() if not self._on_cpu else x.numpy()
+        for name in self._masked:
+            mask = masks.get(name)
+            last["masks"][name][columns] = True if mask is None else mask.cpu().numpy()
+        for name, a in actions.items():
+            last["actions"][name][columns] = a if isinstance(a, np.ndarray) else a.cpu().numpy()
+        return actions
+
+    def _select(
+        self, states: Tensors, masks: Tensors, independent: bool, deterministic: bool
+    ) -> dict[str, torch.Tensor | np.ndarray]:
+        """The agent's actions (env-ready) for batched states; exploration unless deterministic."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ observing
+    def _observe(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        next_states: Tensors | None,
+        next_masks: Tensors | None = None,
+    ) -> dict[str, float] | None:
+        if next_states is not None:
+            self._store(slots, rewards, terminals, next_states, next_masks or {})
+        else:
+            self._store_without_next(slots, rewards, terminals)
+        if terminals.any():
+            self._episodes_ended(slots[terminals > 0])
+        self._since_train += len(slots)
+        return self._maybe_train()
+
+    def _store(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        next_states: Mapping[str, Any],
+        next_masks: Mapping[str, Any],
+    ) -> None:
+        """Add the transitions of ``slots`` (their last act's rows) to the memory."""
+        columns = self._columns(slots)
+        rows = {
+            kind: {n: x[columns] for n, x in arrays.items()} for kind, arrays in self._last.items()
+        }
+        self.memory.add(
+            slots,
+            rows["states"],
+            rows["masks"],
+            rows["actions"],
+            rewards,
+            terminals,
+            next_states,
+            next_masks,
+        )
+
+    def _store_without_next(
+        self, slots: np.ndarray, rewards: np.ndarray, terminals: np.ndarray
+    ) -> None:
+        """Store transitions that have no next states given.
+
+        Ended episodes use the last state as next state (terminated: not bootstrapped;
+        truncated: bootstrapped from it, an approximation); the rest wait for the next act.
+        """
+        ended = terminals > 0
+        if ended.any():
+            done = slots[ended]
+            self._store(done, rewards[ended], terminals[ended], *self._rows(done))
+        running = slots[~ended]
+        self._waiting[running] = True
+        self._waiting_reward[running] = rewards[~ended]
+
+    def _rows(self, slots: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The last acted states and masks of ``slots``."""
+        return (
+            {n: x[slots] for n, x in self._last["states"].items()},
+            {n: x[slots] for n, x in self._last["masks"].items()},
+        )
+
+    def _complete_waiting(self, states: Tensors, masks: Tensors, slots: np.ndarray) -> None:
+        """Store the waiting transitions of ``slots`` with these states as their next states."""
+        rows = np.flatnonzero(self._waiting[slots])
+        waiting = slots[rows]
+        index = torch.as_tensor(rows, device=self.device)
+        nexts = {n: x[index] for n, x in states.items()}
+        next_masks = {n: m[index] for n, m in masks.items()}
+        running = np.zeros(len(waiting), dtype=np.int64)
+        self._store(waiting, self._waiting_reward[waiting], running, nexts, next_masks)
+        self._waiting[waiting] = False
+
+    def _episodes_ended(self, slots: np.ndarray) -> None:
+        """Hook for per-episode exploration state (e.g. Ornstein-Uhlenbeck noise)."""
+
+    def reset(self) -> None:
+        """Forget unfinished act/observe cycles and unfinished n-step windows."""
+        super().reset()
+        self._waiting[:] = False
+        self.memory.clear_pending()
+
+    # ------------------------------------------------------------------ training
+    def _maybe_train(self) -> dict[str, float] | None:
+        """Run a training phase when one is due; return its metrics."""
+        if self._since_train < self.train_freq:
+            return None
+        collected, self._since_train = self._since_train, 0  # a collection phase ends here
+        if self.timesteps < self.learning_starts or len(self.memory) < self.batch_size:
+            return None
+        return self._train(self.gradient_steps if self.gradient_steps > 0 else collected)
+
+    def _train(self, steps: int) -> dict[str, float]:
+        """Run ``steps`` gradient steps on sampled batches; return their mean metrics.
+
+        Prioritized memories get each batch's new priorities (absolute TD errors).
+        """
+        metrics = self._phase_start()
+        sums: torch.Tensor | float = 0.0
+        for _ in range(steps):
+            batch = self.memory.sample(self.batch_size)
+            stats, priorities = self._gradient_step(batch)
+            sums = sums + stats
+            if self._prioritized:
+                self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
+        means = (sums / steps).tolist()  # type: ignore[union-attr]  # one host sync per phase
+        metrics.update(zip(self.step_metrics, means, strict=True))
+        return metrics
+
+    #: names of the statistics ``_gradient_step`` returns, in order
+    step_metrics: tuple[str, ...] = ()
+
+    def _phase_start(self) -> dict[str, float]:
+        """Set scheduled hyperparameters (learning rates) for a training phase; return them."""
+        return {}
+
+    def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
+        """One gradient step; returns ``(stats (len(step_metrics),), |TD error| (B,))``."""
+        raise NotImplementedError
+
+    def memory_state_dict(self) -> dict[str, Any]:
+        """The replay memory's content and position (for full checkpoints with ``memory=True``)."""
+        return self.memory.state_dict()
+
+    def load_memory_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``memory_state_dict`` returned."""
+        self.memory.load_state_dict(state)
