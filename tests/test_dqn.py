@@ -1,0 +1,181 @@
+"""DQN family: learning on toy envs, masking everywhere, targets, saving, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from forceexp import Agent, Runner
+from forceexp.core.memory import ReplaySample
+from forceexp.environments.testing import IdentityEnvironment, MaskedChoiceEnvironment
+from forceexp.errors import ConfigError
+
+FAST = {
+    "seed": 0,
+    "device": "cpu",
+    "network": {"type": "auto", "size": 64, "depth": 1, "activation": "relu"},
+    "memory": 5000,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
+    "learning_starts": 200,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "target_update_interval": 50,
+    "discount": 0.5,
+    "exploration": {"type": "linear", "num_steps": 1500, "initial_value": 1.0, "final_value": 0.02},
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "extra"),
+    [
+        ("dqn", {}),
+        ("double_dqn", {}),
+        ("dueling_dqn", {}),
+        ("dqn", {"n_step": 3, "memory": {"capacity": 5000, "sampling": "prioritized"}}),
+    ],
+)
+def test_dqn_variants_learn_identity_in_seconds(name, extra):
+    agent = {"agent": name, **FAST, **extra}
+    runner = Runner(agent=agent, environment=IdentityEnvironment, num_parallel=2, seed=0)
+    runner.run(num_timesteps=3000, use_tqdm=False)
+    result = runner.evaluate(num_episodes=10)
+    runner.close()
+    assert np.mean(runner.episode_returns[:20]) < 4.0  # random play scores about 2 of 8
+    assert result["return_mean"] >= 7.5
+
+
+def test_variants_set_their_flag_and_save_it():
+    assert Agent.create("double_dqn", environment=IdentityEnvironment).double_q is True
+    dueling = Agent.create("dueling_dqn", environment=IdentityEnvironment)
+    assert dueling.dueling is True
+    assert dueling.spec["dueling"] is True
+    assert dueling.spec["agent"] == "dueling_dqn"
+
+
+def test_masked_dqn_never_picks_a_masked_action():
+    env = MaskedChoiceEnvironment(num_values=6, num_valid=2, seed=3)
+    agent = Agent.create(agent={"agent": "dqn", **FAST, "learning_starts": 0}, environment=env)
+    states = env.reset()
+    for step in range(600):
+        for deterministic in (False, True):
+            action = agent.act(states=states, independent=True, deterministic=deterministic)
+            assert states["action_mask"][action]
+        action = agent.act(states=states)  # stored, epsilon-greedy (mostly random early on)
+        assert states["action_mask"][action]
+        states, terminal, reward = env.execute(actions=action)
+        agent.observe(reward=reward, terminal=terminal, next_states=states if terminal else None)
+        if terminal:
+            states = env.reset()
+    assert agent.updates > 0
+
+
+def _batch(agent, next_mask):
+    """A two-row batch with a given mask on the next states."""
+    zeros = torch.zeros(2, 3)
+    return ReplaySample(
+        states={"state": zeros},
+        masks={},
+        actions={"action": torch.zeros(2, dtype=torch.int64)},
+        rewards=torch.tensor([1.0, 2.0]),
+        next_states={"state": zeros},
+        next_masks={"action": next_mask},
+        discounts=torch.tensor([0.5, 0.0]),
+        weights=torch.ones(2),
+        indices=np.arange(2),
+    )
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_td_targets_take_the_max_over_allowed_values_only(double_q):
+    agent = Agent.create(
+        agent="dqn",
+        states={"type": "float", "shape": (3,)},
+        actions={"type": "int", "num_values": 3},
+        double_q=double_q,
+        seed=0,
+    )
+    for q in (agent.q, agent.target):  # Q(s', .) = (10, 5, 1) whatever the state
+        head = q.heads["action"]
+        torch.nn.init.zeros_(head.weight)
+        with torch.no_grad():
+            head.bias.copy_(torch.tensor([10.0, 5.0, 1.0]))
+    mask = torch.tensor([[False, True, True], [False, True, True]])
+    targets = agent.td_targets(_batch(agent, mask))["action"]
+    assert torch.allclose(targets, torch.tensor([1.0 + 0.5 * 5.0, 2.0]))  # terminated: no bootstrap
+    unmasked = agent.td_targets(_batch(agent, torch.ones(2, 3, dtype=torch.bool)))["action"]
+    assert torch.allclose(unmasked, torch.tensor([1.0 + 0.5 * 10.0, 2.0]))
+
+
+def test_transitions_without_next_states_complete_at_the_next_act():
+    env = IdentityEnvironment(num_values=3, episode_length=4)
+    agent = Agent.create(agent={"agent": "dqn", **FAST}, environment=env)
+    states = env.reset()
+    visited = [states]
+    for _ in range(8):  # two episodes, next states never given to observe
+        action = agent.act(states=states)
+        states, terminal, reward = env.execute(actions=action)
+        agent.observe(reward=reward, terminal=terminal)
+        if terminal:
+            states = env.reset()
+        visited.append(states)
+    assert len(agent.memory) == 8
+    batch = agent.memory.sample(256)
+    running = batch.discounts > 0
+    assert running.sum() > 0 and (~running).sum() > 0
+    assert torch.all(batch.discounts[running] == 0.5)
+
+
+def test_memory_options_and_their_errors():
+    env = IdentityEnvironment
+    agent = Agent.create("dqn", environment=env, memory=dict(type="recent", capacity=64))
+    assert agent.memory.capacity == 64 and agent.memory.sampling == "recent"
+    with pytest.raises(ConfigError, match=r"agent.memory.type: 'fifo' is invalid"):
+        Agent.create("dqn", environment=env, memory=dict(type="fifo", capacity=64))
+    with pytest.raises(ConfigError, match=r"agent.memory: .* expected a dict with a 'capacity'"):
+        Agent.create("dqn", environment=env, memory=dict(sampling="uniform"))
+    with pytest.raises(ConfigError, match=r"agent.memory: 'big' is invalid"):
+        Agent.create("dqn", environment=env, memory="big")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "pattern"),
+    [
+        ({"tau": 1.5}, r"agent.tau: 1.5 is invalid; expected a number in \[0.0, 1.0\]"),
+        ({"loss": "l1"}, r"agent.loss: 'l1' is invalid; expected one of \('huber', 'mse'\)"),
+        ({"gradient_steps": 0}, r"agent.gradient_steps: 0 is invalid; expected an int >= 1"),
+        ({"batch_size": 0}, r"agent.batch_size: 0 is invalid"),
+        ({"target_update_interval": 0}, r"agent.target_update_interval: 0 is invalid"),
+        ({"discount": 2}, r"agent.discount: 2 is invalid"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        Agent.create("dqn", environment=IdentityEnvironment, **kwargs)
+
+
+def test_float_actions_are_refused_with_a_pointer_to_continuous_agents():
+    with pytest.raises(ConfigError, match=r"actions.action: Q-learning needs int actions.*sac"):
+        Agent.create(
+            "dqn",
+            states={"type": "float", "shape": (2,)},
+            actions={"type": "float", "shape": (1,), "min_value": -1.0, "max_value": 1.0},
+        )
+
+
+@pytest.mark.parametrize("format", ["checkpoint", "numpy", "hdf5"])
+def test_save_load_round_trip_keeps_the_greedy_policy(tmp_path, format):
+    agent = {"agent": "dqn", **FAST, "dueling": True}
+    runner = Runner(agent=agent, environment=IdentityEnvironment, num_parallel=2, seed=0)
+    runner.run(num_timesteps=800, use_tqdm=False)
+    trained = runner.agent
+    trained.save(tmp_path, format=format)
+    loaded = Agent.load(tmp_path, format=format)
+    for states in np.split(np.eye(4, dtype=np.float32), 2):  # batches of parallel_interactions
+        expected = trained.act(states=states, independent=True, deterministic=True)
+        np.testing.assert_array_equal(
+            loaded.act(states=states, independent=True, deterministic=True), expected
+        )
+    for name, value in trained.q.state_dict().items():
+        torch.testing.assert_close(loaded.q.state_dict()[name], value)
+    assert type(loaded) is type(trained) and loaded.dueling
+    runner.close()
