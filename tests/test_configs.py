@@ -51,11 +51,20 @@ def test_every_option_composes_and_instantiates(compose_cfg, option):
         env.close()
 
 
+AGENT_OPTIONS = sorted((p.stem for p in (CONF / "agent").glob("*.yaml")), key=len, reverse=True)
+
+
 @pytest.mark.parametrize("tuning", sorted(p.stem for p in (CONF / "tuning").glob("*.yaml")))
 def test_tuning_files_compose(compose_cfg, tuning):
-    agent, env = tuning.split("_", 1)
+    """``tuning/<agent>_<env>.yaml`` is picked up by ``agent=<agent> env=<env>`` and builds."""
+    agent = next(a for a in AGENT_OPTIONS if tuning.startswith(f"{a}_"))
+    env = tuning[len(agent) + 1 :]
+    assert (CONF / "env" / f"{env}.yaml").exists(), f"{tuning}: no env option {env!r}"
     cfg = compose_cfg(f"agent={agent}", f"env={env}")
-    assert cfg.agent._target_.endswith("PPOAgent")
+    assert _target(cfg.agent).name == agent
+    tuned = OmegaConf.to_container(OmegaConf.load(CONF / "tuning" / f"{tuning}.yaml"))
+    for key, value in tuned.get("agent", {}).items():
+        assert OmegaConf.to_container(cfg.agent)[key] == value, f"{tuning}: agent.{key} not applied"
 
 
 def test_train_with_hydra_config_on_identity(compose_cfg):
@@ -79,13 +88,28 @@ def test_build_refuses_targets_outside_the_allow_list():
         build({"_target_": "os.system", "command": "true"})
 
 
-def test_ppo_config_exposes_every_hyperparameter(compose_cfg):
-    """Every PPOAgent argument can be overridden from the command line (``agent.<key>=...``)."""
-    from forceexp.agents.ppo import PPOAgent
+LEARNING_AGENTS = [p.stem for p in sorted((CONF / "agent").glob("*.yaml"))]
 
+
+@pytest.mark.parametrize("option", LEARNING_AGENTS)
+def test_agent_configs_expose_every_hyperparameter(compose_cfg, option):
+    """Every agent argument can be overridden from the command line (``agent.<key>=...``)."""
     filled_in = {"states", "actions", "max_episode_timesteps", "parallel_interactions"}
     filled_in |= {"network", "policy", "saver", "summarizer", "recorder"}  # groups / alias
-    params = set(inspect.signature(PPOAgent.__init__).parameters) - {"self"}
-    keys = set(OmegaConf.to_container(compose_cfg("agent=ppo").agent))
+    node = compose_cfg(f"agent={option}").agent
+    target = _target(node)
+    params: set[str] = set()
+    for cls in target.__mro__:  # a variant's __init__(*, flag, **kwargs) forwards to its base
+        if "__init__" not in vars(cls):
+            continue
+        signature = inspect.signature(cls.__init__).parameters
+        params |= {name for name, p in signature.items() if p.kind is not p.VAR_KEYWORD}
+        if all(p.kind is not p.VAR_KEYWORD for p in signature.values()):
+            break
+    params.discard("self")
+    keys = set(OmegaConf.to_container(node))
     assert params - filled_in - keys == set()
+
+
+def test_ppo_fast_update_overrides(compose_cfg):
     assert compose_cfg("agent.fast_update=false").agent.fast_update is False
