@@ -20,6 +20,7 @@ LOSS_Q = "loss/q"  # DQN's TD loss
 LOSS_CRITIC = "loss/critic"  # DDPG/TD3/SAC critic loss (summed over twin critics)
 LOSS_ACTOR = "loss/actor"
 LOSS_TEMPERATURE = "loss/temperature"  # SAC's entropy-temperature loss
+LOSS_IMITATION = "loss/imitation"  # behaviour cloning in pretraining (replay-based agents)
 Q_VALUE = "q-value/mean"  # mean Q of the sampled (state, action) pairs
 TD_ERROR = "td-error/mean"  # mean absolute TD error of the sampled transitions
 EXPLORATION = "exploration"  # epsilon (DQN) or action-noise scale (DDPG/TD3)

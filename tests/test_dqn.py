@@ -56,7 +56,7 @@ def test_masked_dqn_never_picks_a_masked_action():
     env = MaskedChoiceEnvironment(num_values=6, num_valid=2, seed=3)
     agent = Agent.create(agent={"agent": "dqn", **FAST, "learning_starts": 0}, environment=env)
     states = env.reset()
-    for step in range(600):
+    for _ in range(600):
         for deterministic in (False, True):
             action = agent.act(states=states, independent=True, deterministic=deterministic)
             assert states["action_mask"][action]

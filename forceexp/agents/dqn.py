@@ -218,6 +218,28 @@ class DQNAgent(OffPolicyAgent):
                 targets[name] = batch.rewards.view(shape) + batch.discounts.view(shape) * following
             return targets
 
+    def _imitation_step(self, states: Tensors, masks: Tensors, actions: Tensors) -> torch.Tensor:
+        """Behaviour cloning: cross-entropy of softmax(Q) over allowed values to the actions."""
+        q = self.q(states)
+        loss = sum(
+            nn.functional.cross_entropy(
+                masked_values(values, masks.get(name)).reshape(-1, values.shape[-1]),
+                actions[name].reshape(-1),
+            )
+            for name, values in q.items()
+        )
+        self._step(loss)
+        return loss.detach()
+
+    def _step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, gradient clipping and an optimizer step; returns the unclipped norm."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        norm = nn.utils.clip_grad_norm_(self.q.parameters(), max_norm)
+        self.optimizer.step()
+        return norm
+
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One TD step on a batch; stats in ``step_metrics`` order and ``|TD error|`` per row."""
         targets = self.td_targets(batch)
@@ -237,11 +259,7 @@ class DQNAgent(OffPolicyAgent):
             taken_sum = taken_sum + taken.detach().mean()
         per_row = torch.stack(losses).mean(0)
         loss = (batch.weights * per_row).mean()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-        norm = nn.utils.clip_grad_norm_(self.q.parameters(), max_norm)
-        self.optimizer.step()
+        norm = self._step(loss)
         td = torch.stack(errors).mean(0).detach()
         stats = torch.stack((loss.detach(), taken_sum / len(q), td.mean(), norm))
         return stats, td

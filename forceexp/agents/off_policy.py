@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from forceexp import tags
 from forceexp.agents.agent import Agent, Tensors
 from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
 from forceexp.errors import ConfigError, message
+from forceexp.observers.recorder import Trace
 
 #: Tensorforce memory ``type`` names and the sampling they mean.
 MEMORY_TYPES = {"replay": "uniform", "recent": "recent", "prioritized": "prioritized"}
@@ -146,6 +148,7 @@ class OffPolicyAgent(Agent):
         self._waiting = np.zeros(parallel_interactions, dtype=bool)  # observed, next state unknown
         self._waiting_reward = np.zeros(parallel_interactions, dtype=np.float32)
         self._since_train = 0
+        self._replayed: set[Any] = set()  # trace files already in the memory (pretraining)
 
     def _slot_arrays(self) -> dict[str, dict[str, np.ndarray]]:
         """Per-slot copies of the last acted states, masks and actions ``(P, ...)``."""
@@ -319,6 +322,65 @@ class OffPolicyAgent(Agent):
         """One gradient step; returns ``(stats (len(step_metrics),), |TD error| (B,))``."""
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ pretraining
+    def learn_from_traces(
+        self, traces: list[Trace], objective: str, num_updates: int
+    ) -> dict[str, float]:
+        """Pretraining on loaded traces (``Agent.pretrain``).
+
+        ``replay``: each trace's transitions enter the replay memory once (the step after the
+        last is the last state: terminated episodes do not bootstrap; a truncated trace
+        bootstraps from its last state, an approximation), then ``num_updates`` gradient steps
+        run on sampled batches. ``imitation``: ``num_updates`` steps of behaviour cloning on
+        random minibatches of the recorded steps (``_imitation_step``).
+        """
+        if objective == "replay":
+            for trace in traces:
+                if trace.path not in self._replayed:
+                    self._replayed.add(trace.path)
+                    self._add_trace(trace)
+            if len(self.memory) == 0:
+                raise ConfigError("pretrain: the traces hold no transitions")
+            return self._train(num_updates)
+        states, masks, actions = _concatenated(traces, self.device)
+        size = next(iter(actions.values())).shape[0]
+        sums: torch.Tensor | float = 0.0
+        for _ in range(num_updates):
+            rows = torch.randint(size, (min(self.batch_size, size),), device=self.device)
+            sums = sums + self._imitation_step(
+                {n: x[rows] for n, x in states.items()},
+                {n: x[rows] for n, x in masks.items()},
+                {n: x[rows] for n, x in actions.items()},
+            )
+        return {tags.LOSS_IMITATION: float(sums) / num_updates}
+
+    def _add_trace(self, trace: Trace) -> None:
+        """Add one recorded episode's transitions to the memory (slot 0, in order)."""
+        steps = len(trace.reward)
+        following = np.minimum(np.arange(steps) + 1, steps - 1)
+        full = self._last["masks"]
+        masks = {
+            n: trace.masks.get(n, np.ones((steps, *x.shape[1:]), bool)) for n, x in full.items()
+        }
+        chunks = [np.arange(steps)] if self.n_step == 1 else np.arange(steps)[:, None]
+        for rows in chunks:  # n-step windows take one step per call
+            nexts = following[rows]
+            self.memory.add(
+                np.zeros(len(rows), dtype=np.int64),
+                {n: x[rows] for n, x in trace.states.items()},
+                {n: x[rows] for n, x in masks.items()},
+                {n: x[rows] for n, x in trace.actions.items()},
+                trace.reward[rows],
+                trace.terminal[rows],
+                {n: x[nexts] for n, x in trace.states.items()},
+                {n: x[nexts] for n, x in masks.items()},
+            )
+        self.memory.clear_pending(np.zeros(1, dtype=np.int64))
+
+    def _imitation_step(self, states: Tensors, masks: Tensors, actions: Tensors) -> torch.Tensor:
+        """One behaviour-cloning gradient step toward the recorded actions; returns its loss."""
+        raise NotImplementedError
+
     def memory_state_dict(self) -> dict[str, Any]:
         """The replay memory's content and position (for full checkpoints with ``memory=True``)."""
         return self.memory.state_dict()
@@ -326,3 +388,16 @@ class OffPolicyAgent(Agent):
     def load_memory_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what ``memory_state_dict`` returned."""
         self.memory.load_state_dict(state)
+
+
+def _concatenated(traces: list[Trace], device: torch.device) -> tuple[Tensors, Tensors, Tensors]:
+    """States, masks and actions of all traces, concatenated along time, as tensors."""
+
+    def cat(parts: list[dict[str, np.ndarray]]) -> Tensors:
+        return {
+            name: torch.as_tensor(np.concatenate([p[name] for p in parts])).to(device)
+            for name in parts[0]
+        }
+
+    masks = cat([t.masks for t in traces]) if all(t.masks for t in traces) else {}
+    return cat([t.states for t in traces]), masks, cat([t.actions for t in traces])

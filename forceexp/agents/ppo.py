@@ -10,6 +10,7 @@ import torch
 
 from forceexp.agents.agent import Agent, Tensors
 from forceexp.agents.ppo_update import PPOUpdate
+from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
@@ -18,6 +19,7 @@ from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, check_schedule, named_schedule
 from forceexp.errors import ConfigError, message
+from forceexp.observers.recorder import Trace
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -228,6 +230,12 @@ class PPOAgent(PPOUpdate, Agent):
             self.policy.load_state_dict(state["policy"])
         if "optimizer" in state:
             self.optimizer.load_state_dict(state["optimizer"])
+
+    def learn_from_traces(
+        self, traces: list[Trace], objective: Objective, num_updates: int
+    ) -> dict[str, float]:
+        """Pretraining on loaded traces (``Agent.pretrain``): PPO's replay or imitation."""
+        return ppo_objective(self, traces, objective, num_updates)
 
     # ------------------------------------------------------------------ acting
     def _act(

@@ -1,4 +1,7 @@
-"""Pretraining from traces: 'replay' (the agent's own PPO update) or 'imitation' (cloning).
+"""Pretraining from traces: file handling for every agent, and PPO's two objectives.
+
+``pretrain`` loads and validates trace files and hands them to ``agent.learn_from_traces``.
+For PPO (``ppo_objective``):
 
 - ``replay`` follows the reference: recorded episodes are stored as experience, with log-probs
   and values from the current policy (so recorded actions count as on-policy), advantages by GAE
@@ -7,6 +10,8 @@
   positive.
 - ``imitation`` is behaviour cloning: minimise the negative log-likelihood of the recorded
   actions (masks respected) and fit the value head to the recorded discounted returns.
+
+Replay-based agents fill their replay memory or clone the actions (``OffPolicyAgent``).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def _check_args(
         raise ConfigError(message("pretrain.num_traces", num_traces, "an int >= 1 or None (all)"))
     if objective not in OBJECTIVES:
         raise ConfigError(message("pretrain.objective", objective, "'replay' or 'imitation'"))
-    if not hasattr(agent, "policy") or not hasattr(agent, "optimizer"):
+    if not hasattr(agent, "learn_from_traces"):
         raise ConfigError(
             f"pretrain: agent {agent.name!r} has no trainable policy; use e.g. agent='ppo'"
         )
@@ -89,14 +94,22 @@ def pretrain(
         for path in chosen:
             if path not in cache:
                 cache[path] = read_trace(path, agent.state_specs, agent.action_specs)
-        data = _to_tensors(agent, [cache[path] for path in chosen])
-        step = _replay if objective == "replay" else _imitation
-        metrics = step(agent, data, num_updates)
-        agent.timesteps += len(data["terminal"])
-        agent.episodes += int((data["terminal"] > 0).sum())
+        traces = [cache[path] for path in chosen]
+        metrics = agent.learn_from_traces(traces, objective, num_updates)
+        agent.timesteps += sum(len(trace.reward) for trace in traces)
+        agent.episodes += len(traces)
         for observer in agent.observers:  # summarizer/saver see pretraining like updates
             observer.on_update(agent, metrics)
     return metrics
+
+
+def ppo_objective(
+    agent: PPOAgent, traces: list[Trace], objective: Objective, num_updates: int
+) -> dict[str, float]:
+    """PPO's ``replay`` or ``imitation`` update on the concatenated traces."""
+    data = _to_tensors(agent, traces)
+    step = _replay if objective == "replay" else _imitation
+    return step(agent, data, num_updates)
 
 
 def _to_tensors(agent: PPOAgent, traces: list[Trace]) -> dict[str, Any]:
