@@ -50,8 +50,11 @@ def _autograd(mlp: nn.Module, xs: list[torch.Tensor], gs: list[torch.Tensor]) ->
     return grads[:n], grads[n:]
 
 
-@pytest.mark.parametrize("batch", [1, 33, 256])
-@pytest.mark.parametrize("name", sorted(SHAPES))
+@pytest.mark.parametrize(
+    ("name", "batch"),
+    [(name, batch) for name in sorted(SHAPES) for batch in (1, 33, 256)]
+    + [("dqn_256x256_relu", 4096), ("ppo_64x64_tanh", 4096)],
+)
 def test_forward_and_gradients_match_autograd(name: str, batch: int) -> None:
     mlp = _mlp(SHAPES[name])
     optim = FastOptimizer(torch.optim.Adam(mlp.parameters()))
