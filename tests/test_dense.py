@@ -288,3 +288,10 @@ def test_dqn_td_step_matches_autograd(n: int, masked: bool, fused: bool | None) 
     assert 0 < clips < 6  # clipped and unclipped steps
     for p, q in zip(nets[0].parameters(), nets[2].parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_parameter_outside_the_optimizer_is_named() -> None:
+    mlp = _mlp(SHAPES["depth2_tanh_out"])
+    optim = FastOptimizer(torch.optim.Adam(mlp[0].parameters()))
+    with pytest.raises(ValueError, match="not in this optimizer"):
+        DenseStack(mlp, optim)

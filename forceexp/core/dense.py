@@ -140,7 +140,10 @@ class FastOptimizer:
 
     def grad(self, param: torch.Tensor) -> torch.Tensor:
         """The gradient view of ``param`` (write it by hand for parameters outside any stack)."""
-        return self._grads[param]
+        try:
+            return self._grads[param]
+        except KeyError:
+            raise ValueError(f"a {tuple(param.shape)} parameter not in this optimizer") from None
 
     def zero_grad(self) -> None:
         """Zero every gradient (needed only when some are accumulated rather than written)."""
@@ -237,10 +240,12 @@ def _buffer(*shape: int) -> _Buffer:
 class _Tape:
     """The buffers of one (batch size, slot) and the input of its last forward."""
 
-    def __init__(self, layers: Sequence[_Layer], size: int) -> None:
+    def __init__(self, layers: Sequence[_Layer], size: int, backward: bool) -> None:
         widths = [layer.weight.shape for layer in layers]
         self.inputs: torch.Tensor | None = None
         self.outputs = [_buffer(size, out) for out, _ in widths]
+        if not backward:  # inference only
+            return
         # d loss / d pre-activation; for a last layer without activation it is grad_out itself
         self.pre_grads = [_buffer(size, out) for out, _ in widths]
         self.grad_out = (
@@ -259,7 +264,9 @@ class DenseStack:
     Args:
         modules: The MLP, as ``parse_dense`` accepts it (e.g. ``[network.mlp, head]``).
         optimizer: The ``FastOptimizer`` whose gradient buffer receives this stack's parameter
-            gradients (None: private gradient tensors, e.g. for a target network).
+            gradients (None: a stack only run for inference or for input gradients with
+            ``params=False``, e.g. a target network; parameter gradients go to private
+            tensors nobody reads).
     """
 
     def __init__(
@@ -294,7 +301,7 @@ class DenseStack:
     def _tape(self, size: int, slot: int) -> _Tape:
         tape = self._tapes.get((size, slot))
         if tape is None:
-            tape = self._tapes[size, slot] = _Tape(self.layers, size)
+            tape = self._tapes[size, slot] = _Tape(self.layers, size, slot != _INFER)
         return tape
 
     @property
