@@ -3,11 +3,13 @@
 For the networks most PPO runs use (flat float states, a dense tanh/relu MLP policy, an MLP or
 shared value function, one categorical or Gaussian action), autograd's per-op bookkeeping costs
 several times the arithmetic on a CPU. ``FusedPPOStep`` computes the same loss, gradients, gradient
-clipping and Adam step with a fixed, short sequence of operations: the dense layers are torch
-matrix products into preallocated buffers, the elementwise loss and its gradient run in NumPy on
-views of the same memory (a NumPy op on a few hundred values costs ~1 µs, a torch op ~4 µs), and
-the gradients land in one flat buffer. ``tests/test_fused.py`` checks it against autograd;
-anything it does not cover falls back to the autograd path (``unsupported_reason`` says why).
+clipping and Adam step with a fixed, short sequence of operations: the dense layers run on the
+shared ``forceexp.core.dense`` stacks and optimizer (matrix products into preallocated buffers,
+one flat gradient buffer, the optimizer's fused Adam on its own state); only PPO's elementwise
+loss and its gradient w.r.t. the network outputs live here, in NumPy on views of the same memory
+(a NumPy op on a few hundred values costs ~1 µs, a torch op ~4 µs). ``tests/test_fused.py``
+checks it against autograd; anything it does not cover falls back to the autograd path
+(``unsupported_reason`` says why).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from forceexp import tags
+from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.distributions import MASKED_LOGIT, CategoricalHead, GaussianHead
 from forceexp.core.networks.auto import AutoNetwork
 
@@ -34,8 +37,6 @@ STEP_METRICS = (
     tags.UPDATE_NORM_CLIPPED,
 )
 _ACTIVATIONS = (nn.Tanh, nn.ReLU)
-_TANH_BACKWARD = torch.ops.aten.tanh_backward.grad_input
-_RELU_BACKWARD = torch.ops.aten.threshold_backward.grad_input
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _GAUSSIAN_ENTROPY = 0.5 + _LOG_SQRT_2PI  # per dimension, on top of log_std
 
@@ -103,69 +104,6 @@ def normalized(advantages: np.ndarray) -> np.ndarray:
     return centered / np.float32(std + 1e-8)
 
 
-class _Layer(NamedTuple):
-    weight: torch.Tensor
-    weight_t: torch.Tensor  # transposed view, made once (parameters are updated in place)
-    bias: torch.Tensor
-    grad_weight: torch.Tensor
-    grad_bias: np.ndarray
-
-
-class _Stack(NamedTuple):
-    """A dense stack's layers and whether it uses relu (else tanh)."""
-
-    layers: list[_Layer]
-    relu: bool
-
-
-class _Buffer(NamedTuple):
-    """A preallocated tensor with its NumPy view and transposed view (made once)."""
-
-    tensor: torch.Tensor
-    array: np.ndarray
-    transposed: torch.Tensor
-
-
-def _buffer(*shape: int) -> _Buffer:
-    tensor = torch.empty(shape)
-    return _Buffer(tensor, tensor.numpy(), tensor.t())
-
-
-class _StackBuffers(NamedTuple):
-    """Per-layer buffers of one dense stack for one minibatch size."""
-
-    outputs: list[_Buffer]  # activations
-    pre_grads: list[_Buffer]  # d loss / d pre-activation
-    input_grads: list[torch.Tensor | None]  # d loss / d layer input (None for the first layer)
-
-
-def _stack_buffers(stack: _Stack, size: int) -> _StackBuffers:
-    widths = [layer.weight.shape for layer in stack.layers]
-    return _StackBuffers(
-        [_buffer(size, out) for out, _ in widths],
-        [_buffer(size, out) for out, _ in widths],
-        [torch.empty(size, width) if i else None for i, (_, width) in enumerate(widths)],
-    )
-
-
-class _Buffers:
-    """Every buffer one gradient step of a given minibatch size writes (allocated once)."""
-
-    def __init__(self, size: int, step: FusedPPOStep) -> None:
-        self.policy = _stack_buffers(step.policy, size)
-        self.value = _stack_buffers(step.value, size)
-        outputs, features = step.head_layer.weight.shape
-        self.head_out = _buffer(size, outputs)
-        self.head_grad = _buffer(size, outputs)
-        self.value_out = _buffer(size, 1)
-        self.value_grad = _buffer(size, 1)
-        self.ones = np.ones(size, dtype=np.float32)  # bias gradients as ones @ grad (BLAS gemv)
-        self.features_grad = torch.empty(size, features)
-        self.value_features_grad = torch.empty(size, step.value_head.weight.shape[1])
-        if step.categorical:  # flat index of each (row, component)'s first logit
-            self.first_logit = np.arange(0, size * outputs, step.head.num_values)
-
-
 class FusedPPOStep:
     """PPO's clipped-surrogate gradient step with explicit backward passes and a fused Adam.
 
@@ -194,86 +132,25 @@ class FusedPPOStep:
         self.optimizer = optimizer
         self.value_coef, self.entropy_coef, self.value_clip = value_coef, entropy_coef, value_clip
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
-        self.params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.flat_grad = torch.zeros(sum(p.numel() for p in self.params))
-        self.grads: dict[nn.Parameter, torch.Tensor] = {}
-        offset = 0
-        for p in self.params:
-            self.grads[p] = self.flat_grad[offset : offset + p.numel()].view_as(p)
-            offset += p.numel()
+        self.fast = FastOptimizer(optimizer)
         self.head = next(iter(policy.heads.values()))
         self.categorical = isinstance(self.head, CategoricalHead)
-        self.policy = self._stack(policy.network)
         self.shared = policy.baseline is None
-        self.value = _Stack([], False) if self.shared else self._stack(policy.baseline)
-        self.head_layer = self._linear(self.head.linear)
-        self.value_head = self._linear(policy.value_head)
+        mlp = policy.network.mlp
+        if self.shared:  # trunk -> action head and value head (each a one-layer stack)
+            self.trunk = DenseStack(mlp, self.fast) if len(mlp) else None
+            self.policy = DenseStack(self.head.linear, self.fast)
+            self.value = DenseStack(policy.value_head, self.fast)
+        else:
+            self.trunk = None
+            self.policy = DenseStack([mlp, self.head.linear], self.fast)
+            self.value = DenseStack([policy.baseline.mlp, policy.value_head], self.fast)
         if not self.categorical:
             self.log_std = self.head.log_std.detach().numpy().reshape(-1)
-            self.log_std_grad = self.grads[self.head.log_std].numpy().reshape(-1)
-        self._buffers: dict[int, _Buffers] = {}
-        self._adam_args: tuple[object, torch.Tensor, list[list[torch.Tensor]]] | None = None
+            self.log_std_grad = self.fast.grad(self.head.log_std).numpy().reshape(-1)
+        self._first_logit: dict[int, np.ndarray] = {}  # per size: each component's first logit
 
-    def _linear(self, linear: nn.Linear) -> _Layer:
-        weight, bias = linear.weight, linear.bias
-        grad_bias = self.grads[bias].numpy()
-        return _Layer(weight, weight.detach().t(), bias, self.grads[weight], grad_bias)
-
-    def _stack(self, network: AutoNetwork) -> _Stack:
-        layers = [self._linear(m) for m in network.mlp if isinstance(m, nn.Linear)]
-        return _Stack(layers, uses_relu(network))
-
-    @staticmethod
-    def _forward(stack: _Stack, x: torch.Tensor, buffers: _StackBuffers) -> list[torch.Tensor]:
-        """Activations of every layer, input first."""
-        outputs = [x]
-        for layer, (out, out_np, _) in zip(stack.layers, buffers.outputs, strict=True):
-            torch.addmm(layer.bias, x, layer.weight_t, out=out)
-            if stack.relu:
-                np.maximum(out_np, 0.0, out=out_np)
-            else:
-                np.tanh(out_np, out=out_np)
-            outputs.append(out)
-            x = out
-        return outputs
-
-    @staticmethod
-    def _backward(
-        stack: _Stack,
-        outputs: list[torch.Tensor],
-        grad: torch.Tensor,
-        buffers: _StackBuffers,
-        ones: np.ndarray,
-    ) -> None:
-        """Write weight/bias gradients of the dense stack given d loss / d (last activation)."""
-        for i in range(len(stack.layers) - 1, -1, -1):
-            pre, pre_np, pre_t = buffers.pre_grads[i]
-            if stack.relu:  # grad * [h > 0]
-                _RELU_BACKWARD(grad, outputs[i + 1], 0.0, grad_input=pre)
-            else:  # grad * (1 - h^2)
-                _TANH_BACKWARD(grad, outputs[i + 1], grad_input=pre)
-            layer = stack.layers[i]
-            torch.mm(pre_t, outputs[i], out=layer.grad_weight)
-            np.dot(ones, pre_np, out=layer.grad_bias)  # column sums, ~5x faster than np.sum
-            if i:
-                grad = torch.mm(pre, layer.weight, out=buffers.input_grads[i])
-
-    @staticmethod
-    def _head_backward(
-        layer: _Layer,
-        features: torch.Tensor,
-        grad: _Buffer,
-        out: torch.Tensor,
-        ones: np.ndarray,
-    ) -> torch.Tensor:
-        """Gradients of a linear head; returns d loss / d features (written into ``out``)."""
-        torch.mm(grad.transposed, features, out=layer.grad_weight)
-        np.dot(ones, grad.array, out=layer.grad_bias)
-        return torch.mm(grad.tensor, layer.weight, out=out)
-
-    def _policy_terms(
-        self, out: np.ndarray, rows: Rows, buffers: _Buffers
-    ) -> tuple[np.ndarray, float, tuple]:
+    def _policy_terms(self, out: np.ndarray, rows: Rows) -> tuple[np.ndarray, float, tuple]:
         """Log-prob ``(B,)`` of the stored actions, mean entropy, and state for the gradient."""
         size = out.shape[0]
         if self.categorical:
@@ -286,7 +163,10 @@ class FusedPPOStep:
             probs /= total
             logp = shifted
             logp -= np.log(total)
-            picked = buffers.first_logit + rows.actions.reshape(-1)  # flat index per component
+            first_logit = self._first_logit.get(size)
+            if first_logit is None:  # flat index of each (row, component)'s first logit
+                first_logit = self._first_logit[size] = np.arange(0, out.size, self.head.num_values)
+            picked = first_logit + rows.actions.reshape(-1)  # flat index per component
             log_prob = logp.reshape(-1)[picked]
             if logits.shape[1] > 1:
                 log_prob = log_prob.reshape(size, -1).sum(1)
@@ -333,27 +213,11 @@ class FusedPPOStep:
         caller does it once when every step sees the same rows).
         """
         size = rows.states.shape[0]
-        buffers = self._buffers.get(size)
-        if buffers is None:
-            buffers = self._buffers[size] = _Buffers(size, self)
-        with torch.no_grad():
-            states = torch.from_numpy(rows.states)
-            policy_out = self._forward(self.policy, states, buffers.policy)
-            head_out, head_np, _ = buffers.head_out
-            torch.addmm(
-                self.head_layer.bias, policy_out[-1], self.head_layer.weight_t, out=head_out
-            )
-            value_out = (
-                self._forward(self.value, states, buffers.value) if not self.shared else policy_out
-            )
-            torch.addmm(
-                self.value_head.bias,
-                value_out[-1],
-                self.value_head.weight_t,
-                out=buffers.value_out.tensor,
-            )
-        value = buffers.value_out.array.reshape(size)
-        log_prob, entropy_mean, state = self._policy_terms(head_np, rows, buffers)
+        states = torch.from_numpy(rows.states)
+        features = states if self.trunk is None else self.trunk.forward(states)
+        head_out = self.policy.forward(features).numpy()
+        value = self.value.forward(features if self.shared else states).numpy().reshape(size)
+        log_prob, entropy_mean, state = self._policy_terms(head_out, rows)
 
         advantages = rows.advantages
         if normalize and self.normalize_advantages and size > 1:
@@ -365,49 +229,13 @@ class FusedPPOStep:
         policy_loss = -float(np.minimum(unclipped, clipped).sum()) / size
         g_log_prob = np.where(unclipped > clipped, 0.0, unclipped)
         g_log_prob *= -1.0 / size
-
-        diff = value - rows.returns
-        g_value = buffers.value_grad.array.reshape(size)
-        if self.value_clip is None:
-            value_loss = float(np.vdot(diff, diff)) / size
-            np.multiply(diff, 2.0 * self.value_coef / size, out=g_value)
-        else:
-            delta = value - rows.value
-            inside = np.abs(delta) <= self.value_clip
-            clipped_diff = rows.value + np.clip(delta, -self.value_clip, self.value_clip)
-            clipped_diff -= rows.returns
-            squared, clipped_squared = diff * diff, clipped_diff * clipped_diff
-            value_loss = float(np.maximum(squared, clipped_squared).sum()) / size
-            chosen = np.where(squared >= clipped_squared, diff, clipped_diff * inside)
-            np.multiply(chosen, 2.0 * self.value_coef / size, out=g_value)
-
-        self._head_grad(state, g_log_prob, -self.entropy_coef / size, buffers.head_grad.array)
-        with torch.no_grad():
-            ones = buffers.ones
-            g_features = self._head_backward(
-                self.head_layer, policy_out[-1], buffers.head_grad, buffers.features_grad, ones
-            )
-            g_value_features = self._head_backward(
-                self.value_head,
-                value_out[-1],
-                buffers.value_grad,
-                buffers.value_features_grad,
-                ones,
-            )
-            if self.shared:
-                g_features += g_value_features
-            else:
-                self._backward(self.value, value_out, g_value_features, buffers.value, ones)
-            self._backward(self.policy, policy_out, g_features, buffers.policy, ones)
-        flat = self.flat_grad.numpy()
-        norm = math.sqrt(float(np.vdot(flat, flat)))
-        norm_clipped = norm
-        if self.max_grad_norm is not None:
-            scale = min(self.max_grad_norm / (norm + 1e-6), 1.0)
-            if scale < 1.0:
-                flat *= scale
-            norm_clipped = norm * scale
-        self._adam(learning_rate)
+        value_loss = self._value_loss(value, rows)
+        self._head_grad(
+            state, g_log_prob, -self.entropy_coef / size, self.policy.grad_out().numpy()
+        )
+        self._backward()
+        norm, norm_clipped = self.fast.clip_grad_norm(self.max_grad_norm)
+        self.fast.step(learning_rate)
         excess = ratio - 1.0
         kl = float((excess - log_ratio).sum()) / size
         clip_fraction = float(np.count_nonzero(np.abs(excess) > clip)) / size
@@ -415,46 +243,32 @@ class FusedPPOStep:
             (policy_loss, value_loss, entropy_mean, kl, clip_fraction, norm, norm_clipped)
         )
 
-    def _adam(self, learning_rate: float) -> None:
-        """The optimizer's own fused Adam kernel on its own state (one call for all tensors).
+    def _value_loss(self, value: np.ndarray, rows: Rows) -> float:
+        """The (optionally clipped) value loss; writes its gradient w.r.t. the value output."""
+        size = value.shape[0]
+        diff = value - rows.returns
+        g_value = self.value.grad_out().numpy().reshape(size)
+        if self.value_clip is None:
+            np.multiply(diff, 2.0 * self.value_coef / size, out=g_value)
+            return float(np.vdot(diff, diff)) / size
+        delta = value - rows.value
+        inside = np.abs(delta) <= self.value_clip
+        clipped_diff = rows.value + np.clip(delta, -self.value_clip, self.value_clip)
+        clipped_diff -= rows.returns
+        squared, clipped_squared = diff * diff, clipped_diff * clipped_diff
+        chosen = np.where(squared >= clipped_squared, diff, clipped_diff * inside)
+        np.multiply(chosen, 2.0 * self.value_coef / size, out=g_value)
+        return float(np.maximum(squared, clipped_squared).sum()) / size
 
-        The state stays in ``torch.optim.Adam``'s format (so ``optimizer.step()`` elsewhere,
-        e.g. in imitation pretraining, and checkpoints work on it). The per-parameter step
-        counters become views of one tensor so that counting is one op; the argument lists are
-        rebuilt only when the state was replaced (a load).
-        """
-        state = self.optimizer.state
-        if (
-            self._adam_args is None
-            or self._adam_args[0] is not state
-            or self.params[0] not in state
-        ):
-            counts = torch.tensor([float(state[p].get("step", 0.0)) for p in self.params])
-            for i, p in enumerate(self.params):
-                entry = state[p]
-                entry["step"] = counts[i]
-                entry.setdefault("exp_avg", torch.zeros_like(p))
-                entry.setdefault("exp_avg_sq", torch.zeros_like(p))
-            keys = ("exp_avg", "exp_avg_sq", "step")
-            lists = [[state[p][key] for p in self.params] for key in keys]
-            grads = [self.grads[p] for p in self.params]
-            self._adam_args = (state, counts, [self.params, grads, *lists])
-        _, counts, (params, grads, exp_avg, exp_avg_sq, steps) = self._adam_args
-        group = self.optimizer.param_groups[0]
-        beta1, beta2 = group["betas"]
-        counts.add_(1.0)
-        torch._fused_adam_(
-            params,
-            grads,
-            exp_avg,
-            exp_avg_sq,
-            [],
-            steps,
-            amsgrad=False,
-            lr=learning_rate,
-            beta1=beta1,
-            beta2=beta2,
-            weight_decay=group["weight_decay"],
-            eps=group["eps"],
-            maximize=False,
-        )
+    def _backward(self) -> None:
+        """Parameter gradients of both stacks from the gradients written into their outputs."""
+        if not self.shared:
+            self.value.backward()
+            self.policy.backward()
+            return
+        trunk = self.trunk is not None
+        g_features = self.policy.backward(input_grad=trunk)
+        g_value_features = self.value.backward(input_grad=trunk)
+        if trunk:
+            g_features += g_value_features
+            self.trunk.backward(g_features)
