@@ -3,7 +3,8 @@
 Two value-learning steps, each forward + backward + clipping + Adam, in one process with
 alternating rounds (the machine is shared: the ratio measured together is what counts):
 
-- ``dqn``: DQN's Huber TD step (``forceexp.core.dqn_step``) at the RL-Zoo CartPole shapes,
+- ``dqn``: ``DQNAgent``'s Huber TD step (fast path vs ``fast_update=False``) at the RL-Zoo
+  CartPole shapes,
   batch 64, 4 -> 256 -> 256 -> 2 relu, a target network for the bootstrap;
 - ``sac_critic``: a SAC-like critic step, batch 256, Q(concat(s, a)) with (3 + 1) -> 256 ->
   256 -> 1 relu, squared TD error against a target critic on the next states and actions.
@@ -26,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from forceexp import Agent
 from forceexp.core.dense import DenseStack, FastOptimizer
-from forceexp.core.dqn_step import FastDQNStep, TDRows, autograd_dqn_step
 
 DISCOUNT = 0.99
 
@@ -45,23 +46,35 @@ def mlp(inputs: int, outputs: int, seed: int) -> nn.Sequential:
 
 
 def dqn_pair(rng: np.random.Generator) -> tuple[Callable[[], object], Callable[[], object], list]:
-    size, n = 64, 2
-    nets = [mlp(4, n, 0), mlp(4, n, 1)]
-    twins = copy.deepcopy(nets)
-    rows = TDRows(
-        rng.standard_normal((size, 4), dtype=np.float32),
-        rng.integers(0, n, size),
+    """DQNAgent's TD step on both paths, one batch of 64 from the same memory."""
+    spec = {
+        "agent": "dqn",
+        "states": {"type": "float", "shape": (4,)},
+        "actions": {"type": "int", "num_values": 2},
+        "network": {"type": "auto", "size": 256, "depth": 2, "activation": "relu"},
+        "seed": 0,
+        "torch_threads": None,
+    }
+    agents = [Agent.create({**spec, "fast_update": flag}) for flag in (True, False)]
+    size = 1000
+    transitions = (
+        np.zeros(size, dtype=np.int64),
+        {"state": rng.standard_normal((size, 4), dtype=np.float32)},
+        {},
+        {"action": rng.integers(0, 2, size)},
         rng.standard_normal(size, dtype=np.float32),
-        (rng.random(size) < 0.05).astype(np.float32),
-        rng.standard_normal((size, 4), dtype=np.float32),
-        None,
+        (rng.random(size) < 0.05).astype(np.int64),
+        {"state": rng.standard_normal((size, 4), dtype=np.float32)},
+        {},
     )
-    fast = FastDQNStep(nets[0], nets[1], torch.optim.Adam(nets[0].parameters(), lr=1e-4), DISCOUNT)
-    slow = torch.optim.Adam(twins[0].parameters(), lr=1e-4, fused=True)
+    batches = []
+    for agent in agents:
+        agent.memory.add(*transitions)
+        batches.append(agent.memory.sample(64))
     return (
-        lambda: fast.step(rows),
-        lambda: autograd_dqn_step(twins[0], twins[1], slow, rows, DISCOUNT),
-        [nets[0], twins[0]],
+        lambda: agents[0]._gradient_step(batches[0]),
+        lambda: agents[1]._gradient_step(batches[1]),
+        [agents[0].q, agents[1].q],
     )
 
 

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from forceexp.core.dense import DenseStack, FastOptimizer, parse_dense
-from forceexp.core.dqn_step import FastDQNStep, TDRows, autograd_dqn_step
 
 ACTIVATION = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
@@ -242,52 +241,6 @@ def test_non_adam_and_amsgrad_are_refused() -> None:
         FastOptimizer(torch.optim.SGD(params, lr=0.1))
     with pytest.raises(ValueError, match="amsgrad"):
         FastOptimizer(torch.optim.Adam(params, amsgrad=True))
-
-
-def _td_rows(rng: np.random.Generator, size: int, n: int, masked: bool) -> TDRows:
-    states, next_states = (rng.standard_normal((size, 4), dtype=np.float32) for _ in range(2))
-    masks = rng.random((size, n)) < 0.7 if masked else None
-    if masks is not None:
-        masks[:, 0] = True
-    return TDRows(
-        states,
-        rng.integers(0, n, size),
-        3 * rng.standard_normal(size, dtype=np.float32),  # both sides of the Huber threshold
-        (rng.random(size) < 0.1).astype(np.float32),
-        next_states,
-        masks,
-    )
-
-
-MAX_NORM = 0.45  # some of these steps are clipped, some not
-
-
-@pytest.mark.parametrize("fused", [None, True])
-@pytest.mark.parametrize(("n", "masked"), [(2, False), (5, True)])
-def test_dqn_td_step_matches_autograd(n: int, masked: bool, fused: bool | None) -> None:
-    """The shared stack carries DQN: several TD steps (with target syncs) equal autograd's."""
-    shape = (4, [256, 256], n, "relu", False)
-    nets = [_mlp(shape, seed) for seed in (10, 11, 10, 11)]  # online, target; twice
-    optimizer = torch.optim.Adam(nets[0].parameters(), lr=1e-3)
-    fast = FastDQNStep(nets[0], nets[1], optimizer, 0.99, max_grad_norm=MAX_NORM)
-    ref = torch.optim.Adam(nets[2].parameters(), lr=1e-3, fused=fused)
-    rng, clips = np.random.default_rng(0), 0
-    for step in range(6):
-        rows = _td_rows(rng, 64, n, masked)
-        loss, norm, clipped = fast.step(rows)
-        expected_loss, expected_norm = autograd_dqn_step(
-            nets[2], nets[3], ref, rows, 0.99, max_grad_norm=MAX_NORM
-        )
-        assert loss == pytest.approx(expected_loss, rel=1e-5)
-        assert norm == pytest.approx(expected_norm, rel=1e-5)
-        assert clipped == pytest.approx(min(expected_norm, MAX_NORM), rel=1e-5)
-        clips += norm > MAX_NORM
-        if step == 2:  # target sync, in place: the target stack sees it
-            nets[1].load_state_dict(nets[0].state_dict())
-            nets[3].load_state_dict(nets[2].state_dict())
-    assert 0 < clips < 6  # clipped and unclipped steps
-    for p, q in zip(nets[0].parameters(), nets[2].parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_a_parameter_outside_the_optimizer_is_named() -> None:

@@ -179,3 +179,74 @@ def test_save_load_round_trip_keeps_the_greedy_policy(tmp_path, format):
         torch.testing.assert_close(loaded.q.state_dict()[name], value)
     assert type(loaded) is type(trained) and loaded.dueling
     runner.close()
+
+
+def _filled_pair(**kwargs):
+    """Two agents alike but for the update path, with the same transitions in memory."""
+    spec = {
+        "agent": "dqn",
+        "states": {"type": "float", "shape": (4,)},
+        "actions": {"type": "int", "num_values": 3},
+        "network": {"type": "auto", "size": 32, "depth": 2, "activation": "relu"},
+        "learning_rate": 1e-2,
+        "max_grad_norm": 0.5,  # some steps clipped
+        "seed": 3,
+        **kwargs,
+    }
+    fast, slow = (
+        Agent.create({**spec, "fast_update": True}),
+        Agent.create({**spec, "fast_update": False}),
+    )
+    assert fast._fast is not None and slow._fast is None
+    rng = np.random.default_rng(0)
+    for agent in (fast, slow):
+        rng = np.random.default_rng(0)
+        for _ in range(4):
+            size = 16
+            masks = rng.random((size, 3)) < 0.6
+            masks[:, 1] = True
+            agent.memory.add(
+                np.zeros(size, dtype=np.int64),
+                {"state": rng.standard_normal((size, 4)).astype(np.float32)},
+                {"action": masks},
+                {"action": rng.integers(0, 3, size)},
+                3 * rng.standard_normal(size).astype(np.float32),  # both sides of Huber's kink
+                rng.choice([0, 1, 2], size, p=[0.8, 0.1, 0.1]),
+                {"state": rng.standard_normal((size, 4)).astype(np.float32)},
+                {"action": np.roll(masks, 1, 0)},
+            )
+    return fast, slow
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"double_q": True},
+        {"loss": "mse"},
+        {"memory": {"capacity": 1000, "sampling": "prioritized"}},
+    ],
+)
+def test_fast_td_steps_match_autograd(kwargs):
+    """The shared fast path (core/dense.py) takes the same steps as autograd."""
+    fast, slow = _filled_pair(**kwargs)
+    for step in range(6):
+        batch = fast.memory.sample(32)
+        same = slow.memory.sample(32)
+        np.testing.assert_array_equal(batch.indices, same.indices)
+        stats, errors = fast._gradient_step(batch)
+        expected, expected_errors = slow._gradient_step(same)
+        torch.testing.assert_close(stats, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(errors, expected_errors, rtol=1e-4, atol=1e-5)
+        if step == 2:
+            for agent in (fast, slow):
+                agent.target.load_state_dict(agent.q.state_dict())
+    for p, q in zip(fast.q.parameters(), slow.q.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_path_is_skipped_where_it_does_not_apply():
+    env = MaskedChoiceEnvironment
+    assert Agent.create("dqn", environment=env, dueling=True)._fast is None
+    assert Agent.create("dqn", environment=env, fast_update=False)._fast is None
+    assert Agent.create("dqn", environment=env)._fast is not None

@@ -23,8 +23,10 @@ from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.off_policy import OffPolicyAgent, check_int, check_number
 from forceexp.config import build_network
+from forceexp.core.dense import DenseStack, FastOptimizer, parse_dense
 from forceexp.core.exploration import epsilon_greedy, uniform_actions
 from forceexp.core.memory import ReplaySample
+from forceexp.core.networks import AutoNetwork
 from forceexp.core.schedules import parse_schedule
 from forceexp.core.targets import frozen_copy, polyak_update
 from forceexp.core.value_functions import QFunction, masked_values
@@ -59,6 +61,9 @@ class DQNAgent(OffPolicyAgent):
         dueling: Dueling value/advantage heads.
         loss: ``'huber'`` (smooth L1) or ``'mse'``.
         max_grad_norm: Global gradient-norm clipping (None: off).
+        fast_update: Take TD steps on the shared fast path (``forceexp.core.dense``) when the
+            Q network is a plain MLP over flat float states with one scalar int action on the
+            CPU (not dueling); the same maths as autograd, which every other case uses.
         schedule_timesteps: Training budget for schedules given as a ``fraction``.
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
@@ -93,6 +98,7 @@ class DQNAgent(OffPolicyAgent):
         dueling: bool = False,
         loss: Literal["huber", "mse"] = "huber",
         max_grad_norm: float | None = 10.0,
+        fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
         device: str = "auto",
@@ -138,6 +144,7 @@ class DQNAgent(OffPolicyAgent):
         self.target = frozen_copy(self.q)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
         self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
+        self._fast = FastTD(self) if fast_update and fast_unsupported(self) is None else None
 
     def _lr(self) -> float:
         return self.learning_rate.value(self.timesteps, self.episodes, self.updates)
@@ -242,6 +249,8 @@ class DQNAgent(OffPolicyAgent):
 
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One TD step on a batch; stats in ``step_metrics`` order and ``|TD error|`` per row."""
+        if self._fast is not None:
+            return self._fast.step(batch)
         targets = self.td_targets(batch)
         q = self.q(batch.states)
         losses, errors, taken_sum = [], [], 0.0
@@ -263,6 +272,83 @@ class DQNAgent(OffPolicyAgent):
         td = torch.stack(errors).mean(0).detach()
         stats = torch.stack((loss.detach(), taken_sum / len(q), td.mean(), norm))
         return stats, td
+
+
+def fast_unsupported(agent: DQNAgent) -> str | None:
+    """Why ``agent`` cannot take fast TD steps, or None when it can."""
+    body = agent.q.network
+    if agent.device.type != "cpu":
+        return f"the Q network is on {agent.device}"
+    if agent.dueling:
+        return "dueling heads"
+    if type(body) is not AutoNetwork or len(body.encoders):
+        return "the Q network is not a plain auto MLP"
+    if any(spec.type != "float" for spec in agent.state_specs.values()):
+        return "a state is not float"
+    if len(agent.action_specs) != 1 or agent.action_specs.values()[0].shape != ():
+        return "not one scalar action"
+    try:
+        parse_dense([body.mlp, next(iter(agent.q.heads.values()))])
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+class FastTD:
+    """DQN's TD step on the shared ``DenseStack``/``FastOptimizer``: only the loss is here.
+
+    Same maths as ``DQNAgent._gradient_step``'s autograd path (``tests/test_dqn.py`` checks):
+    the gradient of ``mean(weight * loss(td))`` w.r.t. the gathered Q values is
+    ``weight * loss'(td) / B``, zero elsewhere.
+    """
+
+    def __init__(self, agent: DQNAgent) -> None:
+        self.agent = agent
+        head = next(iter(agent.q.heads.values()))
+        target_head = next(iter(agent.target.heads.values()))
+        self.optimizer = FastOptimizer(agent.optimizer)
+        self.online = DenseStack([agent.q.network.mlp, head], self.optimizer)
+        self.target = DenseStack([agent.target.network.mlp, target_head])
+        self.names = agent.state_specs.names()
+        self.action = agent.action_specs.names()[0]
+
+    def _flat(self, states: Tensors) -> torch.Tensor:
+        parts = [states[name].reshape(states[name].shape[0], -1) for name in self.names]
+        return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).contiguous()
+
+    def step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step; returns stats in ``DQNAgent.step_metrics`` order and ``|TD error|``."""
+        agent, name = self.agent, self.action
+        next_states = self._flat(batch.next_states)
+        q = self.online.forward(self._flat(batch.states)).numpy()
+        q_next = self.target.forward(next_states, keep=False).numpy()
+        mask = batch.next_masks.get(name)
+        mask = None if mask is None else mask.numpy()
+        if agent.double_q:
+            online = self.online.forward(next_states, keep=False).numpy()
+            best = np.where(mask, online, -np.inf) if mask is not None else online
+            following = np.take_along_axis(q_next, best.argmax(1)[:, None], 1)[:, 0]
+        else:
+            following = (np.where(mask, q_next, -np.inf) if mask is not None else q_next).max(1)
+        rows = np.arange(len(following))
+        actions = batch.actions[name].numpy()
+        taken = q[rows, actions]
+        td = taken - (batch.rewards.numpy() + batch.discounts.numpy() * following)
+        weights = batch.weights.numpy()
+        if agent.loss == "huber":
+            loss = np.where(np.abs(td) <= 1.0, 0.5 * td * td, np.abs(td) - 0.5)
+            slope = np.clip(td, -1.0, 1.0)
+        else:
+            loss, slope = td * td, 2.0 * td
+        grad = self.online.grad_out().numpy()
+        grad.fill(0.0)
+        grad[rows, actions] = weights * slope / len(td)
+        self.online.backward()
+        norm, _ = self.optimizer.clip_grad_norm(agent.max_grad_norm)
+        self.optimizer.step()
+        error = np.abs(td)
+        stats = np.array([(weights * loss).mean(), taken.mean(), error.mean(), norm], np.float32)
+        return torch.from_numpy(stats), torch.from_numpy(error)
 
 
 def _default_exploration(horizon: int | None) -> Any:
