@@ -1,5 +1,8 @@
 """DQN family: learning on toy envs, masking everywhere, targets, saving, errors."""
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -250,3 +253,65 @@ def test_fast_path_is_skipped_where_it_does_not_apply():
     assert Agent.create("dqn", environment=env, dueling=True)._fast is None
     assert Agent.create("dqn", environment=env, fast_update=False)._fast is None
     assert Agent.create("dqn", environment=env)._fast is not None
+
+
+def _drive(agent, env, states, steps):
+    """Act and observe ``steps`` times; returns the last states and the actions taken."""
+    actions = []
+    for _ in range(steps):
+        action = agent.act(states=states)
+        actions.append(int(action))
+        states, terminal, reward = env.execute(actions=action)
+        agent.observe(reward=reward, terminal=terminal, next_states=states)
+        if terminal:
+            states = env.reset()
+    return states, actions
+
+
+def test_checkpoint_with_memory_resumes_exactly(tmp_path):
+    env = IdentityEnvironment(seed=1)
+    agent = Agent.create(agent={"agent": "dqn", **FAST, "train_freq": 3}, environment=env)
+    states, _ = _drive(agent, env, env.reset(), 301)  # mid-phase: since_train is saved too
+    agent.save(tmp_path, memory=True)
+    twin_env, twin_states = copy.deepcopy(env), states.copy()
+    loaded = Agent.load(tmp_path)
+    assert len(loaded.memory) == len(agent.memory) == 301
+    _, actions = _drive(agent, env, states, 300)
+    _, twin_actions = _drive(loaded, twin_env, twin_states, 300)
+    assert actions == twin_actions
+    for p, q in zip(agent.q.parameters(), loaded.q.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_default_checkpoints_leave_the_memory_out(tmp_path):
+    env = IdentityEnvironment(seed=1)
+    agent = Agent.create(agent={"agent": "dqn", **FAST}, environment=env)
+    _drive(agent, env, env.reset(), 50)
+    small = Path(agent.save(tmp_path / "small"))
+    large = Path(agent.save(tmp_path / "large", memory=True))
+    assert len(Agent.load(small).memory) == 0
+    assert large.stat().st_size > small.stat().st_size
+
+
+def test_memory_saving_errors(tmp_path):
+    agent = Agent.create(agent={"agent": "dqn", **FAST}, environment=IdentityEnvironment)
+    with pytest.raises(ConfigError, match=r"save.memory: .* format='checkpoint' only, not 'numpy'"):
+        agent.save(tmp_path, format="numpy", memory=True)
+    ppo = Agent.create("ppo", environment=IdentityEnvironment)
+    with pytest.raises(ConfigError, match=r"save.memory: agent 'ppo' has no replay memory"):
+        ppo.save(tmp_path, memory=True)
+    with pytest.raises(ConfigError, match=r"saver.memory: .* format='checkpoint' only"):
+        Agent.create(
+            agent={"agent": "dqn", **FAST},
+            environment=IdentityEnvironment,
+            saver={"directory": str(tmp_path), "format": "hdf5", "memory": True},
+        )
+
+
+def test_saver_with_memory_writes_it_periodically(tmp_path):
+    env = IdentityEnvironment(seed=1)
+    saver = {"directory": str(tmp_path), "frequency": 100, "unit": "timesteps", "memory": True}
+    agent = Agent.create(agent={"agent": "dqn", **FAST}, environment=env, saver=saver)
+    _drive(agent, env, env.reset(), 250)
+    agent.close()
+    assert len(Agent.load(tmp_path).memory) == 250

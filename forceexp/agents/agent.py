@@ -229,6 +229,7 @@ class Agent(InputConversion):
         filename: str | None = None,
         format: str = "checkpoint",
         append: str | None = None,
+        memory: bool = False,
     ) -> str:
         """Save to ``directory/<filename>[-<counter>].pt|.npz|.h5`` atomically; return the path.
 
@@ -237,10 +238,12 @@ class Agent(InputConversion):
             filename: File name stem (default ``'agent'``).
             format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights).
             append: ``'timesteps'``, ``'episodes'`` or ``'updates'``: add that counter to the name.
+            memory: Include the replay memory (replay-based agents, ``'checkpoint'`` format):
+                larger files, but a resumed run continues exactly.
         """
         from forceexp.agents import persistence
 
-        return persistence.save(self, directory, filename, format, append)  # type: ignore[arg-type]
+        return persistence.save(self, directory, filename, format, append, memory)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
         """Learned state beyond the counters (weights, optimizer, generators); none here."""

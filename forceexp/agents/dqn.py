@@ -152,11 +152,11 @@ class DQNAgent(OffPolicyAgent):
     def state_dict(self) -> dict[str, Any]:
         """Q network, target network and optimizer state (the memory only on request)."""
         return {
+            **super().state_dict(),
             "q": self.q.state_dict(),
             "target": self.target.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "syncs": torch.tensor(self._syncs),
-            "generator": self._generator.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -168,8 +168,7 @@ class DQNAgent(OffPolicyAgent):
             self.optimizer.load_state_dict(state["optimizer"])
         if "syncs" in state:
             self._syncs = int(state["syncs"])
-        if "generator" in state:
-            self._generator.set_state(state["generator"])
+        super().load_state_dict(state)
 
     # ------------------------------------------------------------------ acting
     def _select(

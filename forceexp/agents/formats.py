@@ -39,6 +39,7 @@ class Payload(NamedTuple):
     state: dict[str, Any]
     counters: dict[str, int]
     rng: dict[str, Any] | None
+    memory: dict[str, Any] | None = None  # replay memory (checkpoints saved with memory=True)
 
 
 # ---------------------------------------------------------------------------- spec as JSON
@@ -171,7 +172,7 @@ def _meta() -> dict[str, Any]:
     }
 
 
-def _write_checkpoint(agent: Agent, tmp: Path) -> None:
+def _write_checkpoint(agent: Agent, tmp: Path, memory: bool = False) -> None:
     payload = {
         **_meta(),
         "spec": spec_json(agent.spec),
@@ -179,6 +180,8 @@ def _write_checkpoint(agent: Agent, tmp: Path) -> None:
         "state": agent.state_dict(),
         "rng": rng_state(),
     }
+    if memory:
+        payload["memory"] = agent.memory_state_dict()
     with tmp.open("wb") as handle:
         torch.save(payload, handle)
 
@@ -190,7 +193,7 @@ def _weight_arrays(agent: Agent) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _write_numpy(agent: Agent, tmp: Path) -> None:
+def _write_numpy(agent: Agent, tmp: Path, memory: bool = False) -> None:
     arrays = _weight_arrays(agent)
     meta = json.dumps({**_meta(), "spec": spec_json(agent.spec)})
     arrays[_SPEC_KEY] = np.frombuffer(meta.encode(), dtype=np.uint8)
@@ -198,7 +201,7 @@ def _write_numpy(agent: Agent, tmp: Path) -> None:
         np.savez(handle, **arrays)
 
 
-def _write_hdf5(agent: Agent, tmp: Path) -> None:
+def _write_hdf5(agent: Agent, tmp: Path, memory: bool = False) -> None:
     import h5py
 
     with h5py.File(tmp, "w") as handle:
@@ -209,7 +212,8 @@ def _write_hdf5(agent: Agent, tmp: Path) -> None:
             handle.create_dataset(name, data=array)
 
 
-WRITERS: dict[str, Callable[[Agent, Path], None]] = {
+#: Writers ``(agent, tmp, memory)``; only checkpoints hold the replay memory (``memory=True``).
+WRITERS: dict[str, Callable[[Agent, Path, bool], None]] = {
     "checkpoint": _write_checkpoint,
     "numpy": _write_numpy,
     "hdf5": _write_hdf5,
@@ -249,7 +253,8 @@ def _read_checkpoint(path: Path) -> Payload:
     if not isinstance(data, dict) or "state" not in data or "counters" not in data:
         raise CheckpointError(f"{path}: not a forceexp checkpoint (missing state/counters)")
     spec = _parse_meta(data, path)
-    return Payload(spec, data["state"], dict(data["counters"]), data.get("rng"))
+    memory = data.get("memory")
+    return Payload(spec, data["state"], dict(data["counters"]), data.get("rng"), memory)
 
 
 def _split_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Payload:

@@ -381,6 +381,20 @@ class OffPolicyAgent(Agent):
         """One behaviour-cloning gradient step toward the recorded actions; returns its loss."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        """Exploration generator and training-phase position (subclasses add their networks)."""
+        return {
+            "generator": self._generator.get_state(),
+            "since_train": torch.tensor(self._since_train),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` wrote (weights-only files lack these entries)."""
+        if "generator" in state:
+            self._generator.set_state(state["generator"])
+        if "since_train" in state:
+            self._since_train = int(state["since_train"])
+
     def memory_state_dict(self) -> dict[str, Any]:
         """The replay memory's content and position (for full checkpoints with ``memory=True``)."""
         return self.memory.state_dict()

@@ -49,6 +49,7 @@ def save(
     filename: str | None = None,
     format: Format = "checkpoint",
     append: Counter | None = None,
+    memory: bool = False,
 ) -> str:
     """Write ``agent`` to ``directory/<filename>[-<counter>]<suffix>`` and index it.
 
@@ -60,12 +61,20 @@ def save(
             (``.h5``).
         append: Counter whose value is appended to the name: ``'timesteps'``, ``'episodes'``
             or ``'updates'``.
+        memory: Also write the replay memory (replay-based agents, ``'checkpoint'`` only), so
+            a resumed run continues exactly; off by default to keep checkpoints small.
 
     Returns:
         The path written.
     """
     if format not in WRITERS:
         raise ConfigError(message("save.format", format, "'checkpoint', 'numpy' or 'hdf5'"))
+    if memory and format != "checkpoint":
+        raise ConfigError(
+            f"save.memory: the replay memory is saved in format='checkpoint' only, not {format!r}"
+        )
+    if memory and not hasattr(agent, "memory_state_dict"):
+        raise ConfigError(f"save.memory: agent {agent.name!r} has no replay memory")
     if append is not None and append not in COUNTERS:
         expected = "None, 'timesteps', 'episodes' or 'updates'"
         raise ConfigError(message("save.append", append, expected))
@@ -74,7 +83,7 @@ def save(
         name = f"{name}-{int(getattr(agent, append))}"
     directory = Path(directory)
     path = directory / f"{name}{SUFFIXES[format]}"
-    atomic_write(path, lambda tmp: WRITERS[format](agent, tmp))
+    atomic_write(path, lambda tmp: WRITERS[format](agent, tmp, memory))
     counters = {name: int(getattr(agent, name)) for name in COUNTERS}
     register(path, format, counters)
     return str(path)
@@ -155,6 +164,8 @@ def restore(agent: Agent, path: Path, payload: Payload) -> None:
     for name in COUNTERS:
         if name in payload.counters:
             setattr(agent, name, int(payload.counters[name]))
+    if payload.memory is not None:
+        agent.load_memory_state_dict(payload.memory)
     if payload.rng is not None:
         set_rng_state(payload.rng)
     from forceexp.observers.saver import Saver

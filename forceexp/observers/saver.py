@@ -34,6 +34,9 @@ class Saver(Observer):
         max_checkpoints: Number of checkpoints kept (an int >= 1, or None to keep all).
         filename: File name stem.
         format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights only).
+        memory: Include the replay memory of replay-based agents (``'checkpoint'`` format) so
+            a resumed run continues exactly; off by default, which keeps checkpoints small
+            (a 1M-transition CartPole memory is ~50 MB).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class Saver(Observer):
         max_checkpoints: int | None = 10,
         filename: str = "agent",
         format: Literal["checkpoint", "numpy", "hdf5"] = "checkpoint",
+        memory: bool = False,
     ) -> None:
         if not isinstance(directory, str | Path) or not str(directory):
             raise ConfigError(message("saver.directory", directory, "a folder path"))
@@ -61,7 +65,13 @@ class Saver(Observer):
             raise ConfigError(message("saver.filename", filename, "a file name without '/'"))
         self.directory = Path(directory)
         self.frequency, self.unit = frequency, unit
+        if memory and format != "checkpoint":
+            raise ConfigError(
+                f"saver.memory: the replay memory is saved in format='checkpoint' only, "
+                f"not {format!r}"
+            )
         self.max_checkpoints, self.filename, self.format = max_checkpoints, filename, format
+        self.memory = memory
         self.saved: list[str] = []
         self._next: float = frequency
         self._snapshot: tuple[int, int, int] = (0, 0, 0)
@@ -88,7 +98,9 @@ class Saver(Observer):
         ``max_checkpoints``.
         """
         append = "timesteps" if self.unit == "seconds" else self.unit
-        path = agent.save(self.directory, self.filename, self.format, append=append)
+        path = agent.save(
+            self.directory, self.filename, self.format, append=append, memory=self.memory
+        )
         counters = {name: getattr(agent, name) for name in ("timesteps", "episodes", "updates")}
         register(Path(path), self.format, counters, self.max_checkpoints, owner=self.filename)
         self.saved.append(path)
