@@ -350,3 +350,13 @@ def test_client_checks_specs_and_reports_hang_up() -> None:
     env.close()
     thread.join(5)
     listener.close()
+
+
+def test_replay_based_agent_over_sockets(servers: list[Server]) -> None:
+    """DQN stores transitions from socket-served environments like from local ones."""
+    ports = [server.port for server in servers]
+    agent = {"agent": "dqn", "learning_starts": 32, "batch_size": 16, "seed": 0, "device": "cpu"}
+    runner = Runner(agent=agent, remote="socket-client", host="127.0.0.1", port=ports)
+    runner.run(num_timesteps=200, batch_agent_calls=True)
+    assert len(runner.agent.memory) == 200 and runner.updates > 0
+    runner.close()
