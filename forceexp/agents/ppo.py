@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -15,13 +16,27 @@ from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
-from forceexp.core.schedules import ScheduleName, check_schedule
+from forceexp.core.schedules import Schedule, ScheduleName, check_schedule, named_schedule
 from forceexp.errors import ConfigError, message
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
     if not isinstance(value, int | float) or not low <= value <= high:
         raise ConfigError(message(f"agent.{name}", value, f"a number in [{low}, {high}]"))
+
+
+def _schedule(
+    name: str, spec: Any, kind: ScheduleName, horizon: int | None, low: float, high: float
+) -> Schedule:
+    """``agent.<name>`` (a number or schedule dict) as a schedule with values in [low, high]."""
+    if isinstance(spec, int | float):
+        _check_range(name, spec, low, high)
+    schedule = named_schedule(spec, kind, f"agent.{name}", horizon)
+    smallest, largest = schedule.bounds()
+    if smallest < low or largest > high:
+        expected = f"a schedule with values in [{low}, {high}]"
+        raise ConfigError(message(f"agent.{name}", spec, expected))
+    return schedule
 
 
 class PPOAgent(PPOUpdate, Agent):
@@ -43,14 +58,14 @@ class PPOAgent(PPOUpdate, Agent):
         rollout_length: Steps per slot between updates (SB3 ``n_steps``).
         minibatch_size: Rows per gradient step (SB3 ``batch_size``).
         epochs: Passes over each rollout (SB3 ``n_epochs``, Tensorforce ``multi_step``).
-        learning_rate: Adam step size.
+        learning_rate: Adam step size: a number or a schedule dict (``docs/schedules.md``).
         lr_schedule: ``'constant'`` or ``'linear'`` (to 0 at ``schedule_timesteps``).
         discount: Discount factor gamma.
         gae_lambda: GAE lambda.
-        clip_ratio: Likelihood-ratio clipping epsilon.
+        clip_ratio: Likelihood-ratio clipping epsilon: a number or a schedule dict.
         clip_schedule: ``'constant'`` or ``'linear'``.
         value_clip: Clip value updates to this range around the old value (None: off).
-        entropy_coef: Entropy bonus weight.
+        entropy_coef: Entropy bonus weight: a number or a schedule dict.
         value_coef: Value loss weight.
         max_grad_norm: Global gradient-norm clipping threshold (None: off).
         normalize_advantages: Normalize advantages per minibatch.
@@ -60,7 +75,8 @@ class PPOAgent(PPOUpdate, Agent):
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
             plain MLPs with one categorical or Gaussian action: same maths as autograd, several
             times faster on small networks; other networks always use autograd.
-        schedule_timesteps: Training budget in timesteps that schedules decay over.
+        schedule_timesteps: Training budget in timesteps that ``'linear'`` schedule names decay
+            over (and the horizon of a linear schedule dict's ``fraction``).
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         saver: Checkpoint spec.
@@ -83,14 +99,14 @@ class PPOAgent(PPOUpdate, Agent):
         rollout_length: int = 32,
         minibatch_size: int = 256,
         epochs: int = 20,
-        learning_rate: float = 1e-3,
+        learning_rate: float | dict[str, Any] = 1e-3,
         lr_schedule: ScheduleName = "constant",
         discount: float = 0.98,
         gae_lambda: float = 0.8,
-        clip_ratio: float = 0.2,
+        clip_ratio: float | dict[str, Any] = 0.2,
         clip_schedule: ScheduleName = "constant",
         value_clip: float | None = None,
-        entropy_coef: float = 0.0,
+        entropy_coef: float | dict[str, Any] = 0.0,
         value_coef: float = 0.5,
         max_grad_norm: float | None = 0.5,
         normalize_advantages: bool = True,
@@ -114,12 +130,21 @@ class PPOAgent(PPOUpdate, Agent):
         for key, value in sizes.items():
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(message(f"agent.{key}", value, "an int >= 1"))
-        _check_range("learning_rate", learning_rate, 0.0, 1.0)
         _check_range("discount", discount, 0.0, 1.0)
         _check_range("gae_lambda", gae_lambda, 0.0, 1.0)
-        _check_range("clip_ratio", clip_ratio, 0.0, 10.0)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
         check_schedule("agent.clip_schedule", clip_schedule, schedule_timesteps)
+        self.schedules = {  # current values are taken at the start of each update
+            "learning_rate": _schedule(
+                "learning_rate", learning_rate, lr_schedule, schedule_timesteps, 0.0, 1.0
+            ),
+            "clip_ratio": _schedule(
+                "clip_ratio", clip_ratio, clip_schedule, schedule_timesteps, 0.0, 10.0
+            ),
+            "entropy_coef": _schedule(
+                "entropy_coef", entropy_coef, "constant", schedule_timesteps, -math.inf, math.inf
+            ),
+        }
         if policy is not None and network not in ("auto", None):
             raise ConfigError("agent: give either network= or policy= (they are aliases), not both")
         super().__init__(
@@ -139,12 +164,11 @@ class PPOAgent(PPOUpdate, Agent):
             minibatch_size,
             epochs,
         )
-        self.learning_rate, self.lr_schedule = learning_rate, lr_schedule
-        self.discount, self.gae_lambda = discount, gae_lambda
-        self.clip_ratio, self.clip_schedule, self.value_clip = clip_ratio, clip_schedule, value_clip
-        self.entropy_coef, self.value_coef = entropy_coef, value_coef
+        self.discount, self.gae_lambda, self.value_clip = discount, gae_lambda, value_clip
+        self.entropy_coef = self.schedules["entropy_coef"].value(0, 0, 0)  # current value
+        self.value_coef = value_coef
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
-        self.target_kl, self.schedule_timesteps = target_kl, schedule_timesteps
+        self.target_kl = target_kl
         self.policy = ActorCritic(
             self.state_specs,
             self.action_specs,
@@ -156,7 +180,10 @@ class PPOAgent(PPOUpdate, Agent):
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
-            self.policy.parameters(), lr=learning_rate, eps=1e-5, fused=fused
+            self.policy.parameters(),
+            lr=self.schedules["learning_rate"].value(0, 0, 0),
+            eps=1e-5,
+            fused=fused,
         )
         self._fused = None
         if fast_update and unsupported_reason(self.policy) is None:
@@ -164,7 +191,7 @@ class PPOAgent(PPOUpdate, Agent):
                 self.policy,
                 self.optimizer,
                 value_coef,
-                entropy_coef,
+                self.entropy_coef,
                 value_clip,
                 max_grad_norm,
                 normalize_advantages,

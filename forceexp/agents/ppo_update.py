@@ -16,7 +16,6 @@ import torch
 from forceexp import tags
 from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.fused import STEP_METRICS, Rows, normalized
-from forceexp.core.schedules import scheduled
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 
@@ -133,16 +132,20 @@ class PPOUpdate:
         )
 
     def _schedules(self) -> tuple[float, float]:
-        """Current learning rate (also set on the optimizer) and clip ratio."""
-        lr = scheduled(
-            self.learning_rate, self.lr_schedule, self.timesteps, self.schedule_timesteps
-        )
-        clip = scheduled(
-            self.clip_ratio, self.clip_schedule, self.timesteps, self.schedule_timesteps
-        )
+        """Current learning rate (also set on the optimizer) and clip ratio.
+
+        Also sets the current ``entropy_coef`` (here and on the fast path).
+        """
+        now = {
+            name: schedule.value(self.timesteps, self.episodes, self.updates)
+            for name, schedule in self.schedules.items()
+        }
+        self.entropy_coef = now["entropy_coef"]
+        if self._fused is not None:
+            self._fused.entropy_coef = self.entropy_coef
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        return lr, clip
+            group["lr"] = now["learning_rate"]
+        return now["learning_rate"], now["clip_ratio"]
 
     def _minibatch_step(self, batch: Batch, idx: torch.Tensor | None, clip: float) -> torch.Tensor:
         """One autograd gradient step on rows ``idx`` of the rollout (None: all rows)."""

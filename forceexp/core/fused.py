@@ -174,7 +174,8 @@ class FusedPPOStep:
         optimizer: The agent's ``torch.optim.Adam`` over ``policy.parameters()``; its state is
             used (and kept in its format), so checkpoints do not depend on the path.
         value_coef: Value loss weight.
-        entropy_coef: Entropy bonus weight.
+        entropy_coef: Entropy bonus weight; an attribute the agent sets to the current value
+            before each update when the weight is scheduled.
         value_clip: Clip value updates around the old value (None: off).
         max_grad_norm: Global gradient-norm clip (None: off).
         normalize_advantages: Normalize advantages per minibatch.
