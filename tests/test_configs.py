@@ -55,7 +55,11 @@ def test_every_option_composes_and_instantiates(compose_cfg, option):
 def test_tuning_files_compose(compose_cfg, tuning):
     agent, env = tuning.split("_", 1)
     cfg = compose_cfg(f"agent={agent}", f"env={env}")
-    assert cfg.agent._target_.endswith("PPOAgent")
+    from forceexp.agents import AGENTS
+
+    assert _target(cfg.agent) is AGENTS.get(agent)
+    params = set(inspect.signature(_target(cfg.agent).__init__).parameters)
+    assert set(OmegaConf.to_container(cfg.agent)) - params == {"_target_", "_partial_"}
 
 
 def test_train_with_hydra_config_on_identity(compose_cfg):
@@ -89,3 +93,13 @@ def test_ppo_config_exposes_every_hyperparameter(compose_cfg):
     keys = set(OmegaConf.to_container(compose_cfg("agent=ppo").agent))
     assert params - filled_in - keys == set()
     assert compose_cfg("agent.fast_update=false").agent.fast_update is False
+
+
+@pytest.mark.parametrize("agent", ["sac", "td3", "dpg", "ddpg"])
+def test_continuous_agent_configs_expose_every_hyperparameter(compose_cfg, agent):
+    """Every SAC/TD3/DDPG argument is in its YAML (overridable as ``agent.<key>=...``)."""
+    cfg = compose_cfg(f"agent={agent}")
+    filled_in = {"states", "actions", "max_episode_timesteps", "parallel_interactions"}
+    filled_in |= {"network", "saver", "summarizer", "recorder"}
+    params = set(inspect.signature(_target(cfg.agent).__init__).parameters) - {"self"}
+    assert params - filled_in - set(OmegaConf.to_container(cfg.agent)) == set()
