@@ -284,3 +284,9 @@ def test_device_auto_puts_everything_on_the_agent_device(name):
     for module in (agent.actor, agent.critics, agent.critic_targets):
         assert {p.device for p in module.parameters()} == {agent.device}
     _ = agent.act({"state": np.zeros(2, np.float32)})
+
+
+def test_auto_network_takes_a_list_of_layer_sizes():
+    agent = make("td3", network={"type": "auto", "size": [8, 4], "activation": "relu"})
+    assert [m.out_features for m in agent.actor.network.mlp if hasattr(m, "out_features")] == [8, 4]
+    assert agent.actor.network.output_size == 4
