@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 from forceexp.agents.agent import Agent
+from forceexp.agents.ddpg import DDPGAgent
 from forceexp.agents.dqn import DoubleDQNAgent, DQNAgent, DuelingDQNAgent
 from forceexp.agents.ppo import PPOAgent
 from forceexp.agents.random import ConstantAgent, RandomAgent
+from forceexp.agents.sac import SACAgent
+from forceexp.agents.td3 import TD3Agent
 from forceexp.registry import Registry
 
 AGENTS: Registry[type[Agent]] = Registry("agent")
 for _cls in (PPOAgent, DQNAgent, DoubleDQNAgent, DuelingDQNAgent, RandomAgent, ConstantAgent):
     AGENTS.register(_cls.name)(_cls)
+AGENTS.register(DDPGAgent.name, "ddpg")(DDPGAgent)  # ddpg: Stable-Baselines3's name for dpg
+AGENTS.register(TD3Agent.name)(TD3Agent)
+AGENTS.register(SACAgent.name)(SACAgent)
 
 __all__ = [
     "AGENTS",
     "Agent",
     "ConstantAgent",
+    "DDPGAgent",
     "DQNAgent",
     "DoubleDQNAgent",
     "DuelingDQNAgent",
     "PPOAgent",
     "RandomAgent",
+    "SACAgent",
+    "TD3Agent",
 ]

@@ -172,7 +172,12 @@ class DQNAgent(OffPolicyAgent):
 
     # ------------------------------------------------------------------ acting
     def _select(
-        self, states: Tensors, masks: Tensors, independent: bool, deterministic: bool
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
     ) -> Tensors:
         """Greedy actions over allowed values; epsilon-greedy unless deterministic."""
         with torch.inference_mode():

@@ -61,7 +61,9 @@ def _plain(value: Any) -> Any:
 def spec_json(spec: Mapping[str, Any]) -> str:
     """The agent spec as JSON; values that are not JSON (modules, callables) are left out.
 
-    Left-out keys are listed under ``__unsaved__`` so ``load`` can ask for them by name.
+    Left-out keys are listed under ``__unsaved__`` so ``load`` can ask for them by name. Keys
+    keep their order: the order of states and actions is part of the model (concatenated
+    inputs, the flat action vector of DDPG/TD3/SAC).
     """
     out: dict[str, Any] = {}
     unsaved = []
@@ -76,7 +78,7 @@ def spec_json(spec: Mapping[str, Any]) -> str:
             )
     if unsaved:
         out["__unsaved__"] = unsaved
-    return json.dumps(out, sort_keys=True)
+    return json.dumps(out)
 
 
 # ---------------------------------------------------------------------------- state flattening

@@ -173,7 +173,7 @@ class OffPolicyAgent(Agent):
         deterministic: bool,
     ) -> Tensors:
         if independent:
-            return self._select(states, masks, independent=True, deterministic=deterministic)
+            return self._select(states, masks, slots, independent=True, deterministic=deterministic)
         if self._waiting[slots].any():
             self._complete_waiting(states, masks, slots)
         if self.timesteps < self.learning_starts and not deterministic:
@@ -181,7 +181,7 @@ class OffPolicyAgent(Agent):
                 self.action_specs, masks, len(slots), self._generator, self.device
             )
         else:
-            actions = self._select(states, masks, independent=False, deterministic=deterministic)
+            actions = self._select(states, masks, slots, False, deterministic)
         columns = self._columns(slots)
         last = self._last
         for name, x in states.items():
@@ -194,9 +194,18 @@ class OffPolicyAgent(Agent):
         return actions
 
     def _select(
-        self, states: Tensors, masks: Tensors, independent: bool, deterministic: bool
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        independent: bool,
+        deterministic: bool,
     ) -> dict[str, torch.Tensor | np.ndarray]:
-        """The agent's actions (env-ready) for batched states; exploration unless deterministic."""
+        """The agent's actions (env-ready) for batched states of ``slots``.
+
+        Exploration unless ``deterministic``; ``slots`` pick per-slot exploration state (e.g.
+        Ornstein-Uhlenbeck noise).
+        """
         raise NotImplementedError
 
     # ------------------------------------------------------------------ observing

@@ -175,20 +175,23 @@ class GaussianActor(nn.Module):
         self.log_std = nn.Linear(network.output_size, action_size)
 
     def forward(
-        self, states: Tensors, deterministic: bool = False
+        self,
+        states: Tensors,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit actions ``(B, A)`` (reparameterised samples, or tanh of the mean) and log-probs.
 
         The log-prob ``(B,)`` includes the tanh change of variables,
         ``log N(u) - sum log(1 - tanh(u)^2)``, computed stably as
-        ``2 (log 2 - u - softplus(-2u))``.
+        ``2 (log 2 - u - softplus(-2u))``. ``generator`` draws the noise (on the states' device).
         """
         features = self.network(states)
         mean = self.mean(features)
         log_std = self.log_std(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:
             return torch.tanh(mean), torch.zeros(mean.shape[0], device=mean.device)
-        noise = torch.randn_like(mean)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
         raw = mean + noise * log_std.exp()
         log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
         correction = 2.0 * (math.log(2.0) - raw - nn.functional.softplus(-2.0 * raw))

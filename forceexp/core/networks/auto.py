@@ -46,6 +46,14 @@ def _encoder(name: str, spec: TensorSpec, size: int, depth: int) -> nn.Sequentia
     return nn.Sequential(*layers, _GlobalMax())
 
 
+def _layer_sizes(size: int | list[int], depth: int) -> list[int]:
+    """Units of each dense layer: ``depth`` times ``size``, or the list ``size``."""
+    sizes = list(size) if isinstance(size, list | tuple) else [size] * depth
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in sizes):
+        raise ConfigError(f"network.size: {size!r} is invalid; expected an int >= 1 or a list")
+    return sizes
+
+
 def _encoded_size(spec: TensorSpec, encoder: nn.Sequential | None, size: int) -> int:
     if encoder is None:
         return spec.size
@@ -65,27 +73,38 @@ class AutoNetwork(nn.Module):
 
     Args:
         states: The agent's state specs.
-        size: Units per dense layer (and channels / embedding width of the encoders).
+        size: Units per dense layer (and channels / embedding width of the encoders), or a
+            list of units, one per dense layer (SB3's ``net_arch=[400, 300]``; the encoders
+            then use the first and ``depth`` is ignored for the dense stack).
         depth: Number of dense layers (and of conv layers per image-like state).
         activation: Dense-layer activation, one of ``tanh``, ``relu``, ``elu``, ``gelu``,
             ``silu``.
     """
 
-    def __init__(self, states: Specs, size: int = 64, depth: int = 2, activation: str = "tanh"):
+    def __init__(
+        self,
+        states: Specs,
+        size: int | list[int] = 64,
+        depth: int = 2,
+        activation: str = "tanh",
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(
                 f"network.activation: unknown activation {activation!r}; "
                 f"valid: {', '.join(sorted(ACTIVATIONS))}"
             )
+        sizes = _layer_sizes(size, depth)
+        if not isinstance(size, int):
+            size = sizes[0] if sizes else 64  # the encoders' width
         self.specs = [(name, spec) for name, spec in states.items]
         encoders = {name: _encoder(name, spec, size, depth) for name, spec in self.specs}
         width = sum(_encoded_size(spec, encoders[name], size) for name, spec in self.specs)
         self.encoders = nn.ModuleDict({k: v for k, v in encoders.items() if v is not None})
         layers: list[nn.Module] = []
-        for _ in range(depth):
-            layers += [orthogonal_(nn.Linear(width, size)), ACTIVATIONS[activation]()]
-            width = size
+        for units in sizes:
+            layers += [orthogonal_(nn.Linear(width, units)), ACTIVATIONS[activation]()]
+            width = units
         self.mlp = nn.Sequential(*layers)
         self.output_size = width
 

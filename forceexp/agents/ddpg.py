@@ -1,0 +1,113 @@
+"""DDPG (Tensorforce's ``dpg``): a deterministic actor trained through one Q critic.
+
+The update, per sampled batch (Lillicrap et al. 2016), with unit-scaled actions ``a``:
+
+    target      = r + discount**k * Q_target(s', mu_target(s'))
+    critic loss = mean(weight * (Q(s, a) - target)**2)
+    actor loss  = -mean(Q(s, mu(s)))
+    targets     <- Polyak averaging with ``tau`` after every step
+
+``discount**k`` is 0 where the episode terminated (see ``ReplayMemory``). Acting adds the
+``exploration`` noise to ``mu(s)`` on the unit scale, then clips to ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from forceexp import tags
+from forceexp.agents.agent import Tensors
+from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
+from forceexp.core.memory import ReplaySample
+from forceexp.core.targets import polyak_update
+from forceexp.core.value_functions import DeterministicActor
+
+
+class DDPGAgent(ContinuousAgent):
+    """Deep Deterministic Policy Gradient for bounded float actions (any number, any shape).
+
+    Defaults are Stable-Baselines3's ``DDPG``; ``conf/tuning/dpg_<env>.yaml`` holds RL-Zoo
+    settings.
+
+    Args:
+        states: State spec.
+        actions: Action spec (bounded float actions only).
+        max_episode_timesteps: Episode length limit (informational).
+        parallel_interactions: Number of parallel slots.
+        network: Actor body spec (``'auto'``, a layer list, a dict, a module).
+        critic: Critic body spec (its inputs: the states and the unit-scaled ``action``).
+        memory: Replay capacity or dict (see ``OffPolicyAgent``).
+        batch_size: Transitions per gradient step.
+        learning_rate: Adam step size of actor and critic (a number or a schedule spec).
+        learning_starts: Timesteps of uniformly random actions before training.
+        train_freq: Timesteps between training phases.
+        gradient_steps: Gradient steps per phase (-1: as many as timesteps collected).
+        discount: Discount factor gamma.
+        n_step: Steps per TD target.
+        tau: Polyak coefficient of the target networks.
+        exploration: Action noise on the unit scale: None, a number (Gaussian std) or a dict
+            (``type``: ``gaussian`` | ``ornstein_uhlenbeck``; see ``core/noise.py``).
+        schedule_timesteps: Training budget for schedules given as a ``fraction``.
+        seed: Random seed.
+        device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        saver: Checkpoint spec.
+        summarizer: Summary spec.
+        recorder: Trace recording spec.
+        torch_threads: ``'auto'``, an int, or None.
+    """
+
+    name = "dpg"
+    step_metrics = (tags.LOSS_CRITIC, tags.LOSS_ACTOR, tags.Q_VALUE, tags.TD_ERROR)
+
+    def __init__(
+        self,
+        states: Any = None,
+        actions: Any = None,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        network: Any = DEFAULT_NETWORK,
+        critic: Any = DEFAULT_NETWORK,
+        memory: Any = 1_000_000,
+        batch_size: int = 256,
+        learning_rate: Any = 1e-3,
+        learning_starts: int = 100,
+        train_freq: int = 1,
+        gradient_steps: int = 1,
+        discount: float = 0.99,
+        n_step: int = 1,
+        tau: float = 0.005,
+        exploration: Any = None,
+        schedule_timesteps: int | None = None,
+        seed: int | None = None,
+        device: str = "auto",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+        torch_threads: int | str | None = "auto",
+    ) -> None:
+        super().__init__(num_critics=1, **self.shared_arguments())
+        actor = DeterministicActor(self.actor_network(network), self.scaling.size)
+        self.add_actor(actor, with_target=True)
+
+    def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
+        """``mu(s)``: unit actions ``(B, A)`` (the noise is added by ``_select``)."""
+        return self.actor(states)
+
+    def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
+        """One critic and actor step; stats in ``step_metrics`` order, ``|TD error|`` per row."""
+        actions = self.scaling.to_unit(batch.actions)
+        with torch.no_grad():
+            next_q = self.critic_targets[0](batch.next_states, self.actor_target(batch.next_states))
+            targets = batch.rewards + batch.discounts * next_q
+        critic_loss, q, td = self.critic_loss(batch, actions, targets)
+        self.minimize(self.critic_optimizer, critic_loss)
+
+        actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
+        self.minimize(self.actor_optimizer, actor_loss)
+
+        polyak_update(self.critics, self.critic_targets, self.tau)
+        polyak_update(self.actor, self.actor_target, self.tau)
+        stats = torch.stack((critic_loss.detach(), actor_loss.detach(), q, td.mean()))
+        return stats, td
