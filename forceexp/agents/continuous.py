@@ -194,9 +194,9 @@ class ContinuousAgent(OffPolicyAgent):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Networks, targets and optimizers (``self.saved``) and the generator."""
-        state: dict[str, Any] = {name: item.state_dict() for name, item in self.saved.items()}
-        state["generator"] = self._generator.get_state()
+        """Networks, targets and optimizers (``self.saved``), generator and phase position."""
+        state = super().state_dict()
+        state.update({name: item.state_dict() for name, item in self.saved.items()})
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -207,5 +207,4 @@ class ContinuousAgent(OffPolicyAgent):
         for name, online in self.targets.items():
             if name not in state:
                 self.saved[name].load_state_dict(online.state_dict())
-        if "generator" in state:
-            self._generator.set_state(state["generator"])
+        super().load_state_dict(state)
