@@ -1,15 +1,21 @@
-"""Our PPO against Stable-Baselines3 PPO on CartPole-v1 with the same hyperparameters.
+"""forceexp against Stable-Baselines3 at identical hyperparameters, side by side in one process.
 
-One process, one torch thread, runs alternating per seed: ours, SB3, then (unless
+``--algo ppo`` (default): PPO on CartPole-v1. Runs alternate per seed: ours, SB3, then (unless
 ``--skip-default``) our default ``python train.py agent=ppo env=cartpole`` config composed with
 Hydra (its own budget and tuning, e.g. ``conf/tuning/ppo_cartpole.yaml``; ``--timesteps`` does
 not apply to it). All three are timed by ``ReturnThreshold`` from the start of training.
+
+``--algo dqn`` (DQN on CartPole-v1, 50k steps) and ``--algo sac`` (SAC on Pendulum-v1, 20k
+steps): ours is exactly ``python train.py agent=<algo> env=<env>`` (the shipped RL-Zoo tuning,
+composed with Hydra and run in-process), SB3's the same RL-Zoo hyperparameters in its names;
+``--timesteps`` overrides both budgets.
 
 Prints one JSON line per figure per framework (median over seeds, per-seed values in
 ``per_seed``; ``null`` where a run never reached a rolling-100 training return of 475), then the
 ratios ours/SB3 (of the medians, and per seed). Needs the ``[bench]`` extra.
 
-Usage: python benchmarks/compare_sb3.py [--seeds 3] [--timesteps 100000] [--skip-default]
+Usage: python benchmarks/compare_sb3.py [--algo ppo|dqn|sac] [--seeds 3] [--timesteps N]
+    [--skip-default]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from stable_baselines3 import PPO
+from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
@@ -158,8 +164,8 @@ def run_sb3(seed: int, timesteps: int) -> dict[str, Any]:
     return figures(solve, wall, model.num_timesteps, float(eval_return))
 
 
-def run_default(seed: int) -> dict[str, Any]:
-    """Our default ``train.py agent=ppo env=cartpole`` (composed from conf/, run in-process).
+def run_config(seed: int, *overrides: str) -> dict[str, Any]:
+    """Our ``train.py`` with ``overrides`` (composed from conf/, run in-process).
 
     Every figure is ``experiment.train``'s own (its ``results.json``): the same
     ``ReturnThreshold`` clock, started when training starts.
@@ -173,8 +179,7 @@ def run_default(seed: int) -> dict[str, Any]:
             cfg = compose(
                 "train",
                 overrides=[
-                    "agent=ppo",
-                    "env=cartpole",
+                    *overrides,
                     f"seed={seed}",
                     f"solve_return={SOLVED}",
                     f"paths.output_dir={output_dir}",
@@ -191,6 +196,58 @@ def run_default(seed: int) -> dict[str, Any]:
     }
 
 
+def run_default(seed: int) -> dict[str, Any]:
+    """Our default ``train.py agent=ppo env=cartpole``."""
+    return run_config(seed, "agent=ppo", "env=cartpole")
+
+
+#: RL-Zoo DQN CartPole-v1 and SAC Pendulum-v1 in SB3's names (ours: conf/tuning/<algo>_<env>).
+OFF_POLICY = {
+    "dqn": (
+        "cartpole",
+        "CartPole-v1",
+        50_000,
+        DQN,
+        {
+            "learning_rate": 2.3e-3,
+            "batch_size": 64,
+            "buffer_size": 100_000,
+            "learning_starts": 1000,
+            "gamma": 0.99,
+            "target_update_interval": 10,
+            "train_freq": 256,
+            "gradient_steps": 128,
+            "exploration_fraction": 0.16,
+            "exploration_final_eps": 0.04,
+            "policy_kwargs": {"net_arch": [256, 256]},
+        },
+    ),
+    "sac": ("pendulum", "Pendulum-v1", 20_000, SAC, {"learning_rate": 1e-3}),
+}
+
+
+def run_off_policy_ours(algo: str, seed: int, timesteps: int | None) -> dict[str, Any]:
+    """Our shipped ``train.py agent=<algo> env=<env>`` (budget ``timesteps`` if given)."""
+    env, *_ = OFF_POLICY[algo]
+    budget = [] if timesteps is None else [f"runner.num_timesteps={timesteps}"]
+    return run_config(seed, f"agent={algo}", f"env={env}", *budget)
+
+
+def run_off_policy_sb3(algo: str, seed: int, timesteps: int | None) -> dict[str, Any]:
+    """SB3's ``algo`` with the RL-Zoo hyperparameters on one environment."""
+    _, level, budget, cls, kwargs = OFF_POLICY[algo]
+    env = make_vec_env(level, n_envs=1, seed=seed)
+    model = cls("MlpPolicy", env, seed=seed, device="cpu", **kwargs)
+    solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
+    model.learn(total_timesteps=timesteps or budget, callback=EpisodeReturns(solve))
+    wall = time.perf_counter() - solve.start
+    eval_env = make_vec_env(level, n_envs=1, seed=seed + 10_000)
+    eval_return, _ = evaluate_policy(model, eval_env, EVAL_EPISODES, deterministic=True)
+    env.close()
+    eval_env.close()
+    return figures(solve, wall, model.num_timesteps, float(eval_return))
+
+
 def median(values: list[Any]) -> float | None:
     """Median with unsolved runs (None) counted as never; None when most runs never solved."""
     value = float(np.median([math.inf if v is None else v for v in values]))
@@ -201,9 +258,13 @@ def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+ALGO = {"name": "ppo"}  # set by main(); every line names the algorithm
+
+
 def emit(framework: str, figure: str, value: float | None, unit: str, **extra: Any) -> None:
     line = {
         "benchmark": "compare_sb3",
+        "algo": ALGO["name"],
         "framework": framework,
         "figure": figure,
         "value": rounded(value),
@@ -244,29 +305,42 @@ def report_ratio(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--algo", choices=["ppo", *OFF_POLICY], default="ppo")
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per framework")
     parser.add_argument(
-        "--timesteps", type=int, default=100_000, help="steps per same-hyperparameter run"
+        "--timesteps", type=int, default=None, help="steps per run (default: the RL-Zoo budget)"
     )
     parser.add_argument(
-        "--skip-default", action="store_true", help="skip our default train.py config"
+        "--skip-default", action="store_true", help="ppo: skip our default train.py config"
     )
     args = parser.parse_args()
+    ALGO["name"] = args.algo
     torch.set_num_threads(1)
     runs: dict[str, list[dict[str, Any]]] = {"forceexp": [], "sb3": [], "forceexp-default": []}
     for seed in range(args.seeds):
-        jobs = [("forceexp", lambda s=seed: run_ours(s, args.timesteps))]
-        jobs.append(("sb3", lambda s=seed: run_sb3(s, args.timesteps)))
-        if not args.skip_default:
-            jobs.append(("forceexp-default", lambda s=seed: run_default(s)))
-        for name, job in jobs:
+        for name, job in _jobs(args, seed):
             runs[name].append(job())
-            print(f"{name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
+            print(f"{args.algo} {name} seed {seed}: {runs[name][-1]}", file=sys.stderr, flush=True)
     medians = {name: report(name, found) for name, found in runs.items() if found}
     for figure in RATIOS:
         report_ratio("forceexp", figure, runs, medians)
     if "forceexp-default" in medians:
         report_ratio("forceexp-default", "seconds_to_475", runs, medians)
+
+
+def _jobs(args: argparse.Namespace, seed: int) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
+    """The runs of one seed, in order: ours, SB3 (and for PPO our default config)."""
+    if args.algo != "ppo":
+        return [
+            ("forceexp", lambda: run_off_policy_ours(args.algo, seed, args.timesteps)),
+            ("sb3", lambda: run_off_policy_sb3(args.algo, seed, args.timesteps)),
+        ]
+    timesteps = args.timesteps or 100_000
+    jobs = [("forceexp", lambda: run_ours(seed, timesteps))]
+    jobs.append(("sb3", lambda: run_sb3(seed, timesteps)))
+    if not args.skip_default:
+        jobs.append(("forceexp-default", lambda: run_default(seed)))
+    return jobs
 
 
 if __name__ == "__main__":

@@ -79,3 +79,16 @@ def test_dense_step_prints_both_paths_and_the_speedups():
             assert (f"forceexp-{path}", f"{name}_us_per_step") in figures
         assert ("forceexp", f"{name}_speedup") in figures
     assert all(line["value"] > 0 for line in lines)
+
+
+@pytest.mark.parametrize(("algo", "timesteps"), [("dqn", "1500"), ("sac", "400")])
+def test_compare_sb3_off_policy_runs_our_shipped_config_and_sb3(algo, timesteps):
+    lines = run_benchmark(
+        "compare_sb3.py", "--algo", algo, "--timesteps", timesteps, "--seeds", "1"
+    )
+    figures = {(line["framework"], line["figure"]) for line in lines}
+    for framework in ("forceexp", "sb3"):
+        for figure in ("wall_seconds", "steps_per_second", "eval_return_mean"):
+            assert (framework, figure) in figures
+    assert ("forceexp/sb3", "steps_per_second_ratio") in figures
+    assert all(line["algo"] == algo for line in lines)
