@@ -14,7 +14,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from forceexp import Agent, Environment, Runner, tags
-from forceexp.environments.testing import IdentityEnvironment, MultiInputEnvironment
+from forceexp.environments.testing import (
+    IdentityEnvironment,
+    MultiInputEnvironment,
+    TargetEnvironment,
+)
 from forceexp.execution.evaluation import evaluate
 from forceexp.observers.recorder import write_trace
 
@@ -156,3 +160,46 @@ def test_pretraining_a_dqn_from_traces_improves_it(tmp_path, objective):
     assert np.isfinite(metrics[key])
     if objective == "replay":  # each trace entered the memory once, however many iterations
         assert len(agent.memory) == 40 * 8
+
+
+def _target_traces(directory: Path, optimal: bool, episodes: int = 40, length: int = 8) -> None:
+    """TargetEnvironment episodes: the optimal action, or random ones with their true reward."""
+    rng = np.random.default_rng(1)
+    for episode in range(episodes):
+        states = rng.uniform(-1, 1, size=(length, 1)).astype(np.float32)
+        actions = states.copy() if optimal else rng.uniform(-1, 1, size=(length, 1))
+        rewards = -np.abs(actions - states).sum(1)
+        terminals = np.zeros(length, np.int64)
+        terminals[-1] = 1
+        write_trace(directory, episode, states, actions.astype(np.float32), rewards, terminals)
+
+
+CONTINUOUS = {
+    "seed": 0,
+    "device": "cpu",
+    "network": {"type": "auto", "size": 32, "depth": 2, "activation": "relu"},
+    "critic": {"type": "auto", "size": 32, "depth": 2, "activation": "relu"},
+    "batch_size": 64,
+    "learning_rate": 3e-3,
+    "discount": 0.0,
+}
+
+
+def _target_score(agent: Agent) -> float:
+    env = Environment.create(TargetEnvironment(seed=5))
+    result = evaluate(agent, env, num_episodes=10)
+    env.close()
+    return result["return_mean"] / 8  # per step: random play scores about -2/3
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "dpg"])
+@pytest.mark.parametrize("objective", ["imitation", "replay"])
+def test_pretraining_continuous_agents_from_traces(tmp_path, name, objective):
+    _target_traces(tmp_path, optimal=objective == "imitation")
+    agent = Agent.create(agent={"agent": name, **CONTINUOUS}, environment=TargetEnvironment)
+    before = _target_score(agent)
+    agent.pretrain(
+        tmp_path, num_iterations=3, num_traces=None, num_updates=150, objective=objective
+    )
+    after = _target_score(agent)
+    assert after > max(before, -0.6) and after > -0.25, (before, after)

@@ -185,6 +185,12 @@ class ContinuousAgent(OffPolicyAgent):
         loss = (batch.weights * errors.pow(2)).mean(1).sum()
         return loss, q[0].detach().mean(), errors.detach().abs().mean(0)
 
+    def _imitation_step(self, states: Tensors, masks: Tensors, actions: Tensors) -> torch.Tensor:
+        """Behaviour cloning: the deterministic unit action regressed onto the recorded one."""
+        loss = (self.policy(states, True) - self.scaling.to_unit(actions)).pow(2).mean()
+        self.minimize(self.actor_optimizer, loss)
+        return loss.detach()
+
     @staticmethod
     def minimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
         """One optimizer step on ``loss``."""
