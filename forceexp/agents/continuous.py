@@ -102,6 +102,7 @@ class ContinuousAgent(OffPolicyAgent):
         }
         #: target network name -> its online network (weights-only loads copy these)
         self.targets: dict[str, nn.Module] = {"critic_targets": self.critics}
+        self._steps = 0  # gradient steps so far (policy delay, target sync cadence)
 
     def shared_arguments(self) -> dict[str, Any]:
         """This agent's constructor arguments that ``ContinuousAgent`` and its bases take.
@@ -194,9 +195,10 @@ class ContinuousAgent(OffPolicyAgent):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Networks, targets and optimizers (``self.saved``) and the generator."""
+        """Networks, targets and optimizers (``self.saved``), the generator, the step count."""
         state: dict[str, Any] = {name: item.state_dict() for name, item in self.saved.items()}
         state["generator"] = self._generator.get_state()
+        state["steps"] = torch.tensor(self._steps)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -209,3 +211,5 @@ class ContinuousAgent(OffPolicyAgent):
                 self.saved[name].load_state_dict(online.state_dict())
         if "generator" in state:
             self._generator.set_state(state["generator"])
+        if "steps" in state:
+            self._steps = int(state["steps"])
