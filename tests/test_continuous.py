@@ -290,3 +290,17 @@ def test_auto_network_takes_a_list_of_layer_sizes():
     agent = make("td3", network={"type": "auto", "size": [8, 4], "activation": "relu"})
     assert [m.out_features for m in agent.actor.network.mlp if hasattr(m, "out_features")] == [8, 4]
     assert agent.actor.network.output_size == 4
+
+
+def test_td3_updates_actor_and_targets_every_policy_delay_steps():
+    agent = _trained("td3", learning_starts=1000)  # filled, not trained
+    batch = agent.memory.sample(8)
+    actor = [p.clone() for p in agent.actor.parameters()]
+    target = [p.clone() for p in agent.critic_targets.parameters()]
+    agent._gradient_step(batch)  # step 1 of policy_delay=2: the critics only
+    assert all(torch.equal(a, b) for a, b in zip(actor, agent.actor.parameters(), strict=True))
+    targets = agent.critic_targets.parameters()
+    assert all(torch.equal(a, b) for a, b in zip(target, targets, strict=True))
+    agent._gradient_step(batch)
+    assert not all(torch.equal(a, b) for a, b in zip(actor, agent.actor.parameters(), strict=True))
+    assert agent.state_dict()["steps"] == 2

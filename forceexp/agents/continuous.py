@@ -102,6 +102,7 @@ class ContinuousAgent(OffPolicyAgent):
         }
         #: target network name -> its online network (weights-only loads copy these)
         self.targets: dict[str, nn.Module] = {"critic_targets": self.critics}
+        self._steps = 0  # gradient steps so far (policy delay, target sync cadence)
 
     def shared_arguments(self) -> dict[str, Any]:
         """This agent's constructor arguments that ``ContinuousAgent`` and its bases take.
@@ -200,9 +201,10 @@ class ContinuousAgent(OffPolicyAgent):
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Networks, targets and optimizers (``self.saved``), generator and phase position."""
+        """Networks, targets, optimizers (``self.saved``), generator, phase and step counts."""
         state = super().state_dict()
         state.update({name: item.state_dict() for name, item in self.saved.items()})
+        state["steps"] = torch.tensor(self._steps)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -213,4 +215,6 @@ class ContinuousAgent(OffPolicyAgent):
         for name, online in self.targets.items():
             if name not in state:
                 self.saved[name].load_state_dict(online.state_dict())
+        if "steps" in state:
+            self._steps = int(state["steps"])
         super().load_state_dict(state)

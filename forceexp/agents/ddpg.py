@@ -107,6 +107,7 @@ class DDPGAgent(ContinuousAgent):
         actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
         self.minimize(self.actor_optimizer, actor_loss)
 
+        self._steps += 1
         polyak_update(self.critics, self.critic_targets, self.tau)
         polyak_update(self.actor, self.actor_target, self.tau)
         stats = torch.stack((critic_loss.detach(), actor_loss.detach(), q, td.mean()))

@@ -119,7 +119,6 @@ class SACAgent(ContinuousAgent):
             self.log_alpha.requires_grad_(True)
             self.alpha_optimizer = self.adam([self.log_alpha])
             self.saved["alpha_optimizer"] = self.alpha_optimizer
-        self._steps = 0
 
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
         """A sample of ``pi(.|s)`` (deterministic: ``tanh`` of its mean), unit-scaled."""

@@ -107,7 +107,6 @@ class TD3Agent(ContinuousAgent):
         self.target_policy_noise, self.target_noise_clip = target_policy_noise, target_noise_clip
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)
         self.add_actor(actor, with_target=True)
-        self._critic_steps = 0
         self._actor_loss = torch.zeros((), device=self.device)  # the last one, for metrics
 
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
@@ -133,9 +132,9 @@ class TD3Agent(ContinuousAgent):
         actions = self.scaling.to_unit(batch.actions)
         critic_loss, q, td = self.critic_loss(batch, actions, self.target_values(batch))
         self.minimize(self.critic_optimizer, critic_loss)
-        self._critic_steps += 1
+        self._steps += 1
 
-        if self._critic_steps % self.policy_delay == 0:
+        if self._steps % self.policy_delay == 0:
             actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
             self.minimize(self.actor_optimizer, actor_loss)
             self._actor_loss = actor_loss.detach()
