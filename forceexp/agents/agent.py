@@ -279,7 +279,11 @@ class Agent(InputConversion):
             given.
         """
         batch, masks, batched = self._to_batch(states)
-        slots = self._slots(parallel, next(iter(batch.values())).shape[0], batched)
+        size = next(iter(batch.values())).shape[0]
+        if independent and batched and isinstance(parallel, int) and parallel == 0:
+            slots = np.zeros(size, dtype=np.int64)  # independent rows need no slots
+        else:
+            slots = self._slots(parallel, size, batched)
         if not independent:
             columns = self._columns(slots)
             if self._acting[columns].any():
