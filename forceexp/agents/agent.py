@@ -81,6 +81,23 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
+def _canonical_kwargs(target: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Translate Tensorforce argument names for the agent class (or partial) ``target``."""
+    from forceexp.agents.aliases import translate
+
+    cls = getattr(target, "func", target)  # functools.partial
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not inspect.isclass(cls):
+        return kwargs
+    defaults = {
+        key: p.default
+        for key, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    defaults.update(getattr(target, "keywords", None) or {})
+    return translate(name, kwargs, defaults)
+
+
 class Agent(InputConversion):
     """Base class of all agents; also the entry point ``Agent.create`` / ``Agent.load``.
 
@@ -177,12 +194,13 @@ class Agent(InputConversion):
 
         if isinstance(agent, Agent):
             return agent
-        if is_spec_file(agent):
-            agent = load_spec_file(agent)
-        if isinstance(agent, Mapping):
-            spec = dict(agent)
-            agent = spec.pop("agent", None) or spec.pop("type", "ppo")
-            kwargs = {**spec, **kwargs}
+        for _ in range(2):  # a dict may name a spec file: dict(agent='ppo.json', recorder=...)
+            if is_spec_file(agent):
+                agent = load_spec_file(agent)
+            if isinstance(agent, Mapping):
+                spec = dict(agent)
+                agent = spec.pop("agent", None) or spec.pop("type", "ppo")
+                kwargs = {**spec, **kwargs}
         if environment is not None:
             from forceexp.environments import create
 
@@ -196,7 +214,7 @@ class Agent(InputConversion):
             agent = AGENTS.get(agent, "agent")
         if not callable(agent):
             raise ConfigError(message("agent", agent, "a name, spec file, dict, class or partial"))
-        created = agent(**kwargs)
+        created = agent(**_canonical_kwargs(agent, kwargs))
         if not isinstance(created, Agent):
             raise ConfigError(message("agent", type(created).__name__, "an Agent subclass"))
         return created
