@@ -160,6 +160,7 @@ class Agent(InputConversion):
         self.seed = seed
         seed_everything(seed)
         self.timesteps = self.episodes = self.updates = 0
+        self._experiences: list[Any] = []  # episodes given to ``experience``, for ``update``
         self._acting = np.zeros(parallel_interactions, dtype=bool)
         self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
         self._episode_length = np.zeros(parallel_interactions, dtype=np.int64)
@@ -410,6 +411,33 @@ class Agent(InputConversion):
         from forceexp.agents.pretraining import pretrain
 
         return pretrain(self, directory, num_iterations, num_traces, num_updates, objective)
+
+    def experience(
+        self, states: Any, actions: Any, terminal: Any, reward: Any, internals: Any = None
+    ) -> None:
+        """Give complete episodes collected elsewhere; ``update`` learns from them.
+
+        Args:
+            states: Per step: a list of states (arrays or dicts, masks as ``<action>_mask``) or
+                the states stacked on a leading time axis.
+            actions: Per step: a list of actions (values or dicts) or stacked arrays.
+            terminal: Per step 0, 1 (terminated) or 2 (truncated); the last must be non-zero.
+            reward: Per step rewards.
+            internals: Recurrent internals of independent acts (ignored; must be empty).
+        """
+        from forceexp.agents.experience import experience
+
+        experience(self, states, actions, terminal, reward, internals)
+
+    def update(self) -> dict[str, float]:
+        """Run one update now on the episodes given to ``experience`` since the last update.
+
+        Returns:
+            The update's metrics (``loss/policy``, ``loss/value``, ...).
+        """
+        from forceexp.agents.experience import update
+
+        return update(self)
 
     def summarize(self, summary: str, value: Any, step: int | None = None) -> None:
         """Write a custom summary declared in ``summarizer=dict(custom=...)`` (step: timesteps)."""
