@@ -81,6 +81,23 @@ def seed_everything(seed: int | None) -> None:
     torch.manual_seed(seed)
 
 
+def _canonical_kwargs(target: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Translate Tensorforce argument names for the agent class (or partial) ``target``."""
+    from forceexp.agents.aliases import translate
+
+    cls = getattr(target, "func", target)  # functools.partial
+    name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not inspect.isclass(cls):
+        return kwargs
+    defaults = {
+        key: p.default
+        for key, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    defaults.update(getattr(target, "keywords", None) or {})
+    return translate(name, kwargs, defaults)
+
+
 class Agent(InputConversion):
     """Base class of all agents; also the entry point ``Agent.create`` / ``Agent.load``.
 
@@ -143,6 +160,7 @@ class Agent(InputConversion):
         self.seed = seed
         seed_everything(seed)
         self.timesteps = self.episodes = self.updates = 0
+        self._experiences: list[Any] = []  # episodes given to ``experience``, for ``update``
         self._acting = np.zeros(parallel_interactions, dtype=bool)
         self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
         self._episode_length = np.zeros(parallel_interactions, dtype=np.int64)
@@ -177,12 +195,13 @@ class Agent(InputConversion):
 
         if isinstance(agent, Agent):
             return agent
-        if is_spec_file(agent):
-            agent = load_spec_file(agent)
-        if isinstance(agent, Mapping):
-            spec = dict(agent)
-            agent = spec.pop("agent", None) or spec.pop("type", "ppo")
-            kwargs = {**spec, **kwargs}
+        for _ in range(2):  # a dict may name a spec file: dict(agent='ppo.json', recorder=...)
+            if is_spec_file(agent):
+                agent = load_spec_file(agent)
+            if isinstance(agent, Mapping):
+                spec = dict(agent)
+                agent = spec.pop("agent", None) or spec.pop("type", "ppo")
+                kwargs = {**spec, **kwargs}
         if environment is not None:
             from forceexp.environments import create
 
@@ -196,7 +215,7 @@ class Agent(InputConversion):
             agent = AGENTS.get(agent, "agent")
         if not callable(agent):
             raise ConfigError(message("agent", agent, "a name, spec file, dict, class or partial"))
-        created = agent(**kwargs)
+        created = agent(**_canonical_kwargs(agent, kwargs))
         if not isinstance(created, Agent):
             raise ConfigError(message("agent", type(created).__name__, "an Agent subclass"))
         return created
@@ -279,7 +298,11 @@ class Agent(InputConversion):
             given.
         """
         batch, masks, batched = self._to_batch(states)
-        slots = self._slots(parallel, next(iter(batch.values())).shape[0], batched)
+        size = next(iter(batch.values())).shape[0]
+        if independent and batched and isinstance(parallel, int) and parallel == 0:
+            slots = np.zeros(size, dtype=np.int64)  # independent rows need no slots
+        else:
+            slots = self._slots(parallel, size, batched)
         if not independent:
             columns = self._columns(slots)
             if self._acting[columns].any():
@@ -388,6 +411,33 @@ class Agent(InputConversion):
         from forceexp.agents.pretraining import pretrain
 
         return pretrain(self, directory, num_iterations, num_traces, num_updates, objective)
+
+    def experience(
+        self, states: Any, actions: Any, terminal: Any, reward: Any, internals: Any = None
+    ) -> None:
+        """Give complete episodes collected elsewhere; ``update`` learns from them.
+
+        Args:
+            states: Per step: a list of states (arrays or dicts, masks as ``<action>_mask``) or
+                the states stacked on a leading time axis.
+            actions: Per step: a list of actions (values or dicts) or stacked arrays.
+            terminal: Per step 0, 1 (terminated) or 2 (truncated); the last must be non-zero.
+            reward: Per step rewards.
+            internals: Recurrent internals of independent acts (ignored; must be empty).
+        """
+        from forceexp.agents.experience import experience
+
+        experience(self, states, actions, terminal, reward, internals)
+
+    def update(self) -> dict[str, float]:
+        """Run one update now on the episodes given to ``experience`` since the last update.
+
+        Returns:
+            The update's metrics (``loss/policy``, ``loss/value``, ...).
+        """
+        from forceexp.agents.experience import update
+
+        return update(self)
 
     def summarize(self, summary: str, value: Any, step: int | None = None) -> None:
         """Write a custom summary declared in ``summarizer=dict(custom=...)`` (step: timesteps)."""

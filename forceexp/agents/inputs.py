@@ -132,8 +132,9 @@ class InputConversion:
         return torch.as_tensor(arr).to(self.device)
 
     def _format_actions(self, actions: dict[str, np.ndarray], batched: bool) -> Any:
+        """Mirror the input: unbatched scalar actions become Python ``int``/``float``/``bool``."""
         if not batched:
-            actions = {name: a[0] for name, a in actions.items()}
+            actions = {name: a[0] if a.ndim > 1 else a[0].item() for name, a in actions.items()}
         if self.action_specs.single:
             return actions["action"]
         return actions

@@ -69,7 +69,10 @@ class RandomAgent(Agent):
 
 
 class ConstantAgent(Agent):
-    """Always the same action per component (``action_values``; default: 0 / False / bound mid)."""
+    """Always the same action per component (``action_values``; default: 0 / False / bound mid).
+
+    Where an int action's mask disallows its constant, the first allowed value is taken.
+    """
 
     name = "constant"
 
@@ -128,4 +131,9 @@ class ConstantAgent(Agent):
         deterministic: bool,
     ) -> Tensors:
         size = len(slots)
-        return {name: v.expand(size, *v.shape).clone() for name, v in self.values.items()}
+        out = {name: v.expand(size, *v.shape).clone() for name, v in self.values.items()}
+        for name, mask in masks.items():  # a masked constant falls back to the first allowed
+            chosen = out[name].long().unsqueeze(-1)
+            allowed = mask.gather(-1, chosen).squeeze(-1)
+            out[name] = torch.where(allowed, out[name], mask.long().argmax(-1).to(out[name].dtype))
+        return out

@@ -7,6 +7,8 @@ from typing import Any
 
 from forceexp.config import is_spec_file, load_spec_file
 from forceexp.environments.classic_control import AcrobotVectorized, CartPoleVectorized
+from forceexp.environments.compat import import_environment, latest_gym_id
+from forceexp.environments.custom_cartpole import CustomCartPole
 from forceexp.environments.environment import Environment, EnvironmentWrapper
 from forceexp.environments.gym import GymEnvironment
 from forceexp.environments.testing import (
@@ -27,6 +29,7 @@ ENVIRONMENTS.register("masked_choice")(MaskedChoiceEnvironment)
 ENVIRONMENTS.register("multi_input")(MultiInputEnvironment)
 ENVIRONMENTS.register("cartpole_vectorized")(CartPoleVectorized)
 ENVIRONMENTS.register("acrobot_vectorized")(AcrobotVectorized)
+ENVIRONMENTS.register("custom_cartpole")(CustomCartPole)
 
 __all__ = [
     "ENVIRONMENTS",
@@ -102,25 +105,43 @@ def _instantiate(
         environment, Environment | VectorizedEnvironment
     ):
         return environment(**kwargs)
+    if inspect.isclass(environment) and issubclass(environment, gymnasium.Env):
+        return GymEnvironment(environment(**kwargs))
     if isinstance(environment, str):
-        if environment in ENVIRONMENTS:
-            cls = ENVIRONMENTS.get(environment)
-            if cls is GymEnvironment:
-                if level is None:
-                    raise ConfigError("environment: 'gym' needs level=<Gymnasium id>")
-                return GymEnvironment(level, max_episode_timesteps, **kwargs)
-            return cls(**kwargs)
-        if environment in gymnasium.registry:
-            return GymEnvironment(environment, max_episode_timesteps, **kwargs)
-        raise ConfigError(
-            f"environment: unknown environment {environment!r}; expected a registered key "
-            f"({', '.join(ENVIRONMENTS.keys())}) or a Gymnasium id such as 'CartPole-v1'"
-        )
+        return _from_name(environment, level, max_episode_timesteps, kwargs)
     if callable(environment) and not inspect.isclass(environment):
         return _instantiate(environment(), level, max_episode_timesteps, kwargs)
     raise ConfigError(
         f"environment: {environment!r} is invalid; expected a Gymnasium id, a registered key, "
         "an Environment class or instance, a gymnasium.Env or a factory"
+    )
+
+
+def _from_name(
+    name: str, level: Any, max_episode_timesteps: int | None, kwargs: dict[str, Any]
+) -> Environment | VectorizedEnvironment:
+    """A registered key, a Gymnasium id (versioned or not) or an importable class path."""
+    import gymnasium
+
+    if name in ENVIRONMENTS:
+        cls = ENVIRONMENTS.get(name)
+        if cls is not GymEnvironment:
+            return cls(**kwargs)
+        if level is None:
+            raise ConfigError("environment: 'gym' needs level=<Gymnasium id>")
+        if isinstance(level, str) and level not in gymnasium.registry:
+            level = latest_gym_id(level) or level  # Tensorforce's 'CartPole': newest version
+        return GymEnvironment(level, max_episode_timesteps, **kwargs)
+    gym_id = name if name in gymnasium.registry else latest_gym_id(name)
+    if gym_id is not None:
+        return GymEnvironment(gym_id, max_episode_timesteps, **kwargs)
+    target = import_environment(name)
+    if target is not None:
+        return _instantiate(target, level, max_episode_timesteps, kwargs)
+    raise ConfigError(
+        f"environment: unknown environment {name!r}; expected a registered key "
+        f"({', '.join(ENVIRONMENTS.keys())}), a Gymnasium id such as 'CartPole-v1' or an "
+        "importable 'module.Class' path"
     )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from forceexp.environments.compat import ParallelEpisodes, call_reset
 from forceexp.errors import ConfigError, ProtocolError
 from forceexp.specs import Specs, check_array, parse_specs
 
@@ -48,8 +49,19 @@ class Environment:
         """Return at which the task counts as solved (e.g. Gymnasium's ``reward_threshold``)."""
         return None
 
+    def is_vectorizable(self) -> bool:
+        """Whether ``reset(num_parallel=n)`` runs n episodes at once (Tensorforce's protocol)."""
+        return False
+
+    def num_actors(self) -> int:
+        """Number of actors acting in one shared episode (Tensorforce's multi-actor protocol)."""
+        return 1
+
     def reset(self, seed: int | None = None) -> Any:
-        """Start an episode and return its first states."""
+        """Start an episode and return its first states.
+
+        Tensorforce-style ``reset(self)`` without ``seed`` works too (the seed is not passed on).
+        """
         raise NotImplementedError
 
     def execute(self, actions: Any) -> tuple[Any, int, float]:
@@ -82,6 +94,7 @@ class EnvironmentWrapper(Environment):
         self._action_specs = parse_specs(environment.actions(), "action")
         self._timestep: int | None = None
         self._checked = False
+        self._parallel: ParallelEpisodes | None = None
 
     def __repr__(self) -> str:
         return f"EnvironmentWrapper({self.environment!r}, max_episode_timesteps={self._limit})"
@@ -112,16 +125,40 @@ class EnvironmentWrapper(Environment):
         """The wrapped environment's solved threshold."""
         return self.environment.reward_threshold()
 
-    def reset(self, seed: int | None = None) -> Any:
-        """Reset the wrapped environment and the episode timestep counter."""
+    def is_vectorizable(self) -> bool:
+        """Whether the wrapped environment supports ``reset(num_parallel=n)``."""
+        method = getattr(self.environment, "is_vectorizable", None)
+        return bool(method()) if method is not None else False
+
+    def num_actors(self) -> int:
+        """Number of actors of the wrapped environment (1 unless it is multi-actor)."""
+        method = getattr(self.environment, "num_actors", None)
+        return int(method()) if method is not None else 1
+
+    def reset(self, seed: int | None = None, num_parallel: int | None = None) -> Any:
+        """Reset the wrapped environment and the episode timestep counter.
+
+        Args:
+            seed: Passed on when the environment's ``reset`` takes one.
+            num_parallel: Vectorizable environments only: start that many episodes at once and
+                return ``(parallel, states)``; ``execute`` then returns
+                ``(parallel, states, terminal, reward)`` for the indices still running.
+        """
+        if num_parallel is not None:
+            self._parallel = ParallelEpisodes(self.environment, num_parallel, self._limit)
+            self._timestep = None
+            return self._parallel.reset()
+        self._parallel = None
         self._timestep = 0
-        states = self.environment.reset(seed=seed)
+        states = call_reset(self.environment, seed)
         if not self._checked:
             self._check_states(states)
         return states
 
     def execute(self, actions: Any) -> tuple[Any, int, float]:
         """Step the wrapped environment; truncate with terminal 2 at the episode limit."""
+        if self._parallel is not None:
+            return self._parallel.execute(actions)  # type: ignore[return-value]
         if self._timestep is None:
             raise ProtocolError("execute() called before reset() (or after the episode ended)")
         states, terminal, reward = self.environment.execute(actions)

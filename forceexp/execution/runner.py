@@ -134,8 +134,11 @@ class Runner:
     def _build_agent(self, agent: Any) -> Agent:
         count = self.num_parallel
         self._owns_agent = not isinstance(agent, Agent)
-        if self._owns_agent:
-            first = self.environments[0]
+        first = self.environments[0]
+        if isinstance(agent, dict) and "directory" in agent:  # Tensorforce's load spec
+            overrides = {"parallel_interactions": count} if count > 1 else {}
+            agent = Agent.load(**{"environment": first, **overrides, **agent})
+        elif self._owns_agent:
             agent = Agent.create(
                 agent,
                 states=first.states(),

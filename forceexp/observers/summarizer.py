@@ -128,9 +128,14 @@ class Summarizer(Observer):
             return cls(directory=spec)
         if not isinstance(spec, Mapping) or "directory" not in spec:
             raise ConfigError(message("summarizer", spec, "a directory or dict(directory=...)"))
+        spec = dict(spec)
+        if "summaries" in spec:  # Tensorforce 0.6.1+'s name for labels
+            if "labels" in spec and spec["labels"] != spec["summaries"]:
+                raise ConfigError("summarizer: give labels= or summaries= (its alias), not both")
+            spec["labels"] = spec.pop("summaries")
         unknown = set(spec) - set(_KEYS)
         if unknown:
-            raise unknown_name("summarizer", sorted(unknown)[0], _KEYS, "key")
+            raise unknown_name("summarizer", sorted(unknown)[0], (*_KEYS, "summaries"), "key")
         return cls(**spec)
 
     @property

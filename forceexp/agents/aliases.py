@@ -1,0 +1,324 @@
+"""Tensorforce's agent argument names, translated once into ours (``Agent.create`` applies it).
+
+Our names stay canonical; Tensorforce's are aliases. ``translate(agent, kwargs)`` runs the
+table of the agent's registry name (plus ``COMMON``) over the given keyword arguments, in
+table order, and returns canonical ones. An alias whose value has no meaning here raises a
+``ConfigError`` naming the argument. Adding an agent's aliases means adding an entry to
+``AGENT_ALIASES`` (keyed by the agent's registry name); the agent's own file stays as it is.
+``docs/migrating_from_tensorforce.md`` documents every entry with its unit conversion.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from forceexp.errors import ConfigError, message
+
+log = logging.getLogger(__name__)
+
+#: values that mean "feature off" in Tensorforce specs
+_OFF = (None, False, 0, 0.0, "none")
+
+
+@dataclass
+class Context:
+    """What a translation may read: the agent name, the kwargs so far and their defaults."""
+
+    agent: str
+    kwargs: dict[str, Any]
+    defaults: dict[str, Any]
+
+    def get(self, name: str) -> Any:
+        """The value of canonical argument ``name``: given, else the constructor default."""
+        return self.kwargs.get(name, self.defaults.get(name))
+
+
+Translation = Callable[[Any, Context], dict[str, Any]]
+
+
+def _rename(canonical: str) -> Translation:
+    """An alias with the same meaning and unit as ``canonical``."""
+    return lambda value, ctx: {canonical: value}
+
+
+def _only_off(name: str, reason: str) -> Translation:
+    """Accept only the "off" values (None, False, 0); anything else has no meaning here."""
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if value not in _OFF:
+            raise ConfigError(message(f"agent.{name}", value, f"None or 0 ({reason})"))
+        return {}
+
+    return translate
+
+
+def _accepted(name: str, note: str) -> Translation:
+    """Accept any value that has no effect here, logging what is not reproduced."""
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        log.info("agent.%s=%r accepted: %s", name, value, note)
+        return {}
+
+    return translate
+
+
+# ---------------------------------------------------------------------------- common
+def _config(value: Any, ctx: Context) -> dict[str, Any]:
+    """Tensorforce's ``config`` dict: ``seed`` and ``device`` map; TF-only keys are no-ops."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(message("agent.config", value, "a dict (Tensorforce's config)"))
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if key == "seed":
+            out["seed"] = item
+        elif key == "device":
+            out["device"] = {"CPU": "cpu", "GPU": "cuda"}.get(str(item).upper(), str(item).lower())
+        elif key == "enable_int_action_masking" and item is False:
+            raise ConfigError(message("agent.config.enable_int_action_masking", item, "True"))
+        elif key not in _CONFIG_NO_OPS:
+            valid = ", ".join(("seed", "device", *_CONFIG_NO_OPS))
+            raise ConfigError(f"agent.config: unknown key {key!r}; valid: {valid}")
+    return out
+
+
+#: config keys without effect here: TensorFlow switches, naming, observe buffering, masking
+_CONFIG_NO_OPS = (
+    "buffer_observe",
+    "create_debug_assertions",
+    "create_tf_assertions",
+    "eager_mode",
+    "enable_int_action_masking",
+    "name",
+    "tf_log_level",
+)
+
+COMMON: dict[str, Translation] = {
+    "config": _config,
+    "tracking": _only_off("tracking", "tracked_tensors() is not offered; use summarizer="),
+    "variable_noise": _only_off("variable_noise", "parameter noise is not implemented"),
+    "l2_regularization": _only_off("l2_regularization", "weight regularization is not offered"),
+}
+
+
+# ---------------------------------------------------------------------------- PPO
+def _network(name: str) -> Translation:
+    """A network spec; ``{'type': 'auto', 'rnn': False}`` drops the (off) ``rnn`` key."""
+    canonical = "baseline" if name == "baseline_network" else name
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if isinstance(value, Mapping) and value.get("type") == "auto" and "rnn" in value:
+            if value["rnn"] not in _OFF:
+                raise ConfigError(message(f"agent.{name}.rnn", value["rnn"], "False"))
+            value = {key: item for key, item in value.items() if key != "rnn"}
+        return {canonical: value}
+
+    return translate
+
+
+def _episodes_to_rollout(name: str, episodes: Any, ctx: Context) -> int:
+    """``episodes`` full-length episodes as timesteps per parallel slot (rounded up)."""
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise ConfigError(message(f"agent.{name}", episodes, "an int >= 1 (episodes)"))
+    limit = ctx.get("max_episode_timesteps")
+    if limit is None:
+        raise ConfigError(
+            f"agent.{name}: {episodes!r} counts episodes, which needs max_episode_timesteps to "
+            "convert to rollout_length (timesteps per slot); give max_episode_timesteps (or an "
+            "environment), or rollout_length instead"
+        )
+    return math.ceil(episodes * limit / (ctx.get("parallel_interactions") or 1))
+
+
+def _batch_size(value: Any, ctx: Context) -> dict[str, Any]:
+    """PPO ``batch_size`` (episodes) -> ``rollout_length`` = batch x limit / parallel slots."""
+    return {"rollout_length": _episodes_to_rollout("batch_size", value, ctx)}
+
+
+def _update_frequency(value: Any, ctx: Context) -> dict[str, Any]:
+    """PPO updates on disjoint rollouts: a frequency below the batch is noted, not reproduced."""
+    if value is None or (isinstance(value, float) and value == 1.0):
+        return {}
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(message("agent.update_frequency", value, "a number > 0"))
+    log.warning(
+        "agent.update_frequency=%r: forceexp's PPO updates once per rollout on disjoint data "
+        "(Tensorforce's overlapping batches are not reproduced); the update interval is the "
+        "batch size",
+        value,
+    )
+    return {}
+
+
+def _optimizer(name: str) -> Translation:
+    """``learning_rate`` as a number/schedule, or an optimizer dict (Adam only)."""
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if not isinstance(value, Mapping) or not ({"optimizer", "learning_rate"} & set(value)):
+            return {"learning_rate": value}
+        spec = dict(value)
+        kind = spec.pop("optimizer", spec.pop("type", "adam"))
+        if isinstance(kind, Mapping):  # {"type": "multi_step", "optimizer": {...}, ...}
+            return translate({**kind, **{k: v for k, v in spec.items() if k != "num_steps"}}, ctx)
+        if kind != "adam":
+            raise ConfigError(message(f"agent.{name}.optimizer", kind, "'adam'"))
+        out = {"learning_rate": spec.pop("learning_rate", ctx.get("learning_rate"))}
+        if "multi_step" in spec:
+            out["epochs"] = spec.pop("multi_step")
+        if spec:
+            raise ConfigError(
+                f"agent.{name}: unsupported optimizer keys {sorted(spec)}; "
+                "valid: optimizer, learning_rate, multi_step"
+            )
+        return out
+
+    return translate
+
+
+def _subsampling_fraction(value: Any, ctx: Context) -> dict[str, Any]:
+    """Fraction (0, 1] of the rollout rows per minibatch (an int: rows) -> ``minibatch_size``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(message("agent.subsampling_fraction", value, "a float in (0, 1]"))
+    if isinstance(value, int):
+        return {"minibatch_size": value}
+    if value > 1.0:
+        raise ConfigError(message("agent.subsampling_fraction", value, "a float in (0, 1]"))
+    rows = ctx.get("rollout_length") * (ctx.get("parallel_interactions") or 1)
+    return {"minibatch_size": max(1, round(value * rows))}
+
+
+def _processing(name: str, normalize: str | None = None) -> Translation:
+    """None, or (where ``normalize`` names our switch) ``linear_normalization``-like specs."""
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if value in _OFF:
+            return {}
+        kind = value.get("type") if isinstance(value, Mapping) else value
+        if normalize is not None and kind in ("linear_normalization", "normalization"):
+            return {normalize: True}
+        expected = "None" + (" or 'linear_normalization'" if normalize else "")
+        raise ConfigError(message(f"agent.{name}", value, expected))
+
+    return translate
+
+
+def _state_preprocessing(value: Any, ctx: Context) -> dict[str, Any]:
+    """``linear_normalization`` (Tensorforce's default): we keep states raw; others refused."""
+    kind = value.get("type") if isinstance(value, Mapping) else value
+    if value in _OFF or kind == "linear_normalization":
+        return {}
+    if kind in ("exponential_normalization", "instance_normalization"):
+        return {"normalize_states": True}  # running statistics, the closest we have
+    raise ConfigError(
+        message(
+            "agent.state_preprocessing",
+            value,
+            "None, 'linear_normalization' or 'exponential_normalization'",
+        )
+    )
+
+
+def _update(value: Any, ctx: Context) -> dict[str, Any]:
+    """``update=dict(unit, batch_size, frequency, start)`` (or an int: timesteps)."""
+    spec = {"unit": "timesteps", "batch_size": value} if isinstance(value, int) else value
+    if not isinstance(spec, Mapping) or "batch_size" not in spec:
+        raise ConfigError(message("agent.update", value, "an int or dict(unit, batch_size, ...)"))
+    unknown = set(spec) - {"unit", "batch_size", "frequency", "start"}
+    if unknown:
+        raise ConfigError(f"agent.update: unknown keys {sorted(unknown)}")
+    if spec.get("start") not in _OFF:
+        raise ConfigError(message("agent.update.start", spec["start"], "None or 0 for PPO"))
+    unit, size = spec.get("unit", "timesteps"), spec["batch_size"]
+    if unit == "episodes":
+        out = {"rollout_length": _episodes_to_rollout("update.batch_size", size, ctx)}
+    elif unit == "timesteps":
+        if not isinstance(size, int) or size < 1:
+            raise ConfigError(message("agent.update.batch_size", size, "an int >= 1"))
+        out = {"rollout_length": math.ceil(size / (ctx.get("parallel_interactions") or 1))}
+    else:
+        raise ConfigError(message("agent.update.unit", unit, "'timesteps' or 'episodes'"))
+    _update_frequency(spec.get("frequency"), ctx)
+    return out
+
+
+def _beta(value: Any, ctx: Context) -> dict[str, Any]:
+    """``use_beta_distribution=True`` -> ``bounded_actions='beta'``."""
+    return {"bounded_actions": "beta"} if value else {}
+
+
+def _baseline_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
+    """One Adam optimizer steps policy and baseline here; a separate one is not reproduced."""
+    if value not in _OFF:
+        log.warning(
+            "agent.baseline_optimizer=%r: forceexp's PPO steps policy and baseline with one "
+            "Adam optimizer (learning_rate, value_coef); the separate optimizer is not used",
+            value,
+        )
+    return {}
+
+
+PPO: dict[str, Translation] = {
+    "network": _network("network"),
+    "policy": _network("policy"),
+    "baseline": _network("baseline"),
+    "baseline_network": _network("baseline_network"),
+    "batch_size": _batch_size,
+    "update": _update,
+    "update_frequency": _update_frequency,
+    "learning_rate": _optimizer("learning_rate"),
+    "optimizer": _optimizer("optimizer"),
+    "multi_step": _rename("epochs"),
+    "subsampling_fraction": _subsampling_fraction,
+    "likelihood_ratio_clipping": _rename("clip_ratio"),
+    "entropy_regularization": _rename("entropy_coef"),
+    "use_beta_distribution": _beta,
+    "memory": _accepted("memory", "PPO's rollout buffer is sized by rollout_length"),
+    "baseline_optimizer": _baseline_optimizer,
+    "baseline_objective": _only_off("baseline_objective", "the value loss is fixed (MSE)"),
+    "predict_terminal_values": _only_off(
+        "predict_terminal_values", "only truncated episodes bootstrap from the value"
+    ),
+    "state_preprocessing": _state_preprocessing,
+    "preprocessing": _state_preprocessing,
+    "reward_processing": _processing("reward_processing"),
+    "return_processing": _processing("return_processing"),
+    "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
+    "exploration": _only_off("exploration", "PPO explores by sampling its policy"),
+}
+
+#: per agent registry name; agents without an entry get ``COMMON`` only
+AGENT_ALIASES: dict[str, dict[str, Translation]] = {"ppo": PPO}
+
+
+def translate(agent: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Translate Tensorforce argument names and values of ``agent`` into canonical kwargs.
+
+    Args:
+        agent: The agent's registry name (``'ppo'``, ...).
+        kwargs: The given constructor arguments (aliases and canonical names mixed).
+        defaults: The constructor's defaults, for conversions that depend on other arguments.
+
+    Raises:
+        ConfigError: An alias value without a meaning here, or an alias given next to the
+            canonical argument it sets.
+    """
+    table = {**COMMON, **AGENT_ALIASES.get(agent, {})}
+    out = {key: value for key, value in kwargs.items() if key not in table}
+    given = set(out)
+    ctx = Context(agent, out, defaults)
+    for key, translation in table.items():
+        if key not in kwargs:
+            continue
+        for canonical, value in translation(kwargs[key], ctx).items():
+            if canonical in given and canonical != key and out[canonical] != value:
+                raise ConfigError(
+                    f"agent.{key}: sets {canonical}={value!r}, but {canonical}="
+                    f"{out[canonical]!r} is given too; give one of them"
+                )
+            out[canonical] = value
+    return out

@@ -1,0 +1,110 @@
+"""``Agent.experience`` / ``Agent.update``: learning from externally collected episodes.
+
+``experience`` checks complete episodes against the agent's specs (masks included: a taken
+action must be allowed) and keeps them; ``update`` runs one update of the agent's
+``learn_from_traces`` (PPO: its clipped-surrogate update with log-probs and values from the
+current policy, as for pretraining's ``replay``) on the episodes given since the last update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from forceexp.errors import ConfigError, ProtocolError, message
+from forceexp.observers.recorder import Trace
+from forceexp.specs import check_array
+
+if TYPE_CHECKING:
+    from forceexp.agents.agent import Agent
+
+
+def to_trace(agent: Agent, states: Any, actions: Any, terminal: Any, reward: Any) -> Trace:
+    """Validate one or more complete episodes as a ``Trace`` (arrays ``(T, ...)``).
+
+    Raises:
+        ConfigError: Lengths differ, the last step is not terminal, a terminal is not 0/1/2,
+            a component does not match its spec, or a taken action is masked.
+    """
+    terminal = np.asarray(terminal).astype(np.int64).reshape(-1)
+    reward = np.asarray(reward, dtype=np.float32).reshape(-1)
+    steps = len(terminal)
+    if steps == 0 or len(reward) != steps:
+        raise ConfigError(
+            f"experience: {steps} terminals and {len(reward)} rewards; need >= 1 each"
+        )
+    if terminal[-1] == 0 or terminal.min() < 0 or terminal.max() > 2:
+        raise ConfigError(
+            message("experience.terminal", terminal.tolist()[-5:], "0/1/2 ending in 1 or 2")
+        )
+    batch, masks, _ = agent._to_batch(states, batched=True)
+    size = next(iter(batch.values())).shape[0]
+    if size != steps:
+        raise ConfigError(f"experience: {size} states for {steps} terminals")
+    taken = _actions(agent, actions, steps)
+    mask_arrays = {name: m.cpu().numpy() for name, m in masks.items()}
+    for name, mask in mask_arrays.items():
+        chosen = np.take_along_axis(mask, taken[name][..., None].astype(np.int64), -1)
+        if not chosen.all():
+            raise ConfigError(f"experience.actions.{name}: a taken action is masked")
+    return Trace(
+        Path("<experience>"),
+        {name: x.cpu().numpy() for name, x in batch.items()},
+        mask_arrays,
+        taken,
+        reward,
+        terminal,
+    )
+
+
+def _actions(agent: Agent, actions: Any, steps: int) -> dict[str, np.ndarray]:
+    """Actions as ``{name: (T, *shape)}``: from a list of values/dicts or stacked arrays."""
+    specs = agent.action_specs
+    if isinstance(actions, list | tuple) and actions and isinstance(actions[0], Mapping):
+        actions = {key: np.stack([np.asarray(a[key]) for a in actions]) for key in actions[0]}
+    if not isinstance(actions, Mapping):
+        actions = {"action": actions}
+    if set(actions) != set(specs.names()):
+        raise ConfigError(message("experience.actions", sorted(actions), f"keys {specs.names()}"))
+    out = {}
+    for name, spec in specs.items:
+        arr = check_array(f"experience.actions.{name}", spec, np.asarray(actions[name]), 1)
+        if len(arr) != steps:
+            raise ConfigError(f"experience.actions.{name}: {len(arr)} actions for {steps} steps")
+        out[name] = arr
+    return out
+
+
+def experience(
+    agent: Agent, states: Any, actions: Any, terminal: Any, reward: Any, internals: Any
+) -> None:
+    """Check and keep complete episodes for the next ``update`` (see ``Agent.experience``)."""
+    if agent._acting.any():
+        raise ProtocolError(
+            "experience: an act/observe step is unfinished; call observe (or reset) first"
+        )
+    if not hasattr(agent, "learn_from_traces"):
+        raise ConfigError(f"experience: agent {agent.name!r} does not learn; use e.g. 'ppo'")
+    if agent.initial_internals() and internals is not None:
+        raise ConfigError("experience: recurrent policies cannot learn from given experience")
+    trace = to_trace(agent, states, actions, terminal, reward)
+    agent._experiences.append(trace)
+    agent.timesteps += len(trace.terminal)
+    agent.episodes += int(np.count_nonzero(trace.terminal))
+
+
+def update(agent: Agent) -> dict[str, float]:
+    """One update on the episodes given since the last one (see ``Agent.update``)."""
+    traces, agent._experiences = agent._experiences, []
+    if not traces:
+        raise ProtocolError("update: no experience to learn from; call experience(...) first")
+    before = agent.updates
+    metrics = agent.learn_from_traces(traces, "replay", 1)  # type: ignore[attr-defined]
+    if agent.updates == before:
+        agent.updates += 1
+    for observer in agent.observers:
+        observer.on_update(agent, metrics)
+    return metrics
