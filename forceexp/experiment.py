@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from forceexp.agents.agent import Agent, seed_everything
 from forceexp.config import build
 from forceexp.environments import create
-from forceexp.execution.milestones import ReturnThreshold
+from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
 from forceexp.execution.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,15 @@ def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     return ReturnThreshold(threshold, stop=bool(cfg.get("stop_when_solved", False)))
 
 
+def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
+    """Evaluation during training from ``cfg.evaluation`` (off while its frequency is null)."""
+    options = optional(cfg.get("evaluation")) or {}
+    if options.get("frequency") is None:
+        return None
+    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
+    return PeriodicEvaluation(**options, seed=seed)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     from forceexp.observers.tracker import track
@@ -114,6 +123,7 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     else:
         agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
     solve = _solve_watch(cfg, probe)
+    periodic = _periodic_evaluation(cfg)
     probe.close()
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
@@ -122,9 +132,11 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     try:
         if solve is not None:
             solve.start = start
-            run_kwargs["callback"] = solve
+        run_kwargs["callback"] = chain(solve, periodic)
         runner.run(**run_kwargs)
         wall = time.perf_counter() - start
+        if periodic is not None and periodic.finish(runner):
+            log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
         log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
         evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
     finally:
@@ -145,10 +157,24 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
+        **_evaluation_results(periodic),
     }
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
     return results
+
+
+def _evaluation_results(periodic: PeriodicEvaluation | None) -> dict[str, Any]:
+    """``results.json`` entries of the evaluations during training (none when off)."""
+    if periodic is None:
+        return {}
+    best = periodic.best or (None, None)
+    return {
+        "evaluations": [{"timesteps": t, "return_mean": r} for t, r in periodic.history],
+        "best_eval_timesteps": best[0],
+        "best_eval_return_mean": best[1],
+        "restored_best": periodic.restored,
+    }
 
 
 def pretrain(cfg: DictConfig) -> dict[str, Any]:

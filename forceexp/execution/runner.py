@@ -350,8 +350,13 @@ class Runner:
         self.episode_seconds.append(seconds)
         self.episodes += 1
 
-    def evaluate(self, num_episodes: int = 20, deterministic: bool = True) -> dict[str, float]:
-        """Mean and std of returns over ``num_episodes`` independent episodes (no learning)."""
+    def evaluate(
+        self, num_episodes: int = 20, deterministic: bool = True, seed: int | None = None
+    ) -> dict[str, float]:
+        """Mean and std of returns over ``num_episodes`` independent episodes (no learning).
+
+        Episode ``i`` resets with seed ``seed + i`` (default: the runner's seed + 10,000).
+        """
         from forceexp.execution.evaluation import evaluate
 
         env_spec = self._evaluation_environment or self._env_spec
@@ -359,7 +364,8 @@ class Runner:
             env_spec = self.environments[0]
         environment = create(env_spec, max_episode_timesteps=self._max_episode_timesteps)
         try:
-            seed = None if self.seed is None else self.seed + 10_000
+            if seed is None and self.seed is not None:
+                seed = self.seed + 10_000
             return evaluate(self.agent, environment, num_episodes, deterministic, seed)
         finally:
             wrapped = getattr(environment, "environment", None)  # None for vectorised ones
