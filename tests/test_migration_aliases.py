@@ -125,3 +125,67 @@ def test_agent_file_inside_a_dict_and_runner_load_spec(tmp_path):
     assert runner.agent.epochs == 2
     runner.run(num_episodes=2, use_tqdm=False)
     runner.close()
+
+
+@pytest.mark.parametrize("name", ["dqn", "double_dqn", "dueling_dqn"])
+def test_tensorforce_dqn_arguments(name):
+    """Tensorforce's DQN names: update_frequency relative to batch_size, syncs in updates."""
+    agent = Agent.create(
+        agent=name,
+        states={"type": "float", "shape": (4,)},
+        actions={"type": "int", "num_values": 2},
+        memory=10_000,
+        batch_size=32,
+        update_frequency=0.25,
+        start_updating=None,
+        huber_loss=None,
+        horizon=3,
+        target_sync_frequency=4,
+        target_update_weight=0.5,
+        learning_rate={"optimizer": "adam", "learning_rate": 1e-3},
+        exploration={"type": "linear", "num_steps": 100, "initial_value": 1.0, "final_value": 0.1},
+    )
+    assert (agent.train_freq, agent.gradient_steps, agent.learning_starts) == (8, 1, 32)
+    assert (agent.loss, agent.n_step, agent.tau) == ("mse", 3, 0.5)
+    assert agent.target_update_interval == 4 * 8  # updates -> timesteps
+    assert agent.learning_rate.value(0, 0, 0) == 1e-3
+    assert agent.exploration.value(50, 0, 0) == pytest.approx(0.55)
+
+
+def test_tensorforce_dpg_arguments():
+    agent = Agent.create(
+        agent="dpg",
+        states={"type": "float", "shape": (3,)},
+        actions={"type": "float", "shape": (1,), "min_value": -2.0, "max_value": 2.0},
+        memory=10_000,
+        batch_size=64,
+        update_frequency=1,
+        start_updating=None,  # Tensorforce's default: start at batch_size
+        critic_network="auto",
+        critic_optimizer=1.0,
+        use_beta_distribution=True,
+        exploration=0.1,
+    )
+    assert (agent.train_freq, agent.learning_starts, agent.batch_size) == (1, 64, 64)
+    assert agent.noise is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"huber_loss": 2.0}, r"agent.huber_loss: 2.0 is invalid; expected None"),
+        ({"target_sync_frequency": 0}, r"agent.target_sync_frequency: 0 is invalid"),
+        ({"update_frequency": -1}, r"agent.update_frequency: -1 is invalid"),
+        ({"entropy_regularization": 0.1}, r"agent.entropy_regularization: 0.1 is invalid"),
+        ({"learning_rate": {"optimizer": "sgd", "learning_rate": 0.1}}, r"optimizer: 'sgd'"),
+    ],
+)
+def test_tensorforce_dqn_arguments_without_meaning_are_refused(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Agent.create(
+            agent="dqn",
+            states={"type": "float", "shape": (4,)},
+            actions={"type": "int", "num_values": 2},
+            batch_size=32,
+            **kwargs,
+        )

@@ -89,9 +89,11 @@ def _canonical_kwargs(target: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not inspect.isclass(cls):
         return kwargs
-    defaults = {
+    defaults = {  # base classes first: a variant's __init__(*, flag, **kwargs) overrides
         key: p.default
-        for key, p in inspect.signature(cls.__init__).parameters.items()
+        for base in reversed(cls.__mro__)
+        if "__init__" in vars(base)
+        for key, p in inspect.signature(base.__init__).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
     defaults.update(getattr(target, "keywords", None) or {})

@@ -180,6 +180,16 @@ def _optimizer(name: str) -> Translation:
     return translate
 
 
+def _optimizer_rate(value: Any) -> Any:
+    """A learning rate given as a number/schedule or an Adam optimizer dict (its rate)."""
+    if isinstance(value, Mapping) and ({"optimizer", "learning_rate"} & set(value)):
+        kind = value.get("optimizer", value.get("type", "adam"))
+        if kind != "adam":
+            raise ConfigError(message("agent.learning_rate.optimizer", kind, "'adam'"))
+        return value.get("learning_rate", 1e-3)
+    return value
+
+
 def _subsampling_fraction(value: Any, ctx: Context) -> dict[str, Any]:
     """Fraction (0, 1] of the rollout rows per minibatch (an int: rows) -> ``minibatch_size``."""
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
@@ -291,8 +301,72 @@ PPO: dict[str, Translation] = {
     "exploration": _only_off("exploration", "PPO explores by sampling its policy"),
 }
 
+# ---------------------------------------------------------------------------- replay-based
+def _train_freq(value: Any, ctx: Context) -> dict[str, Any]:
+    """``update_frequency``: timesteps between updates; a float is relative to ``batch_size``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(message("agent.update_frequency", value, "a number > 0"))
+    if isinstance(value, float):
+        value = max(1, round(value * ctx.get("batch_size")))
+    return {"train_freq": value, "gradient_steps": 1}
+
+
+def _start_updating(value: Any, ctx: Context) -> dict[str, Any]:
+    """``start_updating`` (timesteps; None: Tensorforce starts at ``batch_size``)."""
+    return {"learning_starts": ctx.get("batch_size") if value is None else value}
+
+
+def _huber_loss(value: Any, ctx: Context) -> dict[str, Any]:
+    """``huber_loss``: None or 0 -> squared error; 1.0 -> Huber (the only threshold here)."""
+    if value in _OFF:
+        return {"loss": "mse"}
+    if value != 1.0:
+        raise ConfigError(message("agent.huber_loss", value, "None (squared error) or 1.0"))
+    return {"loss": "huber"}
+
+
+def _target_sync_frequency(value: Any, ctx: Context) -> dict[str, Any]:
+    """Target syncs every ``value`` updates -> every ``value * train_freq`` timesteps."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(message("agent.target_sync_frequency", value, "an int >= 1 (updates)"))
+    return {"target_update_interval": value * ctx.get("train_freq")}
+
+
+REPLAY: dict[str, Translation] = {
+    "network": _network("network"),
+    "update_frequency": _train_freq,
+    "start_updating": _start_updating,
+    "learning_rate": lambda value, ctx: {"learning_rate": _optimizer_rate(value)},
+    "horizon": _rename("n_step"),
+    "predict_terminal_values": _only_off(
+        "predict_terminal_values", "only truncated episodes bootstrap from the target"
+    ),
+    "state_preprocessing": _state_preprocessing,
+    "reward_processing": _processing("reward_processing"),
+    "return_processing": _processing("return_processing"),
+    "entropy_regularization": _only_off("entropy_regularization", "no entropy term here"),
+}
+DQN = {
+    **REPLAY,
+    "huber_loss": _huber_loss,
+    "target_update_weight": _rename("tau"),
+    "target_sync_frequency": _target_sync_frequency,
+}
+DPG = {
+    **REPLAY,
+    "critic_network": _network("critic"),
+    "critic_optimizer": _accepted("critic_optimizer", "actor and critic share learning_rate"),
+    "use_beta_distribution": _accepted(
+        "use_beta_distribution", "DDPG's actor is deterministic (tanh), not a distribution"
+    ),
+}
+
 #: per agent registry name; agents without an entry get ``COMMON`` only
-AGENT_ALIASES: dict[str, dict[str, Translation]] = {"ppo": PPO}
+AGENT_ALIASES: dict[str, dict[str, Translation]] = {
+    "ppo": PPO,
+    **dict.fromkeys(("dqn", "double_dqn", "dueling_dqn"), DQN),
+    **dict.fromkeys(("dpg", "ddpg"), DPG),
+}
 
 
 def translate(agent: str, kwargs: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
