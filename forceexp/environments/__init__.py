@@ -125,7 +125,16 @@ def _instantiate(
 
 
 REMOTES = ("multiprocessing", "socket-client", "socket-server")
-_SERVER_KEYS = ("host", "port", "secret", "max_frame", "read_timeout", "max_connections")
+_SERVER_KEYS = (
+    "host",
+    "port",
+    "secret",
+    "max_frame",
+    "read_timeout",
+    "frame_timeout",
+    "max_sessions",
+    "max_connections",
+)
 
 
 def _remote(
