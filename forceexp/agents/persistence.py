@@ -153,6 +153,8 @@ def read_file(path: Path, format: str | None) -> Payload:
     if not path.exists():
         raise CheckpointError(f"{path}: listed in {INDEX} but missing")
     fmt = _format_of(path, format)
+    if fmt == "hdf5":  # the HDF5 C library can crash on corrupt input: verify before parsing
+        _check_recorded_sha256(path)
     try:
         payload = READERS[fmt](path)
     except CheckpointError:
@@ -160,12 +162,16 @@ def read_file(path: Path, format: str | None) -> Payload:
     except Exception as exc:  # any other failure of a reader is a corrupt file too
         raise CheckpointError(f"{path}: corrupt file ({type(exc).__name__}: {exc})") from None
     check_finite(payload.state, path)
+    _check_recorded_sha256(path)
+    return payload
+
+
+def _check_recorded_sha256(path: Path) -> None:
     recorded = recorded_sha256(path.parent, path.name)
     if recorded is not None and sha256(path) != recorded:
         raise CheckpointError(
             f"{path}: truncated or corrupt file (SHA-256 differs from the one in {INDEX})"
         )
-    return payload
 
 
 def read(directory: Path, filename: str | None, format: str | None) -> tuple[Path, Payload]:
