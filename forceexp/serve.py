@@ -1,7 +1,8 @@
 """Serve an environment over TCP: ``python -m forceexp.serve env=cartpole port=65432``.
 
-A Hydra app over the same ``env`` group as ``train.py``; the server keeps serving after a client
-disconnects. Connect with ``Runner(..., remote='socket-client', host=..., port=...)``.
+A Hydra app over the same ``env`` group as ``train.py``; the server serves many clients at once,
+each with its own copy of the environment, and keeps serving after a client misbehaves.
+Connect with ``Runner(..., remote='socket-client', host=..., port=...)``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(cfg: DictConfig) -> None:
             port=int(cfg.port),
             secret=None if cfg.secret is None else str(cfg.secret),
             read_timeout=cfg.read_timeout,
+            frame_timeout=cfg.frame_timeout,
+            max_sessions=cfg.max_sessions,
             max_connections=cfg.max_connections,
         )
 

@@ -180,16 +180,16 @@ def test_bad_frames_are_rejected_and_server_keeps_serving(servers: list[Server])
     sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
     expect_error(sock, "bad magic")
     sock = raw_connection(port)
-    sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.HELLO, wire.MAX_FRAME + 1))
+    sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.HELLO, wire.MAX_HELLO + 1))
     expect_error(sock, "exceeds the cap")
     sock = raw_connection(port)
     sock.sendall(wire.HEADER.pack(wire.MAGIC, 99, wire.HELLO, 0))
     expect_error(sock, "protocol version 99")
     sock = raw_connection(port)
-    wire.send_frame(sock, wire.HELLO, struct.pack("!I", 5) + b"{nope")
+    wire.send_frame(sock, wire.HELLO, bytes(32) + struct.pack("!I", 5) + b"{nope")
     expect_error(sock, "invalid JSON")
     sock = raw_connection(port)
-    wire.send(sock, wire.HELLO, {"version": 0})
+    wire.send_frame(sock, wire.HELLO, wire.seal_hello(None, "00", {"version": 0}))
     expect_error(sock, "client version")
     sock = raw_connection(port)
     sock.sendall(wire.HEADER.pack(wire.MAGIC, wire.VERSION, wire.HELLO, 100) + b"short")
@@ -298,9 +298,14 @@ def test_protocol_round_trip_and_errors() -> None:
     bad = json.dumps({"meta": {}, "arrays": [{"name": "x", "dtype": "object", "shape": []}]})
     with pytest.raises(ProtocolError, match="invalid array descriptor"):
         wire.decode(struct.pack("!I", len(bad)) + bad.encode())
-    assert wire.verify("k", "00ff", wire.sign("k", "00ff"))
-    assert not wire.verify("k", "00ff", wire.sign("other", "00ff"))
-    assert not wire.verify("k", "00ff", None)
+    sealed = wire.seal_hello("k", "00ff", {"version": 2})
+    assert wire.open_hello(sealed, "k", "00ff") == {"version": 2}
+    with pytest.raises(ProtocolError, match="authentication failed"):
+        wire.open_hello(sealed, "other", "00ff")
+    with pytest.raises(ProtocolError, match="authentication failed"):
+        wire.open_hello(sealed.replace(b"2}", b"3}"), "k", "00ff")  # any change to the body
+    with pytest.raises(ProtocolError, match="shorter than its MAC"):
+        wire.open_hello(b"x", None, "00ff")
 
 
 def test_unknown_and_unexpected_messages(servers: list[Server]) -> None:
@@ -326,7 +331,7 @@ def fake_server(reply: dict[str, object]) -> tuple[socket.socket, threading.Thre
         conn, _ = listener.accept()
         with conn:
             wire.send(conn, wire.CHALLENGE, {"version": wire.VERSION, "nonce": "00", "auth": False})
-            wire.receive(conn, wire.HELLO)
+            wire.open_hello(wire.recv_frame(conn)[1], None, "00")
             wire.send(conn, wire.SPECS, reply)
             with contextlib.suppress(wire.ConnectionLost):
                 wire.recv_frame(conn)  # the first call; then the "server" dies without answering

@@ -13,7 +13,13 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from forceexp.agents.inputs import MASK_SUFFIX, InputConversion, Tensors
+from forceexp.agents.inputs import (
+    MASK_SUFFIX,
+    InputConversion,
+    Tensors,
+    check_finite_rewards,
+    reward_array,
+)
 from forceexp.config import is_spec_file, load_spec_file
 from forceexp.errors import ConfigError, ProtocolError, message
 from forceexp.specs import Specs, parse_specs
@@ -350,9 +356,10 @@ class Agent(InputConversion):
         Returns:
             Whether an update ran.
         """
-        rewards = np.atleast_1d(np.asarray(reward, dtype=np.float32))
+        rewards = reward_array(reward)
         terminals = np.atleast_1d(np.asarray(terminal)).astype(np.int64, copy=False)
         slots = self._slots(parallel, len(rewards), rewards.ndim == 1 and np.ndim(reward) == 1)
+        check_finite_rewards(rewards, slots, self.timesteps)
         if len(terminals) != len(slots):
             raise ConfigError(f"observe: {len(terminals)} terminals for {len(slots)} rewards")
         if terminals.view(np.uint64).max() > 2:  # negative ones wrap to huge unsigned values
@@ -396,6 +403,7 @@ class Agent(InputConversion):
         num_traces: int | None = 1,
         num_updates: int = 1,
         objective: str = "replay",
+        skip_unreadable: bool = False,
     ) -> dict[str, float]:
         """Learn from recorded traces without environment interaction.
 
@@ -406,13 +414,16 @@ class Agent(InputConversion):
             num_updates: Updates per iteration.
             objective: ``'replay'`` (the agent's own update on recorded rewards, as in
                 Tensorforce) or ``'imitation'`` (behaviour cloning of the recorded actions).
+            skip_unreadable: Skip unreadable trace files with a warning (default: fail).
 
         Returns:
             Metrics of the last iteration.
         """
         from forceexp.agents.pretraining import pretrain
 
-        return pretrain(self, directory, num_iterations, num_traces, num_updates, objective)
+        return pretrain(
+            self, directory, num_iterations, num_traces, num_updates, objective, skip_unreadable
+        )
 
     def experience(
         self, states: Any, actions: Any, terminal: Any, reward: Any, internals: Any = None

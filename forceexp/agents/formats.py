@@ -4,10 +4,18 @@ A full checkpoint (``.pt``, read with ``torch.load(weights_only=True)``) holds t
 JSON, ``agent.state_dict()`` (weights, optimizer, normalizer statistics), the counters and the
 RNG states. NumPy (``.npz``) and HDF5 (``.h5``) files hold the weights and counters under stable
 names such as ``policy/network/mlp.0.weight`` plus the spec JSON and format stamps.
+
+Integrity (format_version 2): a ``.pt`` file holds the serialized payload as one byte tensor
+plus its SHA-256, checked before the payload is unpickled (``weights_only``); ``.npz``/``.h5``
+files carry a SHA-256 over every array (name, dtype, shape, bytes) and the spec JSON. So any
+change to the data a file yields is detected; a change elsewhere in the file either fails to
+load or leaves the loaded data byte-identical. Non-finite weights are refused on read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
 import warnings
@@ -26,7 +34,7 @@ if TYPE_CHECKING:
 
 Counter = Literal["timesteps", "episodes", "updates"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: payload digests (files of version 1 load without)
 COUNTERS: tuple[str, ...] = ("timesteps", "episodes", "updates")
 _SPEC_KEY = "__spec__"
 _COUNTER_PREFIX = "counters/"
@@ -112,14 +120,27 @@ def unflatten_weights(weights: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return state
 
 
+def check_finite(state: Mapping[str, Any], path: Path) -> None:
+    """Raise CheckpointError naming the first weight holding NaN or infinity."""
+    for name, tensor in flatten_weights(state).items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: weight {name} holds non-finite values (NaN or inf)")
+
+
 def check_compatible(agent: Agent, state: Mapping[str, Any], path: Path) -> None:
-    """Raise CheckpointError naming every weight whose name or shape differs from the agent's."""
-    have = {n: tuple(t.shape) for n, t in flatten_weights(agent.state_dict()).items()}
-    got = {n: tuple(t.shape) for n, t in flatten_weights(state).items()}
+    """Raise CheckpointError naming every weight whose name, shape or dtype differs."""
+    mine, theirs = flatten_weights(agent.state_dict()), flatten_weights(state)
+    have = {n: tuple(t.shape) for n, t in mine.items()}
+    got = {n: tuple(t.shape) for n, t in theirs.items()}
     problems = [
         f"{name}: file {got[name]} vs agent {shape}"
         for name, shape in have.items()
         if name in got and got[name] != shape
+    ]
+    problems += [
+        f"{name}: file dtype {theirs[name].dtype} vs agent {mine[name].dtype}"
+        for name in have
+        if name in got and theirs[name].dtype != mine[name].dtype
     ]
     missing = sorted(set(have) - set(got))
     unexpected = sorted(set(got) - set(have))
@@ -174,6 +195,16 @@ def _meta() -> dict[str, Any]:
     }
 
 
+def arrays_digest(arrays: Mapping[str, np.ndarray], spec: str) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes (sorted by name) and the spec."""
+    digest = hashlib.sha256(spec.encode())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
 def _write_checkpoint(agent: Agent, tmp: Path, memory: bool = False) -> None:
     payload = {
         **_meta(),
@@ -184,8 +215,16 @@ def _write_checkpoint(agent: Agent, tmp: Path, memory: bool = False) -> None:
     }
     if memory:
         payload["memory"] = agent.memory_state_dict()
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    blob = buffer.getbuffer()
+    sealed = {
+        **_meta(),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "payload": torch.frombuffer(bytearray(blob), dtype=torch.uint8),
+    }
     with tmp.open("wb") as handle:
-        torch.save(payload, handle)
+        torch.save(sealed, handle)
 
 
 def _weight_arrays(agent: Agent) -> dict[str, np.ndarray]:
@@ -197,7 +236,8 @@ def _weight_arrays(agent: Agent) -> dict[str, np.ndarray]:
 
 def _write_numpy(agent: Agent, tmp: Path, memory: bool = False) -> None:
     arrays = _weight_arrays(agent)
-    meta = json.dumps({**_meta(), "spec": spec_json(agent.spec)})
+    spec = spec_json(agent.spec)
+    meta = json.dumps({**_meta(), "spec": spec, "sha256": arrays_digest(arrays, spec)})
     arrays[_SPEC_KEY] = np.frombuffer(meta.encode(), dtype=np.uint8)
     with tmp.open("wb") as handle:
         np.savez(handle, **arrays)
@@ -206,11 +246,13 @@ def _write_numpy(agent: Agent, tmp: Path, memory: bool = False) -> None:
 def _write_hdf5(agent: Agent, tmp: Path, memory: bool = False) -> None:
     import h5py
 
+    arrays, spec = _weight_arrays(agent), spec_json(agent.spec)
     with h5py.File(tmp, "w") as handle:
         for key, value in _meta().items():
             handle.attrs[key] = value
-        handle.attrs["spec"] = spec_json(agent.spec)
-        for name, array in _weight_arrays(agent).items():
+        handle.attrs["spec"] = spec
+        handle.attrs["sha256"] = arrays_digest(arrays, spec)
+        for name, array in arrays.items():
             handle.create_dataset(name, data=array)
 
 
@@ -225,6 +267,17 @@ WRITERS: dict[str, Callable[[Agent, Path, bool], None]] = {
 # ---------------------------------------------------------------------------- readers
 def _parse_meta(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """Check the format version and decode the spec JSON."""
+    _check_version(meta, path)
+    try:
+        spec = json.loads(meta["spec"])
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: agent spec missing or not JSON ({exc})") from None
+    if not isinstance(spec, dict):
+        raise CheckpointError(f"{path}: agent spec is a {type(spec).__name__}, not a dict")
+    return spec
+
+
+def _check_version(meta: Mapping[str, Any], path: Path) -> int:
     version = meta.get("format_version")
     if not isinstance(version, int):
         raise CheckpointError(f"{path}: not a forceexp file (no format_version)")
@@ -234,11 +287,7 @@ def _parse_meta(meta: Mapping[str, Any], path: Path) -> dict[str, Any]:
             f"{meta.get('forceexp_version')}; this forceexp reads format_version <= "
             f"{FORMAT_VERSION}. Upgrade forceexp to load it"
         )
-    try:
-        spec = json.loads(meta["spec"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: agent spec missing or not JSON ({exc})") from None
-    return spec
+    return version
 
 
 def _short(exc: BaseException) -> str:
@@ -247,24 +296,61 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
+def _unseal(data: Any, path: Path) -> Any:
+    """The inner payload of a format-2 checkpoint, after checking its SHA-256."""
+    blob, digest = data.get("payload"), data.get("sha256")
+    if (
+        not isinstance(blob, torch.Tensor)
+        or blob.dtype != torch.uint8
+        or not isinstance(digest, str)
+    ):
+        raise CheckpointError(f"{path}: checkpoint without its payload or SHA-256 (corrupt)")
+    raw = blob.numpy().tobytes()
+    if hashlib.sha256(raw).hexdigest() != digest:
+        raise CheckpointError(f"{path}: payload does not match its SHA-256 (corrupt file)")
+    try:
+        return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt checkpoint payload ({_short(exc)})") from None
+
+
 def _read_checkpoint(path: Path) -> Payload:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({_short(exc)})") from None
+    if isinstance(data, dict) and "payload" in data and _check_version(data, path) >= 2:
+        data = _unseal(data, path)
     if not isinstance(data, dict) or "state" not in data or "counters" not in data:
         raise CheckpointError(f"{path}: not a forceexp checkpoint (missing state/counters)")
     spec = _parse_meta(data, path)
+    if not isinstance(data["state"], dict) or not isinstance(data["counters"], dict):
+        raise CheckpointError(f"{path}: state and counters must be dicts (corrupt checkpoint)")
     memory = data.get("memory")
     return Payload(spec, data["state"], dict(data["counters"]), data.get("rng"), memory)
 
 
+def _check_digest(arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any], path: Path) -> None:
+    """Check the arrays' SHA-256 (required from format_version 2 on)."""
+    digest, version = meta.get("sha256"), meta.get("format_version")
+    if digest is None and isinstance(version, int) and version < 2:
+        return
+    spec = meta.get("spec")
+    if not isinstance(digest, str) or not isinstance(spec, str):
+        raise CheckpointError(f"{path}: weights file without its SHA-256 (corrupt)")
+    if arrays_digest(arrays, spec) != digest:
+        raise CheckpointError(f"{path}: weights do not match their SHA-256 (corrupt file)")
+
+
 def _split_arrays(arrays: Mapping[str, np.ndarray], path: Path) -> Payload:
-    counters = {
-        name[len(_COUNTER_PREFIX) :]: int(a)
-        for name, a in arrays.items()
-        if name.startswith(_COUNTER_PREFIX)
-    }
+    try:
+        counters = {
+            name[len(_COUNTER_PREFIX) :]: int(a)
+            for name, a in arrays.items()
+            if name.startswith(_COUNTER_PREFIX)
+        }
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: counters are not integers ({_short(exc)})") from None
     weights = {
         name: torch.from_numpy(np.array(a))
         for name, a in arrays.items()
@@ -278,10 +364,13 @@ def _read_numpy(path: Path) -> Payload:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
         meta = json.loads(arrays.pop(_SPEC_KEY).tobytes().decode())
+        if not isinstance(meta, dict):
+            raise TypeError(f"metadata is a {type(meta).__name__}")
     except Exception as exc:
         raise CheckpointError(
             f"{path}: truncated or corrupt NumPy weights file ({_short(exc)})"
         ) from None
+    _check_digest(arrays, meta, path)
     return _split_arrays(arrays, path)._replace(spec=_parse_meta(meta, path))
 
 
@@ -303,6 +392,7 @@ def _read_hdf5(path: Path) -> Payload:
             f"{path}: truncated or corrupt HDF5 weights file ({_short(exc)})"
         ) from None
     meta = {k: v.item() if isinstance(v, np.generic) else v for k, v in meta.items()}
+    _check_digest(arrays, meta, path)
     return _split_arrays(arrays, path)._replace(spec=_parse_meta(meta, path))
 
 

@@ -138,3 +138,37 @@ class InputConversion:
         if self.action_specs.single:
             return actions["action"]
         return actions
+
+
+def reward_array(reward: Any) -> np.ndarray:
+    """``observe``'s reward (a number or one per slot) as a 1-D float32 array.
+
+    Raises:
+        ConfigError: the reward is not a number or an array of numbers.
+    """
+    try:
+        rewards = np.atleast_1d(np.asarray(reward, dtype=np.float32))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            message("observe.reward", reward, "a number or an array of numbers")
+        ) from None
+    return rewards
+
+
+def check_finite_rewards(rewards: np.ndarray, slots: np.ndarray, timestep: int) -> None:
+    """Refuse NaN or infinite rewards, naming the parallel slot and the agent timestep.
+
+    Raises:
+        ConfigError: a reward is NaN or infinite (or overflows float32).
+    """
+    bad = np.flatnonzero(~np.isfinite(rewards))
+    if len(bad):
+        index = int(bad[0])
+        raise ConfigError(
+            message(
+                f"observe.reward (parallel slot {int(slots[index])}, timestep {timestep})",
+                float(rewards[index]),
+                "a finite number",
+                "A NaN or infinite reward would turn every weight into NaN",
+            )
+        )

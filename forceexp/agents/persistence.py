@@ -1,8 +1,10 @@
 """Save and load agents: write and index files, find the best one to load, fall back.
 
 Files are written atomically and listed in ``checkpoint.json`` (``forceexp.checkpoints``).
-Loading takes an explicit file, else the index's newest readable entry, else the highest
-``<name>-<counter>`` file; file contents are in ``formats``.
+Loading takes an explicit file, else the index's newest entry, else the highest
+``<name>-<counter>`` file; file contents are in ``formats``. A file that cannot be read, does
+not match the SHA-256 in the index, holds non-finite weights or cannot be applied to the agent
+is skipped with a warning naming it and the reason, and the next older one is tried.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from forceexp.agents.formats import (
     Counter,
     Payload,
     check_compatible,
+    check_finite,
     flatten_weights,
     set_rng_state,
 )
@@ -30,8 +33,11 @@ from forceexp.checkpoints import (
     SUFFIXES,
     Format,
     atomic_write,
+    contained,
     read_index,
+    recorded_sha256,
     register,
+    sha256,
 )
 from forceexp.errors import CheckpointError, ConfigError, message
 
@@ -106,6 +112,11 @@ def _scan(directory: Path, stem: str, formats: list[str]) -> list[Path]:
     for path in directory.iterdir() if directory.is_dir() else ():
         match = pattern.match(path.name)
         if match and FORMAT_OF_SUFFIX.get(match.group(2)) in formats:
+            try:
+                contained(directory, path.name)  # e.g. a link leading out of the folder
+            except CheckpointError as exc:
+                warnings.warn(f"ignoring {path.name}: {exc}", stacklevel=3)
+                continue
             found.append((int(match.group(1) or -1), path.stat().st_mtime, path))
     kinds = {FORMAT_OF_SUFFIX[p.suffix] for _, _, p in found}
     if len(kinds) > 1:
@@ -129,12 +140,54 @@ def candidates(directory: Path, filename: str | None, format: str | None) -> lis
         return exact or _scan(directory, filename, formats)
     entries = [e for e in read_index(directory) if e.get("format") in formats]
     if entries:
-        return [directory / e["file"] for e in reversed(entries)]
+        return [contained(directory, e["file"]) for e in reversed(entries)]
     return _scan(directory, "agent", formats)
+
+
+def read_file(path: Path, format: str | None) -> Payload:
+    """Read one file: check its SHA-256 against the index (if listed), decode, check weights.
+
+    Raises:
+        CheckpointError: for any failure, naming the file and the reason.
+    """
+    if not path.exists():
+        raise CheckpointError(f"{path}: listed in {INDEX} but missing")
+    fmt = _format_of(path, format)
+    if fmt == "hdf5":  # the HDF5 C library can crash on corrupt input: verify before parsing
+        _check_recorded_sha256(path)
+    try:
+        payload = READERS[fmt](path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # any other failure of a reader is a corrupt file too
+        raise CheckpointError(f"{path}: corrupt file ({type(exc).__name__}: {exc})") from None
+    check_finite(payload.state, path)
+    _check_recorded_sha256(path)
+    return payload
+
+
+def _check_recorded_sha256(path: Path) -> None:
+    recorded = recorded_sha256(path.parent, path.name)
+    if recorded is not None and sha256(path) != recorded:
+        raise CheckpointError(
+            f"{path}: truncated or corrupt file (SHA-256 differs from the one in {INDEX})"
+        )
 
 
 def read(directory: Path, filename: str | None, format: str | None) -> tuple[Path, Payload]:
     """Read the best candidate; a corrupt one is skipped with a warning unless named explicitly."""
+    for path, payload in readable(directory, filename, format):
+        return path, payload
+    raise AssertionError("readable() raises when nothing is readable")  # pragma: no cover
+
+
+def readable(directory: Path, filename: str | None, format: str | None) -> Any:
+    """Yield ``(path, payload)`` for each readable candidate, best first, warning about the rest.
+
+    Raises:
+        CheckpointError: when none is left (naming every file and its reason), or at once for
+            an explicitly named file.
+    """
     if format is not None and format not in READERS:
         raise ConfigError(message("load.format", format, "'checkpoint', 'numpy' or 'hdf5'"))
     found = candidates(directory, filename, format)
@@ -145,25 +198,48 @@ def read(directory: Path, filename: str | None, format: str | None) -> tuple[Pat
     errors = []
     for path in found:
         try:
-            if not path.exists():
-                raise CheckpointError(f"{path}: listed in {INDEX} but missing")
-            return path, READERS[_format_of(path, format)](path)
+            payload = read_file(path, format)
         except CheckpointError as exc:
             if explicit:
                 raise
             errors.append(str(exc))
-            warnings.warn(f"skipping {path}: {exc}", stacklevel=3)
+            warnings.warn(f"skipping {path.name}: {exc}", stacklevel=3)
+            continue
+        reason = yield path, payload
+        if reason is not None:  # the caller could not apply it: go on to the next
+            errors.append(str(reason))
     raise CheckpointError(f"{directory}: no readable checkpoint; " + "; ".join(errors))
 
 
 # ---------------------------------------------------------------------------- loading
 def restore(agent: Agent, path: Path, payload: Payload) -> None:
-    """Check shapes, then load state, counters and (checkpoints) RNG states into ``agent``."""
+    """Check shapes, then load state, counters and (checkpoints) RNG states into ``agent``.
+
+    Raises:
+        CheckpointError: for any failure to apply the payload, naming the file and the reason.
+    """
+    try:
+        _apply(agent, path, payload)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: cannot be applied to the agent ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _apply(agent: Agent, path: Path, payload: Payload) -> None:
     check_compatible(agent, payload.state, path)
-    agent.load_state_dict(payload.state)
+    counters = {}
     for name in COUNTERS:
-        if name in payload.counters:
-            setattr(agent, name, int(payload.counters[name]))
+        value = payload.counters.get(name)
+        if value is not None:
+            if type(value) is not int or value < 0:
+                raise CheckpointError(message(f"{path}: counters.{name}", value, "an int >= 0"))
+            counters[name] = value
+    agent.load_state_dict(payload.state)
+    for name, value in counters.items():
+        setattr(agent, name, value)
     if payload.memory is not None:
         agent.load_memory_state_dict(payload.memory)
     if payload.rng is not None:
@@ -212,15 +288,23 @@ def load(
     directory = Path(directory)
     if directory.is_file():
         directory, filename = directory.parent, directory.name
-    path, payload = read(directory, filename, format)
-    spec = _agent_spec(dict(payload.spec), overrides, path)
-    agent = Agent.create(spec, environment=environment)
-    try:
-        restore(agent, path, payload)
-    except BaseException:
-        agent.close()
-        raise
-    return agent
+    files = readable(directory, filename, format)
+    path, payload = next(files)
+    while True:
+        spec = _agent_spec(dict(payload.spec), dict(overrides), path)
+        agent = Agent.create(spec, environment=environment)
+        try:
+            restore(agent, path, payload)
+            return agent
+        except CheckpointError as exc:
+            agent.close()
+            if filename is not None:
+                raise
+            warnings.warn(f"skipping {path.name}: {exc}", stacklevel=2)
+            path, payload = files.send(exc)
+        except BaseException:
+            agent.close()
+            raise
 
 
 def resume_directory(path: str | Path) -> Path:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -60,6 +61,7 @@ def pretrain(
     num_traces: int | None = 1,
     num_updates: int = 1,
     objective: Objective = "replay",
+    skip_unreadable: bool = False,
 ) -> dict[str, float]:
     """Pretrain ``agent`` on the trace files in ``directory`` without environment interaction.
 
@@ -74,26 +76,23 @@ def pretrain(
         num_updates: Updates per iteration: PPO updates (``replay``) or passes over the loaded
             steps in minibatches of ``agent.minibatch_size`` (``imitation``).
         objective: ``'replay'`` or ``'imitation'``.
+        skip_unreadable: Skip trace files that cannot be read or validated, with a warning
+            naming each (default: fail, naming every bad file).
 
     Returns:
         Metrics of the last iteration.
 
     Raises:
         ConfigError: bad arguments, or an agent without a trainable policy.
-        CheckpointError: no traces in ``directory``, or an invalid trace file.
+        CheckpointError: no traces in ``directory``, or invalid trace files (all named).
     """
     _check_args(agent, num_iterations, num_traces, num_updates, objective)
-    files = list_traces(directory)
-    if not files:
-        raise CheckpointError(f"pretrain: no .npz trace files in {os.fspath(directory)!r}")
-    cache: dict[Any, Trace] = {}
+    cache = _read_all(agent, directory, skip_unreadable)
+    files = list(cache)
     metrics: dict[str, float] = {}
     for _ in range(num_iterations):
         random.shuffle(files)
         chosen = files if num_traces is None else files[:num_traces]
-        for path in chosen:
-            if path not in cache:
-                cache[path] = read_trace(path, agent.state_specs, agent.action_specs)
         traces = [cache[path] for path in chosen]
         metrics = agent.learn_from_traces(traces, objective, num_updates)
         agent.timesteps += sum(len(trace.reward) for trace in traces)
@@ -101,6 +100,31 @@ def pretrain(
         for observer in agent.observers:  # summarizer/saver see pretraining like updates
             observer.on_update(agent, metrics)
     return metrics
+
+
+def _read_all(agent: PPOAgent, directory: Any, skip: bool) -> dict[Any, Trace]:
+    """Read and validate every trace file up front; bad ones fail together or are skipped."""
+    files = list_traces(directory)
+    if not files:
+        raise CheckpointError(f"pretrain: no .npz trace files in {os.fspath(directory)!r}")
+    cache: dict[Any, Trace] = {}
+    errors = []
+    for path in files:
+        try:
+            cache[path] = read_trace(path, agent.state_specs, agent.action_specs)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+    if errors and not skip:
+        raise CheckpointError(
+            f"pretrain: {len(errors)} of {len(files)} trace file(s) unreadable: "
+            + "; ".join(errors)
+            + " (pass skip_unreadable=True to skip them)"
+        )
+    for error in errors:
+        warnings.warn(f"pretrain: skipping {error}", stacklevel=3)
+    if not cache:
+        raise CheckpointError(f"pretrain: no readable trace file in {os.fspath(directory)!r}")
+    return cache
 
 
 def ppo_objective(

@@ -146,7 +146,16 @@ def _from_name(
 
 
 REMOTES = ("multiprocessing", "socket-client", "socket-server")
-_SERVER_KEYS = ("host", "port", "secret", "max_frame", "read_timeout", "max_connections")
+_SERVER_KEYS = (
+    "host",
+    "port",
+    "secret",
+    "max_frame",
+    "read_timeout",
+    "frame_timeout",
+    "max_sessions",
+    "max_connections",
+)
 
 
 def _remote(
@@ -174,7 +183,10 @@ def _remote(
     if remote == "multiprocessing":
         from forceexp.environments.multiprocessing import ProcessEnvironment
 
+        step_timeout = kwargs.pop("step_timeout", None)
         if kwargs and spec is environment:
             spec = {"environment": environment, **kwargs}
-        return ProcessEnvironment(spec, max_episode_timesteps=max_episode_timesteps)
+        return ProcessEnvironment(
+            spec, max_episode_timesteps=max_episode_timesteps, step_timeout=step_timeout
+        )
     raise ConfigError(f"remote: {remote!r} is invalid; expected one of {', '.join(REMOTES)}")

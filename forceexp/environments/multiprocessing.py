@@ -3,27 +3,71 @@
 The environment spec is re-created inside the worker, so it must be picklable (a name, a dict, a
 config file path, a class or a module-level factory). The pipes are private to this process
 tree, so messages use ``Connection.send`` (pickle) between our own processes only.
+
+A worker dies with its parent (``prctl(PR_SET_PDEATHSIG)`` on Linux, a parent-alive thread
+elsewhere), so killing the runner leaves no process behind; a call that takes longer than
+``step_timeout`` is reported naming the environment index and the call, and the worker is killed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
 import signal
+import sys
+import threading
+import time
 import traceback
 from typing import Any
 
 from forceexp.environments.remote import RemoteEnvironment, RemoteEnvironmentError
-from forceexp.errors import ConfigError
+from forceexp.errors import ConfigError, message
 
 POLL_SECONDS = 0.5
 _CONTEXTS = ("forkserver", "spawn")
 
 
-def _worker(conn: Any, spec: Any, max_episode_timesteps: int | None) -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(owner: int) -> None:
+    """Make this process exit when its parent or the runner ``owner`` (a pid) dies.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``); the
+    parent of a forkserver worker is the fork server, so a daemon thread also checks once a
+    second that ``owner`` is alive.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def watch() -> None:
+        while os.getppid() == parent and not gone(owner):
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="forceexp-parent-watch", daemon=True).start()
+
+
+def _worker(conn: Any, spec: Any, max_episode_timesteps: int | None, owner: int) -> None:
     """Worker loop: create the environment, then answer reset/execute until close."""
     from forceexp.environments import create
     from forceexp.environments.vectorized import refuse_remote
 
+    die_with_parent(owner)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
     try:
         env = create(spec, max_episode_timesteps=max_episode_timesteps)
@@ -64,6 +108,16 @@ def exit_cause(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def check_step_timeout(step_timeout: Any) -> None:
+    """Raise ConfigError unless ``step_timeout`` is None or a positive number."""
+    if step_timeout is not None and (
+        isinstance(step_timeout, bool)
+        or not isinstance(step_timeout, int | float)
+        or not step_timeout > 0
+    ):
+        raise ConfigError(message("step_timeout", step_timeout, "a number of seconds > 0 or None"))
+
+
 class ProcessEnvironment(RemoteEnvironment):
     """An environment running in its own worker process.
 
@@ -75,6 +129,8 @@ class ProcessEnvironment(RemoteEnvironment):
         start_timeout: Seconds to wait for the worker to create its environment.
         wait: Wait for the worker here; if False, call ``wait_ready`` before use (lets many
             workers start at once).
+        step_timeout: Seconds a ``reset`` or ``execute`` may take (None: no limit); a worker
+            that misses it is killed and reported.
     """
 
     def __init__(
@@ -85,10 +141,14 @@ class ProcessEnvironment(RemoteEnvironment):
         context: str = "forkserver",
         start_timeout: float = 120.0,
         wait: bool = True,
+        step_timeout: float | None = None,
     ) -> None:
         super().__init__(None)
         if context not in _CONTEXTS:
             raise ConfigError(f"context: {context!r} is invalid; expected one of {_CONTEXTS}")
+        check_step_timeout(step_timeout)
+        self.step_timeout = step_timeout
+        self._call = "start"
         self.index = index
         self._closed = False
         self._start_timeout = start_timeout
@@ -98,7 +158,7 @@ class ProcessEnvironment(RemoteEnvironment):
         self._conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
             target=_worker,
-            args=(child, environment, max_episode_timesteps),
+            args=(child, environment, max_episode_timesteps, os.getpid()),
             name=f"forceexp-env-{index}",
             daemon=True,
         )
@@ -133,13 +193,14 @@ class ProcessEnvironment(RemoteEnvironment):
         return self._conn.fileno()
 
     def _send(self, kind: str, meta: dict[str, Any], value: Any) -> None:
+        self._call = kind
         try:
             self._conn.send((kind, meta["seed"] if kind == "reset" else value))
         except (OSError, ValueError):
             raise self._died() from None
 
     def _receive(self) -> tuple[dict[str, Any], Any]:
-        kind, payload = self._wait(None)
+        kind, payload = self._wait(self.step_timeout)
         self._check(kind, payload)
         return payload
 
@@ -151,9 +212,12 @@ class ProcessEnvironment(RemoteEnvironment):
             if not self.process.is_alive() and not self._conn.poll(0):
                 raise self._died()
             if timeout is not None and waited >= timeout:
+                pid = self.process.pid
+                self.process.kill()  # a hung worker would never answer again
+                self.close()
                 raise RemoteEnvironmentError(
-                    f"environments[{self.index}]: worker pid {self.process.pid} did not answer "
-                    f"within {timeout} s"
+                    f"environments[{self.index}]: worker pid {pid} did not answer "
+                    f"{self._call!r} within {timeout} s (the environment hangs); worker killed"
                 )
         try:
             return self._conn.recv()

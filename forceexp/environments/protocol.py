@@ -4,6 +4,10 @@ A frame is a 10-byte header ``!4sBBI`` (magic ``b"FXEP"``, protocol version, mes
 payload length) followed by the payload. A payload is a 4-byte JSON length, a UTF-8 JSON object
 (metadata plus one ``{"name", "dtype", "shape"}`` descriptor per array) and the arrays' raw
 bytes, concatenated in descriptor order. Only plain numeric/bool dtypes are accepted.
+
+``decode`` is total: any byte string either decodes or raises ``ProtocolError`` (fuzzed in
+``tests/test_protocol_fuzz.py``). The HELLO payload starts with a 32-byte HMAC over the
+challenge nonce and the rest of the payload, checked before the rest is parsed (``open_hello``).
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import socket
 import struct
+import time
 from typing import Any
 
 import numpy as np
@@ -20,10 +26,13 @@ import numpy as np
 from forceexp.errors import ProtocolError
 
 MAGIC = b"FXEP"
-VERSION = 1
+VERSION = 2  # 2: HELLO carries a binary HMAC over nonce + payload
 HEADER = struct.Struct("!4sBBI")
 JSON_LENGTH = struct.Struct("!I")
 MAX_FRAME = 64 * 1024 * 1024
+MAX_HELLO = 1024 * 1024  # cap on the (unauthenticated) HELLO frame
+MAX_DIMS = 32  # numpy's limit on array dimensions
+MAC_SIZE = 32
 INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 DTYPES = frozenset(("bool", *INT_DTYPES, "float16", "float32", "float64"))
 
@@ -68,7 +77,9 @@ def decode(payload: bytes) -> tuple[dict[str, Any], Any]:
     """Decode a payload into ``(meta, value)``; value is an array, a dict of arrays, or None.
 
     Raises:
-        ProtocolError: the payload is truncated, its JSON is invalid, or a dtype is not allowed.
+        ProtocolError: for every malformed payload (truncated, invalid or deeply nested JSON, a
+            header that is not ``{"meta": {...}, "arrays": [...]}``, a bad descriptor or dtype,
+            a shape whose size does not fit the payload, trailing bytes); nothing else.
     """
     if len(payload) < JSON_LENGTH.size:
         raise ProtocolError("payload: shorter than its JSON length field")
@@ -76,14 +87,12 @@ def decode(payload: bytes) -> tuple[dict[str, Any], Any]:
     start = JSON_LENGTH.size
     if start + size > len(payload):
         raise ProtocolError(f"payload: JSON length {size} exceeds the payload")
-    try:
-        header = json.loads(payload[start : start + size].decode())
-        meta, descriptors = header["meta"], header["arrays"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"payload: invalid JSON header ({exc})") from None
+    meta, descriptors = _header(bytes(payload[start : start + size]))
     offset, arrays = start + size, {}
     for item in descriptors:
         name, array, offset = _read_array(payload, offset, item)
+        if name in arrays:
+            raise ProtocolError(f"payload: array name {name!r} appears twice")
         arrays[name] = array
     if offset != len(payload):
         raise ProtocolError(f"payload: {len(payload) - offset} trailing bytes")
@@ -94,18 +103,59 @@ def decode(payload: bytes) -> tuple[dict[str, Any], Any]:
     return meta, arrays
 
 
-def _read_array(payload: bytes, offset: int, item: Any) -> tuple[str, np.ndarray, int]:
+def _header(raw: bytes) -> tuple[dict[str, Any], list[Any]]:
+    """Parse the JSON header into ``(meta, descriptors)``."""
     try:
-        name, dtype, shape = str(item["name"]), str(item["dtype"]), tuple(item["shape"])
-        if dtype not in DTYPES or any(not isinstance(d, int) or d < 0 for d in shape):
-            raise ValueError(f"dtype {dtype!r} / shape {shape!r} not allowed")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"payload: invalid array descriptor {item!r} ({exc})") from None
-    count = int(np.prod(shape, dtype=np.int64))
+        header = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"payload: invalid JSON header ({_brief(exc)})") from None
+    if not isinstance(header, dict):
+        kind = type(header).__name__
+        raise ProtocolError(f"payload: JSON header is a {kind}; expected an object")
+    meta, descriptors = header.get("meta"), header.get("arrays")
+    if not isinstance(meta, dict) or not isinstance(descriptors, list):
+        raise ProtocolError(
+            'payload: invalid JSON header; expected {"meta": {...}, "arrays": [...]}'
+        )
+    return meta, descriptors
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:100]}"
+
+
+def _descriptor(item: Any) -> tuple[str, str, tuple[int, ...]]:
+    """Check one array descriptor: a str name, an allowed dtype, a list of non-negative ints."""
+    if not isinstance(item, dict):
+        raise ProtocolError(f"payload: invalid array descriptor {str(item)[:100]}")
+    name, dtype, shape = item.get("name"), item.get("dtype"), item.get("shape")
+    if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in DTYPES:
+        raise ProtocolError(
+            f"payload: invalid array descriptor {str(item)[:100]} (name must be a str, dtype one "
+            f"of {sorted(DTYPES)})"
+        )
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DIMS
+        or any(type(d) is not int or not 0 <= d <= MAX_FRAME for d in shape)
+    ):
+        raise ProtocolError(
+            f"payload: invalid array descriptor {str(item)[:100]} (shape must be a list of at "
+            f"most {MAX_DIMS} ints in [0, {MAX_FRAME}])"
+        )
+    return name, dtype, tuple(shape)
+
+
+def _read_array(payload: bytes, offset: int, item: Any) -> tuple[str, np.ndarray, int]:
+    name, dtype, shape = _descriptor(item)
+    count = math.prod(shape)  # Python ints: no overflow
     nbytes = count * np.dtype(dtype).itemsize
-    if offset + nbytes > len(payload):
+    if nbytes > len(payload) - offset:
         raise ProtocolError(f"payload: array {name!r} is truncated")
-    array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
+    try:
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(shape)
+    except (ValueError, MemoryError) as exc:
+        raise ProtocolError(f"payload: array {name!r} cannot be read ({_brief(exc)})") from None
     return name, array.copy(), offset + nbytes
 
 
@@ -117,14 +167,19 @@ def send_frame(sock: socket.socket, kind: int, payload: bytes = b"") -> None:
         raise ConnectionLost(f"connection lost while sending ({exc})") from None
 
 
-def recv_exact(sock: socket.socket, size: int) -> bytes:
-    """Read exactly ``size`` bytes.
+def recv_exact(sock: socket.socket, size: int, deadline: float | None = None) -> bytes:
+    """Read exactly ``size`` bytes, all before ``deadline`` (``time.monotonic()``) if given.
 
     Raises:
-        ConnectionLost: the peer closed the connection or the read timed out.
+        ConnectionLost: the peer closed the connection, a read timed out, or the deadline passed.
     """
     chunks, left = [], size
     while left:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectionLost("frame not complete within the frame timeout")
+            sock.settimeout(remaining)
         try:
             chunk = sock.recv(min(left, 1 << 20))
         except TimeoutError:
@@ -138,23 +193,37 @@ def recv_exact(sock: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def recv_frame(sock: socket.socket, max_frame: int = MAX_FRAME) -> tuple[int, bytes]:
+def recv_frame(
+    sock: socket.socket, max_frame: int = MAX_FRAME, frame_timeout: float | None = None
+) -> tuple[int, bytes]:
     """Read one frame and return ``(kind, payload)``.
+
+    The wait for the frame's first byte uses the socket's own timeout; with ``frame_timeout``,
+    the whole rest of the frame must arrive within that many seconds of the first byte (a peer
+    trickling bytes cannot hold the connection).
 
     Raises:
         ProtocolError: wrong magic or version, unknown type, or a payload over ``max_frame``.
-        ConnectionLost: the peer went away.
+        ConnectionLost: the peer went away or missed the frame deadline.
     """
-    magic, version, kind, length = HEADER.unpack(recv_exact(sock, HEADER.size))
-    if magic != MAGIC:
-        raise ProtocolError(f"frame: bad magic {magic!r} (not a forceexp peer)")
-    if version != VERSION:
-        raise ProtocolError(f"frame: protocol version {version}; this side speaks {VERSION}")
-    if kind not in TYPE_NAMES:
-        raise ProtocolError(f"frame: unknown message type {kind}")
-    if length > max_frame:
-        raise ProtocolError(f"frame: payload of {length} bytes exceeds the cap of {max_frame}")
-    return kind, recv_exact(sock, length)
+    saved = sock.gettimeout()
+    try:
+        first = recv_exact(sock, 1)
+        deadline = None if frame_timeout is None else time.monotonic() + frame_timeout
+        header = first + recv_exact(sock, HEADER.size - 1, deadline)
+        magic, version, kind, length = HEADER.unpack(header)
+        if magic != MAGIC:
+            raise ProtocolError(f"frame: bad magic {magic!r} (not a forceexp peer)")
+        if version != VERSION:
+            raise ProtocolError(f"frame: protocol version {version}; this side speaks {VERSION}")
+        if kind not in TYPE_NAMES:
+            raise ProtocolError(f"frame: unknown message type {kind}")
+        if length > max_frame:
+            raise ProtocolError(f"frame: payload of {length} bytes exceeds the cap of {max_frame}")
+        return kind, recv_exact(sock, length, deadline)
+    finally:
+        if frame_timeout is not None:
+            sock.settimeout(saved)
 
 
 def send(
@@ -179,12 +248,28 @@ def receive(
     return meta, value
 
 
-def sign(secret: str | bytes, nonce: str) -> str:
-    """HMAC-SHA256 of the challenge nonce under the shared secret (hex)."""
+def sign(secret: str | bytes, nonce: str, body: bytes) -> bytes:
+    """HMAC-SHA256 of the challenge nonce (hex) followed by ``body``, under the shared secret."""
     key = secret.encode() if isinstance(secret, str) else secret
-    return hmac.new(key, bytes.fromhex(nonce), hashlib.sha256).hexdigest()
+    return hmac.new(key, bytes.fromhex(nonce) + body, hashlib.sha256).digest()
 
 
-def verify(secret: str | bytes, nonce: str, mac: Any) -> bool:
-    """Whether ``mac`` answers the challenge ``nonce`` (constant-time comparison)."""
-    return isinstance(mac, str) and hmac.compare_digest(sign(secret, nonce), mac)
+def seal_hello(secret: str | bytes | None, nonce: str, meta: dict[str, Any]) -> bytes:
+    """HELLO payload: the 32-byte MAC (zeros without a secret), then the encoded ``meta``."""
+    body = encode(meta)
+    mac = sign(secret, nonce, body) if secret is not None else bytes(MAC_SIZE)
+    return mac + body
+
+
+def open_hello(payload: bytes, secret: str | bytes | None, nonce: str) -> dict[str, Any]:
+    """Check the HELLO's MAC (when there is a secret) before parsing anything else, then decode.
+
+    Raises:
+        ProtocolError: authentication failed, or the payload is malformed.
+    """
+    mac, body = payload[:MAC_SIZE], payload[MAC_SIZE:]
+    if secret is not None and not hmac.compare_digest(mac, sign(secret, nonce, body)):
+        raise ProtocolError("handshake: authentication failed (wrong shared secret)")
+    if len(payload) < MAC_SIZE:
+        raise ProtocolError("handshake: HELLO shorter than its MAC")
+    return decode(body)[0]

@@ -230,3 +230,34 @@ class MultiInputEnvironment(Environment):
         attributes = rng.integers(5, size=(4, 2))
         attributes[0, 0] = shift
         return {"observation": image, "attributes": attributes}
+
+
+class HangingEnvironment(IdentityEnvironment):
+    """The identity task whose ``execute`` (or ``reset``) hangs at a given call: tests timeouts.
+
+    Args:
+        hang_at: Number of the ``execute`` call (1-based) that sleeps ``seconds``; 0 hangs in
+            the first ``reset`` instead.
+        seconds: How long the hanging call sleeps.
+    """
+
+    def __init__(self, hang_at: int = 3, seconds: float = 3600.0) -> None:
+        super().__init__()
+        self.hang_at, self.seconds, self.calls = hang_at, seconds, 0
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Reset, hanging first when ``hang_at`` is 0."""
+        if self.hang_at == 0:
+            import time
+
+            time.sleep(self.seconds)
+        return super().reset(seed)
+
+    def execute(self, actions: Any) -> tuple[np.ndarray, int, float]:
+        """Step, hanging at call ``hang_at``."""
+        self.calls += 1
+        if self.calls == self.hang_at:
+            import time
+
+            time.sleep(self.seconds)
+        return super().execute(actions)

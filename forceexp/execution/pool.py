@@ -42,7 +42,9 @@ def close_all(environments: Sequence[Any]) -> None:
         raise error
 
 
-def create_all(specs: list[Any], limit: int | None, remote: str | None) -> list[Any]:
+def create_all(
+    specs: list[Any], limit: int | None, remote: str | None, step_timeout: float | None = None
+) -> list[Any]:
     """Create local environments, or start one worker process per spec (all at once).
 
     A vectorised environment is created once, whatever the number of specs (one, or
@@ -65,7 +67,9 @@ def create_all(specs: list[Any], limit: int | None, remote: str | None) -> list[
     workers: list[ProcessEnvironment] = []
     try:
         for i, spec in enumerate(specs):
-            workers.append(ProcessEnvironment(spec, i, limit, wait=False))
+            workers.append(
+                ProcessEnvironment(spec, i, limit, wait=False, step_timeout=step_timeout)
+            )
         for worker in workers:
             worker.wait_ready()
     except BaseException:

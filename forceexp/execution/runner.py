@@ -68,6 +68,8 @@ class Runner:
         environments: Explicit list of environment specs, one per slot.
         evaluation_environment: Environment used by ``evaluate`` (default: a new copy).
         seed: Environments are seeded ``seed, seed + 1, ...`` on their first reset.
+        step_timeout: With ``remote='multiprocessing'``, seconds a worker's ``reset`` or
+            ``execute`` may take before it is killed and reported (None: no limit).
     """
 
     def __init__(
@@ -84,6 +86,7 @@ class Runner:
         host: str | Sequence[str] = "127.0.0.1",
         port: int | Sequence[int] | None = None,
         secret: str | None = None,
+        step_timeout: float | None = None,
     ) -> None:
         if remote not in REMOTES:
             raise ConfigError(message("remote", remote, f"one of {REMOTES}"))
@@ -99,7 +102,7 @@ class Runner:
         else:
             specs = self._environment_specs(environment, environments, num_parallel, remote)
             self._env_spec = specs[0]
-            self.environments = create_all(specs, max_episode_timesteps, remote)
+            self.environments = create_all(specs, max_episode_timesteps, remote, step_timeout)
         first = self.environments[0]
         self.vectorized = first if isinstance(first, VectorizedEnvironment) else None
         try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -203,7 +204,14 @@ def _check_terminal(path: Path, data: Mapping[str, np.ndarray]) -> tuple[np.ndar
             f"{path}: key 'reward' must be numbers of shape {terminal.shape}; got "
             f"{reward.dtype.name} {tuple(reward.shape)}"
         )
-    return terminal, reward.astype(np.float32)
+    reward = reward.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(reward))
+    if len(bad):
+        raise CheckpointError(
+            f"{path}: key 'reward' has a non-finite value ({reward[bad[0]]}) at step {bad[0]}; "
+            "expected finite numbers"
+        )
+    return terminal, reward
 
 
 def read_trace(path: str | os.PathLike, state_specs: Any, action_specs: Any) -> Trace:
@@ -224,10 +232,26 @@ def read_trace(path: str | os.PathLike, state_specs: Any, action_specs: Any) -> 
     states_spec: Specs = parse_specs(state_specs, "state")
     actions_spec: Specs = parse_specs(action_specs, "action")
     try:
+        with zipfile.ZipFile(path) as archive:  # np.load does not check CRC-32s
+            broken = archive.testzip()
+        if broken is not None:
+            raise ValueError(f"member {broken!r} fails its CRC-32 check")
         with np.load(path, allow_pickle=False) as npz:
             data = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable .npz trace ({exc})") from None
+    except Exception as exc:  # BadZipFile, zlib.error, OSError, ValueError, EOFError, ...
+        raise CheckpointError(
+            f"{path}: not a readable .npz trace ({type(exc).__name__}: {exc})"
+        ) from None
+    try:
+        return _validate(path, data, states_spec, actions_spec)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # any other surprise in a hostile file still names the file
+        raise CheckpointError(f"{path}: invalid trace ({type(exc).__name__}: {exc})") from None
+
+
+def _validate(path: Path, data: dict[str, np.ndarray], states_spec: Specs, actions_spec: Specs):
+    """Check a loaded trace's keys against the specs and build the ``Trace``."""
     _check_metadata(path, data)
     terminal, reward = _check_terminal(path, data)
     steps = len(terminal)

@@ -58,8 +58,50 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def ensure_experiment(uri: str, name: str) -> str:
-    """Create the store (tables) and experiment ``name`` if missing; return its id."""
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` beside a sqlite store (nothing for servers).
+
+    MLflow creates the store's tables on first use; processes starting at once on a fresh
+    ``mlflow.db`` otherwise race (``table ... already exists``).
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: ensure_experiment retries instead
+        yield
+        return
+    path = Path(uri[len("sqlite:///") :]).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_experiment(uri: str, name: str, attempts: int = 5) -> str:
+    """Create the store (tables) and experiment ``name`` if missing; return its id.
+
+    Safe when several processes do it at once: a file lock serialises the creation on sqlite
+    stores, and a failed attempt is retried (``attempts`` times in all).
+    """
+    for attempt in range(attempts):
+        try:
+            with store_lock(uri):
+                return _ensure_experiment(uri, name)
+        except Exception:
+            if attempt + 1 == attempts:
+                raise
+            log.warning("MLflow store %s busy (attempt %d); retrying", uri, attempt + 1)
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ensure_experiment(uri: str, name: str) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -127,8 +169,9 @@ class MlflowTracker(Observer):
         from mlflow.tracking import MlflowClient
 
         self.uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
         self.experiment_id = ensure_experiment(tracking_uri, experiment)
+        with store_lock(tracking_uri):  # the client may touch (create) the store's tables
+            self.client = MlflowClient(tracking_uri)
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags or {}))
         self.run_id: str = run.info.run_id
         self.flush_every = flush_every
