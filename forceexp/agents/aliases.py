@@ -301,6 +301,7 @@ PPO: dict[str, Translation] = {
     "exploration": _only_off("exploration", "PPO explores by sampling its policy"),
 }
 
+
 # ---------------------------------------------------------------------------- replay-based
 def _train_freq(value: Any, ctx: Context) -> dict[str, Any]:
     """``update_frequency``: timesteps between updates; a float is relative to ``batch_size``."""
