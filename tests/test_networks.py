@@ -522,3 +522,21 @@ def test_train_composes_and_runs_on_the_multi_input_env(compose_cfg):
     assert cfg.agent.minibatch_size == 64  # tuning/ppo_multi_input.yaml applies
     result = train(cfg)
     assert result["timesteps"] >= 256 and result["updates"] >= 1
+
+
+def test_auto_network_init_choices():
+    from forceexp.specs import parse_specs
+
+    states = parse_specs({"type": "float", "shape": (8,)}, "state")
+    torch.manual_seed(0)
+    orthogonal = AutoNetwork(states, size=16, depth=1, activation="relu")
+    weight = orthogonal.mlp[0].weight.detach()
+    gram = weight.T @ weight  # orthogonal rows scaled by sqrt(2): columns' gram is 2 I (8 <= 16)
+    assert torch.allclose(gram, 2.0 * torch.eye(8), atol=1e-4)
+    assert not orthogonal.mlp[0].bias.any()
+    torch.manual_seed(0)
+    default = AutoNetwork(states, size=16, depth=1, activation="relu", init="torch")
+    bound = 1 / 8**0.5  # PyTorch's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), biases too
+    assert default.mlp[0].weight.abs().max() <= bound and default.mlp[0].bias.any()
+    with pytest.raises(ConfigError, match=r"network.init: 'xavier' is invalid; expected one of"):
+        AutoNetwork(states, init="xavier")

@@ -29,8 +29,8 @@ from forceexp.core.targets import frozen_copy
 from forceexp.core.value_functions import ActionScaling, Critic, critic_specs
 from forceexp.specs import Specs, parse_specs
 
-#: Default actor and critic bodies (SB3's ``net_arch=[256, 256]`` with ReLU).
-DEFAULT_NETWORK = {"type": "auto", "size": 256, "depth": 2, "activation": "relu"}
+#: Default actor and critic bodies (SB3's ``net_arch=[256, 256]``, ReLU, PyTorch's default init).
+DEFAULT_NETWORK = {"type": "auto", "size": 256, "depth": 2, "activation": "relu", "init": "torch"}
 
 
 def critic_network(spec: Any, states: Specs, path: str) -> nn.Module:

@@ -33,6 +33,8 @@ from forceexp.core.value_functions import QFunction, masked_values
 from forceexp.errors import ConfigError, message
 
 LOSSES = ("huber", "mse")
+#: SB3's DQN network: ``net_arch=[64, 64]``, ReLU, PyTorch's default init.
+DEFAULT_NETWORK = {"type": "auto", "size": 64, "depth": 2, "activation": "relu", "init": "torch"}
 
 
 class DQNAgent(OffPolicyAgent):
@@ -82,7 +84,7 @@ class DQNAgent(OffPolicyAgent):
         actions: Any = None,
         max_episode_timesteps: int | None = None,
         parallel_interactions: int = 1,
-        network: Any = "auto",
+        network: Any = DEFAULT_NETWORK,
         memory: Any = 1_000_000,
         batch_size: int = 32,
         learning_rate: Any = 1e-4,
