@@ -179,7 +179,7 @@ def main() -> None:
     """Parse arguments and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per figure")
-    parser.add_argument("--gym-sizes", nargs="+", type=int, default=[1, 8, 64, 256])
+    parser.add_argument("--gym-sizes", nargs="*", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--vectorized-sizes", nargs="+", type=int, default=[1, 8, 64, 256, 1024])
     parser.add_argument("--gym-vector-sizes", nargs="*", type=int, default=[8, 64, 256, 1024])
     parser.add_argument("--gym-vector-modes", nargs="*", default=["sync", "vector_entry_point"])
