@@ -10,6 +10,10 @@ What is timed:
   Gymnasium CartPole-v1 goes through the batched loop over N environment objects, the vectorised
   CartPole through the vectorised loop (one ``execute`` for all N). Gymnasium sizes stop at
   256 by default: its cost per environment step is flat in N, larger N only takes longer.
+- ``gym_vector_<mode>``: Gymnasium's own vector CartPole-v1 (``gymnasium.make_vec``, modes
+  ``sync`` and ``vector_entry_point``, i.e. ``CartPoleVectorEnv``): ``env`` alone (random
+  actions, Gymnasium's autoreset) and ``runner`` through ``GymVectorEnvironment`` and the
+  vectorised loop, beside ``vectorized_cartpole`` (the project's own) at the same N.
 - ``fraction_of_env``: runner steps/s over env steps/s, the share of the ceiling kept.
 - At the last vectorised N (1024 by default): the runner's step time split into ``act``
   (``agent.act``), ``env`` (``execute`` + ``reset_where``) and ``loop`` (the rest: the runner's
@@ -17,7 +21,8 @@ What is timed:
 
 Prints one JSON line per figure. Usage:
 ``python benchmarks/throughput.py [--seconds 1.0] [--gym-sizes 1 8 64 256]
-[--vectorized-sizes 1 8 64 256 1024]``
+[--vectorized-sizes 1 8 64 256 1024] [--gym-vector-sizes 8 64 256 1024]
+[--gym-vector-modes sync vector_entry_point]``
 """
 
 from __future__ import annotations
@@ -94,9 +99,26 @@ def vectorized_env_rate(count: int, seconds: float) -> float:
     return rate(step, seconds)
 
 
+def gym_vector_env_rate(mode: str, count: int, seconds: float) -> float:
+    """``gymnasium.make_vec('CartPole-v1', N, vectorization_mode=mode)``, random actions."""
+    env = gymnasium.make_vec("CartPole-v1", num_envs=count, vectorization_mode=mode)
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).integers(0, 2, (64, count))
+
+    def step(calls: int) -> int:
+        for i in range(calls):
+            env.step(actions[i % 64])
+        return calls * count
+
+    try:
+        return rate(step, seconds)
+    finally:
+        env.close()
+
+
 def runner_rate(environment: object, count: int, seconds: float) -> float:
     """``Runner.run(evaluation=True)`` steps/s (policy acts, no observe, no update)."""
-    vectorized = isinstance(environment, dict)
+    vectorized = isinstance(environment, dict | gymnasium.vector.VectorEnv)
     runner = Runner(
         agent=dict(AGENT),
         environment=environment,
@@ -157,8 +179,10 @@ def main() -> None:
     """Parse arguments and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=1.0, help="timed seconds per figure")
-    parser.add_argument("--gym-sizes", nargs="+", type=int, default=[1, 8, 64, 256])
+    parser.add_argument("--gym-sizes", nargs="*", type=int, default=[1, 8, 64, 256])
     parser.add_argument("--vectorized-sizes", nargs="+", type=int, default=[1, 8, 64, 256, 1024])
+    parser.add_argument("--gym-vector-sizes", nargs="*", type=int, default=[8, 64, 256, 1024])
+    parser.add_argument("--gym-vector-modes", nargs="*", default=["sync", "vector_entry_point"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     for count in args.gym_sizes:
@@ -176,6 +200,19 @@ def main() -> None:
         emit(f"vectorized_cartpole_n{count}_fraction_of_env", ours / env, "ratio")
     for part, value in step_split(count, args.seconds).items():  # the last (largest) N
         emit(f"vectorized_cartpole_n{count}_step_{part}", value, "us")
+    gym_vector(args.gym_vector_modes, args.gym_vector_sizes, args.seconds)
+
+
+def gym_vector(modes: list[str], sizes: list[int], seconds: float) -> None:
+    """Figures for Gymnasium's vector CartPole (each mode, each N)."""
+    for mode in modes:
+        for count in sizes:
+            env = gym_vector_env_rate(mode, count, seconds)
+            vec = gymnasium.make_vec("CartPole-v1", num_envs=count, vectorization_mode=mode)
+            ours = runner_rate(vec, count, seconds)
+            emit(f"gym_vector_{mode}_cartpole_n{count}_env", env, "steps/s", "gymnasium")
+            emit(f"gym_vector_{mode}_cartpole_n{count}_runner", ours, "steps/s")
+            emit(f"gym_vector_{mode}_cartpole_n{count}_fraction_of_env", ours / env, "ratio")
 
 
 if __name__ == "__main__":

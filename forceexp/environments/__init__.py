@@ -11,6 +11,7 @@ from forceexp.environments.compat import import_environment, latest_gym_id
 from forceexp.environments.custom_cartpole import CustomCartPole
 from forceexp.environments.environment import Environment, EnvironmentWrapper
 from forceexp.environments.gym import GymEnvironment
+from forceexp.environments.gym_vector import GymVectorEnvironment
 from forceexp.environments.testing import (
     IdentityEnvironment,
     MaskedChoiceEnvironment,
@@ -30,11 +31,13 @@ ENVIRONMENTS.register("multi_input")(MultiInputEnvironment)
 ENVIRONMENTS.register("cartpole_vectorized")(CartPoleVectorized)
 ENVIRONMENTS.register("acrobot_vectorized")(AcrobotVectorized)
 ENVIRONMENTS.register("custom_cartpole")(CustomCartPole)
+ENVIRONMENTS.register("gym_vector", "gymnasium_vector")(GymVectorEnvironment)
 
 __all__ = [
     "ENVIRONMENTS",
     "Environment",
     "EnvironmentWrapper",
+    "GymVectorEnvironment",
     "VectorizedEnvironment",
     "create",
 ]
@@ -53,7 +56,9 @@ def create(
         environment: A Gymnasium id (``'CartPole-v1'``), a registered key (``'gym'``,
             ``'identity'``, ...), a ``.json``/``.yaml`` spec file, a dict with ``environment``
             or ``type``, an ``Environment`` or ``VectorizedEnvironment`` subclass or instance, a
-            ``gymnasium.Env`` instance, or a zero-argument factory returning one of these.
+            ``gymnasium.Env`` or ``gymnasium.vector.VectorEnv`` instance (``gymnasium.make_vec``;
+            ``'gym_vector'`` with ``level=<id>``, ``num_environments=N`` makes one),
+            or a zero-argument factory returning one of these.
             Vectorised ones (``'cartpole_vectorized'``, ...) take ``num_environments=N``.
         level: The Gymnasium id when ``environment='gym'``.
         max_episode_timesteps: Episode limit; reaching it ends the episode with terminal 2.
@@ -101,6 +106,8 @@ def _instantiate(
         return environment
     if isinstance(environment, gymnasium.Env):
         return GymEnvironment(environment)
+    if isinstance(environment, gymnasium.vector.VectorEnv):
+        return GymVectorEnvironment(environment)
     if inspect.isclass(environment) and issubclass(
         environment, Environment | VectorizedEnvironment
     ):
@@ -125,6 +132,8 @@ def _from_name(
 
     if name in ENVIRONMENTS:
         cls = ENVIRONMENTS.get(name)
+        if cls is GymVectorEnvironment:
+            return cls(level, max_episode_timesteps, **kwargs)
         if cls is not GymEnvironment:
             return cls(**kwargs)
         if level is None:

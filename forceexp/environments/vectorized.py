@@ -22,8 +22,9 @@ class VectorizedEnvironment:
     terminal 2.
 
     Subclasses implement ``states``, ``actions``, ``_reset(rows)``, ``_execute(actions)``, and
-    set ``default_max_episode_timesteps``. Randomness comes from ``self.rng``
-    (``np.random.Generator``), re-seeded by ``reset(seed=...)``.
+    set ``default_max_episode_timesteps``. Environments that can only reset on their next step
+    (Gymnasium's NEXT_STEP autoreset) set ``pending`` in ``reset_where``. Randomness comes from
+    ``self.rng`` (``np.random.Generator``), re-seeded by ``reset(seed=...)``.
 
     Args:
         num_environments: Number of sub-environments N.
@@ -35,6 +36,10 @@ class VectorizedEnvironment:
     solved_return: float | None = None  # Gymnasium's reward_threshold, where it has one
 
     default_max_episode_timesteps: int | None = None
+
+    # rows (bool (N,)) whose next ``execute`` only starts the episode ``reset_where`` asked for:
+    # their action is ignored and they return their first states; None: no such rows
+    pending: np.ndarray | None = None
 
     def __init__(self, num_environments: int = 1, max_episode_timesteps: int | None = None) -> None:
         if not isinstance(num_environments, int | np.integer) or num_environments < 1:

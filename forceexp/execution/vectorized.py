@@ -104,24 +104,20 @@ class VectorizedLoop:
         self.runner._seeded = True
         actions = None
         while self.full or self.active.any():
-            full = self.full
-            slots = self.slots if full else np.flatnonzero(self.active)
+            pending = self.env.pending  # rows whose next step is a reset step: not acted for
+            full = self.full and pending is None
+            if full:
+                slots = self.slots
+            else:
+                slots = np.flatnonzero(self.active if pending is None else self.active & ~pending)
             count = len(slots)
             self.steps += count
             truncate = self.num_timesteps is not None and self.steps >= self.num_timesteps
-            if full:
-                actions = self._act(states, self.everyone)
-                next_states, terminals, rewards = self.env.execute(actions)
-            else:  # finished sub-environments step on unobserved with their last actions
-                actions = put(
-                    actions, slots, self._act(take(states, slots), slots), len(self.slots)
-                )
-                next_states, terminals, rewards = self.env.execute(actions)
-                terminals, rewards = terminals[slots], rewards[slots]
+            actions, next_states, terminals, rewards = self._step(full, slots, states, actions)
             if truncate:
                 terminals[terminals == 0] = 2  # budget spent: truncate running episodes
             self.stop = self.stop or truncate
-            if not self.evaluation:
+            if not self.evaluation and count:
                 parallel, nexts = (
                     (self.everyone, next_states) if full else (slots, take(next_states, slots))
                 )
@@ -136,6 +132,20 @@ class VectorizedLoop:
                     states = self.env.reset_where(restart)
             self.runner.timesteps += count
             self.progress.step(count)
+
+    def _step(self, full: bool, slots: np.ndarray, states: Any, actions: Any) -> tuple[Any, ...]:
+        """Act for ``slots`` and step every sub-environment.
+
+        Returns ``(actions, next_states, terminals, rewards)``, the last two for ``slots`` only.
+        """
+        if full:
+            actions = self._act(states, self.everyone)
+            next_states, terminals, rewards = self.env.execute(actions)
+            return actions, next_states, terminals, rewards
+        if len(slots):  # the others step on unobserved with their last actions
+            actions = put(actions, slots, self._act(take(states, slots), slots), len(self.slots))
+        next_states, terminals, rewards = self.env.execute(actions)
+        return actions, next_states, terminals[slots], rewards[slots]
 
     def _act(self, states: Any, slots: Any) -> Any:
         if self.evaluation:
@@ -221,23 +231,17 @@ def evaluate_vectorized(
     totals, steps = np.zeros(size), np.zeros(size, dtype=np.int64)
     returns: list[float] = []
     lengths: list[int] = []
-    while (playing := np.flatnonzero(quota > 0)).size:
-        rows = playing if len(playing) < size else slice(None)
-        options = {"independent": True, "deterministic": deterministic}
-        slots = np.zeros(len(playing), dtype=np.int64)  # independent acts use no slot
-        if recurrent:
-            actions, following = agent.act(
-                take(states, rows), internals=take(recurrent, rows), parallel=slots, **options
-            )
-            recurrent = put(recurrent, rows, following, size)
-        else:
-            actions = agent.act(take(states, rows), parallel=slots, **options)
-        if len(playing) < size:  # the others step on unobserved
-            actions = put(None, rows, actions, size)
+    actions = None
+    while (playing := quota > 0).any():
+        if environment.pending is not None:  # reset steps: not acted for, not counted
+            playing &= ~environment.pending
+        rows = np.flatnonzero(playing)
+        if len(rows):
+            actions, recurrent = _act_rows(agent, states, recurrent, rows, actions, deterministic)
         states, terminals, rewards = environment.execute(actions)
-        totals += rewards
-        steps += 1
-        done = (terminals > 0) & (quota > 0)
+        totals[playing] += rewards[playing]
+        steps[playing] += 1
+        done = (terminals > 0) & playing
         if done.any():
             returns.extend(totals[done].tolist())
             lengths.extend(steps[done].tolist())
@@ -252,3 +256,28 @@ def evaluate_vectorized(
         "length_mean": float(np.mean(lengths)),
         "episodes": float(num_episodes),
     }
+
+
+def _act_rows(
+    agent: Agent,
+    states: Any,
+    recurrent: dict[str, np.ndarray],
+    rows: np.ndarray,
+    previous: Any,
+    deterministic: bool,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Independent acts for ``rows``; the other rows keep ``previous`` (or repeat row 0)."""
+    size = len(next(iter(states.values())) if isinstance(states, dict) else states)
+    part = rows if len(rows) < size else slice(None)
+    options = {"independent": True, "deterministic": deterministic}
+    slots = np.zeros(len(rows), dtype=np.int64)  # independent acts use no slot
+    if recurrent:
+        actions, following = agent.act(
+            take(states, part), internals=take(recurrent, part), parallel=slots, **options
+        )
+        recurrent = put(recurrent, part, following, size)
+    else:
+        actions = agent.act(take(states, part), parallel=slots, **options)
+    if len(rows) < size:  # the others step on unobserved
+        actions = put(previous, rows, actions, size)
+    return actions, recurrent
