@@ -263,12 +263,21 @@ class Agent(InputConversion):
         Args:
             directory: Target folder.
             filename: File name stem (default ``'agent'``).
-            format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights).
+            format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights); or an
+                export of the deterministic policy for deployment (``docs/export.md``):
+                ``'onnx'``, ``'torchscript'`` or ``'numpy_policy'`` (runs with NumPy alone).
             append: ``'timesteps'``, ``'episodes'`` or ``'updates'``: add that counter to the name.
             memory: Include the replay memory (replay-based agents, ``'checkpoint'`` format):
                 larger files, but a resumed run continues exactly.
         """
         from forceexp.agents import persistence
+
+        if format in ("onnx", "torchscript", "numpy_policy"):
+            from forceexp.export import export
+
+            if memory:
+                raise ConfigError(f"save.memory: format={format!r} exports the policy only")
+            return export(self, directory, filename, format, append)
 
         return persistence.save(self, directory, filename, format, append, memory)  # type: ignore[arg-type]
 
