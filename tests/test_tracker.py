@@ -299,3 +299,33 @@ def test_callback_creates_store_before_parallel_jobs(tmp_path: Path) -> None:
     assert [job.returncode for job in jobs] == [0, 0], errors
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["job0", "job1"]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_runs_jobs_in_parallel_into_one_mlflow_store(tmp_path: Path) -> None:
+    """``-m hydra/launcher=joblib`` on a fresh store: every job lands in MLflow."""
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "agent=ppo,dqn",
+        "env=identity",
+        "seed=0,1",
+        "tracker=mlflow",
+        "task_name=joblib",
+        "runner.num_timesteps=256",
+        "runner.use_tqdm=false",
+        "eval_episodes=1",
+        "hydra.sweep.dir=multirun",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Joblib" in done.stdout + done.stderr  # the launcher that ran the jobs
+    client = MlflowClient(f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("joblib").experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(list((tmp_path / "multirun").glob("*/results.json"))) == 4
