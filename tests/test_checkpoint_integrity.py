@@ -361,3 +361,17 @@ def test_temp_files_of_live_writers_are_kept(tmp_path: Path) -> None:
         path.write_bytes(b"x")
     assert sorted(checkpoints.clean_temp_files(tmp_path)) == sorted([dead, old])
     assert live.exists()
+
+
+@pytest.mark.parametrize(("count", "seed"), [(25, 0), pytest.param(200, 1, marks=pytest.mark.slow)])
+def test_hdf5_bit_flips_without_an_index_never_crash_the_loader(
+    tmp_path: Path, count: int, seed: int
+) -> None:
+    """An .h5 loaded alone is parsed in a child process first: a flip that crashes the HDF5
+    library there is a CheckpointError here; the rest are detected or harmless."""
+    path, reference = saved_file(tmp_path, "hdf5")
+    header = list(range(0, 4096))  # superblock and object headers: where crashes come from
+    rng = random.Random(seed)
+    bits = rng.sample(header, count // 2) + rng.sample(range(path.stat().st_size * 8), count // 2)
+    counts = flip_outcomes(path, bits, reference)
+    assert counts["detected"] > 0 and sum(counts.values()) == len(bits)
