@@ -92,7 +92,7 @@ def test_act_states_are_checked(cartpole, states: object, match: str) -> None:
         ("yes", 1.0, r"observe.terminal: 'yes' is invalid; expected 0, 1 or 2"),
         (0.5, 1.0, r"observe.terminal: 0.5 is invalid"),
         (-1, 1.0, r"observe.terminal: -1 is invalid"),
-        (False, 1j, r"observe.reward: 1j is invalid; expected a real number"),
+        (False, 1j, r"observe.reward: 1j is invalid; expected a number"),
         (False, [[1.0], [1.0, 2.0]], r"observe.reward: .* is invalid"),
     ],
 )

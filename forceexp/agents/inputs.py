@@ -151,7 +151,7 @@ def reward_array(reward: Any, path: str = "observe.reward") -> np.ndarray:
     except (TypeError, ValueError):  # ragged nested lists
         rewards = np.asarray(None)
     if rewards.dtype.kind not in "fiub":
-        raise ConfigError(message(path, brief(reward), "a real number or an array of numbers"))
+        raise ConfigError(message(path, brief(reward), "a number or an array of numbers"))
     return rewards.astype(np.float32, copy=False)
 
 
