@@ -50,7 +50,7 @@ def brief(value: Any, limit: int = 8) -> Any:
     size, shape, dtype = (getattr(value, key, None) for key in ("size", "shape", "dtype"))
     if isinstance(size, int) and size > limit and shape is not None:
         return _Shown(f"array(shape={tuple(shape)}, dtype={dtype})")
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line
     return _Shown(text if len(text) <= 120 else f"{text[:117]}...")
 
 

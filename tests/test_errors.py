@@ -27,6 +27,7 @@ def test_check_int_and_brief() -> None:
         check_int("n", "x", optional=True)
     assert repr(brief(np.zeros((9, 9)))) == "array(shape=(9, 9), dtype=float64)"
     assert repr(brief("y" * 200)).endswith("...")
+    assert repr(brief(np.zeros((2, 2)))) == "array([[0., 0.], [0., 0.]])"
 
 
 @pytest.mark.parametrize(
