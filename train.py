@@ -5,13 +5,17 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from forceexp.errors import ConfigError
 from forceexp.experiment import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Run one training job; return the metric sweepers optimise (``cfg.optimized_metric``)."""
-    results = train(cfg)
+    try:
+        results = train(cfg)
+    except ConfigError as exc:  # one clear line, not a traceback
+        raise SystemExit(f"Error: {exc}") from None
     return float(results[cfg.optimized_metric])
 
 

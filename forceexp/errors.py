@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,3 +36,37 @@ def unknown_name(path: str, name: str, valid: Iterable[str], kind: str = "name")
     close = difflib.get_close_matches(str(name), valid, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     return ConfigError(f"{path}: unknown {kind} {name!r}; {hint}Valid: {', '.join(valid)}")
+
+
+class _Shown(str):
+    """A string shown as is by ``message`` (no quotes)."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def brief(value: Any, limit: int = 8) -> Any:
+    """A short stand-in for ``value`` in messages: large arrays as their shape and dtype."""
+    size, shape, dtype = (getattr(value, key, None) for key in ("size", "shape", "dtype"))
+    if isinstance(size, int) and size > limit and shape is not None:
+        return _Shown(f"array(shape={tuple(shape)}, dtype={dtype})")
+    text = " ".join(repr(value).split())  # one line
+    return _Shown(text if len(text) <= 120 else f"{text[:117]}...")
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_int(path: str, value: Any, minimum: int | None = None, optional: bool = False) -> None:
+    """Raise ConfigError unless ``value`` is an int >= ``minimum`` (or None when ``optional``).
+
+    Raises:
+        ConfigError: ``path: <value> is invalid; expected an int >= <minimum> [or None]``.
+    """
+    if optional and value is None:
+        return
+    if not is_int(value) or (minimum is not None and value < minimum):
+        expected = "an int" if minimum is None else f"an int >= {minimum}"
+        raise ConfigError(message(path, value, expected + (" or None" if optional else "")))

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from forceexp.agents.agent import Agent, seed_everything
 from forceexp.config import build
 from forceexp.environments import create
+from forceexp.errors import ConfigError, check_int, message
 from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
 from forceexp.execution.runner import Runner
 
@@ -100,6 +101,30 @@ def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
     return PeriodicEvaluation(**options, seed=seed)
 
 
+def check_config(cfg: DictConfig) -> None:
+    """Check the top-level keys and the runner's counts before anything is built.
+
+    Raises:
+        ConfigError: ``<key>: <value> is invalid; expected ...`` for ``seed``, ``device``,
+            ``eval_episodes``, ``solve_return``, ``stop_when_solved``, ``runner.num_parallel``
+            or ``runner.max_episode_timesteps``.
+    """
+    from forceexp.agents.agent import resolve_device
+
+    check_int("seed", cfg.seed, optional=True)
+    check_int("eval_episodes", cfg.eval_episodes, 1)
+    if cfg.get("device") is not None:
+        resolve_device(cfg.device)
+    solve = cfg.get("solve_return", "auto")
+    number = isinstance(solve, int | float) and not isinstance(solve, bool)
+    if solve not in ("auto", None) and not number:
+        raise ConfigError(message("solve_return", solve, "'auto', a number or null"))
+    if not isinstance(cfg.get("stop_when_solved", False), bool):
+        raise ConfigError(message("stop_when_solved", cfg.stop_when_solved, "true or false"))
+    for key, minimum in (("num_parallel", 1), ("max_episode_timesteps", 1)):
+        check_int(f"runner.{key}", cfg.runner.get(key), minimum, optional=True)
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     from forceexp.observers.tracker import track
@@ -110,6 +135,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
+    check_config(cfg)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Building environment <%s>", cfg.env.get("environment", cfg.env._target_))
@@ -187,6 +213,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 def _pretrain(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
+    check_config(cfg)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     env_factory = build(cfg.env)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, brief, is_int, message
 
 SpecType = Literal["float", "int", "bool"]
 SPEC_KEYS = ("type", "shape", "num_values", "min_value", "max_value")
@@ -113,12 +113,13 @@ class Specs:
 def _as_shape(path: str, shape: Any) -> tuple[int, ...]:
     if shape is None:
         return ()
-    if isinstance(shape, int | np.integer):
+    if is_int(shape):
         shape = (int(shape),)
-    try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise ConfigError(message(f"{path}.shape", shape, "an int or a tuple of ints")) from None
+    if isinstance(shape, str | bytes | Mapping) or not isinstance(shape, Iterable):
+        raise ConfigError(message(f"{path}.shape", shape, "an int or a tuple of ints"))
+    if not all(is_int(d) for d in shape):
+        raise ConfigError(message(f"{path}.shape", shape, "an int or a tuple of ints"))
+    dims = tuple(int(d) for d in shape)
     if any(d <= 0 for d in dims):
         raise ConfigError(message(f"{path}.shape", shape, "positive dimensions"))
     return dims
@@ -127,7 +128,14 @@ def _as_shape(path: str, shape: Any) -> tuple[int, ...]:
 def _as_bound(path: str, value: Any) -> Any:
     if value is None:
         return None
-    arr = np.asarray(value, dtype=np.float64)
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.asarray(np.nan)  # refused below
+    if np.any(np.isnan(arr)) or isinstance(value, bool | str):
+        raise ConfigError(
+            message(path, value, "a number or a nested list of numbers (None or inf: no bound)")
+        )
     if not np.all(np.isfinite(arr)) or np.any(np.abs(arr) >= 1e6):
         return None  # effectively unbounded
     if arr.ndim == 0 or np.all(arr == arr.flat[0]):
@@ -160,7 +168,8 @@ def parse_spec(spec: Mapping[str, Any] | TensorSpec, path: str) -> TensorSpec:
         raise ConfigError(message(f"{path}.type", raw_type, "one of 'float', 'int', 'bool'"))
     shape = _as_shape(path, spec.get("shape", ()))
     num_values = _num_values(path, kind, spec.get("num_values"))
-    low, high = _as_bound(path, spec.get("min_value")), _as_bound(path, spec.get("max_value"))
+    low = _as_bound(f"{path}.min_value", spec.get("min_value"))
+    high = _as_bound(f"{path}.max_value", spec.get("max_value"))
     _check_bounds(path, kind, num_values, low, high)
     return TensorSpec(kind, shape, num_values, low, high)  # type: ignore[arg-type]
 
@@ -170,7 +179,7 @@ def _num_values(path: str, kind: str, num_values: Any) -> int | None:
         return None
     if kind != "int":
         raise ConfigError(message(f"{path}.num_values", num_values, "only for type 'int'"))
-    if not isinstance(num_values, int | np.integer) or num_values < 1:
+    if not is_int(num_values) or num_values < 1:
         raise ConfigError(message(f"{path}.num_values", num_values, "an int >= 1"))
     return int(num_values)
 
@@ -217,32 +226,55 @@ def mask_key(specs: Specs, name: str) -> str:
     return f"{name}_mask"
 
 
+_KINDS = {"float": "fiub", "int": "iub", "bool": "biu"}  # NumPy dtype kinds each type takes
+
+
+def describe(spec: TensorSpec, batch_ndim: int = 0) -> str:
+    """What a value of ``spec`` must be, for messages: ``finite floats of shape (4,)``."""
+    dims = ["batch"] * batch_ndim + [str(d) for d in spec.shape]
+    shape = f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
+    if spec.type == "float":
+        kind = "finite floats"
+    elif spec.type == "int" and spec.num_values is not None:
+        kind = f"ints in [0, {spec.num_values})"
+    else:
+        kind = f"{spec.type}s"
+    return f"{kind} of shape {shape}"
+
+
 def check_array(path: str, spec: TensorSpec, value: Any, batch_ndim: int) -> np.ndarray:
-    """Convert ``value`` to the spec's dtype and check shape, finiteness and int range.
+    """Convert ``value`` to the spec's dtype and check kind, shape, finiteness and int range.
 
     Args:
         path: Name used in error messages (e.g. ``states.position``).
         spec: The component's spec.
         value: Array-like, shape ``(*batch, *spec.shape)``.
         batch_ndim: Number of leading batch axes expected (0 or 1).
+
+    Raises:
+        ConfigError: ``path: <value> is invalid; expected <describe(spec)>`` with the reason:
+            a wrong dtype (strings, complex, objects, floats for ints), shape, NaN or inf, or
+            an int out of range.
     """
-    arr = np.asarray(value)
+    try:
+        arr = np.asarray(value)
+    except (TypeError, ValueError):  # ragged nested lists
+        arr = np.asarray(None)
+    if arr.dtype.kind not in _KINDS[spec.type]:
+        raise _bad(path, spec, value, batch_ndim, f"Got dtype {arr.dtype}")
     if arr.dtype != spec.dtype:
-        if spec.type == "int" and arr.dtype.kind not in "iub":
-            raise ConfigError(message(path, arr.dtype.name, "integer values"))
         arr = arr.astype(spec.dtype)
     if arr.shape[batch_ndim:] != spec.shape or arr.ndim != batch_ndim + len(spec.shape):
-        expected = ("(batch, " if batch_ndim else "(") + ", ".join(map(str, spec.shape)) + ")"
-        raise ConfigError(f"{path}: shape {tuple(arr.shape)} does not match spec shape {expected}")
+        raise _bad(path, spec, value, batch_ndim, f"Got shape {tuple(arr.shape)}")
     if spec.type == "float":
         if not np.logical_and.reduce(np.isfinite(arr), axis=None):  # .all() adds a Python layer
-            raise ConfigError(f"{path}: contains NaN or inf")
+            raise _bad(path, spec, value, batch_ndim, "It contains NaN or inf")
     elif (
         spec.num_values is not None and arr.size and (arr.min() < 0 or arr.max() >= spec.num_values)
     ):
-        raise ConfigError(
-            message(
-                path, f"values in [{arr.min()}, {arr.max()}]", f"ints in [0, {spec.num_values})"
-            )
-        )
+        raise _bad(path, spec, value, batch_ndim, f"Got values in [{arr.min()}, {arr.max()}]")
     return arr
+
+
+def _bad(path: str, spec: TensorSpec, value: Any, batch_ndim: int, reason: str) -> ConfigError:
+    return ConfigError(message(path, brief(value), describe(spec, batch_ndim), reason))

@@ -91,7 +91,7 @@ def test_act_observe_protocol_errors():
 
 def test_state_errors_name_the_state():
     agent = make()
-    with pytest.raises(ConfigError, match=r"states.state: shape \(3,\) does not match"):
+    with pytest.raises(ConfigError, match=r"states.state: .* is invalid; .* Got shape \(3,\)"):
         agent.act(np.zeros(3), independent=True)
     with pytest.raises(ConfigError, match="unexpected key 'velocity'"):
         agent.act({"state": np.zeros(4), "velocity": 1.0}, independent=True)

@@ -7,7 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -155,6 +158,81 @@ def test_worker_environment_error_is_reported() -> None:
     assert_gone([env.process.pid])
 
 
+def test_lambda_spec_runs_in_a_worker() -> None:
+    limit = 5
+    env = ProcessEnvironment(lambda: Environment.create("CartPole-v1", max_episode_timesteps=limit))
+    env.reset(seed=0)
+    assert env.max_episode_timesteps() == limit
+    env.close()
+
+
+SCRIPT = """
+    import numpy as np
+    from forceexp import Environment, Runner
+
+    class Ticker(Environment):
+        def states(self):
+            return dict(type="float", shape=(2,))
+
+        def actions(self):
+            return dict(type="int", num_values=2)
+
+        def reset(self):
+            self.t = 0
+            return np.zeros(2, dtype=np.float32)
+
+        def execute(self, actions):
+            self.t += 1
+            return np.full(2, self.t, dtype=np.float32), self.t >= 4, 1.0
+
+    print("MAIN RAN", flush=True)
+    agent = dict(agent="ppo", rollout_length=8, minibatch_size=16, epochs=1, device="cpu",
+                 network=dict(type="auto", size=8, depth=1))
+    runner = Runner(agent=agent, environment="CartPole-v1", num_parallel=5,
+                    remote="multiprocessing", max_episode_timesteps=10)
+    runner.run(num_episodes=5, use_tqdm=False)
+    runner.close()
+    runner = Runner(agent=agent, environment=Ticker, num_parallel=2, remote="multiprocessing")
+    runner.run(num_episodes=4, use_tqdm=False)
+    runner.close()
+    print("EPISODES", runner.episodes, flush=True)
+"""
+
+
+def test_worker_does_not_import_main(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class of a ``__main__`` that would exit if imported still runs in a worker."""
+    script = tmp_path / "main_script.py"
+    script.write_text("raise SystemExit(3)\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    exec(textwrap.dedent(SCRIPT).split("print(")[0], main.__dict__)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    env = ProcessEnvironment(main.Ticker, max_episode_timesteps=10)
+    assert env.reset(seed=0).tolist() == [0.0, 0.0]
+    assert env.execute(1)[0].tolist() == [1.0, 1.0]
+    env.close()
+    assert sys.modules["__main__"] is main
+
+
+@pytest.mark.slow
+def test_script_without_main_guard(tmp_path: Path) -> None:
+    """Issue 16: the seed example and a custom class run as a plain script, no main guard."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("MAIN RAN") == 1  # no worker re-ran the script
+    assert "EPISODES" in result.stdout
+
+
 def test_exit_cause() -> None:
     assert exit_cause(-9) == "signal SIGKILL"
     assert exit_cause(3) == "exit code 3"
@@ -190,10 +268,10 @@ def test_bad_arguments(agent_json: str) -> None:
             environment=Environment.create("CartPole-v1"),
             remote="multiprocessing",
         )
-    with pytest.raises(ConfigError, match="picklable"):
+    with pytest.raises(ConfigError, match=r"environments\[0\]: .*sent to a worker.*lock"):
         Runner(
             agent=agent_json,
-            environment=lambda: Environment.create("CartPole-v1"),
+            environment={"environment": "CartPole-v1", "lock": threading.Lock()},
             remote="multiprocessing",
         )
     with pytest.raises(ConfigError, match="needs port"):

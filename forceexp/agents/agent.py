@@ -19,9 +19,10 @@ from forceexp.agents.inputs import (
     Tensors,
     check_finite_rewards,
     reward_array,
+    terminal_array,
 )
 from forceexp.config import is_spec_file, load_spec_file
-from forceexp.errors import ConfigError, ProtocolError, message
+from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.specs import Specs, parse_specs
 
 #: ``device='auto'`` uses CUDA only for states at least this large with rank >= 2 (images):
@@ -78,8 +79,13 @@ def apply_torch_threads(
     torch.set_num_threads(torch_threads)
 
 
-def seed_everything(seed: int | None) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) random number generators."""
+def seed_everything(seed: int | None, path: str = "seed") -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) random number generators.
+
+    Raises:
+        ConfigError: ``seed`` is not an int or None (``path`` names it).
+    """
+    check_int(path, seed, optional=True)
     if seed is None:
         return
     random.seed(seed)
@@ -366,13 +372,11 @@ class Agent(InputConversion):
             Whether an update ran.
         """
         rewards = reward_array(reward)
-        terminals = np.atleast_1d(np.asarray(terminal)).astype(np.int64, copy=False)
+        terminals = terminal_array(terminal)
         slots = self._slots(parallel, len(rewards), rewards.ndim == 1 and np.ndim(reward) == 1)
         check_finite_rewards(rewards, slots, self.timesteps)
         if len(terminals) != len(slots):
             raise ConfigError(f"observe: {len(terminals)} terminals for {len(slots)} rewards")
-        if terminals.view(np.uint64).max() > 2:  # negative ones wrap to huge unsigned values
-            raise ConfigError(message("observe.terminal", terminal, "0, 1 or 2 (or bools)"))
         columns = self._columns(slots)
         if not self._acting[columns].all():
             idle = slots[~self._acting[slots]].tolist()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from forceexp.agents.inputs import reward_array, terminal_array
 from forceexp.errors import ConfigError, ProtocolError, message
 from forceexp.observers.recorder import Trace
 from forceexp.specs import check_array
@@ -29,8 +30,8 @@ def to_trace(agent: Agent, states: Any, actions: Any, terminal: Any, reward: Any
         ConfigError: Lengths differ, the last step is not terminal, a terminal is not 0/1/2,
             a component does not match its spec, or a taken action is masked.
     """
-    terminal = np.asarray(terminal).astype(np.int64).reshape(-1)
-    reward = np.asarray(reward, dtype=np.float32).reshape(-1)
+    terminal = terminal_array(terminal, "experience.terminal").reshape(-1)
+    reward = reward_array(reward, "experience.reward").reshape(-1)
     steps = len(terminal)
     if steps == 0 or len(reward) != steps:
         raise ConfigError(

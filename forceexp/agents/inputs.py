@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, brief, message
 from forceexp.specs import check_array
 
 Tensors = dict[str, torch.Tensor]
@@ -140,19 +140,38 @@ class InputConversion:
         return actions
 
 
-def reward_array(reward: Any) -> np.ndarray:
+def reward_array(reward: Any, path: str = "observe.reward") -> np.ndarray:
     """``observe``'s reward (a number or one per slot) as a 1-D float32 array.
 
     Raises:
         ConfigError: the reward is not a number or an array of numbers.
     """
     try:
-        rewards = np.atleast_1d(np.asarray(reward, dtype=np.float32))
-    except (TypeError, ValueError):
-        raise ConfigError(
-            message("observe.reward", reward, "a number or an array of numbers")
-        ) from None
-    return rewards
+        rewards = np.atleast_1d(np.asarray(reward))
+    except (TypeError, ValueError):  # ragged nested lists
+        rewards = np.asarray(None)
+    if rewards.dtype.kind not in "fiub":
+        raise ConfigError(message(path, brief(reward), "a number or an array of numbers"))
+    return rewards.astype(np.float32, copy=False)
+
+
+def terminal_array(terminal: Any, path: str = "observe.terminal") -> np.ndarray:
+    """``observe``'s terminal (one or one per slot) as a 1-D int64 array of 0, 1 or 2.
+
+    Raises:
+        ConfigError: a terminal is not 0/False, 1/True or 2 (strings, fractions, NaN...).
+    """
+    try:
+        terminals = np.atleast_1d(np.asarray(terminal))
+    except (TypeError, ValueError):  # ragged nested lists
+        terminals = np.asarray(None)
+    if terminals.dtype.kind == "f" and np.array_equal(terminals, np.round(terminals)):
+        terminals = terminals.astype(np.int64)
+    if terminals.dtype.kind not in "iub" or (
+        terminals.size and terminals.astype(np.int64, copy=False).view(np.uint64).max() > 2
+    ):  # negative ints wrap to huge unsigned values
+        raise ConfigError(message(path, brief(terminal), "0, 1 or 2 (or bools), or one per slot"))
+    return terminals.astype(np.int64, copy=False)
 
 
 def check_finite_rewards(rewards: np.ndarray, slots: np.ndarray, timestep: int) -> None:

@@ -310,6 +310,34 @@ def _agent_spec(spec: dict[str, Any], overrides: dict[str, Any], path: Path) -> 
     return {**spec, **overrides}
 
 
+def check_environment(spec: dict[str, Any], environment: Any, path: Path) -> None:
+    """Refuse an ``environment`` whose state or action specs differ from the saved ones.
+
+    Raises:
+        ConfigError: ``load.environment.states: <given> is invalid; expected the saved ...``.
+    """
+    from forceexp.environments import create
+    from forceexp.specs import parse_specs
+
+    env = create(environment)
+    try:
+        given = {"states": env.states(), "actions": env.actions()}
+    finally:
+        if env is not environment:
+            env.close()
+    for key in ("states", "actions"):
+        saved = spec.get(key)
+        if saved is not None and parse_specs(saved, key[:-1]) != parse_specs(given[key], key[:-1]):
+            raise ConfigError(
+                message(
+                    f"load.environment.{key}",
+                    given[key],
+                    f"the {key} the agent was saved with in {path}: {saved!r}",
+                    "The agent was trained on another environment; load it with that one",
+                )
+            )
+
+
 def load(
     directory: str | Path | None,
     filename: str | None = None,
@@ -329,6 +357,8 @@ def load(
     path, payload = next(files)
     while True:
         spec = _agent_spec(dict(payload.spec), dict(overrides), path)
+        if environment is not None:
+            check_environment(spec, environment, path)
         agent = Agent.create(spec, environment=environment)
         try:
             restore(agent, path, payload)

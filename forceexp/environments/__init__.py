@@ -19,7 +19,7 @@ from forceexp.environments.testing import (
     TargetEnvironment,
 )
 from forceexp.environments.vectorized import VectorizedEnvironment
-from forceexp.errors import ConfigError
+from forceexp.errors import ConfigError, check_int
 from forceexp.registry import Registry
 
 ENVIRONMENTS: Registry[type[Environment] | type[VectorizedEnvironment]] = Registry("environment")
@@ -73,6 +73,7 @@ def create(
         or the ``VectorizedEnvironment`` itself (which applies the limit per sub-environment).
     """
     if remote is not None:
+        check_int("max_episode_timesteps", max_episode_timesteps, 1, optional=True)
         return _remote(environment, level, max_episode_timesteps, remote, kwargs)
     if is_spec_file(environment):
         environment = load_spec_file(environment)
@@ -82,6 +83,7 @@ def create(
         level = spec.pop("level", level)
         max_episode_timesteps = spec.pop("max_episode_timesteps", max_episode_timesteps)
         kwargs = {**spec, **kwargs}
+    check_int("max_episode_timesteps", max_episode_timesteps, 1, optional=True)
     env = _instantiate(environment, level, max_episode_timesteps, kwargs)
     if isinstance(env, VectorizedEnvironment):
         if max_episode_timesteps is not None:

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from forceexp.environments.compat import ParallelEpisodes, call_reset
-from forceexp.errors import ConfigError, ProtocolError
+from forceexp.errors import ConfigError, ProtocolError, brief, message
 from forceexp.specs import Specs, check_array, parse_specs
 
 TERMINATED, TRUNCATED = 1, 2
@@ -161,6 +161,7 @@ class EnvironmentWrapper(Environment):
             return self._parallel.execute(actions)  # type: ignore[return-value]
         if self._timestep is None:
             raise ProtocolError("execute() called before reset() (or after the episode ended)")
+        self._check_actions(actions)
         states, terminal, reward = self.environment.execute(actions)
         terminal = int(terminal)
         if terminal not in (0, 1, 2):
@@ -178,6 +179,23 @@ class EnvironmentWrapper(Environment):
     def close(self) -> None:
         """Close the wrapped environment."""
         self.environment.close()
+
+    def _check_actions(self, actions: Any) -> None:
+        """Refuse actions that do not match the action specs (before the environment sees them).
+
+        Raises:
+            ConfigError: ``<env> actions: <value> is invalid; expected ...`` (dtype, shape, NaN,
+                range), or a dict lacking an action name.
+        """
+        specs = self._action_specs
+        if specs.single and not isinstance(actions, dict):
+            check_array(f"{self.environment!r} actions", specs["action"], actions, 0)
+            return
+        path = f"{self.environment!r} actions"
+        if not isinstance(actions, dict) or any(name not in actions for name in specs):
+            raise ConfigError(message(path, brief(actions), f"a dict with keys {specs.names()}"))
+        for name in specs:
+            check_array(f"{path}.{name}", specs[name], actions[name], 0)
 
     def _check_states(self, states: Any) -> None:
         specs = self._state_specs

@@ -1,8 +1,11 @@
 """Environments in persistent worker processes, talking over ``multiprocessing`` pipes.
 
-The environment spec is re-created inside the worker, so it must be picklable (a name, a dict, a
-config file path, a class or a module-level factory). The pipes are private to this process
-tree, so messages use ``Connection.send`` (pickle) between our own processes only.
+The environment spec is re-created inside the worker. It is serialised with ``cloudpickle``, so
+classes and functions defined in the user's script (``__main__``) travel by value, and a worker
+never imports the user's main module: a script without an ``if __name__ == '__main__':`` guard
+is not re-run in every worker (see ``start_without_main``). The pipes are private to this process
+tree, so messages use ``Connection.send`` (pickle) between our own processes only; nothing
+pickled is ever read from a network.
 
 A worker dies with its parent (``prctl(PR_SET_PDEATHSIG)`` on Linux, a parent-alive thread
 elsewhere), so killing the runner leaves no process behind; a call that takes longer than
@@ -11,15 +14,21 @@ elsewhere), so killing the runner leaves no process behind; a call that takes lo
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 import traceback
+import types
+from collections.abc import Iterator
 from typing import Any
+
+import cloudpickle
 
 from forceexp.environments.remote import RemoteEnvironment, RemoteEnvironmentError
 from forceexp.errors import ConfigError, message
@@ -29,6 +38,46 @@ _CONTEXTS = ("forkserver", "spawn")
 
 
 PR_SET_PDEATHSIG = 1
+_MAIN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def main_hidden() -> Iterator[None]:
+    """Hide the user's ``__main__`` module while a worker process is started.
+
+    ``multiprocessing`` tells a forkserver or spawn child to re-import the parent's main module
+    (as ``__mp_main__``) when it has a ``__file__`` or ``__spec__``; a script without a main
+    guard would then re-run itself in every worker. With a bare stand-in ``__main__`` the child
+    skips that import (CPython's ``spawn.get_preparation_data``); the spec is sent by value, so
+    the worker needs nothing from the user's main module.
+    """
+    with _MAIN_LOCK:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
+
+
+def dump_spec(environment: Any, index: int) -> bytes:
+    """Serialise an environment spec for a worker (classes from ``__main__`` by value).
+
+    Raises:
+        ConfigError: The spec cannot be serialised (it holds a lock, a socket, an open file...).
+    """
+    try:
+        return cloudpickle.dumps(environment)
+    except Exception as exc:
+        raise ConfigError(
+            message(
+                f"environments[{index}]",
+                environment,
+                "an environment spec that can be sent to a worker process (a name, dict, "
+                "config path, class or function; picklable by cloudpickle)",
+                f"With remote='multiprocessing' it failed: {type(exc).__name__}: {exc}",
+            )
+        ) from exc
 
 
 def die_with_parent(owner: int) -> None:
@@ -62,15 +111,18 @@ def die_with_parent(owner: int) -> None:
     threading.Thread(target=watch, name="forceexp-parent-watch", daemon=True).start()
 
 
-def _worker(conn: Any, spec: Any, max_episode_timesteps: int | None, owner: int) -> None:
-    """Worker loop: create the environment, then answer reset/execute until close."""
+def _worker(conn: Any, blob: bytes, max_episode_timesteps: int | None, owner: int) -> None:
+    """Worker loop: create the environment, then answer reset/execute until close.
+
+    ``blob`` is the spec serialised by ``dump_spec`` in the parent, sent over the private pipe.
+    """
     from forceexp.environments import create
     from forceexp.environments.vectorized import refuse_remote
 
     die_with_parent(owner)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and closes us
     try:
-        env = create(spec, max_episode_timesteps=max_episode_timesteps)
+        env = create(pickle.loads(blob), max_episode_timesteps=max_episode_timesteps)
         refuse_remote(env)
         conn.send(("specs", (env.states(), env.actions(), env.max_episode_timesteps())))
     except Exception:
@@ -122,7 +174,8 @@ class ProcessEnvironment(RemoteEnvironment):
     """An environment running in its own worker process.
 
     Args:
-        environment: Environment spec re-created in the worker (see ``Environment.create``).
+        environment: Environment spec re-created in the worker (see ``Environment.create``);
+            sent with ``cloudpickle``, so classes and functions of the main script work.
         index: Environment index, named in error messages.
         max_episode_timesteps: Episode limit applied in the worker.
         context: ``'forkserver'`` (default) or ``'spawn'``.
@@ -147,6 +200,7 @@ class ProcessEnvironment(RemoteEnvironment):
         if context not in _CONTEXTS:
             raise ConfigError(f"context: {context!r} is invalid; expected one of {_CONTEXTS}")
         check_step_timeout(step_timeout)
+        blob = dump_spec(environment, index)
         self.step_timeout = step_timeout
         self._call = "start"
         self.index = index
@@ -158,18 +212,13 @@ class ProcessEnvironment(RemoteEnvironment):
         self._conn, child = ctx.Pipe(duplex=True)
         self.process = ctx.Process(
             target=_worker,
-            args=(child, environment, max_episode_timesteps, os.getpid()),
+            args=(child, blob, max_episode_timesteps, os.getpid()),
             name=f"forceexp-env-{index}",
             daemon=True,
         )
         try:
-            self.process.start()
-        except Exception as exc:
-            raise ConfigError(
-                f"environments[{index}]: cannot start a worker ({exc}); with remote="
-                "'multiprocessing' the environment spec must be picklable (a name, dict, "
-                "class or module-level factory)"
-            ) from exc
+            with main_hidden():
+                self.process.start()
         finally:
             child.close()
         if wait:

@@ -12,7 +12,7 @@ import numpy as np
 from forceexp.agents.agent import Agent
 from forceexp.environments import VectorizedEnvironment, create
 from forceexp.environments.remote import RemoteEnvironmentError
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, check_int, message
 from forceexp.execution.pool import LocalHandle, close_all, connect, create_all, local_specs
 from forceexp.execution.progress import EpisodeStats, Progress
 from forceexp.execution.unbatched import Unbatched as _Unbatched
@@ -90,6 +90,7 @@ class Runner:
     ) -> None:
         if remote not in REMOTES:
             raise ConfigError(message("remote", remote, f"one of {REMOTES}"))
+        check_int("seed", seed, optional=True)
         self.remote = remote
         self.blocking = blocking
         self._env_spec = environment if environments is None else environments[0]
