@@ -92,6 +92,14 @@ class EnvironmentWrapper(Environment):
         self._limit = int(max_episode_timesteps) if max_episode_timesteps is not None else own
         self._state_specs = parse_specs(environment.states(), "state")
         self._action_specs = parse_specs(environment.actions(), "action")
+        self._action_path = f"{environment!r} actions"  # made once: repr can be costly
+        single = self._action_specs["action"] if self._action_specs.single else None
+        #: values of a single scalar int action, checked without NumPy (the common case)
+        self._scalar_values = (
+            single.num_values
+            if single is not None and single.type == "int" and not single.shape
+            else None
+        )
         self._timestep: int | None = None
         self._checked = False
         self._parallel: ParallelEpisodes | None = None
@@ -187,11 +195,17 @@ class EnvironmentWrapper(Environment):
             ConfigError: ``<env> actions: <value> is invalid; expected ...`` (dtype, shape, NaN,
                 range), or a dict lacking an action name.
         """
-        specs = self._action_specs
-        if specs.single and not isinstance(actions, dict):
-            check_array(f"{self.environment!r} actions", specs["action"], actions, 0)
+        if (
+            self._scalar_values is not None
+            and isinstance(actions, int | np.integer)
+            and not isinstance(actions, bool)
+            and 0 <= actions < self._scalar_values
+        ):
             return
-        path = f"{self.environment!r} actions"
+        specs, path = self._action_specs, self._action_path
+        if specs.single and not isinstance(actions, dict):
+            check_array(path, specs["action"], actions, 0)
+            return
         if not isinstance(actions, dict) or any(name not in actions for name in specs):
             raise ConfigError(message(path, brief(actions), f"a dict with keys {specs.names()}"))
         for name in specs:
