@@ -123,4 +123,3 @@ def test_agent_configs_expose_every_hyperparameter(compose_cfg, option):
 
 def test_ppo_fast_update_overrides(compose_cfg):
     assert compose_cfg("agent.fast_update=false").agent.fast_update is False
-

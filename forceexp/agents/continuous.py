@@ -20,6 +20,7 @@ from torch import nn
 
 from forceexp import tags
 from forceexp.agents.agent import Tensors
+from forceexp.agents.continuous_fast import FastCritics, fast_unsupported
 from forceexp.agents.off_policy import OffPolicyAgent, check_number
 from forceexp.config import build_network
 from forceexp.core.memory import ReplaySample
@@ -126,6 +127,10 @@ class ContinuousAgent(OffPolicyAgent):
             self.actor_target = frozen_copy(self.actor)
             self.saved["actor_target"] = self.actor_target
             self.targets["actor_target"] = self.actor
+
+    def fast_critics(self, enabled: bool) -> FastCritics | None:
+        """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it."""
+        return FastCritics(self) if enabled and fast_unsupported(self) is None else None
 
     def adam(self, module: nn.Module | list[torch.Tensor]) -> torch.optim.Adam:
         """An Adam optimizer at the current learning rate."""
