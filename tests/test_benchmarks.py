@@ -74,7 +74,7 @@ def test_update_step_prints_each_path_and_the_speedup():
 def test_dense_step_prints_both_paths_and_the_speedups():
     lines = run_benchmark("dense_step.py", "--rounds", "1", "--steps", "2")
     figures = {(line["framework"], line["figure"]) for line in lines}
-    for name in ("dqn", "sac_critic"):
+    for name in ("dqn", "sac"):
         for path in ("fast", "autograd"):
             assert (f"forceexp-{path}", f"{name}_us_per_step") in figures
         assert ("forceexp", f"{name}_speedup") in figures

@@ -101,3 +101,22 @@ def test_fast_path_is_skipped_where_it_does_not_apply(name):
     assert fast_unsupported(agent) == "the networks are on cuda"
     if torch.cuda.is_available():
         assert Agent.create(name, **options, device="cuda")._fast is None
+
+
+@pytest.mark.parametrize("name", ["sac", "td3", "dpg"])
+def test_fast_acting_matches_the_torch_modules(name):
+    """The actor stack's inference pass acts as the modules do (the same noise draws)."""
+    kwargs = {} if name == "sac" else {"exploration": 0.3}
+    fast, slow = _pair(name, **kwargs)
+    rng = np.random.default_rng(1)
+    for size in (1, 5, 32):  # 32: the training batch size shares the stacks' inference buffers
+        states = {"position": rng.standard_normal((size, 3)), "speed": rng.standard_normal(size)}
+        states = {k: v.astype(np.float32) for k, v in states.items()}
+        for deterministic in (False, True):
+            options = {"independent": True, "deterministic": deterministic, "parallel": [0] * size}
+            want = slow.act(states, **options)
+            got = fast.act(states, **options)
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+        fast._gradient_step(fast.memory.sample(32))  # acting and training interleave
+        slow._gradient_step(slow.memory.sample(32))

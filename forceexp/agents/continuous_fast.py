@@ -16,8 +16,9 @@ their autograd path, the reference ``tests/test_continuous_fast.py`` checks this
 - ``DeterministicStacks``: DDPG's and TD3's ``tanh(mlp(s))`` actor and its target copy.
 
 Each agent's own loss gradient (SAC's tanh-Gaussian log-prob, TD3's smoothing and delay) stays
-in its file, next to its autograd loss. Targets are synced by ``polyak_update`` in place, which
-the stacks (views of the same parameters) see.
+in its file, next to its autograd loss. Targets are synced in place (``sync_targets``), which
+the stacks (views of the same parameters) see. Acting runs the actor stack's inference pass
+(``fast_policy``): for one state it costs about a quarter of the torch modules' forward.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
 from forceexp.agents.continuous_fast import DeterministicStacks, FastCritics
 from forceexp.core.memory import ReplaySample
-from forceexp.core.targets import polyak_update
 from forceexp.core.value_functions import DeterministicActor
 
 
@@ -104,6 +103,10 @@ class DDPGAgent(ContinuousAgent):
         """``mu(s)``: unit actions ``(B, A)`` (the noise is added by ``_select``)."""
         return self.actor(states)
 
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``mu(s)`` on the actor's stack."""
+        return self._fast_actor(states, keep=False)
+
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic and actor step; stats in ``step_metrics`` order, ``|TD error|`` per row."""
         if self._fast is not None:
@@ -118,8 +121,7 @@ class DDPGAgent(ContinuousAgent):
         actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
         self.minimize(self.actor_optimizer, actor_loss)
 
-        polyak_update(self.critics, self.critic_targets, self.tau)
-        polyak_update(self.actor, self.actor_target, self.tau)
+        self.sync_targets(actor=True)
         stats = torch.stack((critic_loss.detach(), actor_loss.detach(), q, td.mean()))
         return stats, td
 
@@ -137,7 +139,6 @@ class DDPGAgent(ContinuousAgent):
         (values,) = critics.values(states, actor(states), 1)  # -mean(Q(s, mu(s))): d/d Q = -1/B
         actor_loss = -float(values.mean())
         actor.step(critics.action_grad([np.full_like(values, -1.0 / len(values))]))
-        polyak_update(self.critics, self.critic_targets, self.tau)
-        polyak_update(self.actor, self.actor_target, self.tau)
+        self.sync_targets(actor=True)
         stats = [critic_loss, actor_loss, q, float(td.mean())]
         return torch.tensor(stats), torch.from_numpy(td)

@@ -30,7 +30,6 @@ from forceexp.agents.continuous_fast import FastCritics
 from forceexp.agents.off_policy import check_int
 from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.memory import ReplaySample
-from forceexp.core.targets import polyak_update
 from forceexp.core.value_functions import LOG_STD_MAX, LOG_STD_MIN, GaussianActor
 from forceexp.errors import ConfigError, message
 
@@ -176,7 +175,7 @@ class SACAgent(ContinuousAgent):
 
         self._steps += 1
         if self._steps % self.target_update_interval == 0:
-            polyak_update(self.critics, self.critic_targets, self.tau)
+            self.sync_targets(actor=False)
         detached = (critic_loss.detach(), actor_loss.detach(), temperature_loss.detach())
         stats = torch.stack((*detached, alpha, q, td.mean()))
         return stats, td
@@ -213,9 +212,15 @@ class SACAgent(ContinuousAgent):
 
         self._steps += 1
         if self._steps % self.target_update_interval == 0:
-            polyak_update(self.critics, self.critic_targets, self.tau)
+            self.sync_targets(actor=False)
         stats = [critic_loss, actor_loss, temperature_loss, alpha, q, float(td.mean())]
         return torch.tensor(stats), torch.from_numpy(td)
+
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``policy`` on the stacks: the same noise draw (none when deterministic)."""
+        if deterministic:
+            return self._fast_actor.mode(states)
+        return self._fast_actor.act(states, self._noise(states.shape[0]))
 
     def _noise(self, size: int) -> torch.Tensor:
         return torch.randn((size, self.scaling.size), generator=self._generator)
@@ -244,19 +249,32 @@ class FastGaussian:
         self, states: torch.Tensor, noise: torch.Tensor, keep: bool
     ) -> tuple[np.ndarray, np.ndarray]:
         """Unit actions ``(B, A)`` and log-probs ``(B,)`` (``keep``: for ``step``)."""
-        features = self.body.forward(states, keep=keep)
-        mean = self.mean.forward(features, keep=keep).numpy()
-        raw = self.log_std.forward(features, keep=keep).numpy()
-        log_std = np.clip(raw, LOG_STD_MIN, LOG_STD_MAX)
-        eps = noise.numpy()
-        std = np.exp(log_std)
-        u = mean + eps * std
-        actions = np.tanh(u)
+        u, actions, log_std, eps, std, raw = self._draw(states, noise, keep)
         log_prob = (-0.5 * eps * eps - log_std - _LOG_SQRT_2PI).sum(-1)
         correction = 2.0 * (_LOG_2 - u - np.logaddexp(np.float32(0.0), -2.0 * u))
         if keep:
             self._saved = (actions, eps, std, (raw >= LOG_STD_MIN) & (raw <= LOG_STD_MAX))
         return actions, log_prob - correction.sum(-1)
+
+    def act(self, states: torch.Tensor, noise: torch.Tensor) -> np.ndarray:
+        """Unit actions ``(B, A)`` without log-probs (acting)."""
+        return self._draw(states, noise, False)[1]
+
+    def _draw(self, states: torch.Tensor, noise: torch.Tensor, keep: bool) -> tuple:
+        """``u``, ``tanh(u)``, clamped log-std, ``eps``, std and the raw log-std."""
+        features = self.body.forward(states, keep=keep)
+        mean = self.mean.forward(features, keep=keep).numpy()
+        raw = self.log_std.forward(features, keep=keep).numpy()
+        log_std = np.minimum(np.maximum(raw, LOG_STD_MIN), LOG_STD_MAX)  # np.clip's wrapper: ~8 us
+        eps = noise.numpy()
+        std = np.exp(log_std)
+        u = mean + eps * std
+        return u, np.tanh(u), log_std, eps, std, raw
+
+    def mode(self, states: torch.Tensor) -> np.ndarray:
+        """``tanh`` of the mean ``(B, A)`` (deterministic acting), a new array."""
+        features = self.body.forward(states, keep=False)
+        return np.tanh(self.mean.forward(features, keep=False).numpy())
 
     def step(self, grad_actions: np.ndarray, grad_log_prob: float) -> None:
         """Back-propagate d loss / d actions and a per-row d loss / d log pi; then Adam."""

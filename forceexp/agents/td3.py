@@ -28,7 +28,6 @@ from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
 from forceexp.agents.continuous_fast import DeterministicStacks, FastCritics
 from forceexp.agents.off_policy import check_int, check_number
 from forceexp.core.memory import ReplaySample
-from forceexp.core.targets import polyak_update
 from forceexp.core.value_functions import DeterministicActor
 
 
@@ -137,6 +136,10 @@ class TD3Agent(ContinuousAgent):
             ).amin(0)
             return batch.rewards + batch.discounts * next_q
 
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``mu(s)`` on the actor's stack."""
+        return self._fast_actor(states, keep=False)
+
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic step, every ``policy_delay``-th an actor step and target sync."""
         if self._fast is not None:
@@ -150,8 +153,7 @@ class TD3Agent(ContinuousAgent):
             actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
             self.minimize(self.actor_optimizer, actor_loss)
             self._actor_loss = actor_loss.detach()
-            polyak_update(self.critics, self.critic_targets, self.tau)
-            polyak_update(self.actor, self.actor_target, self.tau)
+            self.sync_targets(actor=True)
         stats = torch.stack((critic_loss.detach(), self._actor_loss, q, td.mean()))
         return stats, td
 
@@ -178,7 +180,6 @@ class TD3Agent(ContinuousAgent):
             (values,) = critics.values(states, actor(states), 1)
             self._actor_loss = torch.tensor(-float(values.mean()))
             actor.step(critics.action_grad([np.full_like(values, -1.0 / len(values))]))
-            polyak_update(self.critics, self.critic_targets, self.tau)
-            polyak_update(self.actor, self.actor_target, self.tau)
+            self.sync_targets(actor=True)
         stats = torch.tensor([critic_loss, float(self._actor_loss), q, float(td.mean())])
         return stats, torch.from_numpy(td)
