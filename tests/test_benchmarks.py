@@ -79,3 +79,13 @@ def test_dense_step_prints_both_paths_and_the_speedups():
             assert (f"forceexp-{path}", f"{name}_us_per_step") in figures
         assert ("forceexp", f"{name}_speedup") in figures
     assert all(line["value"] > 0 for line in lines)
+
+
+def test_sac_pendulum_prints_each_framework_and_the_ratios():
+    lines = run_benchmark("sac_pendulum.py", "--rounds", "1", "--timesteps", "10")
+    figures = {(line["framework"], line["figure"]) for line in lines}
+    for framework in ("forceexp", "forceexp-autograd", "sb3"):
+        assert (framework, "steps_per_second") in figures
+    for framework in ("forceexp/sb3", "forceexp/forceexp-autograd"):
+        assert (framework, "steps_per_second_ratio") in figures
+    assert all(line["value"] > 0 for line in lines)

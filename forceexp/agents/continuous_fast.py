@@ -84,6 +84,7 @@ class FastCritics:
         self.online = [DenseStack([c.network.mlp, c.output], self.optimizer) for c in agent.critics]
         self.targets = [DenseStack([c.network.mlp, c.output]) for c in agent.critic_targets]
         self.action_size = agent.scaling.size
+        self._count = 0  # critics run by the last ``values``
 
     def states(self, states: Tensors) -> torch.Tensor:
         """Flat ``(B, D)`` states, the actors' input and the first columns of the critics'."""
@@ -138,13 +139,11 @@ class FastCritics:
 
     def action_grad(self, grads: Sequence[np.ndarray]) -> np.ndarray:
         """The action gradient ``(B, A)`` from d loss / d Qi ``(B,)`` of the ``values`` critics."""
-        total = None
+        total = np.zeros((len(grads[0]), self.action_size), np.float32)
         for critic, grad in zip(self.online[: self._count], grads, strict=True):
             critic.grad_out().numpy()[:, 0] = grad
             inputs = critic.backward(input_grad=True, params=False).numpy()
-            part = inputs[:, -self.action_size :]
-            total = part.copy() if total is None else np.add(total, part, out=total)
-        assert total is not None
+            total += inputs[:, -self.action_size :]
         return total
 
 
