@@ -74,7 +74,7 @@ def test_update_step_prints_each_path_and_the_speedup():
 def test_dense_step_prints_both_paths_and_the_speedups():
     lines = run_benchmark("dense_step.py", "--rounds", "1", "--steps", "2")
     figures = {(line["framework"], line["figure"]) for line in lines}
-    for name in ("dqn", "sac_critic"):
+    for name in ("dqn", "sac"):
         for path in ("fast", "autograd"):
             assert (f"forceexp-{path}", f"{name}_us_per_step") in figures
         assert ("forceexp", f"{name}_speedup") in figures
@@ -92,3 +92,13 @@ def test_compare_sb3_off_policy_runs_our_shipped_config_and_sb3(algo, timesteps)
             assert (framework, figure) in figures
     assert ("forceexp/sb3", "steps_per_second_ratio") in figures
     assert all(line["algo"] == algo for line in lines)
+
+
+def test_sac_pendulum_prints_each_framework_and_the_ratios():
+    lines = run_benchmark("sac_pendulum.py", "--rounds", "1", "--timesteps", "10")
+    figures = {(line["framework"], line["figure"]) for line in lines}
+    for framework in ("forceexp", "forceexp-autograd", "sb3"):
+        assert (framework, "steps_per_second") in figures
+    for framework in ("forceexp/sb3", "forceexp/forceexp-autograd"):
+        assert (framework, "steps_per_second_ratio") in figures
+    assert all(line["value"] > 0 for line in lines)

@@ -20,12 +20,13 @@ from torch import nn
 
 from forceexp import tags
 from forceexp.agents.agent import Tensors
+from forceexp.agents.continuous_fast import FastCritics, fast_unsupported
 from forceexp.agents.off_policy import OffPolicyAgent, check_number
 from forceexp.config import build_network
 from forceexp.core.memory import ReplaySample
 from forceexp.core.noise import make_noise
 from forceexp.core.schedules import parse_schedule
-from forceexp.core.targets import frozen_copy
+from forceexp.core.targets import Polyak, frozen_copy
 from forceexp.core.value_functions import ActionScaling, Critic, critic_specs
 from forceexp.specs import Specs, parse_specs
 
@@ -103,6 +104,8 @@ class ContinuousAgent(OffPolicyAgent):
         #: target network name -> its online network (weights-only loads copy these)
         self.targets: dict[str, nn.Module] = {"critic_targets": self.critics}
         self._steps = 0  # gradient steps so far (policy delay, target sync cadence)
+        self._polyak: dict[bool, Polyak] = {}
+        self._fast: FastCritics | None = None  # set by subclasses through ``fast_critics``
 
     def shared_arguments(self) -> dict[str, Any]:
         """This agent's constructor arguments that ``ContinuousAgent`` and its bases take.
@@ -128,6 +131,17 @@ class ContinuousAgent(OffPolicyAgent):
             self.saved["actor_target"] = self.actor_target
             self.targets["actor_target"] = self.actor
 
+    def fast_critics(self, enabled: bool) -> FastCritics | None:
+        """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it."""
+        return FastCritics(self) if enabled and fast_unsupported(self) is None else None
+
+    def sync_targets(self, actor: bool) -> None:
+        """Polyak-average the target critics (and the target actor) toward the online ones."""
+        if actor not in self._polyak:
+            names = [name for name in self.targets if actor or name == "critic_targets"]
+            self._polyak[actor] = Polyak([(self.targets[n], self.saved[n]) for n in names])
+        self._polyak[actor](self.tau)
+
     def adam(self, module: nn.Module | list[torch.Tensor]) -> torch.optim.Adam:
         """An Adam optimizer at the current learning rate."""
         params = module.parameters() if isinstance(module, nn.Module) else module
@@ -146,14 +160,21 @@ class ContinuousAgent(OffPolicyAgent):
         deterministic: bool,
     ) -> dict[str, np.ndarray]:
         """Policy actions, plus action noise unless deterministic, clipped and scaled."""
-        with torch.inference_mode():
-            unit = self.policy(states, deterministic).cpu().numpy()
+        if self._fast is not None:  # the stacks' inference passes (~4x cheaper for one state)
+            unit = self.fast_policy(self._fast.states(states), deterministic)
+        else:
+            with torch.inference_mode():
+                unit = self.policy(states, deterministic).cpu().numpy()
         if self.noise is not None and not deterministic:
             unit = unit + self.noise.sample(slots, self.timesteps, self.episodes, self.updates)
         return self.scaling.to_env(unit)
 
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
         """Unit actions ``(B, A)`` of the policy for batched states."""
+        raise NotImplementedError
+
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``policy`` on the fast path, for flat states ``(B, D)``."""
         raise NotImplementedError
 
     def _episodes_ended(self, slots: np.ndarray) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
+from forceexp.agents.continuous_fast import DeterministicStacks, FastCritics
 from forceexp.core.memory import ReplaySample
-from forceexp.core.targets import polyak_update
 from forceexp.core.value_functions import DeterministicActor
 
 
@@ -49,6 +50,9 @@ class DDPGAgent(ContinuousAgent):
         tau: Polyak coefficient of the target networks.
         exploration: Action noise on the unit scale: None, a number (Gaussian std) or a dict
             (``type``: ``gaussian`` | ``ornstein_uhlenbeck``; see ``core/noise.py``).
+        fast_update: Take gradient steps on the shared fast path (``continuous_fast.py``) when
+            actor and critics are plain auto MLPs over flat float states on the CPU; the same
+            maths as autograd, which every other case uses.
         schedule_timesteps: Training budget for schedules given as a ``fraction``.
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
@@ -79,6 +83,7 @@ class DDPGAgent(ContinuousAgent):
         n_step: int = 1,
         tau: float = 0.005,
         exploration: Any = None,
+        fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
         device: str = "auto",
@@ -90,13 +95,22 @@ class DDPGAgent(ContinuousAgent):
         super().__init__(num_critics=1, **self.shared_arguments())
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)
         self.add_actor(actor, with_target=True)
+        self._fast = self.fast_critics(fast_update)
+        if self._fast is not None:
+            self._fast_actor = DeterministicStacks(self, self._fast.actor_optimizer)
 
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
         """``mu(s)``: unit actions ``(B, A)`` (the noise is added by ``_select``)."""
         return self.actor(states)
 
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``mu(s)`` on the actor's stack."""
+        return self._fast_actor(states, keep=False)
+
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic and actor step; stats in ``step_metrics`` order, ``|TD error|`` per row."""
+        if self._fast is not None:
+            return self._fast_step(batch, self._fast)
         actions = self.scaling.to_unit(batch.actions)
         with torch.no_grad():
             next_q = self.critic_targets[0](batch.next_states, self.actor_target(batch.next_states))
@@ -108,7 +122,25 @@ class DDPGAgent(ContinuousAgent):
         self.minimize(self.actor_optimizer, actor_loss)
 
         self._steps += 1
-        polyak_update(self.critics, self.critic_targets, self.tau)
-        polyak_update(self.actor, self.actor_target, self.tau)
+        self.sync_targets(actor=True)
         stats = torch.stack((critic_loss.detach(), actor_loss.detach(), q, td.mean()))
         return stats, td
+
+    def _fast_step(
+        self, batch: ReplaySample, critics: FastCritics
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_gradient_step`` on the fast path: the same maths and order."""
+        actor = self._fast_actor
+        states, next_states = critics.states(batch.states), critics.states(batch.next_states)
+        next_q = critics.target_min(next_states, actor.target_actions(next_states))
+        targets = batch.rewards.numpy() + batch.discounts.numpy() * next_q
+        actions = self.scaling.to_unit(batch.actions)
+        critic_loss, q, td = critics.step(states, actions, targets, batch.weights.numpy())
+
+        (values,) = critics.values(states, actor(states), 1)  # -mean(Q(s, mu(s))): d/d Q = -1/B
+        actor_loss = -float(values.mean())
+        actor.step(critics.action_grad([np.full_like(values, -1.0 / len(values))]))
+        self._steps += 1
+        self.sync_targets(actor=True)
+        stats = [critic_loss, actor_loss, q, float(td.mean())]
+        return torch.tensor(stats), torch.from_numpy(td)

@@ -20,15 +20,17 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
+from forceexp.agents.continuous_fast import FastCritics
 from forceexp.agents.off_policy import check_int
+from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.memory import ReplaySample
-from forceexp.core.targets import polyak_update
-from forceexp.core.value_functions import GaussianActor
+from forceexp.core.value_functions import LOG_STD_MAX, LOG_STD_MIN, GaussianActor
 from forceexp.errors import ConfigError, message
 
 
@@ -60,6 +62,9 @@ class SACAgent(ContinuousAgent):
         target_entropy: Entropy the learned temperature aims for (``'auto'``: ``-A`` for ``A``
             action components).
         target_update_interval: Gradient steps between target-critic syncs.
+        fast_update: Take gradient steps on the shared fast path (``continuous_fast.py``) when
+            actor and critics are plain auto MLPs over flat float states on the CPU; the same
+            maths as autograd, which every other case uses.
         schedule_timesteps: Training budget for schedules given as a ``fraction``.
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
@@ -99,6 +104,7 @@ class SACAgent(ContinuousAgent):
         entropy_coef: Any = "auto",
         target_entropy: Any = "auto",
         target_update_interval: int = 1,
+        fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
         device: str = "auto",
@@ -119,6 +125,10 @@ class SACAgent(ContinuousAgent):
             self.log_alpha.requires_grad_(True)
             self.alpha_optimizer = self.adam([self.log_alpha])
             self.saved["alpha_optimizer"] = self.alpha_optimizer
+        self._fast = self.fast_critics(fast_update)
+        if self._fast is not None:
+            self._fast_actor = FastGaussian(self.actor, self._fast.actor_optimizer)
+            self._fast_alpha = FastOptimizer(self.alpha_optimizer) if learned else None
 
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
         """A sample of ``pi(.|s)`` (deterministic: ``tanh`` of its mean), unit-scaled."""
@@ -137,6 +147,8 @@ class SACAgent(ContinuousAgent):
 
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """Temperature, critic and actor steps; stats in ``step_metrics`` order, ``|TD|``."""
+        if self._fast is not None:
+            return self._fast_step(batch, self._fast)
         actions = self.scaling.to_unit(batch.actions)
         new_actions, log_prob = self.actor(batch.states, generator=self._generator)
         alpha = self.log_alpha.detach().exp()
@@ -162,10 +174,121 @@ class SACAgent(ContinuousAgent):
 
         self._steps += 1
         if self._steps % self.target_update_interval == 0:
-            polyak_update(self.critics, self.critic_targets, self.tau)
+            self.sync_targets(actor=False)
         detached = (critic_loss.detach(), actor_loss.detach(), temperature_loss.detach())
         stats = torch.stack((*detached, alpha, q, td.mean()))
         return stats, td
+
+    def _fast_step(
+        self, batch: ReplaySample, critics: FastCritics
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_gradient_step`` on the fast path: the same draws, maths and order."""
+        actor, size = self._fast_actor, batch.rewards.shape[0]
+        states, next_states = critics.states(batch.states), critics.states(batch.next_states)
+        new_actions, log_prob = actor.sample(states, self._noise(size), keep=True)
+        alpha = float(self.log_alpha.detach().exp())
+        temperature_loss = 0.0
+        if self._fast_alpha is not None:  # d/d log_alpha of -mean(log_alpha * gap)
+            gap = float(np.mean(log_prob + np.float32(self.target_entropy)))
+            temperature_loss = -float(self.log_alpha.detach()) * gap
+            self._fast_alpha.grad(self.log_alpha).fill_(-gap)
+            self._fast_alpha.step()
+
+        next_actions, next_log_prob = actor.sample(next_states, self._noise(size), keep=False)
+        next_q = critics.target_min(next_states, next_actions)
+        targets = batch.rewards.numpy() + batch.discounts.numpy() * (next_q - alpha * next_log_prob)
+        actions = self.scaling.to_unit(batch.actions)
+        critic_loss, q, td = critics.step(states, actions, targets, batch.weights.numpy(), 0.5)
+
+        # actor loss mean(alpha * log pi - min_i Qi): d/d min = -1/B, split evenly over ties
+        values = critics.values(states, new_actions, 2)
+        low = np.minimum.reduce(values)
+        actor_loss = float(np.mean(alpha * log_prob - low))
+        ties = [(v == low).astype(np.float32) for v in values]
+        count = np.add.reduce(ties)
+        grad_actions = critics.action_grad([-t / (count * size) for t in ties])
+        actor.step(grad_actions, alpha / size)
+
+        self._steps += 1
+        if self._steps % self.target_update_interval == 0:
+            self.sync_targets(actor=False)
+        stats = [critic_loss, actor_loss, temperature_loss, alpha, q, float(td.mean())]
+        return torch.tensor(stats), torch.from_numpy(td)
+
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``policy`` on the stacks: the same noise draw (none when deterministic)."""
+        if deterministic:
+            return self._fast_actor.mode(states)
+        return self._fast_actor.act(states, self._noise(states.shape[0]))
+
+    def _noise(self, size: int) -> torch.Tensor:
+        return torch.randn((size, self.scaling.size), generator=self._generator)
+
+
+class FastGaussian:
+    """``GaussianActor`` on dense stacks (body, mean head, log-std head) with its backward.
+
+    ``sample`` is ``GaussianActor.forward`` with given noise ``eps``: ``u = mean + eps * std``,
+    ``a = tanh(u)``, ``log pi = sum(-eps^2 / 2 - log_std - log sqrt(2 pi)) - sum c(u)`` with
+    ``c(u) = log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u))``. For a loss with d/d a ``g``
+    and d/d log pi ``k`` per row (``eps`` is a constant of the reparameterisation)::
+
+        d/du       = g * (1 - a^2) + 2 k a                   (c'(u) = -2 tanh(u))
+        d/d mean   = d/du
+        d/d log_std = (d/du * eps * std - k) * [LOG_STD_MIN <= raw <= LOG_STD_MAX]
+    """
+
+    def __init__(self, actor: GaussianActor, optimizer: FastOptimizer) -> None:
+        self.body = DenseStack(actor.network.mlp, optimizer)
+        self.mean = DenseStack(actor.mean, optimizer)
+        self.log_std = DenseStack(actor.log_std, optimizer)
+        self.optimizer = optimizer
+
+    def sample(
+        self, states: torch.Tensor, noise: torch.Tensor, keep: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unit actions ``(B, A)`` and log-probs ``(B,)`` (``keep``: for ``step``)."""
+        u, actions, log_std, eps, std, raw = self._draw(states, noise, keep)
+        log_prob = (-0.5 * eps * eps - log_std - _LOG_SQRT_2PI).sum(-1)
+        correction = 2.0 * (_LOG_2 - u - np.logaddexp(np.float32(0.0), -2.0 * u))
+        if keep:
+            self._saved = (actions, eps, std, (raw >= LOG_STD_MIN) & (raw <= LOG_STD_MAX))
+        return actions, log_prob - correction.sum(-1)
+
+    def act(self, states: torch.Tensor, noise: torch.Tensor) -> np.ndarray:
+        """Unit actions ``(B, A)`` without log-probs (acting)."""
+        return self._draw(states, noise, False)[1]
+
+    def _draw(self, states: torch.Tensor, noise: torch.Tensor, keep: bool) -> tuple:
+        """``u``, ``tanh(u)``, clamped log-std, ``eps``, std and the raw log-std."""
+        features = self.body.forward(states, keep=keep)
+        mean = self.mean.forward(features, keep=keep).numpy()
+        raw = self.log_std.forward(features, keep=keep).numpy()
+        log_std = np.minimum(np.maximum(raw, LOG_STD_MIN), LOG_STD_MAX)  # np.clip's wrapper: ~8 us
+        eps = noise.numpy()
+        std = np.exp(log_std)
+        u = mean + eps * std
+        return u, np.tanh(u), log_std, eps, std, raw
+
+    def mode(self, states: torch.Tensor) -> np.ndarray:
+        """``tanh`` of the mean ``(B, A)`` (deterministic acting), a new array."""
+        features = self.body.forward(states, keep=False)
+        return np.tanh(self.mean.forward(features, keep=False).numpy())
+
+    def step(self, grad_actions: np.ndarray, grad_log_prob: float) -> None:
+        """Back-propagate d loss / d actions and a per-row d loss / d log pi; then Adam."""
+        actions, eps, std, inside = self._saved
+        grad_u = grad_actions * (1.0 - actions * actions) + (2.0 * grad_log_prob) * actions
+        self.mean.grad_out().numpy()[:] = grad_u
+        np.multiply(grad_u * eps * std - grad_log_prob, inside, out=self.log_std.grad_out().numpy())
+        features = self.mean.backward(input_grad=True)
+        features.add_(self.log_std.backward(input_grad=True))
+        self.body.backward(features)
+        self.optimizer.step()
+
+
+_LOG_2 = math.log(2.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 def _temperature(spec: Any) -> tuple[float, bool]:

@@ -19,14 +19,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 
 from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
+from forceexp.agents.continuous_fast import DeterministicStacks, FastCritics
 from forceexp.agents.off_policy import check_int, check_number
 from forceexp.core.memory import ReplaySample
-from forceexp.core.targets import polyak_update
 from forceexp.core.value_functions import DeterministicActor
 
 
@@ -58,6 +59,9 @@ class TD3Agent(ContinuousAgent):
         target_noise_clip: Bound of that noise.
         exploration: Action noise on the unit scale: None, a number (Gaussian std) or a dict
             (``type``: ``gaussian`` | ``ornstein_uhlenbeck``; see ``core/noise.py``).
+        fast_update: Take gradient steps on the shared fast path (``continuous_fast.py``) when
+            actor and critics are plain auto MLPs over flat float states on the CPU; the same
+            maths as autograd, which every other case uses.
         schedule_timesteps: Training budget for schedules given as a ``fraction``.
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
@@ -91,6 +95,7 @@ class TD3Agent(ContinuousAgent):
         target_policy_noise: float = 0.2,
         target_noise_clip: float = 0.5,
         exploration: Any = None,
+        fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
         device: str = "auto",
@@ -107,6 +112,9 @@ class TD3Agent(ContinuousAgent):
         self.target_policy_noise, self.target_noise_clip = target_policy_noise, target_noise_clip
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)
         self.add_actor(actor, with_target=True)
+        self._fast = self.fast_critics(fast_update)
+        if self._fast is not None:
+            self._fast_actor = DeterministicStacks(self, self._fast.actor_optimizer)
         self._actor_loss = torch.zeros((), device=self.device)  # the last one, for metrics
 
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
@@ -127,8 +135,14 @@ class TD3Agent(ContinuousAgent):
             ).amin(0)
             return batch.rewards + batch.discounts * next_q
 
+    def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
+        """``mu(s)`` on the actor's stack."""
+        return self._fast_actor(states, keep=False)
+
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic step, every ``policy_delay``-th an actor step and target sync."""
+        if self._fast is not None:
+            return self._fast_step(batch, self._fast)
         actions = self.scaling.to_unit(batch.actions)
         critic_loss, q, td = self.critic_loss(batch, actions, self.target_values(batch))
         self.minimize(self.critic_optimizer, critic_loss)
@@ -138,7 +152,33 @@ class TD3Agent(ContinuousAgent):
             actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
             self.minimize(self.actor_optimizer, actor_loss)
             self._actor_loss = actor_loss.detach()
-            polyak_update(self.critics, self.critic_targets, self.tau)
-            polyak_update(self.actor, self.actor_target, self.tau)
+            self.sync_targets(actor=True)
         stats = torch.stack((critic_loss.detach(), self._actor_loss, q, td.mean()))
         return stats, td
+
+    def _fast_step(
+        self, batch: ReplaySample, critics: FastCritics
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``_gradient_step`` on the fast path: the same noise draw, maths and order."""
+        actor = self._fast_actor
+        states, next_states = critics.states(batch.states), critics.states(batch.next_states)
+        next_actions = actor.target_actions(next_states)
+        noise = torch.randn(next_actions.shape, generator=self._generator).numpy()
+        noise = np.clip(
+            noise * self.target_policy_noise, -self.target_noise_clip, self.target_noise_clip
+        )
+        next_actions = np.clip(next_actions + noise, -1.0, 1.0)
+        targets = batch.rewards.numpy() + batch.discounts.numpy() * critics.target_min(
+            next_states, next_actions
+        )
+        actions = self.scaling.to_unit(batch.actions)
+        critic_loss, q, td = critics.step(states, actions, targets, batch.weights.numpy())
+        self._steps += 1
+
+        if self._steps % self.policy_delay == 0:  # -mean(Q1(s, mu(s))): d/d Q1 = -1/B
+            (values,) = critics.values(states, actor(states), 1)
+            self._actor_loss = torch.tensor(-float(values.mean()))
+            actor.step(critics.action_grad([np.full_like(values, -1.0 / len(values))]))
+            self.sync_targets(actor=True)
+        stats = torch.tensor([critic_loss, float(self._actor_loss), q, float(td.mean())])
+        return stats, torch.from_numpy(td)
