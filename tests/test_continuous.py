@@ -304,3 +304,28 @@ def test_td3_updates_actor_and_targets_every_policy_delay_steps():
     agent._gradient_step(batch)
     assert not all(torch.equal(a, b) for a, b in zip(actor, agent.actor.parameters(), strict=True))
     assert agent.state_dict()["steps"] == 2
+
+
+@pytest.mark.parametrize("format", ["checkpoint", "numpy"])
+def test_td3_with_ou_noise_resumes_with_the_same_noise(tmp_path, format):
+    """The noise generator and each slot's Ornstein-Uhlenbeck state are saved with the agent."""
+    spec = {
+        "agent": "td3",
+        "seed": 0,
+        "device": "cpu",
+        "learning_starts": 0,
+        "exploration": {"type": "ornstein_uhlenbeck", "sigma": 0.3},
+    }
+    agent = Agent.create(spec, environment=TargetEnvironment)
+    states = np.zeros(1, dtype=np.float32)
+    for _ in range(5):  # move the OU process and the generator away from their start
+        agent.act(states=states)
+        agent.observe(reward=0.0, terminal=0)
+    agent.save(tmp_path, format=format)
+    loaded = Agent.load(tmp_path, format=format)
+    np.testing.assert_array_equal(loaded.noise.state, agent.noise.state)
+    for _ in range(3):
+        ours, theirs = agent.act(states=states), loaded.act(states=states)
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+        agent.observe(reward=0.0, terminal=0)
+        loaded.observe(reward=0.0, terminal=0)

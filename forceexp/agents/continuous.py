@@ -226,6 +226,8 @@ class ContinuousAgent(OffPolicyAgent):
         state = super().state_dict()
         state.update({name: item.state_dict() for name, item in self.saved.items()})
         state["steps"] = torch.tensor(self._steps)
+        if self.noise is not None:
+            state["noise"] = self.noise.state_dict()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -238,4 +240,6 @@ class ContinuousAgent(OffPolicyAgent):
                 self.saved[name].load_state_dict(online.state_dict())
         if "steps" in state:
             self._steps = int(state["steps"])
+        if self.noise is not None and "noise" in state:
+            self.noise.load_state_dict(state["noise"])
         super().load_state_dict(state)

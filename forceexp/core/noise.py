@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from forceexp.core.schedules import Schedule, parse_schedule
 from forceexp.errors import ConfigError, message, unknown_name
@@ -45,6 +46,49 @@ class Noise:
 
     def reset(self, slots: np.ndarray | None = None) -> None:
         """Restart the process of ``slots`` (None: all), e.g. at their episode ends."""
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The generator state and any per-slot process state, as fixed-shape tensors."""
+        out = {"rng": _pcg64_to_tensor(self.rng.bit_generator.state)}
+        process = getattr(self, "state", None)
+        if process is not None:
+            out["state"] = torch.from_numpy(process.copy())
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what ``state_dict`` returned (so a resumed run draws the same noise)."""
+        if "rng" in state:
+            self.rng.bit_generator.state = _pcg64_from_tensor(state["rng"])
+        process = getattr(self, "state", None)
+        if process is not None and "state" in state:
+            process[...] = state["state"].numpy()
+
+
+_WORDS = 4  # 32-bit words per 128-bit PCG64 number
+
+
+def _pcg64_to_tensor(state: dict[str, Any]) -> torch.Tensor:
+    """PCG64 state as 10 int64 values (128-bit ``state`` and ``inc`` in 32-bit words)."""
+    inner = state["state"]
+    words = [
+        (inner[key] >> (32 * i)) & 0xFFFFFFFF for key in ("state", "inc") for i in range(_WORDS)
+    ]
+    return torch.tensor([*words, state["has_uint32"], state["uinteger"]], dtype=torch.int64)
+
+
+def _pcg64_from_tensor(tensor: torch.Tensor) -> dict[str, Any]:
+    """The inverse of ``_pcg64_to_tensor``."""
+    values = [int(v) for v in tensor.tolist()]
+
+    def number(offset: int) -> int:
+        return sum(values[offset + i] << (32 * i) for i in range(_WORDS))
+
+    return {
+        "bit_generator": "PCG64",
+        "state": {"state": number(0), "inc": number(_WORDS)},
+        "has_uint32": values[-2],
+        "uinteger": values[-1],
+    }
 
 
 class GaussianNoise(Noise):
