@@ -315,3 +315,19 @@ def test_saver_with_memory_writes_it_periodically(tmp_path):
     _drive(agent, env, env.reset(), 250)
     agent.close()
     assert len(Agent.load(tmp_path).memory) == 250
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fast_acting_matches_the_autograd_path(masked):
+    """Acting through the stack draws the same random numbers and picks the same actions."""
+    env = MaskedChoiceEnvironment(num_values=5, num_valid=2, masks=masked, seed=2)
+    spec = {"agent": "dqn", **FAST, "learning_starts": 0}
+    fast = Agent.create(agent={**spec, "fast_update": True}, environment=env)
+    slow = Agent.create(agent={**spec, "fast_update": False}, environment=env)
+    slow.q.load_state_dict(fast.q.state_dict())
+    for step in range(200):
+        states = env.reset()
+        for deterministic in (False, True):
+            expected = slow.act(states=states, independent=True, deterministic=deterministic)
+            got = fast.act(states=states, independent=True, deterministic=deterministic)
+            assert int(got) == int(expected), (step, deterministic)

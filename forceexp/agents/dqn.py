@@ -182,15 +182,20 @@ class DQNAgent(OffPolicyAgent):
         deterministic: bool,
     ) -> Tensors:
         """Greedy actions over allowed values; epsilon-greedy unless deterministic."""
+        if self._fast is not None:
+            epsilon = None if deterministic else self._epsilon()
+            return self._fast.act(states, masks, epsilon)
         with torch.inference_mode():
             q = self.q(states)
         greedy = {name: masked_values(x, masks.get(name)).argmax(-1) for name, x in q.items()}
         if deterministic:
             return greedy
-        epsilon = self.exploration.value(self.timesteps, self.episodes, self.updates)
         size = next(iter(greedy.values())).shape[0]
         random = uniform_actions(self.action_specs, masks, size, self._generator, self.device)
-        return epsilon_greedy(greedy, random, epsilon, self._generator)
+        return epsilon_greedy(greedy, random, self._epsilon(), self._generator)
+
+    def _epsilon(self) -> float:
+        return self.exploration.value(self.timesteps, self.episodes, self.updates)
 
     # ------------------------------------------------------------------ learning
     def _observe(
@@ -211,8 +216,7 @@ class DQNAgent(OffPolicyAgent):
         lr = self._lr()
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        epsilon = self.exploration.value(self.timesteps, self.episodes, self.updates)
-        return {tags.LEARNING_RATE: lr, tags.EXPLORATION: epsilon}
+        return {tags.LEARNING_RATE: lr, tags.EXPLORATION: self._epsilon()}
 
     def td_targets(self, batch: ReplaySample) -> Tensors:
         """TD targets ``{action: (B, *shape)}`` of a batch (no gradient)."""
@@ -321,6 +325,26 @@ class FastTD:
     def _flat(self, states: Tensors) -> torch.Tensor:
         parts = [states[name].reshape(states[name].shape[0], -1) for name in self.names]
         return (parts[0] if len(parts) == 1 else torch.cat(parts, 1)).contiguous()
+
+    def act(self, states: Tensors, masks: Tensors, epsilon: float | None) -> dict[str, np.ndarray]:
+        """Greedy (``epsilon`` None) or epsilon-greedy actions from the stack's inference pass.
+
+        The random draws are the autograd path's (``uniform_actions``, then
+        ``epsilon_greedy``), from the agent's generator in the same order.
+        """
+        q = self.online.forward(self._flat(states), keep=False).numpy()
+        mask = masks.get(self.action)
+        mask = None if mask is None else mask.numpy()
+        greedy = (q if mask is None else np.where(mask, q, -np.inf)).argmax(1)
+        if epsilon is None:
+            return {self.action: greedy}
+        generator = self.agent._generator
+        noise = torch.rand(q.shape, generator=generator).numpy()
+        random = (noise if mask is None else np.where(mask, noise, -1.0)).argmax(1)
+        if epsilon <= 0.0:
+            return {self.action: greedy}
+        explore = torch.rand(len(greedy), generator=generator).numpy() < epsilon
+        return {self.action: np.where(explore, random, greedy)}
 
     def step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One step; returns stats in ``DQNAgent.step_metrics`` order and ``|TD error|``."""
