@@ -181,7 +181,6 @@ def test_runner_counts_episodes_and_refuses_instances_for_parallel():
 
 
 def test_auto_device_keeps_small_networks_on_the_cpu():
-    import torch
 
     from forceexp.agents.agent import resolve_device
     from forceexp.specs import parse_specs
@@ -194,7 +193,6 @@ def test_auto_device_keeps_small_networks_on_the_cpu():
 
 
 def test_torch_threads_auto_sets_one_thread_for_small_cpu_networks_only():
-    import torch
 
     torch.set_num_threads(2)
     make(torch_threads=None)
@@ -212,7 +210,6 @@ def test_torch_threads_auto_sets_one_thread_for_small_cpu_networks_only():
 
 
 def test_train_config_passes_torch_threads_to_the_agent(compose_cfg):
-    import torch
 
     from forceexp.experiment import build_agent
 
@@ -222,15 +219,3 @@ def test_train_config_passes_torch_threads_to_the_agent(compose_cfg):
     assert agent.spec["torch_threads"] == 2 and torch.get_num_threads() == 2
     assert compose_cfg().torch_threads == "auto"
     env.close()
-
-
-def test_cpu_agents_flush_denormals():
-    """Denormal Adam moments (dead ReLU units) made steps ~10x slower; CPU agents flush them."""
-    torch.set_flush_denormal(False)
-    Agent.create(
-        "dqn",
-        states={"type": "float", "shape": (2,)},
-        actions={"type": "int", "num_values": 2},
-        device="cpu",
-    )
-    assert (torch.tensor([1e-30]) * 1e-10).item() == 0.0  # a denormal result becomes zero

@@ -247,3 +247,35 @@ def test_a_parameter_outside_the_optimizer_is_named() -> None:
     optim = FastOptimizer(torch.optim.Adam(mlp[0].parameters()))
     with pytest.raises(ValueError, match="not in this optimizer"):
         DenseStack(mlp, optim)
+
+
+def test_denormals_are_flushed_inside_the_block_only() -> None:
+    from forceexp.core.dense import denormals_flushed
+
+    def denormal() -> float:
+        return (torch.tensor(1e-30) * 1e-10).item()
+
+    torch.set_flush_denormal(False)
+    assert denormal() != 0.0
+    with denormals_flushed():
+        assert denormal() == 0.0
+    assert denormal() != 0.0  # restored: other code (hypothesis, NumPy) sees IEEE floats
+
+
+def test_a_training_phase_leaves_the_float_mode_alone() -> None:
+    from forceexp import Agent
+
+    torch.set_flush_denormal(False)
+    agent = Agent.create(
+        "dqn",
+        states={"type": "float", "shape": (2,)},
+        actions={"type": "int", "num_values": 2},
+        learning_starts=0,
+        batch_size=4,
+        train_freq=1,
+    )
+    for _ in range(6):
+        agent.act(states=[0.0, 1.0])
+        agent.observe(reward=1.0, terminal=0, next_states=[1.0, 0.0])
+    assert agent.updates > 0
+    assert (torch.tensor(1e-30) * 1e-10).item() != 0.0

@@ -18,6 +18,7 @@ import torch
 
 from forceexp import tags
 from forceexp.agents.agent import Agent, Tensors
+from forceexp.core.dense import denormals_flushed
 from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
 from forceexp.errors import ConfigError, message
@@ -310,12 +311,13 @@ class OffPolicyAgent(Agent):
         """
         metrics = self._phase_start()
         sums: torch.Tensor | float = 0.0
-        for _ in range(steps):
-            batch = self.memory.sample(self.batch_size)
-            stats, priorities = self._gradient_step(batch)
-            sums = sums + stats
-            if self._prioritized:
-                self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
+        with denormals_flushed():
+            for _ in range(steps):
+                batch = self.memory.sample(self.batch_size)
+                stats, priorities = self._gradient_step(batch)
+                sums = sums + stats
+                if self._prioritized:
+                    self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
         means = (sums / steps).tolist()  # type: ignore[union-attr]  # one host sync per phase
         metrics.update(zip(self.step_metrics, means, strict=True))
         return metrics

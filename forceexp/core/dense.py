@@ -39,7 +39,8 @@ checks everything against autograd; keep an autograd path as the reference for e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -50,6 +51,29 @@ _ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
 _TANH_BACKWARD = torch.ops.aten.tanh_backward.grad_input
 _RELU_BACKWARD = torch.ops.aten.threshold_backward.grad_input
 _INFER = -1  # the slot of forward(keep=False)
+
+
+def _flushing() -> bool:
+    """Whether this thread flushes denormal results to zero (torch has no getter)."""
+    return bool((torch.tensor(1e-30) * 1e-10).item() == 0.0)
+
+
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Flush denormal floats to zero in this thread while the block runs, then restore.
+
+    Adam's moments of parameters whose gradients stop (dead ReLU units) decay geometrically
+    into denormals, which x86 FPUs process ~10x slower: a DQN Adam step took 0.85 ms instead of
+    0.13-0.17 ms. Values below ~1e-38 do not matter to learning; the mode is restored after the
+    block because it is process state other code relies on (hypothesis refuses to run under it).
+    """
+    before = _flushing()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not before:
+            torch.set_flush_denormal(False)
 
 
 def _flatten(modules: nn.Module | Iterable[nn.Module]) -> list[nn.Module]:
