@@ -13,6 +13,13 @@ from forceexp.errors import ConfigError
 MASK_KEY = "action_mask"
 
 
+def mask_entries(action_map: SpaceMap, key: str, mask: Any) -> dict[str, np.ndarray]:
+    """``<action>_mask`` state entries from Gymnasium's ``action_mask`` or ``<name>_mask``."""
+    if key == MASK_KEY:
+        return action_map.masks(mask)
+    return {key: action_map.masks({key[: -len("_mask")]: mask})[key]}
+
+
 class GymEnvironment(Environment):
     """Wraps a Gymnasium environment (by id or instance).
 
@@ -101,21 +108,16 @@ class GymEnvironment(Environment):
         masks: dict[str, np.ndarray] = {}
         if self._mask_keys:
             for key in self._mask_keys:
-                masks.update(self._masks(key, obs[key]))
+                masks.update(mask_entries(self.action_map, key, obs[key]))
             obs = {key: value for key, value in obs.items() if key not in self._mask_keys}
         if isinstance(info, dict) and MASK_KEY in info:
-            masks.update(self._masks(MASK_KEY, info[MASK_KEY]))
+            masks.update(mask_entries(self.action_map, MASK_KEY, info[MASK_KEY]))
         states = self.state_map.flatten(obs)
         if not masks:
             return states
         if self.state_map.single:
             states = {"state": states}
         return {**states, **masks}
-
-    def _masks(self, key: str, mask: Any) -> dict[str, np.ndarray]:
-        if key == MASK_KEY:
-            return self.action_map.masks(mask)
-        return {key: self.action_map.masks({key[: -len("_mask")]: mask})[key]}
 
     def close(self) -> None:
         """Close the Gymnasium environment."""

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from forceexp.environments.environment import TERMINATED, TRUNCATED
-from forceexp.environments.gym import MASK_KEY
+from forceexp.environments.gym import MASK_KEY, mask_entries
 from forceexp.environments.spaces import SpaceMap, _Node
 from forceexp.environments.vectorized import VectorizedEnvironment
 from forceexp.errors import ConfigError, ProtocolError, message
@@ -250,7 +250,7 @@ class GymVectorEnvironment(VectorizedEnvironment):
         masks: dict[str, np.ndarray] = {}
         if self._mask_keys:
             for key in self._mask_keys:
-                masks.update(self._masks(key, obs[key]))
+                masks.update(mask_entries(self.action_map, key, obs[key]))
             obs = {key: value for key, value in obs.items() if key not in self._mask_keys}
         if has_info_mask:
             present = np.asarray(info.get(f"_{MASK_KEY}", np.ones(self.num_environments, bool)))
@@ -265,11 +265,6 @@ class GymVectorEnvironment(VectorizedEnvironment):
         if self.state_map.single:
             states = {"state": states}
         return {**states, **masks}
-
-    def _masks(self, key: str, mask: Any) -> dict[str, np.ndarray]:
-        if key == MASK_KEY:
-            return self.action_map.masks(mask)
-        return {key: self.action_map.masks({key[: -len("_mask")]: mask})[key]}
 
     def close(self) -> None:
         """Close the Gymnasium vector environment."""
