@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from pathlib import Path
@@ -45,24 +46,47 @@ def is_spec_file(value: Any) -> bool:
     return isinstance(value, str | Path) and str(value).endswith((".json", ".yaml", ".yml"))
 
 
+def import_object(target: str, path: str) -> Any:
+    """Import ``package.module.name`` (a user class or function named in a spec).
+
+    Raises:
+        ConfigError: The module or the name in it cannot be imported.
+    """
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            message(path, target, "an importable 'package.module.name'", f"import failed: {exc}")
+        ) from exc
+
+
 def resolve(spec: Any, registry: Registry, path: str) -> tuple[Any, dict[str, Any]]:
     """Resolve a Tensorforce-style spec one level deep into ``(class_or_object, kwargs)``.
 
-    A string is a registry key or a ``.json``/``.yaml`` path; a dict pops ``type`` (a key or a
-    class); a class or instance passes through. No recursion and no import-by-guess.
+    A string is a registry key, a ``.json``/``.yaml`` path, or (with a dot and not a key) an
+    import path ``package.module.name``; a dict pops ``type`` (any of those, a class or a
+    function); a class, function or instance passes through. No recursion, no import-by-guess.
     """
     if is_spec_file(spec):
         spec = load_spec_file(spec)
     if isinstance(spec, str):
-        return registry.get(spec, path), {}
+        return _lookup(spec, registry, path), {}
     if isinstance(spec, dict):
         kwargs = dict(spec)
         kind = kwargs.pop("type", None)
         if kind is None:
             raise ConfigError(message(path, spec, "a dict with a 'type' key"))
-        target = registry.get(kind, f"{path}.type") if isinstance(kind, str) else kind
+        target = _lookup(kind, registry, f"{path}.type") if isinstance(kind, str) else kind
         return target, kwargs
     return spec, {}
+
+
+def _lookup(name: str, registry: Registry, path: str) -> Any:
+    """A registry key's entry, or the object an import path (``a.b.c``) names."""
+    if "." in name and name not in registry:
+        return import_object(name, path)
+    return registry.get(name, path)
 
 
 def build(node: Any, **runtime: Any) -> Any:
