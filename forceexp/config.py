@@ -105,7 +105,9 @@ def build(node: Any, **runtime: Any) -> Any:
     return instantiate(container, _convert_="all", **runtime)
 
 
-def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
+def build_network(
+    spec: Any, states: Specs, path: str = "network", feed_forward: bool = False
+) -> nn.Module:
     """Build a network for ``states``.
 
     Args:
@@ -114,6 +116,9 @@ def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
             Hydra ``_target_``), an ``nn.Module`` class taking ``states=``, or a module.
         states: The agent's state specs.
         path: Config path used in error messages.
+        feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
+            sequence): only PPO's policy network carries internals; elsewhere they would run
+            from zeros at every step.
 
     Raises:
         ConfigError: For an unknown network or layer, a bad layer argument or a shape mismatch.
@@ -135,11 +140,22 @@ def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
         if target is LayeredNetwork:
             kwargs.setdefault("path", path)
         network = target(states=states, **kwargs)
-    if not isinstance(getattr(network, "output_size", None), int):
-        raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")
+    _check_network(network, path, feed_forward)
     if hasattr(network, "summary"):
         log.info("%s: %s\n%s", path, type(network).__name__, network.summary())
     return network
+
+
+def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:
+    """Raise unless ``network`` has an int ``output_size`` (and no internals if feed-forward)."""
+    internals = getattr(network, "internal_shapes", None)
+    if feed_forward and internals:
+        raise ConfigError(
+            f"{next(iter(internals))}: this layer keeps internals between steps, which only "
+            "PPO's policy network carries; use a feed-forward network here"
+        )
+    if not isinstance(getattr(network, "output_size", None), int):
+        raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")
 
 
 def _check_targets(node: Any, path: str) -> None:
