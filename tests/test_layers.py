@@ -68,6 +68,7 @@ CASES = [
     ("input_lstm", SEQ, {"size": 4, "return_final_state": False}),
     ("input_gru", SEQ, {"size": 3}),
     ("rnn", F, {"cell": "lstm", "size": 4, "horizon": 2}),
+    ("gru", F, {"size": 3, "activation": "tanh", "dropout": 0.1, "bias": False}),
 ]
 
 

@@ -44,6 +44,9 @@ class Recurrent(Layer):
             gradient through the internals is cut every ``horizon`` steps (0: at every step;
             None: never, the whole rollout sequence).
         bias: Whether the cell has biases.
+        activation: Applied to the output, not the internals (default none; Tensorforce's
+            default is ``'tanh'``).
+        dropout: Dropout rate in [0, 1) on the output.
     """
 
     kind = "rnn"
@@ -55,6 +58,8 @@ class Recurrent(Layer):
         size: int = 64,
         horizon: int | None = None,
         bias: bool = True,
+        activation: str | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__(input_spec, path)
         spec = self.require_float(self.kind)
@@ -66,8 +71,12 @@ class Recurrent(Layer):
             )
         if horizon is not None and (not isinstance(horizon, int) or horizon < 0):
             raise ConfigError(message(f"{path}.horizon", horizon, "an int >= 0 or None"))
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(message(f"{path}.dropout", dropout, "0 <= rate < 1"))
         self.size, self.horizon = size, horizon
         self.cell = _CELLS[self.kind](spec.shape[0], size, bias=bias)
+        self.activation = make_activation(path, activation)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.output_spec = float_spec((size,))
 
     @property
@@ -86,9 +95,10 @@ class Recurrent(Layer):
         x = x.float()
         if self.kind == "lstm":
             hidden, cell = self.cell(x, (internals[:, 0], internals[:, 1]))
-            return hidden, torch.stack((hidden, cell), dim=1)
-        hidden = self.cell(x, internals)
-        return hidden, hidden
+            following = torch.stack((hidden, cell), dim=1)
+        else:
+            hidden = following = self.cell(x, internals)
+        return self.dropout(self.activation(hidden)), following
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step from zero internals (used when no internals are given)."""
@@ -107,6 +117,8 @@ class RNN(Recurrent):
         size: Hidden units (>= 1).
         horizon: Truncated backpropagation through time, see ``Recurrent``.
         bias: Whether the cell has biases.
+        activation: Applied to the output (default none).
+        dropout: Dropout rate in [0, 1) on the output.
     """
 
     def __init__(
@@ -117,10 +129,12 @@ class RNN(Recurrent):
         size: int = 64,
         horizon: int | None = None,
         bias: bool = True,
+        activation: str | None = None,
+        dropout: float = 0.0,
     ) -> None:
         _check_cell(path, cell, _CELLS)
         self.kind = cell
-        super().__init__(input_spec, path, size=size, horizon=horizon, bias=bias)
+        super().__init__(input_spec, path, size, horizon, bias, activation, dropout)
 
 
 @LAYERS.register("lstm")
