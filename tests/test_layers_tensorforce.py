@@ -384,3 +384,26 @@ def test_agents_without_internals_refuse_temporal_layers():
             actions={"type": "int", "num_values": 2},
             network=[{"type": "deltafier"}, {"type": "dense", "size": 4}],
         )
+
+
+def test_runner_with_temporal_layers_over_parallel_episodes():
+    from forceexp import Runner
+
+    agent = {
+        "agent": "ppo",
+        "seed": 0,
+        "device": "cpu",
+        "rollout_length": 16,
+        "minibatch_size": 32,
+        "epochs": 1,
+        "network": [
+            {"type": "deltafier", "concatenate": 0},
+            {"type": "sequence", "length": 3},
+            {"type": "dense", "size": 8},
+        ],
+    }
+    runner = Runner(agent=agent, environment="CartPole-v1", num_parallel=2, seed=0)
+    runner.run(num_timesteps=256, use_tqdm=False)
+    result = runner.evaluate(num_episodes=2)
+    runner.close()
+    assert len(runner.episode_returns) >= 4 and result["episodes"] == 2.0
