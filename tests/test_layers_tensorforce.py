@@ -407,3 +407,18 @@ def test_runner_with_temporal_layers_over_parallel_episodes():
     result = runner.evaluate(num_episodes=2)
     runner.close()
     assert len(runner.episode_returns) >= 4 and result["episodes"] == 2.0
+
+
+def test_docs_tensorforce_layers_example_runs():
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs/networks.md").read_text()
+    code = next(c for c in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "reuse" in c)
+    scope: dict = {}
+    exec(compile(code, "docs/networks.md", "exec"), scope)
+    agent = scope["agent"]
+    assert set(agent.policy.internal_shapes) == {"network[1]"}  # the deltafier
+    network = agent.policy.network
+    assert network.layers[4].target[0] is network.layers[2]
+    agent.close()
