@@ -113,13 +113,12 @@ class _Temporal(Layer):
         self.item_shape = spec.shape
         self.internal_shape = (1 + self.history * spec.size,)
 
-    def _split(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(has_previous (B,), earlier inputs (B, history, *S))``, filled with ``x`` at starts."""
+    def _earlier(self, x: torch.Tensor, internals: torch.Tensor) -> torch.Tensor:
+        """Earlier inputs ``(B, history, *S)``; rows at an episode start repeat ``x``."""
         has = internals[:, :1] > 0.5
         earlier = internals[:, 1:].reshape(x.shape[0], self.history, *self.item_shape)
-        fill = x.unsqueeze(1).expand_as(earlier)
         mask = has.view(-1, *([1] * (earlier.dim() - 1)))
-        return has.squeeze(1), torch.where(mask, earlier, fill)
+        return torch.where(mask, earlier, x.unsqueeze(1).expand_as(earlier))
 
     def _next(self, frames: torch.Tensor) -> torch.Tensor:
         """Next internals: the flag set and the last ``history`` inputs of ``frames``."""
@@ -164,8 +163,7 @@ class Deltafier(_Temporal):
     def step(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, *S) -> (B, *S')`` and the next internals (this input, flag set)."""
         x = x.float()
-        _, earlier = self._split(x, internals)
-        delta = x - earlier[:, 0]
+        delta = x - self._earlier(x, internals)[:, 0]
         following = self._next(x.unsqueeze(1))
         if self.concatenate is False:
             return delta, following
@@ -216,7 +214,7 @@ class Sequence(_Temporal):
     def step(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, *S) -> (B, *S')`` and the next internals (the last ``length - 1`` inputs)."""
         x = x.float()
-        _, earlier = self._split(x, internals)
+        earlier = self._earlier(x, internals)
         frames = torch.cat((earlier, x.unsqueeze(1)), dim=1)  # (B, length, *S), oldest first
         out = frames.movedim(1, self.axis + 1)
         if self.concatenate:
