@@ -247,8 +247,69 @@ def test_reuse_and_block_errors():
         build_network([dense, {"type": "reuse", "layer": "d"}], VECTOR)
     with pytest.raises(ConfigError, match=r"network\[1\]\.name: layer name 'd' is used twice"):
         build_network([dense, dense], VECTOR)
-    with pytest.raises(ConfigError, match=r"network\[0\]\.layers\[0\]: Deltafier keeps internals"):
-        build_network([{"type": "block", "layers": ["deltafier"]}], VECTOR)
+    with pytest.raises(ConfigError, match=r"network\[0\]\.layers\[0\]: register/retrieve is not"):
+        build_network([{"type": "block", "layers": [{"type": "register", "tensor": "x"}]}], VECTOR)
+
+
+def test_tensorforce_nested_blocks_with_an_lstm_in_ppo():
+    """Tensorforce's own block/reuse test network (reuse inside one network here)."""
+    test1 = {
+        "type": "block",
+        "name": "test1",
+        "layers": [
+            {"type": "dense", "size": 4},
+            {"type": "block", "name": "test2", "layers": [{"type": "dense", "size": 4}]},
+            {"type": "reuse", "layer": "test2"},
+            {
+                "type": "block",
+                "name": "test3",
+                "layers": [{"type": "lstm", "size": 4, "horizon": 2}],
+            },
+            {"type": "reuse", "layer": "test2"},
+        ],
+    }
+    network = [
+        [
+            {"type": "retrieve", "tensors": "float_state"},
+            test1,
+            {"type": "register", "tensor": "a"},
+        ],
+        [
+            {"type": "retrieve", "tensors": "float_state"},
+            {"type": "reuse", "layer": "test1"},
+            {"type": "reuse", "layer": "test2"},
+            {"type": "register", "tensor": "b"},
+        ],
+        [{"type": "retrieve", "tensors": ["a", "b"]}],
+    ]
+    states = {
+        "int_state": {"type": "int", "shape": (1, 2), "num_values": 4},
+        "float_state": {"type": "float", "shape": (3,), "min_value": 1.0, "max_value": 2.0},
+    }
+    agent = Agent.create(
+        agent="ppo",
+        states=states,
+        actions={"type": "int", "num_values": 2},
+        network=network,
+        parallel_interactions=2,
+        rollout_length=6,
+        minibatch_size=12,
+        seed=0,
+        device="cpu",
+    )
+    shapes = agent.policy.internal_shapes
+    assert shapes == {"network[0][1]": (8,), "network[1][1]": (8,)}  # lstm (2, 4), flattened
+    rng = np.random.default_rng(0)
+    for t in range(14):
+        batch = {
+            "int_state": rng.integers(4, size=(2, 1, 2)),
+            "float_state": rng.uniform(1, 2, (2, 3)).astype(np.float32),
+        }
+        agent.act(batch)
+        agent.observe(reward=[1.0, 0.0], terminal=[int(t % 4 == 3), 0], parallel=[0, 1])
+    assert agent.updates >= 1
+    assert agent._internals["network[1][1]"][1].abs().sum() > 0  # carried per slot
+    agent.close()
 
 
 def double(x: torch.Tensor) -> torch.Tensor:

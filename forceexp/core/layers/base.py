@@ -53,14 +53,24 @@ class Layer(nn.Module):
         """Run the layer on the running tensor ``x`` with access to named ``tensors``."""
         return self(x)
 
-    def step(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step of a stateful layer: output and next internals ``(B, *internal_shape)``.
 
-        Layers with ``internal_shape`` (recurrent and temporal preprocessing layers) override
-        this; the agent keeps their internals per parallel slot and zeroes them at episode
-        starts, so all-zero internals mean "first step of an episode".
+        Layers with ``internal_shape`` (recurrent and temporal preprocessing layers, and
+        blocks holding them) override this; the agent keeps their internals per parallel slot
+        and zeroes them at episode starts, so all-zero internals mean "first step of an
+        episode". ``t`` is the step's index in PPO's sequence re-run (None when acting), for
+        truncated backpropagation.
         """
         raise NotImplementedError(f"{type(self).__name__} keeps no internals")
+
+    def first_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The output from zero internals (an episode's first step): a plain forward pass."""
+        assert self.internal_shape is not None
+        zeros = torch.zeros((x.shape[0], *self.internal_shape), device=x.device)
+        return self.step(x, zeros)[0]
 
     def require_input(self, kind: str) -> TensorSpec:
         """Return the input spec or raise if the layer has no running tensor to work on."""

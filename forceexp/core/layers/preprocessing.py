@@ -127,8 +127,7 @@ class _Temporal(Layer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The output at an episode's first step (no internals given)."""
-        zeros = torch.zeros((x.shape[0], *self.internal_shape), device=x.device)
-        return self.step(x, zeros)[0]
+        return self.first_step(x)
 
 
 @LAYERS.register("deltafier")
@@ -160,7 +159,9 @@ class Deltafier(_Temporal):
         self.concatenate = concatenate
         self.output_spec = float_spec(tuple(shape))
 
-    def step(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, *S) -> (B, *S')`` and the next internals (this input, flag set)."""
         x = x.float()
         delta = x - self._earlier(x, internals)[:, 0]
@@ -211,7 +212,9 @@ class Sequence(_Temporal):
             shape.insert(axis, length)
         self.output_spec = float_spec(tuple(shape))
 
-    def step(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, *S) -> (B, *S')`` and the next internals (the last ``length - 1`` inputs)."""
         x = x.float()
         earlier = self._earlier(x, internals)

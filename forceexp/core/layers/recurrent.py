@@ -90,8 +90,12 @@ class Recurrent(Layer):
             return False
         return self.horizon == 0 or t % self.horizon == 0
 
-    def step(self, x: torch.Tensor, internals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(
+        self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: ``(B, F), (B, *internal_shape) -> (B, size), next internals``."""
+        if t is not None and self.truncates(t):
+            internals = internals.detach()
         x = x.float()
         if self.kind == "lstm":
             hidden, cell = self.cell(x, (internals[:, 0], internals[:, 1]))
@@ -102,8 +106,7 @@ class Recurrent(Layer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One step from zero internals (used when no internals are given)."""
-        zeros = torch.zeros((x.shape[0], *self.internal_shape), device=x.device)
-        return self.step(x, zeros)[0]
+        return self.first_step(x)
 
 
 @LAYERS.register("rnn")

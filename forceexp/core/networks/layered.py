@@ -110,12 +110,8 @@ class LayeredNetwork(nn.Module):
         for layer in self.layers:
             if layer.internal_shape is None:
                 x = layer.apply_named(x, tensors)
-                continue
-            before = internals[layer.path]
-            truncates = getattr(layer, "truncates", None)
-            if t is not None and truncates is not None and truncates(t):
-                before = before.detach()
-            x, following[layer.path] = layer.step(x, before)
+            else:
+                x, following[layer.path] = layer.step(x, internals[layer.path], t)
         assert x is not None
         return x.reshape(x.shape[0], -1).float(), following
 
