@@ -113,7 +113,8 @@ def build_network(
     Args:
         spec: ``'auto'`` (or None), a registry key, a list of layers, a list of layer lists, a
             ``.yaml``/``.json`` file holding a dict with ``type``, a dict with ``type`` (or a
-            Hydra ``_target_``), an ``nn.Module`` class taking ``states=``, or a module.
+            Hydra ``_target_``), an ``nn.Module`` class or a function taking ``states=`` (or an
+            import path ``'package.module.name'`` naming one), or a module.
         states: The agent's state specs.
         path: Config path used in error messages.
         feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
