@@ -279,8 +279,9 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
     finals = {tags.result_tag(key): results[key] for key in tags.RESULT_TAGS}
+    varying = {key_of(override) for override in run.swept}
     for board in boards:
-        write_hparams(board, hparams(cfg, run), finals, runner.timesteps)
+        write_hparams(board, hparams(cfg, run), finals, runner.timesteps, varying)
     return results
 
 

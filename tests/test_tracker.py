@@ -18,6 +18,7 @@ import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from forceexp import Agent, Environment, Runner, tags
 from forceexp.callbacks import MlflowStore
@@ -36,6 +37,7 @@ from forceexp.observers.tracker import (
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
+LEARNING_RATES = ("0.001", "0.0003")  # as Hydra writes 1e-3 and 3e-4 in the jobs' overrides
 
 
 @pytest.fixture(scope="module")
@@ -250,13 +252,28 @@ def test_multirun_2x2_logs_four_runs_and_compares(tmp_path: Path) -> None:
     ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(list((tmp_path / "multirun").glob("*/tensorboard/events.out.tfevents.*"))) == 4
+    names = {f"ppo-cartpole-learning_rate={lr}-s{seed}" for lr in LEARNING_RATES for seed in (0, 1)}
+    boards = list((tmp_path / "multirun").glob("*/tensorboard/*"))
+    assert {board.name for board in boards} == names
+    events = EventAccumulator(str(boards[0]))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    infos = HParamsPluginData.FromString(content).experiment.hparam_infos
+    assert {info.name for info in infos if info.differs} == {"agent.learning_rate", "seed"}
     uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
-    assert len(runs) == 4
+    assert {r.info.run_name for r in runs} == names
     assert {r.data.tags["forceexp.sweep_dir"] for r in runs} == {str(tmp_path / "multirun")}
     assert all("seed=" in r.data.tags[OVERRIDES_TAG] for r in runs)
+    for run in runs:
+        found = run.data.tags
+        assert (found["agent"], found["env"], found["task_name"]) == ("ppo", "cartpole", "sweep")
+        assert found["command"].startswith("python train.py ")
+        assert f"seed={found['seed']}" in found["command"].split()
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tensorboard")}
+        assert artifacts == {f"tensorboard/{run.info.run_name}"}
+        assert {tags.EVAL_RETURN, tags.STEPS_PER_SECOND, tags.LOSS_POLICY} <= set(run.data.metrics)
     png = tmp_path / "curves.png"
     cwd = Path.cwd()
     os.chdir(tmp_path)

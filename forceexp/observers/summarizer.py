@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -264,7 +264,11 @@ class Summarizer(Observer):
 
 
 def write_hparams(
-    directory: str | Path, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int
+    directory: str | Path,
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    step: int,
+    varying: Collection[str] = (),
 ) -> None:
     """Write TensorBoard HParams into ``directory``: hyperparameters and final metrics.
 
@@ -273,13 +277,20 @@ def write_hparams(
         hparams: Name -> bool, int, float or str (None values are left out).
         metrics: Final metric tags -> values, also written as scalars at ``step``.
         step: Timesteps at the end of training.
+        varying: Names in ``hparams`` that the sweep varies; the HParams tab lists them first.
     """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
     from torch.utils.tensorboard import SummaryWriter
     from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-    summaries = hparams_summaries(dict(hparams), dict(metrics))
+    experiment, start, end = hparams_summaries(dict(hparams), dict(metrics))
+    plugin = experiment.value[0].metadata.plugin_data
+    data = HParamsPluginData.FromString(plugin.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in varying
+    plugin.content = data.SerializeToString()
     with SummaryWriter(log_dir=str(directory)) as writer:
-        for summary in summaries:
+        for summary in (experiment, start, end):
             writer.file_writer.add_summary(summary, step)
         for tag, value in metrics.items():
             writer.add_scalar(tag, value, step)
