@@ -169,6 +169,8 @@ def describe_run(cfg: DictConfig) -> RunInfo:
     seed = None if cfg.seed is None else int(cfg.seed)
     swept = tuple(o for o in overrides if key_of(o) in varying)
     commit, dirty = git_state(project_root())
+    if commit == "unknown":  # launched outside a repository: the commit of forceexp's code
+        commit, dirty = git_state(Path(__file__).parent)
     return RunInfo(
         name=cfg.get("run_name") or run_name(agent, env, swept, seed),
         agent=agent,
