@@ -60,8 +60,13 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def load_groups(uri: str, experiment: str, metric: str, sweep: str | None = None) -> list[Group]:
-    """Finished runs of ``experiment`` (optionally of one sweep dir) grouped by configuration."""
+    """Finished runs of ``experiment`` (optionally of one sweep dir) grouped by configuration.
+
+    ``metric`` is a tag (``eval/mean_return``) or a ``results.json`` key (``eval_return_mean``).
+    """
     from mlflow.tracking import MlflowClient
+
+    metric = tags.RESULT_TAGS.get(metric, metric)
 
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
@@ -79,7 +84,7 @@ def load_groups(uri: str, experiment: str, metric: str, sweep: str | None = None
         group.run_ids.append(run.info.run_id)
         group.seeds.append(run.data.tags.get(SEED_TAG, "?"))
         group.finals.append(run.data.metrics.get(metric, float("nan")))
-        group.speeds.append(run.data.metrics.get("steps_per_second", float("nan")))
+        group.speeds.append(run.data.metrics.get(tags.STEPS_PER_SECOND, float("nan")))
     return list(groups.values())
 
 
@@ -160,7 +165,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m forceexp.compare", description=__doc__)
     parser.add_argument("--tracking-uri", default=None, help="default: ./outputs/mlflow.db")
     parser.add_argument("--experiment", default="train", help="MLflow experiment (task_name)")
-    parser.add_argument("--metric", default="eval_return_mean", help="final metric to compare")
+    parser.add_argument("--metric", default=tags.EVAL_RETURN, help="final metric to compare")
     parser.add_argument("--curve", default=tags.EPISODE_RETURN, help="metric of the curves")
     parser.add_argument("--smooth", type=int, default=10, help="moving-average window")
     parser.add_argument("--sweep", default=None, help="only runs of this multirun sweep dir")

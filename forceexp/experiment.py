@@ -6,6 +6,8 @@ import inspect
 import json
 import logging
 import os
+import shlex
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,12 +15,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from forceexp import tags
 from forceexp.agents.agent import Agent, seed_everything
 from forceexp.config import build
 from forceexp.environments import create
 from forceexp.errors import ConfigError, check_int, message
 from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
 from forceexp.execution.runner import Runner
+from forceexp.observers.run_info import RunInfo, git_state, key_of, run_name, sweep_keys
 
 log = logging.getLogger(__name__)
 RUN_KEYS = tuple(p for p in inspect.signature(Runner.run).parameters if p != "self")
@@ -48,7 +52,21 @@ def split_runner(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return container, run_kwargs
 
 
-def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
+def observer_specs(cfg: DictConfig, run: RunInfo | None = None) -> dict[str, Any]:
+    """Saver, summarizer and recorder specs (None when off), named after the run.
+
+    A TensorBoard spec without a run folder (``filename: null``) gets the run's name.
+    """
+    specs = {group: optional(cfg.get(group)) for group in ("saver", "summarizer", "recorder")}
+    summarizer = specs["summarizer"]
+    if run is not None and isinstance(summarizer, dict) and summarizer.get("filename") is None:
+        summarizer["filename"] = run.name.replace("%", "%%")  # filename is an strftime pattern
+    return specs
+
+
+def build_agent(
+    cfg: DictConfig, environment: Any, parallel: int, run: RunInfo | None = None
+) -> Agent:
     """Build the agent from ``cfg.agent`` completed with the env's specs and the network group."""
     log.info("Building agent <%s>", cfg.agent._target_)
     extras = {
@@ -60,14 +78,11 @@ def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
     signature = inspect.signature(build(cfg.agent).func)
     if "network" in signature.parameters:
         extras["network"] = optional(cfg.network) or "auto"
-    for group in ("saver", "summarizer", "recorder"):
-        spec = optional(cfg.get(group))
-        if spec is not None:
-            extras[group] = spec
+    extras.update({k: v for k, v in observer_specs(cfg, run).items() if v is not None})
     return build(cfg.agent)(**extras)
 
 
-def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
+def resume_agent(cfg: DictConfig, environment: Any, run: RunInfo | None = None) -> Agent:
     """Load the latest checkpoint of ``cfg.resume`` (a run dir or its checkpoints dir).
 
     The observers configured now (saver, summarizer, recorder) replace the saved ones.
@@ -76,9 +91,11 @@ def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
 
     directory = resume_directory(cfg.resume)
     log.info("Resuming agent from <%s>", directory)
-    observers = {group: optional(cfg.get(group)) for group in ("saver", "summarizer", "recorder")}
     return Agent.load(
-        directory, environment=environment, torch_threads=cfg.torch_threads, **observers
+        directory,
+        environment=environment,
+        torch_threads=cfg.torch_threads,
+        **observer_specs(cfg, run),
     )
 
 
@@ -125,16 +142,91 @@ def check_config(cfg: DictConfig) -> None:
         check_int(f"runner.{key}", cfg.runner.get(key), minimum, optional=True)
 
 
+def describe_run(cfg: DictConfig) -> RunInfo:
+    """Name, overrides, sweep and git state of the run (Hydra's runtime config when present).
+
+    The name is ``cfg.run_name`` or ``<agent>-<env>-<overrides the sweep varies>-s<seed>``.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from forceexp.observers.tracker import project_root
+
+    source, command = Path(sys.argv[0]).name, shlex.join(sys.argv)
+    overrides: list[str] = []
+    choices: dict[str, Any] = {}
+    sweep_dir = job_num = None
+    varying: set[str] = set()
+    if HydraConfig.initialized():
+        hydra = HydraConfig.get()
+        overrides, choices = list(hydra.overrides.task), dict(hydra.runtime.choices)
+        command = shlex.join(["python", source, *overrides])
+        if str(hydra.mode) == "RunMode.MULTIRUN":
+            sweep_dir, job_num = str(Path(hydra.sweep.dir).resolve()), int(hydra.job.num)
+            varying = _swept_keys(Path(sweep_dir), hydra.sweeper.get("params"))
+    agent = choices.get("agent") or str(cfg.agent._target_).rsplit(".", 2)[-2]
+    environment = cfg.env.get("environment", cfg.env.get("level"))
+    env = choices.get("env") or (environment if isinstance(environment, str) else "env")
+    seed = None if cfg.seed is None else int(cfg.seed)
+    swept = tuple(o for o in overrides if key_of(o) in varying)
+    commit, dirty = git_state(project_root())
+    if commit == "unknown":  # launched outside a repository: the commit of forceexp's code
+        commit, dirty = git_state(Path(__file__).parent)
+    return RunInfo(
+        name=cfg.get("run_name") or run_name(agent, env, swept, seed),
+        agent=agent,
+        env=env,
+        seed=seed,
+        task_name=str(cfg.get("task_name", "train")),
+        command=command,
+        source=source,
+        overrides=tuple(overrides),
+        swept=swept,
+        sweep_dir=sweep_dir,
+        job_num=job_num,
+        git_commit=commit,
+        git_dirty=dirty,
+    )
+
+
+def _swept_keys(sweep_dir: Path, params: Any) -> set[str]:
+    """Keys a multirun sweeps: its command line (``multirun.yaml``) and ``hydra.sweeper.params``."""
+    keys = {str(key) for key in (params or {})}
+    saved = sweep_dir / "multirun.yaml"
+    if saved.is_file():
+        keys |= sweep_keys(OmegaConf.load(saved).hydra.overrides.task)
+    return keys
+
+
+def hparams(cfg: DictConfig, run: RunInfo) -> dict[str, Any]:
+    """TensorBoard HParams of a run: agent hyperparameters, names, seed, budget, swept keys."""
+    agent = OmegaConf.to_container(cfg.agent, resolve=True)
+    found: dict[str, Any] = {
+        f"agent.{key}": value if isinstance(value, bool | int | float | str) else str(value)
+        for key, value in agent.items()
+        if not key.startswith("_") and key not in ("seed", "device")
+    }
+    found.update({"agent": run.agent, "env": run.env, "seed": run.seed})
+    found["runner.num_timesteps"] = cfg.runner.get("num_timesteps")
+    for override in run.swept:
+        value = OmegaConf.select(cfg, key_of(override), default=None)
+        found[key_of(override)] = value if isinstance(value, bool | int | float) else str(value)
+    return found
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     from forceexp.observers.tracker import track
 
-    with track(cfg) as tracker:
-        return _train(cfg, tracker)
+    run = describe_run(cfg)
+    log.info("Run name: %s", run.name)
+    with track(cfg, run) as tracker:
+        return _train(cfg, tracker, run)
 
 
-def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
+    from forceexp.observers.summarizer import Summarizer, write_hparams
+
     check_config(cfg)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
@@ -143,11 +235,12 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     runner_kwargs, run_kwargs = split_runner(cfg.runner)
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
     if cfg.get("resume"):
-        agent = resume_agent(cfg, probe)
+        agent = resume_agent(cfg, probe, run)
         if run_kwargs.get("num_timesteps") is not None:
             run_kwargs["num_timesteps"] = max(1, run_kwargs["num_timesteps"] - agent.timesteps)
     else:
-        agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
+        agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1), run)
+    boards = [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
     solve = _solve_watch(cfg, probe)
     periodic = _periodic_evaluation(cfg)
     probe.close()
@@ -187,6 +280,10 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     }
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
+    finals = {tags.result_tag(key): results[key] for key in tags.RESULT_TAGS}
+    varying = {key_of(override) for override in run.swept}
+    for board in boards:
+        write_hparams(board, hparams(cfg, run), finals, runner.timesteps, varying)
     return results
 
 
@@ -207,11 +304,12 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain from traces (no env interaction), evaluate, save, write ``results.json``."""
     from forceexp.observers.tracker import track
 
-    with track(cfg) as tracker:
-        return _pretrain(cfg, tracker)
+    run = describe_run(cfg)
+    with track(cfg, run) as tracker:
+        return _pretrain(cfg, tracker, run)
 
 
-def _pretrain(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+def _pretrain(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
     check_config(cfg)
     seed_everything(cfg.seed)
@@ -219,7 +317,7 @@ def _pretrain(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     env_factory = build(cfg.env)
     runner_kwargs, _ = split_runner(cfg.runner)
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
-    agent = build_agent(cfg, probe, 1)
+    agent = build_agent(cfg, probe, 1, run)
     probe.close()
     tracker.watch(agent)
     options = OmegaConf.to_container(cfg.pretrain, resolve=True)

@@ -37,7 +37,7 @@ def test_train_py_writes_results_json(tmp_path):
     } <= set(results)
     assert results["solve_return"] == 475.0  # CartPole-v1's registered reward threshold
     assert (run_dir / ".hydra" / "config.yaml").exists()
-    assert (run_dir / "train.log").exists()
+    assert "Run name: ppo-cartpole-s0" in (run_dir / "train.log").read_text()
 
 
 @pytest.mark.slow

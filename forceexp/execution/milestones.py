@@ -8,7 +8,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from forceexp import tags
 from forceexp.errors import ConfigError, message
+from forceexp.observers.base import notify_metrics
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,10 @@ class PeriodicEvaluation:
     def _evaluate(self, runner: Any) -> float:
         """One evaluation: record it, remember the weights if they are the best so far."""
         self._next = runner.timesteps + self.frequency
-        mean = runner.evaluate(self.num_episodes, seed=self.seed)["return_mean"]
+        evaluation = runner.evaluate(self.num_episodes, seed=self.seed)
+        mean = evaluation["return_mean"]
+        metrics = {tags.EVAL_RETURN: mean, tags.EVAL_RETURN_STD: evaluation["return_std"]}
+        notify_metrics(runner.agent, metrics)  # TensorBoard and MLflow
         self.history.append((runner.timesteps, mean))
         log.info("Evaluation at %d timesteps: mean return %.2f", runner.timesteps, mean)
         if self.best is None or mean > self.best[1]:
