@@ -101,21 +101,24 @@ def latest_gym_id(level: str) -> str | None:
 class ParallelEpisodes:
     """The wrapper's bookkeeping for a vectorizable environment's ``reset(num_parallel=n)``.
 
-    Applies the episode limit per sub-environment: one reaching it without terminating reports
-    terminal 2 and is hidden from later outputs; the environment keeps stepping it with its
-    last action until every sub-environment has ended.
+    Also for a multi-actor environment (``num_actors() > 1``), whose plain ``reset()`` returns
+    ``(parallel, states)`` for its actors. Applies the episode limit per sub-environment (or
+    actor): one reaching it without terminating reports terminal 2 and is hidden from later
+    outputs; the environment keeps stepping it with its last action until every one has ended.
     """
 
-    def __init__(self, environment: Any, num_parallel: int, limit: int | None) -> None:
+    def __init__(
+        self, environment: Any, num_parallel: int, limit: int | None, actors: bool = False
+    ) -> None:
         if not isinstance(num_parallel, int | np.integer) or num_parallel < 1:
             raise ConfigError(message("reset.num_parallel", num_parallel, "an int >= 1"))
         vectorizable = getattr(environment, "is_vectorizable", None)
-        if vectorizable is None or not vectorizable():
+        if not actors and (vectorizable is None or not vectorizable()):
             raise ConfigError(
                 f"reset.num_parallel: {environment!r} is not vectorizable; define "
                 "is_vectorizable() returning True and reset(num_parallel=...)"
             )
-        self.environment, self.limit = environment, limit
+        self.environment, self.limit, self.actors = environment, limit, actors
         self.timesteps = np.zeros(int(num_parallel), dtype=np.int64)
         self.hidden = np.zeros(int(num_parallel), dtype=bool)
         self.running = np.empty(0, dtype=np.int64)  # the environment's own running indices
@@ -123,7 +126,10 @@ class ParallelEpisodes:
 
     def reset(self) -> tuple[np.ndarray, Any]:
         """Reset every sub-environment; return ``(parallel, states)``."""
-        parallel, states = self.environment.reset(num_parallel=len(self.timesteps))
+        if self.actors:
+            parallel, states = self.environment.reset()
+        else:
+            parallel, states = self.environment.reset(num_parallel=len(self.timesteps))
         self.running = np.asarray(parallel, dtype=np.int64)
         return self.running.copy(), states
 

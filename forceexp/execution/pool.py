@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from forceexp.environments import VectorizedEnvironment, create
+from forceexp.environments.actors import as_slots
 from forceexp.errors import ConfigError, message
 
 
@@ -48,7 +49,8 @@ def create_all(
     """Create local environments, or start one worker process per spec (all at once).
 
     A vectorised environment is created once, whatever the number of specs (one, or
-    ``num_environments`` copies of the same spec).
+    ``num_environments`` copies of the same spec); so is a Tensorforce-style vectorizable
+    (given several specs) or multi-actor one, as ``ParallelSlots``.
     """
     if remote is None:
         first = create(specs[0], max_episode_timesteps=limit)
@@ -61,6 +63,13 @@ def create_all(
                 first.close()
                 raise
             return [first]
+        try:
+            slots = as_slots(first, len(specs))  # Tensorforce's vectorizable / multi-actor envs
+        except ConfigError:
+            first.close()
+            raise
+        if slots is not None:
+            return [slots]
         return [first, *(create(spec, max_episode_timesteps=limit) for spec in specs[1:])]
     from forceexp.environments.multiprocessing import ProcessEnvironment
 
