@@ -143,3 +143,41 @@ def connect(
         close_all(clients)
         raise
     return clients
+
+
+def evaluation_split(
+    environment: Any, environments: Sequence[Any] | None, num_parallel: int | None
+) -> tuple[Any, list[Any] | None, int | None, Any]:
+    """``Runner(evaluation=True)``: the training environments and the last, evaluating one.
+
+    Returns ``(environment, environments, num_parallel, evaluation_environment)``.
+
+    Raises:
+        ConfigError: Fewer than 2 environments, or an instance that would be shared.
+    """
+    if environments is not None and len(environments) >= 2:
+        count = None if num_parallel is None else num_parallel - 1
+        return environment, list(environments[:-1]), count, environments[-1]
+    if environments is None and num_parallel is not None and num_parallel >= 2:
+        if is_instance(environment):
+            raise ConfigError(
+                "Runner.evaluation: an environment instance cannot be copied for evaluation; "
+                "pass its name, spec dict or a factory"
+            )
+        return environment, None, num_parallel - 1, environment
+    raise ConfigError(
+        message(
+            "Runner.evaluation",
+            True,
+            "num_parallel >= 2 or 2 or more environments (the last one evaluates)",
+        )
+    )
+
+
+def is_instance(environment: Any) -> bool:
+    """Whether ``environment`` is an environment object (not a spec, name or factory)."""
+    import gymnasium
+
+    from forceexp.environments import Environment
+
+    return isinstance(environment, Environment | gymnasium.Env)

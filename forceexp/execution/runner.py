@@ -16,7 +16,15 @@ from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, check_int, message
 from forceexp.execution.hooks import Callback, RunHooks, evaluation_callbacks
 from forceexp.execution.milestones import PeriodicEvaluation
-from forceexp.execution.pool import LocalHandle, close_all, connect, create_all, local_specs
+from forceexp.execution.pool import (
+    LocalHandle,
+    close_all,
+    connect,
+    create_all,
+    evaluation_split,
+    is_instance,
+    local_specs,
+)
 from forceexp.execution.progress import EpisodeStats, Progress
 from forceexp.execution.unbatched import Unbatched as _Unbatched
 from forceexp.execution.vectorized import VectorizedLoop
@@ -45,43 +53,6 @@ def split_actions(actions: Any, count: int) -> list[Any]:
     if isinstance(actions, dict):
         return [{name: a[row] for name, a in actions.items()} for row in range(count)]
     return list(actions)
-
-
-def evaluation_split(
-    environment: Any, environments: Sequence[Any] | None, num_parallel: int | None
-) -> tuple[Any, list[Any] | None, int | None, Any]:
-    """``Runner(evaluation=True)``: the training environments and the last, evaluating one.
-
-    Returns ``(environment, environments, num_parallel, evaluation_environment)``.
-
-    Raises:
-        ConfigError: Fewer than 2 environments, or an instance that would be shared.
-    """
-    if environments is not None and len(environments) >= 2:
-        count = None if num_parallel is None else num_parallel - 1
-        return environment, list(environments[:-1]), count, environments[-1]
-    if environments is None and num_parallel is not None and num_parallel >= 2:
-        if _is_instance(environment):
-            raise ConfigError(
-                "Runner.evaluation: an environment instance cannot be copied for evaluation; "
-                "pass its name, spec dict or a factory"
-            )
-        return environment, None, num_parallel - 1, environment
-    raise ConfigError(
-        message(
-            "Runner.evaluation",
-            True,
-            "num_parallel >= 2 or 2 or more environments (the last one evaluates)",
-        )
-    )
-
-
-def _is_instance(environment: Any) -> bool:
-    import gymnasium
-
-    from forceexp.environments import Environment
-
-    return isinstance(environment, Environment | gymnasium.Env)
 
 
 class Runner:
@@ -230,7 +201,7 @@ class Runner:
         count = 1 if num_parallel is None else num_parallel
         if not isinstance(count, int) or count < 1:
             raise ConfigError(message("num_parallel", num_parallel, "an int >= 1"))
-        if (count > 1 or remote is not None) and _is_instance(environment):
+        if (count > 1 or remote is not None) and is_instance(environment):
             raise ConfigError(
                 "environment: an environment instance cannot be copied for num_parallel > 1 or "
                 "sent to a worker process; "
