@@ -77,3 +77,39 @@ def test_tensorforce_error_and_util_dtypes_for_environment_code() -> None:
     assert util.np_dtype("float") is np.float32 and util.np_dtype("int") is np.int64
     with pytest.raises(ConfigError, match="dtype: 'double' is invalid"):
         util.np_dtype("double")
+
+
+def test_a_module_path_names_its_one_environment_class(tmp_path, monkeypatch) -> None:
+    package = tmp_path / "tfpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "one_env.py").write_text(
+        "import numpy as np\n"
+        "from forceexp import Environment\n\n\n"
+        "class Base(Environment):\n"
+        "    def states(self):\n"
+        "        return dict(type='float', shape=(2,))\n\n"
+        "    def actions(self):\n"
+        "        return dict(type='int', num_values=2)\n\n\n"
+        "class Custom(Base):\n"
+        "    def reset(self):\n"
+        "        return np.zeros(2)\n\n"
+        "    def execute(self, actions):\n"
+        "        return np.ones(2), True, 1.0\n"
+    )
+    (package / "two_envs.py").write_text(
+        "from forceexp import Environment\n\n\nclass A(Environment):\n    pass\n\n\n"
+        "class B(Environment):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = Environment.create(environment="tfpkg.one_env", max_episode_timesteps=5)
+    assert type(env.environment).__name__ == "Custom"  # Base is only its superclass
+    assert env.reset().tolist() == [0.0, 0.0]
+    env.close()
+    with pytest.raises(ConfigError, match=r"one environment class \(found \['A', 'B'\]\)"):
+        Environment.create(environment="tfpkg.two_envs")
+
+
+def test_a_gone_gymnasium_version_names_the_current_one() -> None:
+    with pytest.raises(ConfigError, match="its current version is 'LunarLander-v3'"):
+        Environment.create(environment="LunarLander-v2")

@@ -44,7 +44,8 @@ def test_episode_callbacks_follow_callback_episode_frequency() -> None:
         callback_episode_frequency=2,
         use_tqdm=False,
     )
-    assert seen == [5, 7, 9]  # every 2nd episode of this run; runner.episodes counts all runs
+    assert seen == [2, 4, 6]  # every 2nd episode; each run counts from 0 (as Tensorforce)
+    assert runner.episodes == len(runner.episode_returns) == 6
     runner.close()
 
 
@@ -82,7 +83,7 @@ def test_num_updates_ends_the_run_after_that_many_updates() -> None:
     assert runner.updates == 2
     assert runner.timesteps <= 2 * 8 + 1  # one step after the 2nd update truncates
     runner.run(num_updates=1, num_episodes=100, use_tqdm=False)
-    assert runner.updates == 3
+    assert runner.updates == 1
     runner.close()
 
 
@@ -226,4 +227,44 @@ def test_a_multi_actor_environment_runs_its_actors_as_slots() -> None:
     assert sorted(runner.episode_returns) == [4.0, 4.0, 4.0, 4.0]
     with pytest.raises(ConfigError, match="its 2 actors are the parallel slots"):
         Runner(agent="random", environment=TwoActors, num_parallel=2)
+    runner.close()
+
+
+class CheckedScalars(Environment):
+    """Refuses anything but Python scalars for scalar actions, as Tensorforce-era code may."""
+
+    def states(self):
+        return dict(type="float", shape=(1,))
+
+    def actions(self):
+        return dict(
+            choice=dict(type="int", num_values=3),
+            level=dict(type="float", min_value=0.0, max_value=1.0),
+            flag=dict(type="bool"),
+            vector=dict(type="float", shape=(2,)),
+        )
+
+    def reset(self):
+        return np.zeros(1)
+
+    def execute(self, actions):
+        assert type(actions["choice"]) is int and type(actions["level"]) is float
+        assert type(actions["flag"]) is bool and actions["vector"].shape == (2,)
+        return np.zeros(1), np.random.random() < 0.3, 1.0
+
+
+@pytest.mark.parametrize("batch_agent_calls", [True, False])
+def test_runner_hands_scalar_actions_over_as_python_scalars(batch_agent_calls: bool) -> None:
+    runner = Runner(agent="random", environment=CheckedScalars, num_parallel=2)
+    runner.run(num_episodes=4, batch_agent_calls=batch_agent_calls, use_tqdm=False)
+    assert runner.episodes >= 4
+    runner.close()
+
+
+def test_each_run_keeps_its_own_statistics() -> None:
+    runner = Runner(agent="random", environment=FixedLength)
+    runner.run(num_episodes=3, use_tqdm=False)
+    runner.run(num_episodes=2, evaluation=True, use_tqdm=False)
+    assert runner.episode_returns == [7.0, 7.0]  # the evaluation run's episodes only
+    assert (runner.episodes, runner.timesteps) == (2, 14)
     runner.close()

@@ -51,12 +51,18 @@ def import_environment(path: str) -> Any:
     """Import ``'package.module.Class'`` (or ``'package.module:Class'``); None if not a path.
 
     Only environment classes are accepted: an ``Environment`` or ``VectorizedEnvironment``
-    subclass, or a ``gymnasium.Env`` subclass.
+    subclass, or a ``gymnasium.Env`` subclass. A module path (``'package.module'``) names the
+    one environment class in that module, as in Tensorforce.
 
     Raises:
         ConfigError: The module cannot be imported, lacks the name, or the object is no
-            environment class.
+            environment class; a module holds no or several environment classes.
     """
+    if ":" not in path and all(part.isidentifier() for part in path.split(".")):
+        try:
+            return _module_environment(importlib.import_module(path), path)
+        except ModuleNotFoundError:
+            pass  # not a module: a 'module.Class' path
     module_name, _, name = path.rpartition(":") if ":" in path else path.rpartition(".")
     if not module_name or not name.isidentifier():
         return None
@@ -72,6 +78,24 @@ def import_environment(path: str) -> Any:
             message("environment", path, f"an environment class in module {module_name!r}")
         )
     return target
+
+
+def _module_environment(module: Any, path: str) -> type:
+    """The one environment class in ``module`` (classes it only subclasses do not count)."""
+    found = {
+        cls
+        for cls in vars(module).values()
+        if _is_environment_class(cls)
+        and cls.__module__ != "gymnasium.core"
+        and not cls.__module__.startswith("forceexp.")
+    }
+    found = {cls for cls in found if not any(o is not cls and issubclass(o, cls) for o in found)}
+    if len(found) != 1:
+        names = sorted(cls.__name__ for cls in found) or "none"
+        raise ConfigError(
+            message("environment", path, f"a module with one environment class (found {names})")
+        )
+    return found.pop()
 
 
 def _is_environment_class(target: Any) -> bool:

@@ -34,7 +34,6 @@ class RunHooks:
             ``timestep_frequency`` is given).
         timestep_frequency: Call the callbacks when an episode's length is a multiple of this.
         num_updates: Agent updates after which the run ends (None: no limit).
-        updates: The runner's update count when the run starts.
         evaluator: Called after every episode first (evaluations during training).
     """
 
@@ -44,7 +43,6 @@ class RunHooks:
         episode_frequency: int | None = None,
         timestep_frequency: int | None = None,
         num_updates: int | None = None,
-        updates: int = 0,
         evaluator: Callback | None = None,
     ) -> None:
         check_int("run.callback_episode_frequency", episode_frequency, 1, optional=True)
@@ -58,7 +56,7 @@ class RunHooks:
             episode_frequency = 1
         self.callbacks = list(callbacks)
         self.episode_frequency, self.timestep_frequency = episode_frequency, timestep_frequency
-        self.num_updates, self.updates, self.evaluator = num_updates, updates, evaluator
+        self.num_updates, self.evaluator = num_updates, evaluator
         self.episodes = 0
         self.halt = False
         #: whether ``step`` has anything to do (the loops skip it otherwise)
@@ -81,7 +79,7 @@ class RunHooks:
 
     def step(self, runner: Any, slots: Any, lengths: np.ndarray) -> None:
         """After each step of ``slots`` (episode lengths ``lengths``, per slot): timestep hooks."""
-        if self.num_updates is not None and runner.updates - self.updates >= self.num_updates:
+        if self.num_updates is not None and runner.updates >= self.num_updates:
             self.halt = True
         frequency = self.timestep_frequency
         if frequency is None or not self.callbacks:
@@ -136,5 +134,4 @@ def evaluation_callbacks(
     periodic = PeriodicEvaluation(
         runner.num_parallel, num_episodes=1, unit="episodes", score=score, save_best=save_best_agent
     )
-    periodic.begin(runner)
     return None, periodic

@@ -101,10 +101,6 @@ class PeriodicEvaluation:
         self._next = frequency
         self.restored = False  # whether ``finish`` put earlier weights back
 
-    def begin(self, runner: Any) -> None:
-        """Count the first evaluation from ``runner``'s current totals (a later ``run``)."""
-        self._next = self._count(runner) + self.frequency
-
     def __call__(self, runner: Any, parallel: int) -> bool:
         """Evaluate when due; False (stop the run) once ``stop_return`` is reached."""
         if self._count(runner) < self._next:

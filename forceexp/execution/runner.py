@@ -49,10 +49,19 @@ def _stack(arrays: list[Any]) -> np.ndarray:
 
 
 def split_actions(actions: Any, count: int) -> list[Any]:
-    """The ``count`` rows of batched actions (an array or a dict of arrays), as a list."""
+    """The ``count`` rows of batched actions (an array or a dict of arrays), as a list.
+
+    Scalar actions become Python ``int``/``float``/``bool``, as an unbatched ``act`` gives them
+    (environments written for Tensorforce check ``isinstance(action, int)``).
+    """
     if isinstance(actions, dict):
-        return [{name: a[row] for name, a in actions.items()} for row in range(count)]
-    return list(actions)
+        rows = {name: _rows(a) for name, a in actions.items()}
+        return [{name: a[row] for name, a in rows.items()} for row in range(count)]
+    return _rows(actions)
+
+
+def _rows(array: np.ndarray) -> list[Any]:
+    return array.tolist() if array.ndim == 1 else list(array)
 
 
 class Runner:
@@ -133,6 +142,12 @@ class Runner:
         self._evaluation_environment = evaluation_environment
         self.seed = seed
         self._seeded = False
+        self._clear_statistics()
+        self.hooks = RunHooks([])
+        self.evaluator: PeriodicEvaluation | None = None
+
+    def _clear_statistics(self) -> None:
+        """Start the statistics and counters of a run (each ``run`` has its own, as Tensorforce)."""
         self.episode_returns: list[float] = []
         self.episode_timesteps: list[int] = []
         self.episode_seconds: list[float] = []
@@ -142,8 +157,6 @@ class Runner:
         self.timesteps = 0
         self.episodes = 0
         self.updates = 0
-        self.hooks = RunHooks([])
-        self.evaluator: PeriodicEvaluation | None = None
 
     def _check_specs(self) -> None:
         first = self.environments[0]
@@ -229,7 +242,9 @@ class Runner:
         """Run until ``num_episodes`` episodes, ``num_timesteps`` steps or ``num_updates`` updates.
 
         Episodes and timesteps are counted over all environments; the first budget reached ends
-        the run.
+        the run. Each run starts its statistics afresh (``episode_returns``, ``episodes``,
+        ``timesteps``, ``updates``, ...), as Tensorforce's runner does: after a training run,
+        ``run(evaluation=True)``'s ``episode_returns`` hold the evaluation episodes only.
 
         Args:
             num_episodes: Episodes to complete (running ones finish, so it may overshoot by up to
@@ -272,6 +287,7 @@ class Runner:
                 f"batch_agent_calls: False is invalid for the vectorised {self.vectorized!r}; "
                 "it is always stepped as one batch (leave batch_agent_calls unset)"
             )
+        self._clear_statistics()
         record, self.evaluator = evaluation_callbacks(
             self, evaluation, evaluation_callback, save_best_agent, mean_horizon
         )
@@ -281,7 +297,6 @@ class Runner:
             callback_episode_frequency,
             callback_timestep_frequency,
             num_updates,
-            self.updates,
             record or self.evaluator,
         )
         sync_episodes = sync_episodes or isinstance(self.vectorized, ParallelSlots)
