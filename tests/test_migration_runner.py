@@ -225,6 +225,8 @@ def test_a_multi_actor_environment_runs_its_actors_as_slots() -> None:
     runner.run(num_episodes=4, use_tqdm=False)
     assert sorted(runner.episode_timesteps) == [2, 2, 4, 4]
     assert sorted(runner.episode_returns) == [4.0, 4.0, 4.0, 4.0]
+    with pytest.raises(ConfigError, match=r"evaluate: .* is multi-actor"):
+        runner.evaluate(num_episodes=1)
     with pytest.raises(ConfigError, match="its 2 actors are the parallel slots"):
         Runner(agent="random", environment=TwoActors, num_parallel=2)
     runner.close()

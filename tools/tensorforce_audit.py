@@ -1,15 +1,16 @@
 """Run Tensorforce's own test suite against forceexp, with only the import changed.
 
 Takes a Tensorforce checkout (a work tree, or a bare git directory whose ``HEAD`` is read),
-copies its ``test/`` folder into a temporary directory, rewrites ``tensorforce`` imports to
+copies its ``test/`` folder (with ``--examples`` also ``examples/`` and ``benchmarks/``, whose
+configs the examples read) into a temporary directory, rewrites ``tensorforce`` imports to
 ``forceexp`` (import lines only, nothing else) and runs each test file with pytest, one process
-per file. Prints a table: test file, passed / failed / skipped, and the first line of each
-failure's error so the cause can be triaged. Nothing is fetched.
+per file, and each example as a script. Prints a table: file, passed / failed / skipped, and
+the first line of each failure's error so the cause can be triaged. Nothing is fetched.
 
 Usage::
 
     python tools/tensorforce_audit.py /path/to/tensorforce [--files test_runner.py ...]
-        [--timeout 600] [--keep DIR] [--details]
+        [--timeout 600] [--keep DIR] [--details] [--examples]
 """
 
 from __future__ import annotations
@@ -42,18 +43,19 @@ class FileResult:
     note: str = ""
 
 
-def copy_tests(checkout: Path, target: Path) -> None:
-    """Copy ``test/`` from a work tree, or from ``HEAD`` of a bare git directory."""
-    if (checkout / "test").is_dir():
-        shutil.copytree(checkout / "test", target / "test")
+def copy_folders(checkout: Path, target: Path, folders: list[str]) -> None:
+    """Copy ``folders`` from a work tree, or from ``HEAD`` of a bare git directory."""
+    if (checkout / folders[0]).is_dir():
+        for folder in folders:
+            shutil.copytree(checkout / folder, target / folder)
         return
     archive = subprocess.run(
-        ["git", "-C", str(checkout), "archive", "HEAD", "test"],
+        ["git", "-C", str(checkout), "archive", "HEAD", *folders],
         capture_output=True,
         check=False,
     )
     if not archive.stdout:
-        raise SystemExit(f"{checkout}: no test/ folder and no git HEAD holding one")
+        raise SystemExit(f"{checkout}: no {folders[0]}/ folder and no git HEAD holding one")
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
         tar.extractall(target, filter="data")  # objects git cannot read are left out
 
@@ -97,6 +99,30 @@ def run_file(root: Path, name: str, timeout: float) -> FileResult:
     return result
 
 
+def run_example(root: Path, name: str, timeout: float) -> FileResult:
+    """Run one example as a script from the copy's root (where its relative paths point)."""
+    result = FileResult(name)
+    try:
+        done = subprocess.run(
+            [sys.executable, f"examples/{name}"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        result.note = f"timed out after {timeout:.0f} s"
+        return result
+    if done.returncode == 0:
+        result.passed = 1
+    else:
+        result.failed = 1
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        result.errors.append(f"{name}: {lines[-1][:200] if lines else done.returncode}")
+    return result
+
+
 def first_error(problem: ET.Element) -> str:
     """The error a failure report names: its first ``E   `` line, else its message."""
     for line in (problem.text or "").splitlines():
@@ -128,16 +154,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test file")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
     parser.add_argument("--details", action="store_true", help="print each failure's error")
+    parser.add_argument("--examples", action="store_true", help="run examples/*.py instead")
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="tfaudit-"))
+    folder = "examples" if args.examples else "test"
     try:
-        if not (root / "test").is_dir():
-            copy_tests(args.checkout.resolve(), root)
-            rewrite_imports(root / "test")
-        names = args.files or sorted(p.name for p in (root / "test").glob("test_*.py"))
+        if not (root / folder).is_dir():
+            extra = ["benchmarks"] if args.examples else []
+            copy_folders(args.checkout.resolve(), root, [folder, *extra])
+            rewrite_imports(root / folder)
+        pattern = "*.py" if args.examples else "test_*.py"
+        names = args.files or sorted(p.name for p in (root / folder).glob(pattern))
+        run = run_example if args.examples else run_file
         results = []
         for name in names:
-            results.append(run_file(root, name, args.timeout))
+            results.append(run(root, name, args.timeout))
             print(f"ran {name}", file=sys.stderr, flush=True)
         print_table(results, args.details)
     finally:

@@ -99,12 +99,12 @@ def evaluation_callbacks(
 ) -> tuple[Callback | None, PeriodicEvaluation | None]:
     """The episode callback (evaluation run) or ``PeriodicEvaluation`` (training) for a run.
 
-    In an evaluation run every episode counts as an evaluation: its return is appended to
-    ``runner.evaluation_returns`` and ``evaluation_callback(runner)`` is called. In a training
-    run with ``Runner(evaluation=True)``, ``evaluation_callback`` or ``save_best_agent``, one
-    deterministic evaluation episode is played after every ``num_parallel`` training episodes
-    (Tensorforce steps its evaluation environment beside the training ones, which gives the
-    same rate for episodes of equal length).
+    In an evaluation run every episode counts as an evaluation (``runner.evaluation_returns``
+    is ``runner.episode_returns``) and ``evaluation_callback(runner)`` is called after each.
+    In a training run with ``Runner(evaluation=True)``, ``evaluation_callback`` or
+    ``save_best_agent``, one deterministic evaluation episode is played after every
+    ``num_parallel`` training episodes (Tensorforce steps its evaluation environment beside the
+    training ones, which gives the same rate for episodes of equal length).
     """
     check_int("run.mean_horizon", mean_horizon, 1)
     if evaluation_run:
@@ -117,7 +117,6 @@ def evaluation_callbacks(
             return None, None
 
         def record(runner: Any, parallel: int) -> bool:
-            runner.evaluation_returns.append(runner.episode_returns[-1])
             evaluation_callback(runner)
             return True
 

@@ -288,6 +288,8 @@ class Runner:
                 "it is always stepped as one batch (leave batch_agent_calls unset)"
             )
         self._clear_statistics()
+        if evaluation:  # every episode is an evaluation episode (the same list, as Tensorforce)
+            self.evaluation_returns = self.episode_returns
         record, self.evaluator = evaluation_callbacks(
             self, evaluation, evaluation_callback, save_best_agent, mean_horizon
         )
@@ -443,6 +445,11 @@ class Runner:
         """
         from forceexp.execution.evaluation import evaluate
 
+        if isinstance(self.vectorized, ParallelSlots) and self.vectorized.actors:
+            raise ConfigError(
+                f"evaluate: {self.vectorized!r} is multi-actor; its actors share one episode, "
+                "so it cannot play single-episode evaluations"
+            )
         env_spec = self._evaluation_environment or self._env_spec
         if env_spec is None:  # socket client without a local spec: evaluate on the first server
             env_spec = self.environments[0]
