@@ -215,8 +215,9 @@ class TwoActors(Environment):
         self.t += 1
         terminal = np.array([self.t >= 4, self.t >= 2])[self.index]
         reward = np.ones(len(self.index)) * (self.index + 1)
-        self.index = self.index[~terminal]
-        return self.index.copy(), np.full(len(self.index), 5), terminal, reward
+        states = np.full(len(self.index), 5)  # one row per actor that acted, as Tensorforce's
+        self.index = self.index[~terminal]  # example does: rows past len(parallel) are unused
+        return self.index.copy(), states, terminal, reward
 
 
 def test_a_multi_actor_environment_runs_its_actors_as_slots() -> None:

@@ -134,16 +134,17 @@ def first_error(problem: ET.Element) -> str:
 
 def print_table(results: list[FileResult], details: bool) -> None:
     """Print one row per file (and, with ``details``, each failure's first error line)."""
-    print(f"{'file':<28} {'passed':>6} {'failed':>6} {'skipped':>7}  note")
+    width = max([len(r.name) for r in results] + [5])
+    print(f"{'file':<{width}} {'passed':>6} {'failed':>6} {'skipped':>7}  note")
     for r in results:
-        print(f"{r.name:<28} {r.passed:>6} {r.failed:>6} {r.skipped:>7}  {r.note}")
+        print(f"{r.name:<{width}} {r.passed:>6} {r.failed:>6} {r.skipped:>7}  {r.note}")
         if details:
             for line in r.errors:
                 print(f"    {line}")
     total = Counter()
     for r in results:
         total.update(passed=r.passed, failed=r.failed, skipped=r.skipped)
-    print(f"{'total':<28} {total['passed']:>6} {total['failed']:>6} {total['skipped']:>7}")
+    print(f"{'total':<{width}} {total['passed']:>6} {total['failed']:>6} {total['skipped']:>7}")
 
 
 def main(argv: list[str] | None = None) -> int:

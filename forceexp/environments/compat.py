@@ -201,6 +201,12 @@ def _split_rows(actions: Any, count: int) -> list[Any]:
 
 
 def _rows(states: Any, keep: np.ndarray) -> Any:
+    """The rows ``keep`` of states for the running indices.
+
+    Row ``i`` belongs to ``parallel[i]``; rows past ``len(parallel)`` are ignored, as
+    Tensorforce's runner does (its multi-actor example returns every actor's state).
+    """
+    count = len(keep)
     if isinstance(states, dict):
-        return {key: np.asarray(value)[keep] for key, value in states.items()}
-    return np.asarray(states)[keep]
+        return {key: np.asarray(value)[:count][keep] for key, value in states.items()}
+    return np.asarray(states)[:count][keep]
