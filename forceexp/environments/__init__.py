@@ -146,6 +146,13 @@ def _from_name(
     gym_id = name if name in gymnasium.registry else latest_gym_id(name)
     if gym_id is not None:
         return GymEnvironment(gym_id, max_episode_timesteps, **kwargs)
+    base, _, version = name.rpartition("-v")
+    newest = latest_gym_id(base) if base and version.isdigit() else None
+    if newest is not None:  # e.g. Tensorforce's 'LunarLander-v2', gone from Gymnasium
+        raise ConfigError(
+            f"environment: Gymnasium does not register {name!r}; its current version is "
+            f"{newest!r} (or give {base!r} for the newest)"
+        )
     target = import_environment(name)
     if target is not None:
         return _instantiate(target, level, max_episode_timesteps, kwargs)

@@ -6,7 +6,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from forceexp import tags
 from forceexp.errors import ConfigError, message
@@ -58,15 +58,22 @@ class PeriodicEvaluation:
     start at ``seed``, apart from the final evaluation's). ``history`` keeps
     ``(timesteps, mean return)``; with ``keep_best`` the weights of the best evaluation are kept
     (in memory) and ``finish`` (after training: one more evaluation of the final weights) puts
-    them back if they beat the final ones — SB3's ``EvalCallback`` best model, Tensorforce's
-    ``save_best_agent``; ``stop_return`` ends the run once an evaluation reaches it.
+    them back if they beat the final ones — SB3's ``EvalCallback`` best model; with
+    ``save_best`` they are also saved to that directory (``best-model``) whenever the score
+    improves, as Tensorforce's ``save_best_agent``. ``stop_return`` ends the run once an
+    evaluation reaches it. Each evaluation's mean return is appended to
+    ``runner.evaluation_returns``.
 
     Args:
-        frequency: Timesteps between evaluations (an int >= 1).
+        frequency: Timesteps (or episodes, see ``unit``) between evaluations (an int >= 1).
         num_episodes: Episodes per evaluation.
         keep_best: Remember the best-evaluated weights.
         stop_return: Stop training once an evaluation's mean return reaches this (None: never).
         seed: Seed of the first evaluation episode (None: unseeded).
+        unit: ``'timesteps'`` or ``'episodes'``: what ``frequency`` counts (runner totals).
+        score: ``score(runner) -> float`` ranks evaluations (Tensorforce's
+            ``evaluation_callback``); None, or a None result: the evaluation's mean return.
+        save_best: Directory to save the agent to whenever the score improves (None: no files).
     """
 
     def __init__(
@@ -76,14 +83,20 @@ class PeriodicEvaluation:
         keep_best: bool = False,
         stop_return: float | None = None,
         seed: int | None = None,
+        unit: Literal["timesteps", "episodes"] = "timesteps",
+        score: Callable[[Any], float | None] | None = None,
+        save_best: str | None = None,
     ) -> None:
         for name, value in (("frequency", frequency), ("num_episodes", num_episodes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(message(f"evaluation.{name}", value, "an int >= 1"))
         if stop_return is not None and not isinstance(stop_return, int | float):
             raise ConfigError(message("evaluation.stop_return", stop_return, "a number or null"))
+        if unit not in ("timesteps", "episodes"):
+            raise ConfigError(message("evaluation.unit", unit, "'timesteps' or 'episodes'"))
         self.frequency, self.num_episodes = frequency, num_episodes
         self.keep_best, self.stop_return, self.seed = keep_best, stop_return, seed
+        self.unit, self.score, self.save_best = unit, score, save_best
         self.history: list[tuple[int, float]] = []
         self.best: tuple[int, float] | None = None
         self._best_state: dict[str, Any] | None = None
@@ -92,7 +105,7 @@ class PeriodicEvaluation:
 
     def __call__(self, runner: Any, parallel: int) -> bool:
         """Evaluate when due; False (stop the run) once ``stop_return`` is reached."""
-        if runner.timesteps < self._next:
+        if self._count(runner) < self._next:
             return True
         mean = self._evaluate(runner)
         return self.stop_return is None or mean < self.stop_return
@@ -112,19 +125,27 @@ class PeriodicEvaluation:
         self.restored = True
         return True
 
+    def _count(self, runner: Any) -> int:
+        return runner.episodes if self.unit == "episodes" else runner.timesteps
+
     def _evaluate(self, runner: Any) -> float:
-        """One evaluation: record it, remember the weights if they are the best so far."""
-        self._next = runner.timesteps + self.frequency
+        """One evaluation: record and log it; remember (and save) the weights if they score best."""
+        self._next = self._count(runner) + self.frequency
         evaluation = runner.evaluate(self.num_episodes, seed=self.seed)
         mean = evaluation["return_mean"]
         metrics = {tags.EVAL_RETURN: mean, tags.EVAL_RETURN_STD: evaluation["return_std"]}
         notify_metrics(runner.agent, metrics)  # TensorBoard and MLflow
         self.history.append((runner.timesteps, mean))
+        runner.evaluation_returns.append(mean)
         log.info("Evaluation at %d timesteps: mean return %.2f", runner.timesteps, mean)
-        if self.best is None or mean > self.best[1]:
-            self.best = (runner.timesteps, mean)
+        score = None if self.score is None else self.score(runner)
+        score = mean if score is None else float(score)
+        if self.best is None or score > self.best[1]:
+            self.best = (runner.timesteps, score)
             if self.keep_best:
                 self._best_state = copy.deepcopy(runner.agent.state_dict())
+            if self.save_best is not None:
+                runner.agent.save(self.save_best, filename="best-model")
         return mean
 
 
