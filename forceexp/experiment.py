@@ -6,17 +6,20 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from forceexp.agents.agent import Agent, seed_everything
 from forceexp.config import build
 from forceexp.environments import create
-from forceexp.errors import ConfigError, check_int, message
+from forceexp.errors import ConfigError, check_int, message, unknown_name
 from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
 from forceexp.execution.runner import Runner
 
@@ -123,6 +126,66 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(message("stop_when_solved", cfg.stop_when_solved, "true or false"))
     for key, minimum in (("num_parallel", 1), ("max_episode_timesteps", 1)):
         check_int(f"runner.{key}", cfg.runner.get(key), minimum, optional=True)
+
+
+def run_command(task: Callable[[DictConfig], dict[str, Any]], cfg: DictConfig) -> float:
+    """The body of ``train.py``/``pretrain.py``: check, run ``task(cfg)``, return the sweep metric.
+
+    A config error ends the command with one ``Error: ...`` line (no traceback), and the run
+    dir Hydra made for it is removed while it holds nothing but Hydra's own files.
+    """
+    try:
+        check_choices()
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(
+                f"Missing mandatory value: {missing[0]}; set it on the command line "
+                f"({missing[0]}=...)"
+            )
+        results = task(cfg)
+    except (ConfigError, OmegaConfBaseException) as exc:
+        remove_unused_run_dir(Path(cfg.paths.output_dir))
+        raise SystemExit(f"Error: {exc}") from None
+    return float(results[cfg.optimized_metric])
+
+
+def check_choices() -> None:
+    """Refuse a config-group option named on the command line that does not exist.
+
+    Hydra skips a missing option of an ``optional`` group (``experiment``, ``tuning``,
+    ``local``) without a word, so ``experiment=foo`` would train the defaults. Options picked
+    by the defaults list itself (``tuning: ${agent}_${env}``) may still be absent.
+
+    Raises:
+        ConfigError: ``<group>: unknown option '<name>'; did you mean ...? Valid: ...``.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or not GlobalHydra.instance().is_initialized():
+        return  # composed by the compose API (tests): no command line
+    hydra = HydraConfig.get()
+    named = {item.split("=", 1)[0].lstrip("+~") for item in hydra.overrides.task}
+    loader = GlobalHydra.instance().config_loader()
+    for group, choice in hydra.runtime.choices.items():
+        if group in named and choice is not None and not group.startswith("hydra/"):
+            options = loader.get_group_options(group)
+            if choice not in options:
+                raise unknown_name(group, choice, options, "option")
+
+
+def remove_unused_run_dir(directory: Path) -> None:
+    """Delete ``directory`` (and empty parents) if it holds only ``.hydra/`` and ``*.log``."""
+    if not directory.is_dir() or not all(
+        entry.name == ".hydra" or entry.suffix == ".log" for entry in directory.iterdir()
+    ):
+        return
+    shutil.rmtree(directory)
+    root = Path.cwd().resolve()
+    for parent in directory.resolve().parents:
+        if parent == root or root not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

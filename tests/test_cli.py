@@ -1,6 +1,7 @@
 """Slow subprocess tests of the command-line entry points."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,27 @@ def test_optuna_sweep_runs_two_trials(tmp_path):
     assert len(results) == 2
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert "best_value" in best
+
+
+def run_cli(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``script`` (train.py, pretrain.py) from ``cwd`` with this checkout on the path."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(ROOT / script), *overrides]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    ("script", "overrides", "expected"),
+    [
+        ("train.py", ["experiment=foo"], "experiment: unknown option 'foo'; Valid: cartpole_fast"),
+        ("train.py", ["tuning=ppo_acrobat"], "did you mean 'ppo_acrobot'? Valid: ddpg_pendulum"),
+        ("train.py", ["+agent.foo=1"], "Error: agent 'ppo': got an unexpected keyword argument"),
+        ("pretrain.py", [], "Error: Missing mandatory value: pretrain.directory"),
+    ],
+)
+def test_config_errors_are_one_line_and_leave_no_run_dir(tmp_path, script, overrides, expected):
+    proc = run_cli(script, *overrides, "runner.num_timesteps=64", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert list(tmp_path.iterdir()) == []  # no outputs/<task>/<time> folder left behind
