@@ -85,6 +85,16 @@ def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
     )
 
 
+def budget(run_kwargs: dict[str, Any]) -> str:
+    """The run's budget in words: ``100000 timesteps``, ``50 episodes`` or both."""
+    parts = [
+        f"{run_kwargs[key]} {key.removeprefix('num_')}"
+        for key in ("num_timesteps", "num_episodes")
+        if run_kwargs.get(key) is not None
+    ]
+    return " or ".join(parts) or "no budget"
+
+
 def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     """Time-to-solve tracking from ``solve_return`` (``auto``: the env's reward threshold)."""
     threshold = cfg.get("solve_return", "auto")
@@ -222,6 +232,7 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         if solve is not None:
             solve.start = start
         run_kwargs["callback"] = chain(solve, periodic)
+        log.info("Training for %s", budget(run_kwargs))  # benchmarks/startup.py's first-step mark
         runner.run(**run_kwargs)
         wall = time.perf_counter() - start
         if periodic is not None and periodic.finish(runner):

@@ -102,3 +102,15 @@ def test_sac_pendulum_prints_each_framework_and_the_ratios():
     for framework in ("forceexp/sb3", "forceexp/forceexp-autograd"):
         assert (framework, "steps_per_second_ratio") in figures
     assert all(line["value"] > 0 for line in lines)
+
+
+def test_startup_prints_the_torch_floor_and_each_agents_first_step():
+    lines = run_benchmark("startup.py", "--agents", "ppo", "--rounds", "1")
+    figures = {(line["figure"], line.get("agent")) for line in lines}
+    assert figures == {
+        ("torch_import", None),
+        ("seconds_to_first_step", "ppo"),
+        ("overhead", "ppo"),
+    }
+    first = next(line for line in lines if line["figure"] == "seconds_to_first_step")
+    assert 0 < first["value"] < 120
