@@ -20,7 +20,12 @@ from forceexp.agents.agent import Agent, seed_everything
 from forceexp.config import build
 from forceexp.environments import create
 from forceexp.errors import ConfigError, check_int, message, unknown_name
-from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
+from forceexp.execution.milestones import (
+    PeriodicEvaluation,
+    ReturnThreshold,
+    chain,
+    stop_reason,
+)
 from forceexp.execution.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -235,6 +240,13 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         log.info("Training for %s", budget(run_kwargs))  # benchmarks/startup.py's first-step mark
         runner.run(**run_kwargs)
         wall = time.perf_counter() - start
+        reason = stop_reason(
+            runner, run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes"), solve, periodic
+        )
+        log.info(
+            "Stopped after %d timesteps, %d episodes, %.1f s (%.0f steps/s); %s",
+            *(runner.timesteps, runner.episodes, wall, runner.timesteps / max(wall, 1e-9), reason),
+        )
         if periodic is not None and periodic.finish(runner):
             log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
         log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
@@ -257,6 +269,7 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
+        "stop_reason": reason,
         **_evaluation_results(periodic),
     }
     write_json(output_dir / "results.json", results)

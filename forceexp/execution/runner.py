@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from multiprocessing import connection
 from typing import Any
@@ -206,7 +205,7 @@ class Runner:
                 (terminal 2) so no half episode leaks into the next ``run``.
             evaluation: Act deterministically and independently, without learning.
             callback: ``callback(runner, parallel)`` after each episode; ``False`` stops.
-            use_tqdm: Show a progress bar when stderr is a terminal.
+            use_tqdm: Show progress: a bar when stderr is a terminal, else a log line every 10 s.
             batch_agent_calls: One ``act`` for all environments per step (default: True for
                 local environments, False for remote ones, which are then served one at a
                 time as they become ready).
@@ -226,7 +225,7 @@ class Runner:
                 "it is always stepped as one batch (leave batch_agent_calls unset)"
             )
         self.agent.reset()
-        progress = Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
+        progress = Progress(num_episodes, num_timesteps, use_tqdm)
         limits = (num_episodes, num_timesteps, evaluation, callback, progress, sync_episodes)
         try:
             if self.vectorized is not None:
