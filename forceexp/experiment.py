@@ -110,13 +110,50 @@ def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     return ReturnThreshold(threshold, stop=bool(cfg.get("stop_when_solved", False)))
 
 
+def _evaluation_options(cfg: DictConfig) -> tuple[dict[str, Any], int | None]:
+    """``cfg.evaluation`` as a dict (without ``video``) and the seed of its first episode."""
+    options = optional(cfg.get("evaluation")) or {}
+    options.pop("video", None)
+    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
+    return options, seed
+
+
 def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
     """Evaluation during training from ``cfg.evaluation`` (off while its frequency is null)."""
-    options = optional(cfg.get("evaluation")) or {}
+    options, seed = _evaluation_options(cfg)
     if options.get("frequency") is None:
         return None
-    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
     return PeriodicEvaluation(**options, seed=seed)
+
+
+def record_evaluation(
+    cfg: DictConfig, runner: Runner, env_factory: Any, periodic: PeriodicEvaluation | None
+) -> dict[str, Any]:
+    """Replay the evaluation of the weights the run ends with as MP4s in ``<run>/videos``.
+
+    The same agent, episode count and episode seeds as that evaluation (the best one when
+    ``keep_best`` restored it, else the last), so the videos show its episodes; the files are
+    ``eval-<timesteps>-episode-<i>.mp4``. Returns those timesteps and the replay's mean return.
+    """
+    from forceexp.execution.evaluation import evaluate
+    from forceexp.play import record_video, render_environment
+
+    options, seed = _evaluation_options(cfg)
+    restored = periodic is not None and periodic.restored and periodic.best is not None
+    timesteps = periodic.best[0] if restored else runner.timesteps
+    limit = cfg.runner.get("max_episode_timesteps")
+    environment = render_environment(
+        lambda **kwargs: create(env_factory(**kwargs), max_episode_timesteps=limit)
+    )
+    directory = Path(cfg.paths.output_dir) / "videos"
+    record_video(environment, directory, f"eval-{timesteps}")
+    try:
+        episodes = int(options.get("num_episodes", 10))
+        mean = evaluate(runner.agent, environment, episodes, seed=seed)["return_mean"]
+    finally:
+        environment.close()
+    log.info("Recorded %d evaluation episodes (mean return %.2f) in %s", episodes, mean, directory)
+    return {"timesteps": timesteps, "return_mean": mean}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -228,27 +265,20 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
     solve = _solve_watch(cfg, probe)
     periodic = _periodic_evaluation(cfg)
+    video = bool(cfg.get("evaluation", {}).get("video", False))
+    if video:
+        from forceexp.play import check_recordable
+
+        check_recordable(probe)  # before training, not after it
     probe.close()
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
-    start = time.perf_counter()
     try:
-        if solve is not None:
-            solve.start = start
-        run_kwargs["callback"] = chain(solve, periodic)
-        log.info("Training for %s", budget(run_kwargs))  # benchmarks/startup.py's first-step mark
-        runner.run(**run_kwargs)
-        wall = time.perf_counter() - start
-        reason = stop_reason(
-            runner, run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes"), solve, periodic
-        )
-        log.info(
-            "Stopped after %d timesteps, %d episodes, %.1f s (%.0f steps/s); %s",
-            *(runner.timesteps, runner.episodes, wall, runner.timesteps / max(wall, 1e-9), reason),
-        )
+        wall, reason = run(runner, run_kwargs, solve, periodic)
         if periodic is not None and periodic.finish(runner):
             log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
+        recorded = record_evaluation(cfg, runner, env_factory, periodic) if video else None
         log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
         evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
     finally:
@@ -270,11 +300,36 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
         "stop_reason": reason,
+        **({"video": recorded} if recorded else {}),
         **_evaluation_results(periodic),
     }
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
     return results
+
+
+def run(
+    runner: Runner,
+    run_kwargs: dict[str, Any],
+    solve: ReturnThreshold | None,
+    periodic: PeriodicEvaluation | None,
+) -> tuple[float, str]:
+    """``runner.run`` with the callbacks; log and return its wall seconds and why it stopped."""
+    start = time.perf_counter()
+    if solve is not None:
+        solve.start = start
+    run_kwargs["callback"] = chain(solve, periodic)
+    log.info("Training for %s", budget(run_kwargs))  # benchmarks/startup.py's first-step mark
+    runner.run(**run_kwargs)
+    wall = time.perf_counter() - start
+    reason = stop_reason(
+        runner, run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes"), solve, periodic
+    )
+    log.info(
+        "Stopped after %d timesteps, %d episodes, %.1f s (%.0f steps/s); %s",
+        *(runner.timesteps, runner.episodes, wall, runner.timesteps / max(wall, 1e-9), reason),
+    )
+    return wall, reason
 
 
 def _evaluation_results(periodic: PeriodicEvaluation | None) -> dict[str, Any]:
