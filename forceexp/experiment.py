@@ -319,7 +319,7 @@ def run(
     if solve is not None:
         solve.start = start
     run_kwargs["callback"] = chain(solve, periodic)
-    log.info("Training for %s", budget(run_kwargs))  # benchmarks/startup.py's first-step mark
+    log.info("Training for %s", budget(run_kwargs))
     runner.run(**run_kwargs)
     wall = time.perf_counter() - start
     reason = stop_reason(
