@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import math
 import sys
 import time
 from collections import deque
@@ -80,13 +79,14 @@ class Progress:
         self.steps = 0
         self.count = 0  # episodes finished
         self.interval = self.INTERVAL if interval is None else interval
-        self.next_log = self.start + self.interval if enabled else math.inf
+        self.next_log = self.start + self.interval
+        self.logging = enabled  # off a terminal; the bar replaces it on one
         if enabled and (sys.stderr.isatty() if terminal is None else terminal):
             from tqdm import tqdm
 
             unit = "ep" if self.by_episodes else "step"
             self.bar = tqdm(total=self.total, unit=unit, bar_format=self.FORMAT, leave=True)
-            self.next_log = math.inf
+            self.logging = False
 
     def episode(self, episode_return: float) -> None:
         """Count a finished episode and refresh the bar's mean return and steps/s."""
@@ -107,7 +107,7 @@ class Progress:
         self.steps += count
         if self.bar is not None and not self.by_episodes:
             self.bar.update(count)
-        elif time.perf_counter() >= self.next_log:
+        elif self.logging and time.perf_counter() >= self.next_log:
             self.next_log = time.perf_counter() + self.interval
             log.info(self.line())
 
