@@ -227,14 +227,17 @@ def check_choices() -> None:
 
 
 def remove_unused_run_dir(directory: Path) -> None:
-    """Delete ``directory`` (and empty parents) if it holds only ``.hydra/`` and ``*.log``."""
-    if not directory.is_dir() or not all(
-        entry.name == ".hydra" or entry.suffix == ".log" for entry in directory.iterdir()
-    ):
+    """Delete ``directory`` (and empty parents) if it holds only ``.hydra/`` and ``*.log``.
+
+    The working directory and the folders above it are never deleted.
+    """
+    root, target = Path.cwd().resolve(), directory.resolve()
+    if not target.is_dir() or target == root or target in root.parents:
         return
-    shutil.rmtree(directory)
-    root = Path.cwd().resolve()
-    for parent in directory.resolve().parents:
+    if not all(entry.name == ".hydra" or entry.suffix == ".log" for entry in target.iterdir()):
+        return
+    shutil.rmtree(target)
+    for parent in target.parents:
         if parent == root or root not in parent.parents or any(parent.iterdir()):
             break
         parent.rmdir()
