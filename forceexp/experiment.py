@@ -6,8 +6,6 @@ import inspect
 import json
 import logging
 import os
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,12 +15,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from forceexp import tags
 from forceexp.agents.agent import Agent, seed_everything
+from forceexp.command import describe_run
 from forceexp.config import build
 from forceexp.environments import create
 from forceexp.errors import ConfigError, check_int, message
-from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
+from forceexp.execution.milestones import (
+    PeriodicEvaluation,
+    ReturnThreshold,
+    chain,
+    stop_reason,
+)
 from forceexp.execution.runner import Runner
-from forceexp.observers.run_info import RunInfo, git_state, key_of, run_name, sweep_keys
+from forceexp.observers.run_info import RunInfo, key_of
 
 log = logging.getLogger(__name__)
 RUN_KEYS = tuple(p for p in inspect.signature(Runner.run).parameters if p != "self")
@@ -99,6 +103,16 @@ def resume_agent(cfg: DictConfig, environment: Any, run: RunInfo | None = None) 
     )
 
 
+def budget(run_kwargs: dict[str, Any]) -> str:
+    """The run's budget in words: ``100000 timesteps``, ``50 episodes`` or both."""
+    parts = [
+        f"{run_kwargs[key]} {key.removeprefix('num_')}"
+        for key in ("num_timesteps", "num_episodes")
+        if run_kwargs.get(key) is not None
+    ]
+    return " or ".join(parts) or "no budget"
+
+
 def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     """Time-to-solve tracking from ``solve_return`` (``auto``: the env's reward threshold)."""
     threshold = cfg.get("solve_return", "auto")
@@ -109,13 +123,50 @@ def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     return ReturnThreshold(threshold, stop=bool(cfg.get("stop_when_solved", False)))
 
 
+def _evaluation_options(cfg: DictConfig) -> tuple[dict[str, Any], int | None]:
+    """``cfg.evaluation`` as a dict (without ``video``) and the seed of its first episode."""
+    options = optional(cfg.get("evaluation")) or {}
+    options.pop("video", None)
+    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
+    return options, seed
+
+
 def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
     """Evaluation during training from ``cfg.evaluation`` (off while its frequency is null)."""
-    options = optional(cfg.get("evaluation")) or {}
+    options, seed = _evaluation_options(cfg)
     if options.get("frequency") is None:
         return None
-    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
     return PeriodicEvaluation(**options, seed=seed)
+
+
+def record_evaluation(
+    cfg: DictConfig, runner: Runner, env_factory: Any, periodic: PeriodicEvaluation | None
+) -> dict[str, Any]:
+    """Replay the evaluation of the weights the run ends with as MP4s in ``<run>/videos``.
+
+    The same agent, episode count and episode seeds as that evaluation (the best one when
+    ``keep_best`` restored it, else the last), so the videos show its episodes; the files are
+    ``eval-<timesteps>-episode-<i>.mp4``. Returns those timesteps and the replay's mean return.
+    """
+    from forceexp.execution.evaluation import evaluate
+    from forceexp.play import record_video, render_environment
+
+    options, seed = _evaluation_options(cfg)
+    restored = periodic is not None and periodic.restored and periodic.best is not None
+    timesteps = periodic.best[0] if restored else runner.timesteps
+    limit = cfg.runner.get("max_episode_timesteps")
+    environment = render_environment(
+        lambda **kwargs: create(env_factory(**kwargs), max_episode_timesteps=limit)
+    )
+    directory = Path(cfg.paths.output_dir) / "videos"
+    record_video(environment, directory, f"eval-{timesteps}")
+    try:
+        episodes = int(options.get("num_episodes", 10))
+        mean = evaluate(runner.agent, environment, episodes, seed=seed)["return_mean"]
+    finally:
+        environment.close()
+    log.info("Recorded %d evaluation episodes (mean return %.2f) in %s", episodes, mean, directory)
+    return {"timesteps": timesteps, "return_mean": mean}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -140,61 +191,6 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(message("stop_when_solved", cfg.stop_when_solved, "true or false"))
     for key, minimum in (("num_parallel", 1), ("max_episode_timesteps", 1)):
         check_int(f"runner.{key}", cfg.runner.get(key), minimum, optional=True)
-
-
-def describe_run(cfg: DictConfig) -> RunInfo:
-    """Name, overrides, sweep and git state of the run (Hydra's runtime config when present).
-
-    The name is ``cfg.run_name`` or ``<agent>-<env>-<overrides the sweep varies>-s<seed>``.
-    """
-    from hydra.core.hydra_config import HydraConfig
-
-    from forceexp.observers.tracker import project_root
-
-    source, command = Path(sys.argv[0]).name, shlex.join(sys.argv)
-    overrides: list[str] = []
-    choices: dict[str, Any] = {}
-    sweep_dir = job_num = None
-    varying: set[str] = set()
-    if HydraConfig.initialized():
-        hydra = HydraConfig.get()
-        overrides, choices = list(hydra.overrides.task), dict(hydra.runtime.choices)
-        command = shlex.join(["python", source, *overrides])
-        if str(hydra.mode) == "RunMode.MULTIRUN":
-            sweep_dir, job_num = str(Path(hydra.sweep.dir).resolve()), int(hydra.job.num)
-            varying = _swept_keys(Path(sweep_dir), hydra.sweeper.get("params"))
-    agent = choices.get("agent") or str(cfg.agent._target_).rsplit(".", 2)[-2]
-    environment = cfg.env.get("environment", cfg.env.get("level"))
-    env = choices.get("env") or (environment if isinstance(environment, str) else "env")
-    seed = None if cfg.seed is None else int(cfg.seed)
-    swept = tuple(o for o in overrides if key_of(o) in varying)
-    commit, dirty = git_state(project_root())
-    if commit == "unknown":  # launched outside a repository: the commit of forceexp's code
-        commit, dirty = git_state(Path(__file__).parent)
-    return RunInfo(
-        name=cfg.get("run_name") or run_name(agent, env, swept, seed),
-        agent=agent,
-        env=env,
-        seed=seed,
-        task_name=str(cfg.get("task_name", "train")),
-        command=command,
-        source=source,
-        overrides=tuple(overrides),
-        swept=swept,
-        sweep_dir=sweep_dir,
-        job_num=job_num,
-        git_commit=commit,
-        git_dirty=dirty,
-    )
-
-
-def _swept_keys(sweep_dir: Path, params: Any) -> set[str]:
-    """Keys a multirun sweeps: its command line (``multirun.yaml``) and ``hydra.sweeper.params``."""
-    keys = {str(key) for key in (params or {})}
-    saved = sweep_dir / "multirun.yaml"
-    if saved.is_file():
-        keys |= sweep_keys(OmegaConf.load(saved).hydra.overrides.task)
-    return keys
 
 
 def hparams(cfg: DictConfig, run: RunInfo) -> dict[str, Any]:
@@ -243,19 +239,20 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     boards = [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
     solve = _solve_watch(cfg, probe)
     periodic = _periodic_evaluation(cfg)
+    video = bool(cfg.get("evaluation", {}).get("video", False))
+    if video:
+        from forceexp.play import check_recordable
+
+        check_recordable(probe)  # before training, not after it
     probe.close()
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
-    start = time.perf_counter()
     try:
-        if solve is not None:
-            solve.start = start
-        run_kwargs["callback"] = chain(solve, periodic)
-        runner.run(**run_kwargs)
-        wall = time.perf_counter() - start
+        wall, reason = run(runner, run_kwargs, solve, periodic)
         if periodic is not None and periodic.finish(runner):
             log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
+        recorded = record_evaluation(cfg, runner, env_factory, periodic) if video else None
         log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
         evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
     finally:
@@ -276,6 +273,8 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
+        "stop_reason": reason,
+        **({"video": recorded} if recorded else {}),
         **_evaluation_results(periodic),
     }
     write_json(output_dir / "results.json", results)
@@ -285,6 +284,30 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     for board in boards:
         write_hparams(board, hparams(cfg, run), finals, runner.timesteps, varying)
     return results
+
+
+def run(
+    runner: Runner,
+    run_kwargs: dict[str, Any],
+    solve: ReturnThreshold | None,
+    periodic: PeriodicEvaluation | None,
+) -> tuple[float, str]:
+    """``runner.run`` with the callbacks; log and return its wall seconds and why it stopped."""
+    start = time.perf_counter()
+    if solve is not None:
+        solve.start = start
+    run_kwargs["callback"] = chain(solve, periodic)
+    log.info("Training for %s", budget(run_kwargs))
+    runner.run(**run_kwargs)
+    wall = time.perf_counter() - start
+    reason = stop_reason(
+        runner, run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes"), solve, periodic
+    )
+    log.info(
+        "Stopped after %d timesteps, %d episodes, %.1f s (%.0f steps/s); %s",
+        *(runner.timesteps, runner.episodes, wall, runner.timesteps / max(wall, 1e-9), reason),
+    )
+    return wall, reason
 
 
 def _evaluation_results(periodic: PeriodicEvaluation | None) -> dict[str, Any]:

@@ -22,9 +22,9 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from forceexp import Agent, Environment, Runner, tags
 from forceexp.callbacks import MlflowStore
+from forceexp.command import describe_run
 from forceexp.compare import Group, config_name, load_groups, main, smooth, strip_common
 from forceexp.errors import ConfigError
-from forceexp.experiment import describe_run
 from forceexp.observers.run_info import RunInfo, run_name, sweep_keys
 from forceexp.observers.tracker import (
     OVERRIDES_TAG,

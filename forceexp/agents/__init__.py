@@ -9,7 +9,10 @@ from forceexp.agents.ppo import PPOAgent
 from forceexp.agents.random import ConstantAgent, RandomAgent
 from forceexp.agents.sac import SACAgent
 from forceexp.agents.td3 import TD3Agent
+from forceexp.core.lazy_dynamo import defer_dynamo_import
 from forceexp.registry import Registry
+
+defer_dynamo_import()  # the first torch.optim.Adam(...) would import torch._dynamo (~1 s)
 
 AGENTS: Registry[type[Agent]] = Registry("agent")
 for _cls in (PPOAgent, DQNAgent, DoubleDQNAgent, DuelingDQNAgent, RandomAgent, ConstantAgent):

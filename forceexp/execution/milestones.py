@@ -1,4 +1,4 @@
-"""Runner callbacks: time-to-solve (``ReturnThreshold``) and periodic evaluation (best weights)."""
+"""Runner callbacks (time-to-solve, periodic evaluation with best weights) and why a run stopped."""
 
 from __future__ import annotations
 
@@ -48,6 +48,16 @@ class ReturnThreshold:
                     self.timesteps = runner.timesteps
                     self.seconds = time.perf_counter() - self.start
         return not (self.stop and self.timesteps is not None)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why this callback stopped the run, or None if it did not."""
+        if not self.stop or self.timesteps is None:
+            return None
+        return (
+            f"solved: the mean return of the last {self.window} episodes reached "
+            f"{self.threshold:g} at {self.timesteps} timesteps"
+        )
 
 
 class PeriodicEvaluation:
@@ -102,13 +112,19 @@ class PeriodicEvaluation:
         self._best_state: dict[str, Any] | None = None
         self._next = frequency
         self.restored = False  # whether ``finish`` put earlier weights back
+        self.stopped: str | None = None  # why this callback stopped the run
 
     def __call__(self, runner: Any, parallel: int) -> bool:
         """Evaluate when due; False (stop the run) once ``stop_return`` is reached."""
         if self._count(runner) < self._next:
             return True
         mean = self._evaluate(runner)
-        return self.stop_return is None or mean < self.stop_return
+        if self.stop_return is not None and mean >= self.stop_return:
+            self.stopped = (
+                f"early stop: the evaluation at {runner.timesteps} timesteps returned "
+                f"{mean:.2f} >= evaluation.stop_return {self.stop_return:g}"
+            )
+        return self.stopped is None
 
     def finish(self, runner: Any) -> bool:
         """Evaluate the final weights too, then restore the best ones if ``keep_best``.
@@ -155,3 +171,18 @@ def chain(*callbacks: Callable[[Any, int], bool] | None) -> Callable[[Any, int],
     if len(active) <= 1:
         return active[0] if active else None
     return lambda runner, parallel: all([c(runner, parallel) is not False for c in active])
+
+
+def stop_reason(
+    runner: Any, num_timesteps: int | None, num_episodes: int | None, *callbacks: Any
+) -> str:
+    """Why ``runner.run`` ended: the first callback that stopped it, else the budget."""
+    for callback in callbacks:
+        reason = getattr(callback, "stopped", None)
+        if reason:
+            return reason
+    if num_timesteps is not None and runner.timesteps >= num_timesteps:
+        return f"budget: {num_timesteps} timesteps"
+    if num_episodes is not None and runner.episodes >= num_episodes:
+        return f"budget: {num_episodes} episodes"
+    return "the runner ended"

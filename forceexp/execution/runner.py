@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from multiprocessing import connection
 from typing import Any
@@ -254,7 +253,7 @@ class Runner:
             evaluation: Act deterministically and independently, without learning.
             callback: ``callback(runner, parallel)`` (or a list of them) after each episode;
                 ``False`` stops.
-            use_tqdm: Show a progress bar when stderr is a terminal.
+            use_tqdm: Show progress: a bar when stderr is a terminal, else a log line every 10 s.
             batch_agent_calls: One ``act`` for all environments per step (default: True for
                 local environments, False for remote ones, which are then served one at a
                 time as they become ready).
@@ -303,7 +302,7 @@ class Runner:
         )
         sync_episodes = sync_episodes or isinstance(self.vectorized, ParallelSlots)
         self.agent.reset()
-        progress = Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
+        progress = Progress(num_episodes, num_timesteps, use_tqdm)
         episode = self.hooks.episode if self.hooks.episode_needed else None
         limits = (num_episodes, num_timesteps, evaluation, episode, progress, sync_episodes)
         try:

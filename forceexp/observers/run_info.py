@@ -1,7 +1,7 @@
 """Who a run is: readable run name, sweep overrides, git state and command line (plain values).
 
 MLflow run names, TensorBoard run folders and the tags that tell runs apart all come from one
-``RunInfo``; ``forceexp.experiment.describe_run`` fills it from the Hydra config.
+``RunInfo``; ``forceexp.command.describe_run`` fills it from the Hydra config.
 """
 
 from __future__ import annotations
