@@ -130,14 +130,18 @@ def sweep_jobs(sweep: Path) -> list[tuple[str, str, dict]]:
 
 
 def sweep_groups(sweep: Path, metric: str) -> list[Group]:
-    """A multirun dir's finished jobs grouped by configuration (as ``load_groups`` for MLflow)."""
+    """A multirun dir's finished jobs grouped by configuration (as ``load_groups`` for MLflow).
+
+    ``metric`` is a ``results.json`` key or the tag it is logged under (``eval/mean_return``).
+    """
+    key = {tag: name for name, tag in tags.RESULT_TAGS.items()}.get(metric, metric)
     groups: dict[str, Group] = {}
     for job, overrides, results in sweep_jobs(sweep):
         group = groups.setdefault(config_name(overrides), Group(config_name(overrides)))
         seeds = [o.split("=", 1)[1] for o in overrides.split() if o.lstrip("+").startswith("seed=")]
         group.run_ids.append(job)
         group.seeds.append(seeds[0] if seeds else "?")
-        group.finals.append(results.get(metric, float("nan")))
+        group.finals.append(results.get(key, float("nan")))
         group.speeds.append(results.get("steps_per_second", float("nan")))
     return list(groups.values())
 

@@ -2,91 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from forceexp.core.networks import NETWORKS, LayeredNetwork
 from forceexp.errors import ConfigError, message
-from forceexp.registry import Registry
+from forceexp.registry import is_spec_file, load_spec_file, resolve
 from forceexp.specs import Specs
 
 log = logging.getLogger(__name__)
 
 ALLOWED_TARGET_PREFIXES = ("forceexp.", "torch.", "gymnasium.")
-
-
-def load_spec_file(path: str | Path) -> dict[str, Any]:
-    """Read a ``.json`` or ``.yaml`` spec file into a plain dict."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read spec file ({exc})") from exc
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(message(str(path), type(data).__name__, "a mapping at top level"))
-    return data
-
-
-def is_spec_file(value: Any) -> bool:
-    """Whether ``value`` is a string naming a JSON/YAML file."""
-    return isinstance(value, str | Path) and str(value).endswith((".json", ".yaml", ".yml"))
-
-
-def import_object(target: str, path: str) -> Any:
-    """Import ``package.module.name`` (a user class or function named in a spec).
-
-    Raises:
-        ConfigError: The module or the name in it cannot be imported.
-    """
-    module_name, _, attr = target.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(
-            message(path, target, "an importable 'package.module.name'", f"import failed: {exc}")
-        ) from exc
-
-
-def resolve(spec: Any, registry: Registry, path: str) -> tuple[Any, dict[str, Any]]:
-    """Resolve a Tensorforce-style spec one level deep into ``(class_or_object, kwargs)``.
-
-    A string is a registry key, a ``.json``/``.yaml`` path, or (with a dot and not a key) an
-    import path ``package.module.name``; a dict pops ``type`` (any of those, a class or a
-    function); a class, function or instance passes through. No recursion, no import-by-guess.
-    """
-    if is_spec_file(spec):
-        spec = load_spec_file(spec)
-    if isinstance(spec, str):
-        return _lookup(spec, registry, path), {}
-    if isinstance(spec, dict):
-        kwargs = dict(spec)
-        kind = kwargs.pop("type", None)
-        if kind is None:
-            raise ConfigError(message(path, spec, "a dict with a 'type' key"))
-        target = _lookup(kind, registry, f"{path}.type") if isinstance(kind, str) else kind
-        return target, kwargs
-    return spec, {}
-
-
-def _lookup(name: str, registry: Registry, path: str) -> Any:
-    """A registry key's entry, or the object an import path (``a.b.c``) names."""
-    if "." in name and name not in registry:
-        return import_object(name, path)
-    return registry.get(name, path)
 
 
 def build(node: Any, **runtime: Any) -> Any:

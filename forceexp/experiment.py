@@ -213,6 +213,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     from forceexp.observers.tracker import track
 
+    check_config(cfg)  # before the run is named from it
     run = describe_run(cfg)
     log.info("Run name: %s", run.name)
     with track(cfg, run) as tracker:
@@ -223,7 +224,6 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
     from forceexp.observers.summarizer import Summarizer, write_hparams
 
-    check_config(cfg)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Building environment <%s>", cfg.env.get("environment", cfg.env._target_))
@@ -249,7 +249,7 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
     try:
-        wall, reason = run(runner, run_kwargs, solve, periodic)
+        wall, reason = run_training(runner, run_kwargs, solve, periodic)
         if periodic is not None and periodic.finish(runner):
             log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
         recorded = record_evaluation(cfg, runner, env_factory, periodic) if video else None
@@ -286,7 +286,7 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     return results
 
 
-def run(
+def run_training(
     runner: Runner,
     run_kwargs: dict[str, Any],
     solve: ReturnThreshold | None,
@@ -327,6 +327,7 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain from traces (no env interaction), evaluate, save, write ``results.json``."""
     from forceexp.observers.tracker import track
 
+    check_config(cfg)
     run = describe_run(cfg)
     with track(cfg, run) as tracker:
         return _pretrain(cfg, tracker, run)
@@ -334,7 +335,6 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
 
 def _pretrain(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
-    check_config(cfg)
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     env_factory = build(cfg.env)

@@ -22,8 +22,8 @@ from forceexp.agents.inputs import (
     reward_array,
     terminal_array,
 )
-from forceexp.config import is_spec_file, load_spec_file
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
+from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
 
 #: ``device='auto'`` uses CUDA only for states at least this large with rank >= 2 (images):

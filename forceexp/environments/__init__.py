@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from forceexp.config import is_spec_file, load_spec_file
 from forceexp.environments.classic_control import AcrobotVectorized, CartPoleVectorized
 from forceexp.environments.compat import import_environment, latest_gym_id
 from forceexp.environments.custom_cartpole import CustomCartPole
@@ -20,7 +19,7 @@ from forceexp.environments.testing import (
 )
 from forceexp.environments.vectorized import VectorizedEnvironment
 from forceexp.errors import ConfigError, check_int
-from forceexp.registry import Registry
+from forceexp.registry import Registry, is_spec_file, load_spec_file
 
 ENVIRONMENTS: Registry[type[Environment] | type[VectorizedEnvironment]] = Registry("environment")
 ENVIRONMENTS.register("gym", "gymnasium")(GymEnvironment)

@@ -11,6 +11,7 @@ from torch import nn
 
 from forceexp.core.layers.base import LAYERS, Layer, float_spec
 from forceexp.errors import ConfigError
+from forceexp.registry import import_object, resolve
 from forceexp.specs import NUMPY_DTYPES, TensorSpec
 
 Registered = dict[str, tuple[TensorSpec, str]]
@@ -39,8 +40,6 @@ def build_layer(
     Raises:
         ConfigError: Unknown type (with the valid names), bad arguments, or shape mismatch.
     """
-    from forceexp.config import resolve  # config imports the networks, which import this
-
     name = spec.get("name") if isinstance(spec, dict) else None
     if isinstance(spec, dict):
         spec = {key: value for key, value in spec.items() if key != "name"}
@@ -176,8 +175,6 @@ class Function(Layer):
         super().__init__(input_spec, path)
         spec = self.require_input("function")
         if isinstance(function, str):
-            from forceexp.config import import_object
-
             if "." not in function:
                 raise ConfigError(
                     f"{path}.function: {function!r} is invalid; expected a callable or an "
