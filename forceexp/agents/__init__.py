@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from forceexp.agents.a2c import A2CAgent
+from forceexp.agents.ac import ACAgent
 from forceexp.agents.agent import Agent
 from forceexp.agents.ddpg import DDPGAgent
 from forceexp.agents.dqn import DoubleDQNAgent, DQNAgent, DuelingDQNAgent
@@ -9,6 +11,8 @@ from forceexp.agents.ppo import PPOAgent
 from forceexp.agents.random import ConstantAgent, RandomAgent
 from forceexp.agents.sac import SACAgent
 from forceexp.agents.td3 import TD3Agent
+from forceexp.agents.trpo import TRPOAgent
+from forceexp.agents.vpg import VPGAgent
 from forceexp.registry import Registry
 
 AGENTS: Registry[type[Agent]] = Registry("agent")
@@ -17,9 +21,13 @@ for _cls in (PPOAgent, DQNAgent, DoubleDQNAgent, DuelingDQNAgent, RandomAgent, C
 AGENTS.register(DDPGAgent.name, "ddpg")(DDPGAgent)  # ddpg: Stable-Baselines3's name for dpg
 AGENTS.register(TD3Agent.name)(TD3Agent)
 AGENTS.register(SACAgent.name)(SACAgent)
+for _cls in (A2CAgent, VPGAgent, ACAgent, TRPOAgent):  # on-policy, beside PPO
+    AGENTS.register(_cls.name)(_cls)
 
 __all__ = [
     "AGENTS",
+    "A2CAgent",
+    "ACAgent",
     "Agent",
     "ConstantAgent",
     "DDPGAgent",
@@ -30,4 +38,6 @@ __all__ = [
     "RandomAgent",
     "SACAgent",
     "TD3Agent",
+    "TRPOAgent",
+    "VPGAgent",
 ]
