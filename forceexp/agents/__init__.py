@@ -11,6 +11,7 @@ from forceexp.agents.ppo import PPOAgent
 from forceexp.agents.random import ConstantAgent, RandomAgent
 from forceexp.agents.sac import SACAgent
 from forceexp.agents.td3 import TD3Agent
+from forceexp.agents.tensorforce import tensorforce_agent
 from forceexp.agents.trpo import TRPOAgent
 from forceexp.agents.vpg import VPGAgent
 from forceexp.registry import Registry
@@ -23,6 +24,8 @@ AGENTS.register(TD3Agent.name)(TD3Agent)
 AGENTS.register(SACAgent.name)(SACAgent)
 for _cls in (A2CAgent, VPGAgent, ACAgent, TRPOAgent):  # on-policy, beside PPO
     AGENTS.register(_cls.name)(_cls)
+# Tensorforce's generic agent: a function returning the agent its component specs describe
+AGENTS.register("tensorforce")(tensorforce_agent)  # type: ignore[arg-type]
 
 __all__ = [
     "AGENTS",

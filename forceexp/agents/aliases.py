@@ -361,6 +361,7 @@ _ON_POLICY = {
     for key in (
         "network",
         "policy",
+        "update",
         "update_frequency",
         "use_beta_distribution",
         "predict_terminal_values",
