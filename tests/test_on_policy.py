@@ -150,6 +150,41 @@ def test_kl_divergence_matches_torch_distributions():
     torch.testing.assert_close(got, torch.distributions.kl_divergence(p, q).sum(1))
 
 
+def test_trpo_fast_value_fit_matches_autograd():
+    """The value fit on the dense stacks gives autograd's parameters, Adam state and loss."""
+    fast, slow = (
+        Agent.create(
+            "trpo",
+            states=dict(type="float", shape=(5,)),
+            actions=dict(type="int", shape=(2,), num_values=4),
+            minibatch_size=16,
+            value_epochs=3,
+            seed=3,
+            device="cpu",
+            fast_update=flag,
+        )
+        for flag in (True, False)
+    )
+    assert fast._fast_value is not None and slow._fast_value is None
+    batch = _batch(slow)
+    losses = []
+    for agent in (fast, slow):
+        torch.manual_seed(0)  # the same shuffles
+        losses.append(agent._fit_value(Batch(*(fresh(x) for x in batch))))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, p), q in zip(fast.policy.named_parameters(), slow.policy.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=f"parameter {name}")
+    for p, q in zip(
+        fast.optimizer.param_groups[0]["params"],
+        slow.optimizer.param_groups[0]["params"],
+        strict=True,
+    ):
+        assert float(fast.optimizer.state[p]["step"]) == float(slow.optimizer.state[q]["step"]) == 9
+        torch.testing.assert_close(
+            fast.optimizer.state[p]["exp_avg"], slow.optimizer.state[q]["exp_avg"]
+        )
+
+
 @pytest.mark.parametrize("max_kl", [0.001, 0.01])
 def test_trpo_step_respects_max_kl_on_a_real_batch(max_kl):
     """After an update on a CartPole rollout the policy moved, by a mean KL <= 1.5 * max_kl."""

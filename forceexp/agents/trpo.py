@@ -15,19 +15,22 @@ Every ``rollout_length`` steps per parallel slot, on the ``B`` rows of the rollo
 Tensorforce's ``trpo`` calls ``max_kl`` its ``learning_rate`` and the line search length
 ``linesearch_iterations``; Stable-Baselines3-contrib's ``TRPO`` calls them ``target_kl`` and
 ``line_search_max_iter``. The policy and value networks are separate (the value fit must not
-move the policy); both run on autograd, acting on the NumPy fast path for plain MLPs.
+move the policy). The policy step runs on autograd; for plain MLPs on the CPU acting is NumPy's
+and the value fit takes hand-derived steps on the shared dense stacks (``core/dense.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from forceexp import tags
 from forceexp.agents.on_policy import OnPolicyAgent, check_range, check_sizes
 from forceexp.agents.ppo_update import explained_variance, fresh
 from forceexp.core.buffers import Batch
+from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.distributions import Bounding, CategoricalHead, GaussianHead
 from forceexp.core.fused import unsupported_reason
 from forceexp.core.natural_gradient import (
@@ -66,7 +69,8 @@ class TRPOAgent(OnPolicyAgent):
         normalize_advantages: Normalize each rollout's advantages to mean 0, std 1.
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
-        fast_acting: Act with NumPy for plain MLPs on the CPU.
+        fast_update: For plain MLPs on the CPU: act with NumPy and fit the value with
+            hand-derived gradient steps (``forceexp.core.dense``); same maths as autograd.
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         saver: Checkpoint spec.
@@ -100,7 +104,7 @@ class TRPOAgent(OnPolicyAgent):
         normalize_advantages: bool = True,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
-        fast_acting: bool = True,
+        fast_update: bool = True,
         seed: int | None = None,
         device: str = "auto",
         saver: Any = None,
@@ -148,8 +152,12 @@ class TRPOAgent(OnPolicyAgent):
         ]
         value_params = [*self.policy.baseline.parameters(), *self.policy.value_head.parameters()]
         self.optimizer = torch.optim.Adam(value_params, lr=value_learning_rate, eps=1e-5)
-        numpy_acting = fast_acting and unsupported_reason(self.policy) is None
-        self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
+        self._fast_value = None
+        if fast_update and unsupported_reason(self.policy) is None:
+            fast = FastOptimizer(self.optimizer)
+            stack = DenseStack([self.policy.baseline.mlp, self.policy.value_head], fast)
+            self._fast_value = (stack, fast)
+        self._build_rollout(rollout_length, discount, gae_lambda, self._fast_value is not None)
 
     def _update(self) -> dict[str, float]:
         """One natural-gradient policy step, then the value fit, on the stored rollout."""
@@ -211,18 +219,40 @@ class TRPOAgent(OnPolicyAgent):
     def _fit_value(self, batch: Batch) -> float:
         """``value_epochs`` passes of Adam minibatch steps on the squared error to the returns."""
         size, total, steps = len(batch.returns), 0.0, 0
-        states = batch.states
+        if self._fast_value is None:
+            states, step = batch.states, self._value_step
+        else:
+            names = self.policy.state_specs.names()
+            states = torch.cat([batch.states[name].flatten(1) for name in names], 1)
+            step = self._fast_value_step
         for _ in range(self.value_epochs):
             order = torch.randperm(size, device=self.device)
             for start in range(0, size, self.minibatch_size):
                 idx = order[start : start + self.minibatch_size]
-                value = self.policy.value({name: x[idx] for name, x in states.items()})
-                loss = (value - batch.returns[idx]).pow(2).mean()
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                total, steps = total + loss.detach(), steps + 1
-        return float(total) / steps
+                total += step(states, batch.returns, idx)
+                steps += 1
+        return total / steps
+
+    def _value_step(self, states: dict, returns: torch.Tensor, idx: torch.Tensor) -> float:
+        """One autograd Adam step on rows ``idx``; their mean squared value error."""
+        value = self.policy.value({name: x[idx] for name, x in states.items()})
+        loss = (value - returns[idx]).pow(2).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _fast_value_step(
+        self, states: torch.Tensor, returns: torch.Tensor, idx: torch.Tensor
+    ) -> float:
+        """As ``_value_step`` with the dense stack's hand-derived backward and fused Adam."""
+        stack, fast = self._fast_value
+        value = stack.forward(states[idx]).numpy().reshape(-1)
+        diff = value - returns[idx].numpy()
+        np.multiply(diff, 2.0 / len(diff), out=stack.grad_out().numpy().reshape(-1))
+        stack.backward()
+        fast.step()
+        return float(np.vdot(diff, diff)) / len(diff)
 
 
 def _check_policy(policy: torch.nn.Module) -> None:
