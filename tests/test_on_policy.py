@@ -241,16 +241,18 @@ def test_agents_are_registered_with_their_defaults():
 
 
 def test_vpg_without_baseline_uses_the_returns_as_advantages():
-    agent = _agent("vpg", False, subtract_baseline=False)
-    assert not agent.subtract_baseline
-    translated = Agent.create(
-        "vpg",
-        states=dict(type="float", shape=(5,)),
-        actions=dict(type="int", num_values=2),
-        baseline=None,
-        device="cpu",
-    )
-    assert translated.spec["subtract_baseline"] is False
+    """``subtract_baseline=False``: one update's advantages are the rollout's returns."""
+    agent = _agent("vpg", False, subtract_baseline=False, rollout_length=4)
+    seen = []
+    agent._update_batch = lambda batch: seen.append(batch) or {}
+    states = np.ones((1, 5), dtype=np.float32)  # a nonzero value estimate
+    for _ in range(4):
+        agent.act(states)
+        agent.observe(reward=1.0, terminal=False)
+    agent.act(states)  # the bootstrap value arrives with the next act
+    (batch,) = seen
+    torch.testing.assert_close(batch.advantages, batch.returns)
+    assert bool((batch.value != 0).all())  # so with a baseline they would differ
 
 
 def test_tensorforce_aliases():

@@ -330,13 +330,6 @@ def _critic_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
     return _baseline_optimizer(value, ctx)
 
 
-def _vpg_baseline(value: Any, ctx: Context) -> dict[str, Any]:
-    """VPG ``baseline``: None -> plain REINFORCE (``subtract_baseline=False``); else a network."""
-    if value is None:
-        return {"subtract_baseline": False}
-    return _network("baseline")(value, ctx)
-
-
 def _trpo_baseline_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
     """``dict(optimizer='adam', learning_rate, multi_step)`` -> value_learning_rate/epochs."""
     if value in _OFF:
@@ -388,7 +381,7 @@ VPG: dict[str, Translation] = {
     **_ON_POLICY,
     "batch_size": _batch_size,
     "learning_rate": lambda value, ctx: {"learning_rate": _optimizer_rate(value)},
-    "baseline": _vpg_baseline,
+    "baseline": _network("baseline"),
     "baseline_network": _network("baseline_network"),
     "baseline_optimizer": _baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
