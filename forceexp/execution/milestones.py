@@ -156,7 +156,8 @@ class PeriodicEvaluation:
         log.info("Evaluation at %d timesteps: mean return %.2f", runner.timesteps, mean)
         score = None if self.score is None else self.score(runner)
         score = mean if score is None else float(score)
-        if self.best is None or score > self.best[1]:
+        # A tie goes to the later weights: as good on this evaluation and trained on more data.
+        if self.best is None or score >= self.best[1]:
             self.best = (runner.timesteps, score)
             if self.keep_best:
                 self._best_state = copy.deepcopy(runner.agent.state_dict())
