@@ -15,6 +15,7 @@ from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.normalization import reward_normalizer
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, check_schedule, named_schedule
@@ -72,6 +73,11 @@ class PPOAgent(PPOUpdate, Agent):
         max_grad_norm: Global gradient-norm clipping threshold (None: off).
         normalize_advantages: Normalize advantages per minibatch.
         normalize_states: Running mean/std normalization of float states.
+        normalize_rewards: Scale rewards by the running std of the discounted return (SB3
+            ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
+        reward_scale: Factor on every learning reward (after normalization).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off; SB3
+            clips normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
@@ -113,6 +119,9 @@ class PPOAgent(PPOUpdate, Agent):
         max_grad_norm: float | None = 0.5,
         normalize_advantages: bool = True,
         normalize_states: bool = False,
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
         target_kl: float | None = None,
         fast_update: bool = True,
@@ -171,6 +180,9 @@ class PPOAgent(PPOUpdate, Agent):
         self.value_coef = value_coef
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.target_kl = target_kl
+        self.reward_normalizer = reward_normalizer(
+            normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
+        )
         self.policy = ActorCritic(
             self.state_specs,
             self.action_specs,
@@ -221,11 +233,16 @@ class PPOAgent(PPOUpdate, Agent):
         self._pending_metrics: dict[str, float] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """Policy (with normalizer statistics) and optimizer state; the rollout is not kept."""
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Policy (with normalizer statistics), optimizer and reward statistics; no rollout."""
+        return {
+            **super().state_dict(),
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load policy and, when present (full checkpoints), optimizer state."""
+        super().load_state_dict(state)
         if "policy" in state:
             self.policy.load_state_dict(state["policy"])
         if "optimizer" in state:
