@@ -183,19 +183,29 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
-        **_evaluation_results(periodic),
+        **_evaluation_results(periodic, solve),
     }
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
     return results
 
 
-def _evaluation_results(periodic: PeriodicEvaluation | None) -> dict[str, Any]:
-    """``results.json`` entries of the evaluations during training (none when off)."""
+def _evaluation_results(
+    periodic: PeriodicEvaluation | None, solve: ReturnThreshold | None
+) -> dict[str, Any]:
+    """``results.json`` entries of the evaluations during training (none when off).
+
+    ``eval_solved_timesteps`` is the first deterministic evaluation at or above the solve
+    return: ``solved_timesteps`` watches the stochastic training return, which can stay below
+    it where the deterministic policy is already solved.
+    """
     if periodic is None:
         return {}
     best = periodic.best or (None, None)
     return {
+        "eval_solved_timesteps": None
+        if solve is None
+        else next((t for t, r in periodic.history if r >= solve.threshold), None),
         "evaluations": [{"timesteps": t, "return_mean": r} for t, r in periodic.history],
         "best_eval_timesteps": best[0],
         "best_eval_return_mean": best[1],
