@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from forceexp.agents.agent import Agent, seed_everything
@@ -180,14 +181,34 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "train_return_last100": (
             sum(runner.episode_returns[-100:]) / max(1, len(runner.episode_returns[-100:]))
         ),
+        "train_curve": training_curve(runner.episode_returns, runner.episode_timesteps),
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
         **_evaluation_results(periodic, solve),
     }
     write_json(output_dir / "results.json", results)
-    log.info("Results: %s", json.dumps(results))
+    log.info("Results: %s", json.dumps({k: v for k, v in results.items() if k != "train_curve"}))
     return results
+
+
+def training_curve(
+    returns: list[float], lengths: list[int], points: int = 100, window: int = 100
+) -> list[list[float]]:
+    """At most ``points`` ``[timesteps, mean of the last window returns]`` pairs, in order.
+
+    Timesteps are the summed lengths of the finished episodes (with parallel environments a
+    little below the runner's count at that moment). Written to ``results.json`` so learning
+    curves need no tracker (``python -m forceexp.benchmark`` plots them).
+    """
+    if not returns:
+        return []
+    ends = np.cumsum(lengths)
+    sums = np.cumsum(np.insert(np.asarray(returns, dtype=float), 0, 0.0))
+    picks = np.unique(np.linspace(0, len(returns) - 1, min(points, len(returns))).astype(int))
+    starts = np.maximum(0, picks + 1 - window)
+    means = (sums[picks + 1] - sums[starts]) / (picks + 1 - starts)
+    return [[int(ends[i]), float(m)] for i, m in zip(picks, means, strict=True)]
 
 
 def _evaluation_results(
