@@ -8,6 +8,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,13 +94,15 @@ def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     return ReturnThreshold(threshold, stop=bool(cfg.get("stop_when_solved", False)))
 
 
-def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
+def _periodic_evaluation(
+    cfg: DictConfig, on_evaluation: Callable[[int, int, float], bool] | None = None
+) -> PeriodicEvaluation | None:
     """Evaluation during training from ``cfg.evaluation`` (off while its frequency is null)."""
     options = optional(cfg.get("evaluation")) or {}
     if options.get("frequency") is None:
         return None
     seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
-    return PeriodicEvaluation(**options, seed=seed)
+    return PeriodicEvaluation(**options, seed=seed, on_evaluation=on_evaluation)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -126,15 +129,26 @@ def check_config(cfg: DictConfig) -> None:
         check_int(f"runner.{key}", cfg.runner.get(key), minimum, optional=True)
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
+def train(
+    cfg: DictConfig, on_evaluation: Callable[[int, int, float], bool] | None = None
+) -> dict[str, Any]:
+    """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics.
+
+    ``on_evaluation(index, timesteps, mean)`` is called after each periodic evaluation
+    (``cfg.evaluation.frequency``); returning False ends training there (``forceexp.tune``
+    prunes trials with it).
+    """
     from forceexp.observers.tracker import track
 
     with track(cfg) as tracker:
-        return _train(cfg, tracker)
+        return _train(cfg, tracker, on_evaluation)
 
 
-def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig,
+    tracker: Any,
+    on_evaluation: Callable[[int, int, float], bool] | None = None,
+) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
     check_config(cfg)
     seed_everything(cfg.seed)
@@ -150,7 +164,7 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     else:
         agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
     solve = _solve_watch(cfg, probe)
-    periodic = _periodic_evaluation(cfg)
+    periodic = _periodic_evaluation(cfg, on_evaluation)
     probe.close()
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
@@ -231,6 +245,7 @@ def _evaluation_results(
         "best_eval_timesteps": best[0],
         "best_eval_return_mean": best[1],
         "restored_best": periodic.restored,
+        "stopped_by_evaluation": periodic.stopped,
     }
 
 

@@ -65,6 +65,8 @@ class PeriodicEvaluation:
         keep_best: Remember the best-evaluated weights.
         stop_return: Stop training once an evaluation's mean return reaches this (None: never).
         seed: Seed of the first evaluation episode (None: unseeded).
+        on_evaluation: Called as ``on_evaluation(index, timesteps, mean)`` after each
+            evaluation (index from 1); returning False stops training (a tuner's pruning).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class PeriodicEvaluation:
         keep_best: bool = False,
         stop_return: float | None = None,
         seed: int | None = None,
+        on_evaluation: Callable[[int, int, float], bool] | None = None,
     ) -> None:
         for name, value in (("frequency", frequency), ("num_episodes", num_episodes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -87,12 +90,20 @@ class PeriodicEvaluation:
         self._best_state: dict[str, Any] | None = None
         self._next = frequency
         self.restored = False  # whether ``finish`` put earlier weights back
+        self.on_evaluation = on_evaluation
+        self.stopped = False  # whether ``on_evaluation`` stopped the run
 
     def __call__(self, runner: Any, parallel: int) -> bool:
         """Evaluate when due; False (stop the run) once ``stop_return`` is reached."""
         if runner.timesteps < self._next:
             return True
         mean = self._evaluate(runner)
+        if (
+            self.on_evaluation is not None
+            and self.on_evaluation(len(self.history), runner.timesteps, mean) is False
+        ):
+            self.stopped = True
+            return False
         return self.stop_return is None or mean < self.stop_return
 
     def finish(self, runner: Any) -> bool:
