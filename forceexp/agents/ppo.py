@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -42,6 +43,28 @@ def _schedule(
     return schedule
 
 
+log = logging.getLogger(__name__)
+
+SDE_KEYS = ("sample_freq", "log_std_init", "full_std")
+
+
+def _sde_options(sde: Any, slots: int) -> tuple[dict[str, Any] | None, int]:
+    """``ActorCritic``'s ``(sde, slots)`` from ``agent.sde`` (head options, no cadence).
+
+    Raises:
+        ConfigError: ``sde`` is not None or a dict of ``SDE_KEYS``, or ``sample_freq`` is not
+            -1 or an int >= 1.
+    """
+    if sde is None:
+        return None, slots
+    if not isinstance(sde, dict) or set(sde) - set(SDE_KEYS):
+        raise ConfigError(message("agent.sde", sde, f"null or a dict of {', '.join(SDE_KEYS)}"))
+    freq = sde.get("sample_freq", -1)
+    if isinstance(freq, bool) or not isinstance(freq, int) or (freq < 1 and freq != -1):
+        raise ConfigError(message("agent.sde.sample_freq", freq, "-1 or an int >= 1"))
+    return {k: v for k, v in sde.items() if k != "sample_freq"}, slots
+
+
 class PPOAgent(PPOUpdate, Agent):
     """Proximal Policy Optimization (clipped surrogate, GAE, value and entropy terms).
 
@@ -79,6 +102,10 @@ class PPOAgent(PPOUpdate, Agent):
         reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off; SB3
             clips normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
+            of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
+            each rollout start), ``log_std_init`` (default -2) and ``full_std`` (default
+            true); None: plain Gaussian noise. Uses the autograd update.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
             plain MLPs with one categorical or Gaussian action: same maths as autograd, several
@@ -123,6 +150,7 @@ class PPOAgent(PPOUpdate, Agent):
         reward_scale: float = 1.0,
         reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
+        sde: dict[str, Any] | None = None,
         target_kl: float | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
@@ -190,7 +218,12 @@ class PPOAgent(PPOUpdate, Agent):
             None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
             normalize_states,
             bounded_actions,
+            *_sde_options(sde, parallel_interactions),
         ).to(self.device)
+        self._sde_heads = self.policy.sde_heads()
+        self._sde_freq = -1 if sde is None else int(sde.get("sample_freq", -1))
+        self._sde_age = np.zeros(parallel_interactions, dtype=np.int64)
+        self._sde_rollout = 0
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
@@ -200,7 +233,10 @@ class PPOAgent(PPOUpdate, Agent):
             fused=fused,
         )
         self._fused = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        reason = unsupported_reason(self.policy) if fast_update else None
+        if reason is not None:
+            log.info("PPO update: autograd path (no fast path: %s)", reason)
+        if fast_update and reason is None:
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,
@@ -265,6 +301,8 @@ class PPOAgent(PPOUpdate, Agent):
     ) -> Tensors:
         if self._update_pending and not independent:
             self._finish_deferred_update(states, slots)
+        if self._sde_heads:
+            self._explore(slots, independent)
         if self._internals:
             return self._act_recurrent(states, masks, slots, independent, deterministic)
         if self._actor is not None:
@@ -277,6 +315,27 @@ class PPOAgent(PPOUpdate, Agent):
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
             return self.policy.to_env(actions)
+
+    def _explore(self, slots: np.ndarray, independent: bool) -> None:
+        """gSDE: point rows at their slots' matrices; draw new ones when due.
+
+        All slots draw at each rollout start, and a slot every ``sample_freq`` of its steps
+        (SB3's ``sde_sample_freq``; counted from the rollout start).
+        """
+        index = torch.as_tensor(slots, device=self.device)
+        rollout = self.timesteps // (self.rollout_length * self.parallel_interactions)
+        due = None
+        if not independent:
+            if rollout != self._sde_rollout:
+                self._sde_rollout, self._sde_age[:] = rollout, 0
+                due = torch.arange(self.parallel_interactions, device=self.device)
+            elif self._sde_freq > 0:
+                due = index[torch.as_tensor(self._sde_age[slots] % self._sde_freq == 0)]
+            self._sde_age[slots] += 1
+        for head in self._sde_heads:
+            head.rows = index
+            if due is not None and len(due):
+                head.resample(due)
 
     def _act_numpy(
         self,

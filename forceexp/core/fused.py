@@ -90,7 +90,7 @@ def unsupported_reason(policy: nn.Module) -> str | None:
     if len(policy.heads) != 1:
         return "more than one action"
     head = next(iter(policy.heads.values()))
-    if not isinstance(head, CategoricalHead | GaussianHead):
+    if type(head) not in (CategoricalHead, GaussianHead):  # gSDE heads: autograd only
         return f"the action head is {type(head).__name__}"
     if any(spec.type != "float" for _, spec in policy.state_specs.items):
         return "a state is not float"
