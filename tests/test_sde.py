@@ -91,6 +91,13 @@ def test_bad_sde_options_are_named():
         _agent(sample_freq=0)
     with pytest.raises(ConfigError, match=r"agent.sde: \{'freq': 2\} is invalid"):
         _agent(freq=2)
+    with pytest.raises(ConfigError, match=r"agent.sde: \{\} is invalid; expected null: no action"):
+        Agent.create(
+            "ppo",
+            states={"type": "float", "shape": (3,)},
+            actions={"type": "int", "num_values": 2},
+            sde={},
+        )
     with pytest.raises(ConfigError, match=r"agent.sde: .* bounded_actions='beta'"):
         Agent.create(
             "ppo",

@@ -20,8 +20,11 @@ from forceexp.core.normalization import reward_normalizer
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, check_schedule, named_schedule
+from forceexp.core.sde import ResampleSchedule, head_options
 from forceexp.errors import ConfigError, message
 from forceexp.observers.recorder import Trace
+
+log = logging.getLogger(__name__)
 
 
 def _check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -41,28 +44,6 @@ def _schedule(
         expected = f"a schedule with values in [{low}, {high}]"
         raise ConfigError(message(f"agent.{name}", spec, expected))
     return schedule
-
-
-log = logging.getLogger(__name__)
-
-SDE_KEYS = ("sample_freq", "log_std_init", "full_std")
-
-
-def _sde_options(sde: Any, slots: int) -> tuple[dict[str, Any] | None, int]:
-    """``ActorCritic``'s ``(sde, slots)`` from ``agent.sde`` (head options, no cadence).
-
-    Raises:
-        ConfigError: ``sde`` is not None or a dict of ``SDE_KEYS``, or ``sample_freq`` is not
-            -1 or an int >= 1.
-    """
-    if sde is None:
-        return None, slots
-    if not isinstance(sde, dict) or set(sde) - set(SDE_KEYS):
-        raise ConfigError(message("agent.sde", sde, f"null or a dict of {', '.join(SDE_KEYS)}"))
-    freq = sde.get("sample_freq", -1)
-    if isinstance(freq, bool) or not isinstance(freq, int) or (freq < 1 and freq != -1):
-        raise ConfigError(message("agent.sde.sample_freq", freq, "-1 or an int >= 1"))
-    return {k: v for k, v in sde.items() if k != "sample_freq"}, slots
 
 
 class PPOAgent(PPOUpdate, Agent):
@@ -218,12 +199,19 @@ class PPOAgent(PPOUpdate, Agent):
             None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
             normalize_states,
             bounded_actions,
-            *_sde_options(sde, parallel_interactions),
+            head_options(sde),
+            parallel_interactions,
         ).to(self.device)
-        self._sde_heads = self.policy.sde_heads()
-        self._sde_freq = -1 if sde is None else int(sde.get("sample_freq", -1))
-        self._sde_age = np.zeros(parallel_interactions, dtype=np.int64)
-        self._sde_rollout = 0
+        self._sde = None
+        if sde is not None:
+            if not self.policy.sde_heads():
+                raise ConfigError(message("agent.sde", sde, "null: no action is float"))
+            self._sde = ResampleSchedule(
+                self.policy.sde_heads(),
+                sde.get("sample_freq", -1),
+                parallel_interactions,
+                rollout_length * parallel_interactions,
+            )
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
@@ -301,8 +289,8 @@ class PPOAgent(PPOUpdate, Agent):
     ) -> Tensors:
         if self._update_pending and not independent:
             self._finish_deferred_update(states, slots)
-        if self._sde_heads:
-            self._explore(slots, independent)
+        if self._sde is not None:
+            self._sde.before_act(slots, independent, self.timesteps)
         if self._internals:
             return self._act_recurrent(states, masks, slots, independent, deterministic)
         if self._actor is not None:
@@ -315,27 +303,6 @@ class PPOAgent(PPOUpdate, Agent):
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
             return self.policy.to_env(actions)
-
-    def _explore(self, slots: np.ndarray, independent: bool) -> None:
-        """gSDE: point rows at their slots' matrices; draw new ones when due.
-
-        All slots draw at each rollout start, and a slot every ``sample_freq`` of its steps
-        (SB3's ``sde_sample_freq``; counted from the rollout start).
-        """
-        index = torch.as_tensor(slots, device=self.device)
-        rollout = self.timesteps // (self.rollout_length * self.parallel_interactions)
-        due = None
-        if not independent:
-            if rollout != self._sde_rollout:
-                self._sde_rollout, self._sde_age[:] = rollout, 0
-                due = torch.arange(self.parallel_interactions, device=self.device)
-            elif self._sde_freq > 0:
-                due = index[torch.as_tensor(self._sde_age[slots] % self._sde_freq == 0)]
-            self._sde_age[slots] += 1
-        for head in self._sde_heads:
-            head.rows = index
-            if due is not None and len(due):
-                head.resample(due)
 
     def _act_numpy(
         self,
