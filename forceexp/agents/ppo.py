@@ -85,7 +85,7 @@ class PPOAgent(PPOUpdate, Agent):
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
             of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
-            each rollout start), ``log_std_init`` (default -2) and ``full_std`` (default
+            each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default
             true); None: plain Gaussian noise. Uses the autograd update.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are

@@ -293,7 +293,8 @@ class StateDependentHead(GaussianHead):
         spec: The float action's spec.
         bounding: ``'clip'`` or ``'squash'`` for bounded actions (as ``GaussianHead``).
         slots: Parallel slots (one exploration matrix each).
-        log_std_init: Initial log of the noise weights' std (SB3 ``log_std_init``).
+        log_std_init: Initial log of the noise weights' std (SB3 ``log_std_init``; 0, as
+            SB3's PPO default).
         full_std: One std per (feature, action) pair; else one per feature.
         epsilon: Added to the action variance.
     """
@@ -304,7 +305,7 @@ class StateDependentHead(GaussianHead):
         spec: TensorSpec,
         bounding: Bounding = "clip",
         slots: int = 1,
-        log_std_init: float = -2.0,
+        log_std_init: float = 0.0,
         full_std: bool = True,
         epsilon: float = 1e-6,
     ) -> None:
