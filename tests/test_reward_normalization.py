@@ -92,7 +92,7 @@ def _run(agent: dict, steps: int) -> Runner:
     return runner
 
 
-@pytest.mark.parametrize("name", ["ppo", "dqn", "sac"])
+@pytest.mark.parametrize("name", ["ppo", "a2c", "trpo", "dqn", "sac"])
 @pytest.mark.parametrize("format", ["checkpoint", "numpy", "hdf5"])
 def test_statistics_survive_save_and_load(tmp_path, name, format):
     env = CONTINUOUS if name == "sac" else DISCRETE
