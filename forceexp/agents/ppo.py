@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -12,8 +13,11 @@ from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import ScheduleName, check_schedule
 from forceexp.observers.recorder import Trace
+
+log = logging.getLogger(__name__)
 
 
 class PPOAgent(PPOUpdate, OnPolicyAgent):
@@ -47,7 +51,16 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         max_grad_norm: Global gradient-norm clipping threshold (None: off).
         normalize_advantages: Normalize advantages per minibatch.
         normalize_states: Running mean/std normalization of float states.
+        normalize_rewards: Scale rewards by the running std of the discounted return (SB3
+            ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
+        reward_scale: Factor on every learning reward (after normalization).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off; SB3
+            clips normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
+            of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
+            each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default
+            true); None: plain Gaussian noise. Uses the autograd update.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
             plain MLPs with one categorical or Gaussian action: same maths as autograd, several
@@ -88,7 +101,11 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         max_grad_norm: float | None = 0.5,
         normalize_advantages: bool = True,
         normalize_states: bool = False,
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
+        sde: dict[str, Any] | None = None,
         target_kl: float | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
@@ -131,7 +148,10 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self.value_coef = value_coef
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.target_kl = target_kl
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self.reward_normalizer = reward_normalizer(
+            normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
+        )
+        self._build_policy(network, policy, baseline, normalize_states, bounded_actions, sde)
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(),
@@ -140,7 +160,10 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             fused=fused,
         )
         self._fused = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        reason = unsupported_reason(self.policy) if fast_update else None
+        if reason is not None:
+            log.info("PPO update: autograd path (no fast path: %s)", reason)
+        if fast_update and reason is None:
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

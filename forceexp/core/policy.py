@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from forceexp.core.distributions import Bounding, Distribution, make_head
+from forceexp.core.distributions import Bounding, Distribution, StateDependentHead, make_head
 from forceexp.core.init import orthogonal_
 from forceexp.core.normalization import RunningNormalizer
 from forceexp.errors import ConfigError
@@ -25,6 +27,8 @@ class ActorCritic(nn.Module):
         baseline: Built value network; ``None`` shares the policy network's features.
         normalize_states: Keep running mean/std of float states and normalize with them.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        sde: gSDE options for float actions (``StateDependentHead``); None: plain Gaussian.
+        slots: Parallel slots (gSDE keeps one exploration matrix per slot).
     """
 
     def __init__(
@@ -35,6 +39,8 @@ class ActorCritic(nn.Module):
         baseline: nn.Module | None = None,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
+        sde: dict[str, Any] | None = None,
+        slots: int = 1,
     ) -> None:
         super().__init__()
         self.state_specs, self.action_specs = states, actions
@@ -48,7 +54,7 @@ class ActorCritic(nn.Module):
         self.network = network
         self.heads = nn.ModuleDict(
             {
-                name: make_head(name, self.network.output_size, spec, bounded_actions)
+                name: make_head(name, self.network.output_size, spec, bounded_actions, sde, slots)
                 for name, spec in actions.items
             }
         )
@@ -66,6 +72,10 @@ class ActorCritic(nn.Module):
             )
         value_in = (self.baseline or self.network).output_size
         self.value_head = orthogonal_(nn.Linear(value_in, 1), 1.0)
+
+    def sde_heads(self) -> list[StateDependentHead]:
+        """The gSDE heads (empty without ``sde``)."""
+        return [head for head in self.heads.values() if isinstance(head, StateDependentHead)]
 
     def normalize(self, states: Tensors, update: bool) -> Tensors:
         """Apply (and optionally first update) the running state normalizers."""
