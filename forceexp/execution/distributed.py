@@ -23,11 +23,11 @@ import torch
 from forceexp.core.buffers import Batch
 from forceexp.environments.ray_remote import (
     DEFAULT_OPTIONS,
-    remote_class,
     actor_options,
     end_actor,
     init_ray,
     node_address,
+    remote_class,
 )
 from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, check_int, message
