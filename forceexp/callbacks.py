@@ -1,4 +1,4 @@
-"""Hydra callbacks: create the shared MLflow store and experiment once before a multirun."""
+"""Hydra callbacks run once before a multirun: the shared MLflow store, Ray on loopback."""
 
 from __future__ import annotations
 
@@ -33,3 +33,21 @@ class MlflowStore(Callback):
         name = self.experiment or str(config.get("task_name", "train"))
         experiment_id = ensure_experiment(uri, name)
         log.info("MLflow experiment %r (id %s) ready in %s", name, experiment_id, uri)
+
+
+class RayLoopback(Callback):
+    """Keep the local Ray instance of ``hydra/launcher=ray`` on 127.0.0.1.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when it is imported, which the Ray launcher
+    does after this callback; without it Ray replaces 127.0.0.1 by the host's address. Does
+    nothing for other launchers, or when ``hydra.launcher.ray.init.address`` names a cluster.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Set the loopback variables (``forceexp.environments.ray_remote``) before Ray starts."""
+        launcher = config.hydra.launcher
+        if "RayLauncher" not in str(launcher.get("_target_", "")):
+            return
+        from forceexp.environments.ray_remote import loopback_environment
+
+        loopback_environment(launcher.ray.init.get("address"))

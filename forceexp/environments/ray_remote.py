@@ -27,6 +27,20 @@ LOOPBACK = "127.0.0.1"
 DEFAULT_OPTIONS: dict[str, Any] = {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
 
 
+def loopback_environment(address: str | None = None) -> bool:
+    """Set the variables that keep a local Ray on 127.0.0.1 (before ``ray`` is imported).
+
+    Sets ``RAY_USAGE_STATS_ENABLED=0`` and, for a local instance (``address`` and
+    ``RAY_ADDRESS`` unset) or a ``127.0.0.1:port`` address, ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    (values already set are kept). Returns whether a local instance would be started.
+    """
+    target = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if target is None or target.rsplit(":", 1)[0] in (LOOPBACK, "localhost"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    return target is None
+
+
 def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     """Connect to Ray once per process: ``address`` (``'auto'``, ``'ray://...'``, ``host:port``).
 
@@ -44,11 +58,7 @@ def init_ray(address: str | None = None, **kwargs: Any) -> Any:
     Returns:
         The ``ray`` module.
     """
-    target = address or os.environ.get("RAY_ADDRESS")
-    local = target is None
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if local or target.rsplit(":", 1)[0] in (LOOPBACK, "localhost"):  # read at import
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    local = loopback_environment(address)
     try:
         import ray
     except ImportError as exc:
