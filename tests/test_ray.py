@@ -32,9 +32,11 @@ ray = pytest.importorskip("ray")
 
 from forceexp import Agent, Environment, Runner  # noqa: E402
 from forceexp.environments.remote import RemoteEnvironmentError  # noqa: E402
+from forceexp.errors import ConfigError  # noqa: E402
 from forceexp.execution.distributed import DistributedRunner  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+ROOT = Path(__file__).resolve().parents[1]
 PPO = {"agent": "ppo", "rollout_length": 16, "minibatch_size": 64, "epochs": 2, "seed": 3}
 # A worker node joins through `ray start --address`, which refuses to run with the variable above
 # set to 0 and otherwise rewrites --node-ip-address 127.0.0.1 to the host's address; this runs
@@ -103,6 +105,45 @@ def test_one_worker_makes_exactly_the_local_updates(local_ray):
     finally:
         distributed.close()
         local.close()
+
+
+def test_train_with_runner_ray(local_ray, compose_cfg):
+    from forceexp.experiment import train
+
+    cfg = compose_cfg("runner=ray", "runner.num_workers=2", "runner.envs_per_worker=2")
+    results = train(cfg)  # 256 steps: 2 rollouts of 32 steps x 4 environments
+    assert results["timesteps"] == 256 and results["updates"] == 2
+    assert results["eval_episodes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"agent": "random"}, r"agent: 'random' is invalid; expected 'ppo'"),
+        ({"agent": "ppo", "normalize_states": True}, "normalize_states are not supported"),
+    ],
+)
+def test_runner_ray_refuses_agents_it_cannot_copy(spec, match):
+    agent = Agent.create(spec, environment="CartPole-v1")
+    with pytest.raises(ConfigError, match=match):
+        DistributedRunner(agent, "CartPole-v1")
+
+
+@pytest.mark.slow
+def test_hydra_ray_launcher_runs_jobs_in_parallel_into_one_mlflow_store(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    command = [sys.executable, "train.py", "-m", "hydra/launcher=ray", "seed=0,1"]
+    command += ["runner.num_timesteps=256", "eval_episodes=2", "tracker=mlflow"]
+    command += [f"tracker.tracking_uri={store}", f"hydra.sweep.dir={tmp_path}/sweep"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import mlflow
+
+    mlflow.set_tracking_uri(store)
+    runs = mlflow.search_runs(experiment_names=["train"])
+    assert sorted(runs["params.seed"]) == ["0", "1"]
+    assert set(runs["status"]) == {"FINISHED"}
+    assert "192." not in done.stderr and "Started a local Ray instance" in done.stderr
 
 
 def _free_port() -> int:
