@@ -32,6 +32,7 @@ ray = pytest.importorskip("ray")
 
 from forceexp import Agent, Environment, Runner  # noqa: E402
 from forceexp.environments.remote import RemoteEnvironmentError  # noqa: E402
+from forceexp.environments.testing import HangingEnvironment  # noqa: E402
 from forceexp.errors import ConfigError  # noqa: E402
 from forceexp.execution.distributed import DistributedRunner  # noqa: E402
 
@@ -91,6 +92,23 @@ def test_failures_name_the_environment_and_node(local_ray):
     env.close()
 
 
+def test_unplaceable_and_hung_actors_are_reported(local_ray):
+    from forceexp.environments.ray_remote import RayEnvironment, actor_options
+
+    nowhere = {"resources": {"nowhere": 1}}
+    with pytest.raises(RemoteEnvironmentError, match=r"environments\[0\].*within 2 s \(not placed"):
+        RayEnvironment("CartPole-v1", options=nowhere, start_timeout=2)
+    with pytest.raises(RemoteEnvironmentError, match=r"workers\[0\]: did not start within 2 s"):
+        DistributedRunner(_agent(1), "CartPole-v1", 1, 1, worker_options=nowhere, timeout=2)
+    hangs = {"environment": HangingEnvironment, "hang_at": 1}
+    for batched, match in ((True, "no answer to 'execute' within 2 s"), (None, "within 2 s")):
+        runner = Runner("random", hangs, num_parallel=2, remote="ray", step_timeout=2)
+        with pytest.raises(RemoteEnvironmentError, match=match):  # every actor is stopped
+            runner.run(num_episodes=50, batch_agent_calls=batched, use_tqdm=False)
+    with pytest.raises(ConfigError, match=r"ray_options: .* or a list of 3 dicts"):
+        actor_options([{}], 3)
+
+
 def test_one_worker_makes_exactly_the_local_updates(local_ray):
     local = Runner(_agent(4), "CartPole-v1", num_parallel=4, seed=5)
     local.run(num_timesteps=16 * 4 * 3, use_tqdm=False)
@@ -102,6 +120,8 @@ def test_one_worker_makes_exactly_the_local_updates(local_ray):
         assert set(distributed.episode_returns) <= set(local.episode_returns)
         ours, theirs = distributed.agent.policy.state_dict(), local.agent.policy.state_dict()
         assert all(bool((ours[k] == theirs[k]).all()) for k in theirs)
+        with pytest.raises(ConfigError, match="give num_episodes and/or num_timesteps"):
+            distributed.run()
     finally:
         distributed.close()
         local.close()

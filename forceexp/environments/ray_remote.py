@@ -250,11 +250,16 @@ class RayEnvironment(RemoteEnvironment):
             ) from None
 
     def close(self) -> None:
-        """Close the environment and end the actor (a dead actor is only forgotten)."""
+        """Close the environment and end the actor; one busy with a call is killed at once."""
         if self._closed:
             return
         self._closed = True
-        end_actor(self.actor)
+        if self._ref is None:
+            end_actor(self.actor)
+        else:  # a close would wait behind the pending (perhaps hung) call
+            import ray
+
+            ray.kill(self.actor)
 
 
 def end_actor(actor: Any) -> None:
@@ -267,14 +272,22 @@ def end_actor(actor: Any) -> None:
 
 
 def wait_ready(handles: Sequence[RayEnvironment], indices: set[int], timeout: float) -> list[int]:
-    """Indices (of ``indices``) whose Ray environments have an answer waiting."""
+    """Indices (of ``indices``) whose Ray environments have an answer waiting.
+
+    Waits at most ``timeout`` seconds, or the smallest ``step_timeout`` of the environments.
+    """
     import ray
 
     refs = {handles[i].ref: i for i in indices}
+    limits = [handles[i].step_timeout for i in indices if handles[i].step_timeout is not None]
+    timeout = min([timeout, *limits])
     ready, _ = ray.wait(list(refs), num_returns=1, timeout=timeout)
     if not ready:
+        late = sorted(indices)
+        nodes = sorted({handles[i].node for i in late})
         raise RemoteEnvironmentError(
-            f"environments {sorted(indices)}: none answered within {timeout} s"
+            f"environments {late} (Ray actors on {', '.join(nodes)}): none answered within "
+            f"{timeout} s"
         )
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0)
     return sorted(refs[ref] for ref in ready)
