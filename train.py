@@ -5,18 +5,14 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from forceexp.errors import ConfigError
+from forceexp.command import run_command
 from forceexp.experiment import train
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float:
     """Run one training job; return the metric sweepers optimise (``cfg.optimized_metric``)."""
-    try:
-        results = train(cfg)
-    except ConfigError as exc:  # one clear line, not a traceback
-        raise SystemExit(f"Error: {exc}") from None
-    return float(results[cfg.optimized_metric])
+    return run_command(train, cfg)
 
 
 if __name__ == "__main__":

@@ -127,9 +127,8 @@ def runner_rate(environment: object, count: int, seconds: float) -> float:
     )
 
     def step(calls: int) -> int:
-        before = runner.timesteps
         runner.run(num_timesteps=calls * count, evaluation=True, use_tqdm=False)
-        return runner.timesteps - before
+        return runner.timesteps  # each run counts its own timesteps
 
     try:
         return rate(lambda calls: step(max(1, calls * 20)), seconds)

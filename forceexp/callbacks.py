@@ -1,8 +1,9 @@
-"""Hydra callbacks run once before a multirun: the shared MLflow store, Ray on loopback."""
+"""Hydra callbacks: MLflow store and Ray on loopback before a multirun, a summary after it."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -33,6 +34,24 @@ class MlflowStore(Callback):
         name = self.experiment or str(config.get("task_name", "train"))
         experiment_id = ensure_experiment(uri, name)
         log.info("MLflow experiment %r (id %s) ready in %s", name, experiment_id, uri)
+
+
+class SweepSummary(Callback):
+    """Print a table of the sweep's runs when a multirun ends (``conf/hydra/default.yaml``).
+
+    One row per finished job (its overrides, ``optimized_metric``, timesteps, wall time and why
+    it stopped, from its ``results.json``), then the ``python -m forceexp.compare`` command that
+    groups the jobs over seeds.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Print the summary of ``hydra.sweep.dir`` (nothing when no job finished)."""
+        from forceexp.compare import sweep_summary
+
+        metric = config.get("optimized_metric") or "eval_return_mean"
+        summary = sweep_summary(Path(config.hydra.sweep.dir), metric)
+        if summary is not None:
+            print(summary, flush=True)
 
 
 class RayLoopback(Callback):

@@ -1,13 +1,15 @@
-"""Compare tracked runs: ``python -m forceexp.compare [--experiment NAME] [--metric M]``.
+"""Compare runs: ``python -m forceexp.compare [SWEEP_DIR] [--experiment NAME] [--metric M]``.
 
 Runs whose Hydra overrides differ only in ``seed`` form one configuration; the table shows the
-final metric as mean ± std over seeds, the best seed, and steps/s. A PNG shows the learning
-curves (mean ± std over seeds per configuration).
+final metric as mean ± std over seeds, the best seed, and steps/s. Given a multirun dir, the
+runs are its jobs' ``results.json`` files (any tracker); otherwise they are the MLflow runs of
+an experiment, and a PNG shows the learning curves (mean ± std over seeds per configuration).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -60,8 +62,13 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def load_groups(uri: str, experiment: str, metric: str, sweep: str | None = None) -> list[Group]:
-    """Finished runs of ``experiment`` (optionally of one sweep dir) grouped by configuration."""
+    """Finished runs of ``experiment`` (optionally of one sweep dir) grouped by configuration.
+
+    ``metric`` is a tag (``eval/mean_return``) or a ``results.json`` key (``eval_return_mean``).
+    """
     from mlflow.tracking import MlflowClient
+
+    metric = tags.RESULT_TAGS.get(metric, metric)
 
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
@@ -79,7 +86,7 @@ def load_groups(uri: str, experiment: str, metric: str, sweep: str | None = None
         group.run_ids.append(run.info.run_id)
         group.seeds.append(run.data.tags.get(SEED_TAG, "?"))
         group.finals.append(run.data.metrics.get(metric, float("nan")))
-        group.speeds.append(run.data.metrics.get("steps_per_second", float("nan")))
+        group.speeds.append(run.data.metrics.get(tags.STEPS_PER_SECOND, float("nan")))
     return list(groups.values())
 
 
@@ -99,10 +106,72 @@ def format_table(groups: list[Group], metric: str) -> str:
                 f"{np.nanmean(group.speeds):.0f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return render(rows)
+
+
+def render(rows: list[tuple[str, ...]]) -> str:
+    """Plain-text columns: the first row is the header, underlined."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def sweep_jobs(sweep: Path) -> list[tuple[str, str, dict]]:
+    """(job folder, overrides, results.json) of each finished job of a multirun dir, in order."""
+    import yaml
+
+    jobs = []
+    for results in sweep.glob("*/results.json"):
+        overrides = results.parent / ".hydra" / "overrides.yaml"
+        names = yaml.safe_load(overrides.read_text()) if overrides.is_file() else []
+        jobs.append((results.parent.name, " ".join(names or []), json.loads(results.read_text())))
+    return sorted(jobs, key=lambda job: (len(job[0]), job[0]))  # 0, 1, ..., 10
+
+
+def sweep_groups(sweep: Path, metric: str) -> list[Group]:
+    """A multirun dir's finished jobs grouped by configuration (as ``load_groups`` for MLflow).
+
+    ``metric`` is a ``results.json`` key or the tag it is logged under (``eval/mean_return``).
+    """
+    key = {tag: name for name, tag in tags.RESULT_TAGS.items()}.get(metric, metric)
+    groups: dict[str, Group] = {}
+    for job, overrides, results in sweep_jobs(sweep):
+        group = groups.setdefault(config_name(overrides), Group(config_name(overrides)))
+        seeds = [o.split("=", 1)[1] for o in overrides.split() if o.lstrip("+").startswith("seed=")]
+        group.run_ids.append(job)
+        group.seeds.append(seeds[0] if seeds else "?")
+        group.finals.append(results.get(key, float("nan")))
+        group.speeds.append(results.get("steps_per_second", float("nan")))
+    return list(groups.values())
+
+
+def sweep_summary(sweep: Path, metric: str = "eval_return_mean") -> str | None:
+    """One row per finished job (overrides, metric, timesteps, wall time, why it stopped)."""
+    jobs = sweep_jobs(sweep)
+    if not jobs:
+        return None
+    names = [Group(overrides or "(defaults)") for _, overrides, _ in jobs]
+    common = strip_common(names)  # shown once above the table
+    header = ("job", "overrides", metric, "timesteps", "wall s", "stopped by")
+    rows = [header]
+    for (job, _, results), name in zip(jobs, names, strict=True):
+        value = results.get(metric)
+        reason = str(results.get("stop_reason", "")).split(":", 1)[0]
+        cells = (job, name.name, "-" if value is None else f"{value:.2f}")
+        rows.append(
+            (
+                *cells,
+                str(results.get("timesteps", "-")),
+                f"{results.get('wall_seconds', 0):.1f}",
+                reason,
+            )
+        )
+    lines = [f"Sweep summary: {len(jobs)} finished runs in {sweep}"]
+    lines += [f"common overrides: {' '.join(common)}"] if common else []
+    lines.append(render(rows))
+    lines.append(f"Next: python -m forceexp.compare {sweep}  (mean ± std over seeds)")
+    return "\n".join(lines)
 
 
 def curves(
@@ -158,9 +227,12 @@ def plot(uri: str, groups: list[Group], key: str, path: Path, window: int = 10) 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(prog="python -m forceexp.compare", description=__doc__)
+    parser.add_argument(
+        "sweep_dir", nargs="?", default=None, help="a multirun dir: compare its results.json files"
+    )
     parser.add_argument("--tracking-uri", default=None, help="default: ./outputs/mlflow.db")
     parser.add_argument("--experiment", default="train", help="MLflow experiment (task_name)")
-    parser.add_argument("--metric", default="eval_return_mean", help="final metric to compare")
+    parser.add_argument("--metric", default=tags.EVAL_RETURN, help="final metric to compare")
     parser.add_argument("--curve", default=tags.EPISODE_RETURN, help="metric of the curves")
     parser.add_argument("--smooth", type=int, default=10, help="moving-average window")
     parser.add_argument("--sweep", default=None, help="only runs of this multirun sweep dir")
@@ -172,6 +244,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Print the comparison table and write the curves PNG; return the exit status."""
     args = parse_args(argv)
+    if args.sweep_dir is not None:
+        groups = sweep_groups(Path(args.sweep_dir), args.metric)
+        if not groups:
+            print(f"compare: no */results.json in {args.sweep_dir}", file=sys.stderr)
+            return 1
+        common = strip_common(groups)
+        if common:
+            print(f"common overrides: {' '.join(common)}")
+        print(format_table(groups, args.metric))
+        return 0
     try:
         if args.tracking_uri is None and not (Path.cwd() / DEFAULT_STORE).is_file():
             raise ConfigError(f"compare: no MLflow store at {DEFAULT_STORE}; pass --tracking-uri")

@@ -2,67 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from forceexp.core.networks import NETWORKS, LayeredNetwork
 from forceexp.errors import ConfigError, message
-from forceexp.registry import Registry
+from forceexp.registry import is_spec_file, load_spec_file, resolve
 from forceexp.specs import Specs
 
 log = logging.getLogger(__name__)
 
 ALLOWED_TARGET_PREFIXES = ("forceexp.", "torch.", "gymnasium.")
-
-
-def load_spec_file(path: str | Path) -> dict[str, Any]:
-    """Read a ``.json`` or ``.yaml`` spec file into a plain dict."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read spec file ({exc})") from exc
-    try:
-        if path.suffix == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except ValueError as exc:
-        raise ConfigError(f"{path}: not valid {path.suffix[1:].upper()} ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(message(str(path), type(data).__name__, "a mapping at top level"))
-    return data
-
-
-def is_spec_file(value: Any) -> bool:
-    """Whether ``value`` is a string naming a JSON/YAML file."""
-    return isinstance(value, str | Path) and str(value).endswith((".json", ".yaml", ".yml"))
-
-
-def resolve(spec: Any, registry: Registry, path: str) -> tuple[Any, dict[str, Any]]:
-    """Resolve a Tensorforce-style spec one level deep into ``(class_or_object, kwargs)``.
-
-    A string is a registry key or a ``.json``/``.yaml`` path; a dict pops ``type`` (a key or a
-    class); a class or instance passes through. No recursion and no import-by-guess.
-    """
-    if is_spec_file(spec):
-        spec = load_spec_file(spec)
-    if isinstance(spec, str):
-        return registry.get(spec, path), {}
-    if isinstance(spec, dict):
-        kwargs = dict(spec)
-        kind = kwargs.pop("type", None)
-        if kind is None:
-            raise ConfigError(message(path, spec, "a dict with a 'type' key"))
-        target = registry.get(kind, f"{path}.type") if isinstance(kind, str) else kind
-        return target, kwargs
-    return spec, {}
 
 
 def build(node: Any, **runtime: Any) -> Any:
@@ -81,15 +33,21 @@ def build(node: Any, **runtime: Any) -> Any:
     return instantiate(container, _convert_="all", **runtime)
 
 
-def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
+def build_network(
+    spec: Any, states: Specs, path: str = "network", feed_forward: bool = False
+) -> nn.Module:
     """Build a network for ``states``.
 
     Args:
         spec: ``'auto'`` (or None), a registry key, a list of layers, a list of layer lists, a
             ``.yaml``/``.json`` file holding a dict with ``type``, a dict with ``type`` (or a
-            Hydra ``_target_``), an ``nn.Module`` class taking ``states=``, or a module.
+            Hydra ``_target_``), an ``nn.Module`` class or a function taking ``states=`` (or an
+            import path ``'package.module.name'`` naming one), or a module.
         states: The agent's state specs.
         path: Config path used in error messages.
+        feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
+            sequence): only PPO's policy network carries internals; elsewhere they would run
+            from zeros at every step.
 
     Raises:
         ConfigError: For an unknown network or layer, a bad layer argument or a shape mismatch.
@@ -111,11 +69,22 @@ def build_network(spec: Any, states: Specs, path: str = "network") -> nn.Module:
         if target is LayeredNetwork:
             kwargs.setdefault("path", path)
         network = target(states=states, **kwargs)
-    if not isinstance(getattr(network, "output_size", None), int):
-        raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")
+    _check_network(network, path, feed_forward)
     if hasattr(network, "summary"):
         log.info("%s: %s\n%s", path, type(network).__name__, network.summary())
     return network
+
+
+def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:
+    """Raise unless ``network`` has an int ``output_size`` (and no internals if feed-forward)."""
+    internals = getattr(network, "internal_shapes", None)
+    if feed_forward and internals:
+        raise ConfigError(
+            f"{next(iter(internals))}: this layer keeps internals between steps, which only "
+            "PPO's policy network carries; use a feed-forward network here"
+        )
+    if not isinstance(getattr(network, "output_size", None), int):
+        raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")
 
 
 def _check_targets(node: Any, path: str) -> None:

@@ -70,3 +70,25 @@ def check_int(path: str, value: Any, minimum: int | None = None, optional: bool 
     if not is_int(value) or (minimum is not None and value < minimum):
         expected = "an int" if minimum is None else f"an int >= {minimum}"
         raise ConfigError(message(path, value, expected + (" or None" if optional else "")))
+
+
+class TensorforceError(ConfigError):
+    """Tensorforce's error class, for environment code written to its interface.
+
+    ``raise TensorforceError.value(name='execute', argument='actions', value=a)`` runs as in
+    Tensorforce. forceexp itself raises ``ConfigError`` / ``ProtocolError``; catch
+    ``ForceexpError`` to catch all of them.
+    """
+
+    @classmethod
+    def value(
+        cls,
+        name: str,
+        argument: str,
+        value: Any,
+        condition: str | None = None,
+        hint: str | None = None,
+    ) -> TensorforceError:
+        """The error for an invalid ``argument`` value of ``name`` (Tensorforce's factory)."""
+        expected = "a valid value" if condition is None else f"a valid value when {condition}"
+        return cls(message(f"{name}.{argument}", brief(value), expected, hint))

@@ -13,12 +13,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from forceexp import tags
 from forceexp.agents.agent import Agent, seed_everything
+from forceexp.command import describe_run
 from forceexp.config import build
 from forceexp.environments import create
 from forceexp.errors import ConfigError, check_int, message
-from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
+from forceexp.execution.milestones import (
+    PeriodicEvaluation,
+    ReturnThreshold,
+    chain,
+    stop_reason,
+)
 from forceexp.execution.runner import Runner
+from forceexp.observers.run_info import RunInfo, key_of
 
 log = logging.getLogger(__name__)
 RUN_KEYS = tuple(p for p in inspect.signature(Runner.run).parameters if p != "self")
@@ -48,7 +56,21 @@ def split_runner(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return container, run_kwargs
 
 
-def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
+def observer_specs(cfg: DictConfig, run: RunInfo | None = None) -> dict[str, Any]:
+    """Saver, summarizer and recorder specs (None when off), named after the run.
+
+    A TensorBoard spec without a run folder (``filename: null``) gets the run's name.
+    """
+    specs = {group: optional(cfg.get(group)) for group in ("saver", "summarizer", "recorder")}
+    summarizer = specs["summarizer"]
+    if run is not None and isinstance(summarizer, dict) and summarizer.get("filename") is None:
+        summarizer["filename"] = run.name.replace("%", "%%")  # filename is an strftime pattern
+    return specs
+
+
+def build_agent(
+    cfg: DictConfig, environment: Any, parallel: int, run: RunInfo | None = None
+) -> Agent:
     """Build the agent from ``cfg.agent`` completed with the env's specs and the network group."""
     log.info("Building agent <%s>", cfg.agent._target_)
     extras = {
@@ -60,14 +82,11 @@ def build_agent(cfg: DictConfig, environment: Any, parallel: int) -> Agent:
     signature = inspect.signature(build(cfg.agent).func)
     if "network" in signature.parameters:
         extras["network"] = optional(cfg.network) or "auto"
-    for group in ("saver", "summarizer", "recorder"):
-        spec = optional(cfg.get(group))
-        if spec is not None:
-            extras[group] = spec
+    extras.update({k: v for k, v in observer_specs(cfg, run).items() if v is not None})
     return build(cfg.agent)(**extras)
 
 
-def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
+def resume_agent(cfg: DictConfig, environment: Any, run: RunInfo | None = None) -> Agent:
     """Load the latest checkpoint of ``cfg.resume`` (a run dir or its checkpoints dir).
 
     The observers configured now (saver, summarizer, recorder) replace the saved ones.
@@ -76,10 +95,22 @@ def resume_agent(cfg: DictConfig, environment: Any) -> Agent:
 
     directory = resume_directory(cfg.resume)
     log.info("Resuming agent from <%s>", directory)
-    observers = {group: optional(cfg.get(group)) for group in ("saver", "summarizer", "recorder")}
     return Agent.load(
-        directory, environment=environment, torch_threads=cfg.torch_threads, **observers
+        directory,
+        environment=environment,
+        torch_threads=cfg.torch_threads,
+        **observer_specs(cfg, run),
     )
+
+
+def budget(run_kwargs: dict[str, Any]) -> str:
+    """The run's budget in words: ``100000 timesteps``, ``50 episodes`` or both."""
+    parts = [
+        f"{run_kwargs[key]} {key.removeprefix('num_')}"
+        for key in ("num_timesteps", "num_episodes")
+        if run_kwargs.get(key) is not None
+    ]
+    return " or ".join(parts) or "no budget"
 
 
 def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
@@ -92,13 +123,50 @@ def _solve_watch(cfg: DictConfig, environment: Any) -> ReturnThreshold | None:
     return ReturnThreshold(threshold, stop=bool(cfg.get("stop_when_solved", False)))
 
 
+def _evaluation_options(cfg: DictConfig) -> tuple[dict[str, Any], int | None]:
+    """``cfg.evaluation`` as a dict (without ``video``) and the seed of its first episode."""
+    options = optional(cfg.get("evaluation")) or {}
+    options.pop("video", None)
+    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
+    return options, seed
+
+
 def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
     """Evaluation during training from ``cfg.evaluation`` (off while its frequency is null)."""
-    options = optional(cfg.get("evaluation")) or {}
+    options, seed = _evaluation_options(cfg)
     if options.get("frequency") is None:
         return None
-    seed = None if cfg.seed is None else int(cfg.seed) + 20_000  # apart from the final eval's
     return PeriodicEvaluation(**options, seed=seed)
+
+
+def record_evaluation(
+    cfg: DictConfig, runner: Runner, env_factory: Any, periodic: PeriodicEvaluation | None
+) -> dict[str, Any]:
+    """Replay the evaluation of the weights the run ends with as MP4s in ``<run>/videos``.
+
+    The same agent, episode count and episode seeds as that evaluation (the best one when
+    ``keep_best`` restored it, else the last), so the videos show its episodes; the files are
+    ``eval-<timesteps>-episode-<i>.mp4``. Returns those timesteps and the replay's mean return.
+    """
+    from forceexp.execution.evaluation import evaluate
+    from forceexp.play import record_video, render_environment
+
+    options, seed = _evaluation_options(cfg)
+    restored = periodic is not None and periodic.restored and periodic.best is not None
+    timesteps = periodic.best[0] if restored else runner.timesteps
+    limit = cfg.runner.get("max_episode_timesteps")
+    environment = render_environment(
+        lambda **kwargs: create(env_factory(**kwargs), max_episode_timesteps=limit)
+    )
+    directory = Path(cfg.paths.output_dir) / "videos"
+    record_video(environment, directory, f"eval-{timesteps}")
+    try:
+        episodes = int(options.get("num_episodes", 10))
+        mean = evaluate(runner.agent, environment, episodes, seed=seed)["return_mean"]
+    finally:
+        environment.close()
+    log.info("Recorded %d evaluation episodes (mean return %.2f) in %s", episodes, mean, directory)
+    return {"timesteps": timesteps, "return_mean": mean}
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -125,17 +193,37 @@ def check_config(cfg: DictConfig) -> None:
         check_int(f"runner.{key}", cfg.runner.get(key), minimum, optional=True)
 
 
+def hparams(cfg: DictConfig, run: RunInfo) -> dict[str, Any]:
+    """TensorBoard HParams of a run: agent hyperparameters, names, seed, budget, swept keys."""
+    agent = OmegaConf.to_container(cfg.agent, resolve=True)
+    found: dict[str, Any] = {
+        f"agent.{key}": value if isinstance(value, bool | int | float | str) else str(value)
+        for key, value in agent.items()
+        if not key.startswith("_") and key not in ("seed", "device")
+    }
+    found.update({"agent": run.agent, "env": run.env, "seed": run.seed})
+    found["runner.num_timesteps"] = cfg.runner.get("num_timesteps")
+    for override in run.swept:
+        value = OmegaConf.select(cfg, key_of(override), default=None)
+        found[key_of(override)] = value if isinstance(value, bool | int | float) else str(value)
+    return found
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
     from forceexp.observers.tracker import track
 
-    with track(cfg) as tracker:
-        return _train(cfg, tracker)
+    check_config(cfg)  # before the run is named from it
+    run = describe_run(cfg)
+    log.info("Run name: %s", run.name)
+    with track(cfg, run) as tracker:
+        return _train(cfg, tracker, run)
 
 
-def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
+def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
-    check_config(cfg)
+    from forceexp.observers.summarizer import Summarizer, write_hparams
+
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     log.info("Building environment <%s>", cfg.env.get("environment", cfg.env._target_))
@@ -143,26 +231,28 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
     runner_kwargs, run_kwargs = split_runner(cfg.runner)
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
     if cfg.get("resume"):
-        agent = resume_agent(cfg, probe)
+        agent = resume_agent(cfg, probe, run)
         if run_kwargs.get("num_timesteps") is not None:
             run_kwargs["num_timesteps"] = max(1, run_kwargs["num_timesteps"] - agent.timesteps)
     else:
-        agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1))
+        agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1), run)
+    boards = [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
     solve = _solve_watch(cfg, probe)
     periodic = _periodic_evaluation(cfg)
+    video = bool(cfg.get("evaluation", {}).get("video", False))
+    if video:
+        from forceexp.play import check_recordable
+
+        check_recordable(probe)  # before training, not after it
     probe.close()
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
-    start = time.perf_counter()
     try:
-        if solve is not None:
-            solve.start = start
-        run_kwargs["callback"] = chain(solve, periodic)
-        runner.run(**run_kwargs)
-        wall = time.perf_counter() - start
+        wall, reason = run_training(runner, run_kwargs, solve, periodic)
         if periodic is not None and periodic.finish(runner):
             log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
+        recorded = record_evaluation(cfg, runner, env_factory, periodic) if video else None
         log.info("Evaluating over %d deterministic episodes", cfg.eval_episodes)
         evaluation = runner.evaluate(num_episodes=int(cfg.eval_episodes))
     finally:
@@ -183,11 +273,41 @@ def _train(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
+        "stop_reason": reason,
+        **({"video": recorded} if recorded else {}),
         **_evaluation_results(periodic),
     }
     write_json(output_dir / "results.json", results)
     log.info("Results: %s", json.dumps(results))
+    finals = {tags.result_tag(key): results[key] for key in tags.RESULT_TAGS}
+    varying = {key_of(override) for override in run.swept}
+    for board in boards:
+        write_hparams(board, hparams(cfg, run), finals, runner.timesteps, varying)
     return results
+
+
+def run_training(
+    runner: Runner,
+    run_kwargs: dict[str, Any],
+    solve: ReturnThreshold | None,
+    periodic: PeriodicEvaluation | None,
+) -> tuple[float, str]:
+    """``runner.run`` with the callbacks; log and return its wall seconds and why it stopped."""
+    start = time.perf_counter()
+    if solve is not None:
+        solve.start = start
+    run_kwargs["callback"] = chain(solve, periodic)
+    log.info("Training for %s", budget(run_kwargs))
+    runner.run(**run_kwargs)
+    wall = time.perf_counter() - start
+    reason = stop_reason(
+        runner, run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes"), solve, periodic
+    )
+    log.info(
+        "Stopped after %d timesteps, %d episodes, %.1f s (%.0f steps/s); %s",
+        *(runner.timesteps, runner.episodes, wall, runner.timesteps / max(wall, 1e-9), reason),
+    )
+    return wall, reason
 
 
 def _evaluation_results(periodic: PeriodicEvaluation | None) -> dict[str, Any]:
@@ -207,19 +327,20 @@ def pretrain(cfg: DictConfig) -> dict[str, Any]:
     """Pretrain from traces (no env interaction), evaluate, save, write ``results.json``."""
     from forceexp.observers.tracker import track
 
-    with track(cfg) as tracker:
-        return _pretrain(cfg, tracker)
-
-
-def _pretrain(cfg: DictConfig, tracker: Any) -> dict[str, Any]:
-    """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
     check_config(cfg)
+    run = describe_run(cfg)
+    with track(cfg, run) as tracker:
+        return _pretrain(cfg, tracker, run)
+
+
+def _pretrain(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
+    """The body of ``pretrain``; ``tracker`` watches the agent (MLflow or nothing)."""
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
     env_factory = build(cfg.env)
     runner_kwargs, _ = split_runner(cfg.runner)
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
-    agent = build_agent(cfg, probe, 1)
+    agent = build_agent(cfg, probe, 1, run)
     probe.close()
     tracker.watch(agent)
     options = OmegaConf.to_container(cfg.pretrain, resolve=True)

@@ -52,22 +52,54 @@ def environment_factory(path: Path, env: str | None) -> Any:
     return build(node)
 
 
-def _record(environment: Any, directory: Path, prefix: str) -> None:
-    """Wrap the Gymnasium env inside ``environment`` with ``RecordVideo`` (every episode)."""
+def check_recordable(environment: Any) -> Any:
+    """The Gymnasium adapter inside ``environment``, once video recording is known to work.
+
+    Raises:
+        ConfigError: Not a Gymnasium environment, or moviepy (the ``video`` extra) missing.
+    """
     from forceexp.environments.gym import GymEnvironment
 
     inner = getattr(environment, "environment", environment)
     if not isinstance(inner, GymEnvironment):
         raise ConfigError(
-            f"play --video: records Gymnasium environments only; this run's environment is "
+            f"video: records Gymnasium environments only; this run's environment is "
             f"{type(inner).__name__}"
         )
     try:
         import moviepy  # noqa: F401  (RecordVideo encodes with it)
     except ImportError:
-        raise ConfigError("play --video needs moviepy: pip install 'forceexp[video]'") from None
+        raise ConfigError("video: needs moviepy: pip install 'forceexp[video]'") from None
+    return inner
+
+
+def render_environment(factory: Any) -> Any:
+    """``factory(render_mode='rgb_array')``, checked to be recordable (``check_recordable``).
+
+    Raises:
+        ConfigError: See ``check_recordable``; or the environment takes no ``render_mode``.
+    """
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-rendered envs, no display
+    try:
+        environment = factory(render_mode="rgb_array")
+    except TypeError as exc:  # an environment that takes no render_mode
+        raise ConfigError(f"video: records Gymnasium environments only ({exc})") from None
+    try:
+        check_recordable(environment)
+    except ConfigError:
+        environment.close()
+        raise
+    return environment
+
+
+def record_video(environment: Any, directory: str | Path, prefix: str) -> None:
+    """Record every episode of ``environment`` (from ``render_environment``) as MP4 files.
+
+    The files are ``<directory>/<prefix>-episode-<i>.mp4`` (gymnasium's ``RecordVideo``).
+    """
     from gymnasium.wrappers import RecordVideo
 
+    inner = check_recordable(environment)
     inner.env = RecordVideo(
         inner.env, str(directory), episode_trigger=lambda _: True, name_prefix=prefix
     )
@@ -112,20 +144,16 @@ def play(
             "train with a saver (python train.py saver=checkpoint) or agent.save(<dir>)"
         ) from None
     factory = environment_factory(path, env)
-    kwargs = {"render_mode": "rgb_array"} if video is not None else {}
-    if video is not None:
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # pygame-rendered envs, no display
-    try:
-        environment = factory(**kwargs)
-    except TypeError as exc:  # an environment that takes no render_mode
-        raise ConfigError(f"play --video: records Gymnasium environments only ({exc})") from None
+    environment = factory() if video is None else render_environment(factory)
     agent = Agent.load(checkpoints, environment=environment, saver=None, summarizer=None)
     if video is not None:
-        _record(environment, Path(video), agent.name)
+        record_video(environment, video, agent.name)
     returns = []
     try:
         for episode in range(episodes):
-            returns.append(_episode(agent, environment, None if seed is None else seed + episode))
+            returns.append(
+                run_episode(agent, environment, None if seed is None else seed + episode)
+            )
             print(f"episode {episode + 1}: return {returns[-1]:.2f}", flush=True)
     finally:
         environment.close()
@@ -134,7 +162,8 @@ def play(
     return returns
 
 
-def _episode(agent: Any, environment: Any, seed: int | None) -> float:
+def run_episode(agent: Any, environment: Any, seed: int | None) -> float:
+    """One deterministic, independent episode (reset with ``seed``); its return."""
     states = environment.reset(seed=seed)
     terminal, total = 0, 0.0
     while not terminal:

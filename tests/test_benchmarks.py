@@ -102,3 +102,14 @@ def test_sac_pendulum_prints_each_framework_and_the_ratios():
     for framework in ("forceexp/sb3", "forceexp/forceexp-autograd"):
         assert (framework, "steps_per_second_ratio") in figures
     assert all(line["value"] > 0 for line in lines)
+
+
+def test_startup_prints_the_torch_floor_and_each_agents_first_step():
+    lines = run_benchmark("startup.py", "--agents", "ppo", "--rounds", "1")
+    figures = {(line["figure"], line.get("agent")) for line in lines}
+    floor = {("torch_import", None), ("cpu_torch_import", None)}
+    per_agent = {("seconds_to_first_step", "ppo"), ("cpu_seconds_to_first_step", "ppo")}
+    assert figures == floor | per_agent | {("overhead", "ppo")}
+    value = {line["figure"]: line["value"] for line in lines}
+    assert 0 < value["cpu_torch_import"] < value["cpu_seconds_to_first_step"] < 120
+    assert value["torch_import"] > 0 and 0 < value["seconds_to_first_step"] < 120

@@ -123,3 +123,21 @@ def test_agent_configs_expose_every_hyperparameter(compose_cfg, option):
 
 def test_ppo_fast_update_overrides(compose_cfg):
     assert compose_cfg("agent.fast_update=false").agent.fast_update is False
+
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_compose_over_their_tuning(compose_cfg, experiment):
+    """``experiment=<name>`` picks its agent and env, and their tuning file still applies."""
+    assert len(EXPERIMENTS) >= 3
+    cfg = compose_cfg(f"experiment={experiment}")
+    assert cfg.task_name == experiment
+    assert cfg.evaluation.frequency >= 1
+    delta = OmegaConf.load(CONF / "experiment" / f"{experiment}.yaml")
+    picks = dict(next(iter(item.items())) for item in delta.defaults)
+    agent, env = picks["override /agent"], picks["override /env"]
+    tuning = OmegaConf.to_container(OmegaConf.load(CONF / "tuning" / f"{agent}_{env}.yaml"))
+    assert _merged(OmegaConf.to_container(cfg.agent), tuning.get("agent", {}))
+    assert callable(build(cfg.agent)) and callable(build(cfg.env))

@@ -20,6 +20,10 @@ SMALL = {"seed": 0, "device": "cuda", "batch_size": 32, "learning_starts": 64}
     ("spec", "environment"),
     [
         ({"agent": "ppo", "seed": 0, "device": "cuda", "rollout_length": 32}, IdentityEnvironment),
+        ({"agent": "a2c", "seed": 0, "device": "cuda", "rollout_length": 32}, IdentityEnvironment),
+        ({"agent": "vpg", "seed": 0, "device": "cuda", "rollout_length": 32}, IdentityEnvironment),
+        ({"agent": "ac", "seed": 0, "device": "cuda", "rollout_length": 32}, IdentityEnvironment),
+        ({"agent": "trpo", "seed": 0, "device": "cuda", "rollout_length": 32}, IdentityEnvironment),
         ({"agent": "dqn", **SMALL}, IdentityEnvironment),
         ({"agent": "dueling_dqn", **SMALL}, IdentityEnvironment),
         ({"agent": "sac", **SMALL}, TargetEnvironment),

@@ -44,6 +44,31 @@ CASES = [
     ("lstm", F, {"size": 5}),
     ("gru", F, {"size": 3}),
     ("residual", F, {"layers": [{"type": "dense", "size": 4}, {"type": "linear", "size": 6}]}),
+    ("block", F, {"layers": [{"type": "dense", "size": 4}, {"type": "linear", "size": 3}]}),
+    ("self_attention", SEQ, {"size": 5}),
+    ("self_attention", IMG, {"size": 2, "attention_size": 3, "bias": True, "dropout": 0.1}),
+    ("pooling", IMG, {"reduction": "mean"}),
+    ("pooling", IMG, {"reduction": "concat"}),
+    ("conv1d_transpose", SEQ, {"size": 3, "stride": 2}),
+    ("conv1d_transpose", SEQ, {"size": 3, "window": 4, "stride": 3, "padding": "valid"}),
+    ("conv1d_transpose", SEQ, {"size": 3, "window": 2, "stride": 3, "padding": "valid"}),
+    ("conv2d_transpose", IMG, {"size": 2, "stride": 2, "dilation": 2}),
+    ("conv2d_transpose", IMG, {"size": 2, "stride": 2, "output_shape": [17, 13]}),
+    ("linear_normalization", TensorSpec("float", (6,), min_value=-1.0, max_value=3.0), {}),
+    ("exponential_normalization", SEQ, {"decay": 0.9}),
+    ("instance_normalization", IMG, {"only_mean": True}),
+    ("clipping", F, {"lower": -0.5, "upper": 0.5}),
+    ("deltafier", SEQ, {"concatenate": 1}),
+    ("sequence", SEQ, {"length": 3}),
+    ("sequence", SEQ, {"length": 3, "concatenate": False, "axis": 0}),
+    ("image", IMG, {"height": 4, "grayscale": True}),
+    ("image", IMG, {"width": 14}),
+    ("function", F, {"function": "torch.tanh"}),
+    ("input_rnn", SEQ, {"cell": "lstm", "size": 6}),
+    ("input_lstm", SEQ, {"size": 4, "return_final_state": False}),
+    ("input_gru", SEQ, {"size": 3}),
+    ("rnn", F, {"cell": "lstm", "size": 4, "horizon": 2}),
+    ("gru", F, {"size": 3, "activation": "tanh", "dropout": 0.1, "bias": False}),
 ]
 
 
@@ -65,7 +90,7 @@ def test_output_spec_matches_forward(kind, spec, kwargs):
 
 
 def test_every_registered_layer_has_a_shape_case():
-    covered = {kind for kind, _, _ in CASES} | {"register", "retrieve"}
+    covered = {kind for kind, _, _ in CASES} | {"register", "retrieve", "reuse"}
     assert covered == set(LAYERS.keys())
 
 
@@ -206,7 +231,8 @@ def test_custom_layer_by_import_path_and_class():
         (
             {"type": "no_such_pkg.Layer"},
             F,
-            r"net\[2\]\.type: cannot import custom layer 'no_such_pkg.Layer'",
+            r"net\[2\]\.type: 'no_such_pkg.Layer' is invalid; expected an importable "
+            r"'package.module.name'. import failed: No module named 'no_such_pkg'",
         ),
         (
             {"type": "collections.OrderedDict"},

@@ -45,7 +45,7 @@ def test_act_experience_update_interface_learns():
         for _ in range(4):  # 32 steps per update: 8-step updates are too noisy to learn from
             agent.experience(**collect_episode(agent, environment))
         metrics = agent.update()
-        assert "loss/policy" in metrics
+        assert "losses/policy_loss" in metrics
     assert agent.updates == 40 and agent.episodes == 160 and agent.timesteps == 160 * 8
     assert evaluate(agent, environment) >= 7.0  # of 8; random policy: 2
 

@@ -11,7 +11,12 @@ import torch
 from forceexp import Environment, Runner
 from forceexp.environments.testing import IdentityEnvironment
 from forceexp.errors import ConfigError
-from forceexp.execution.milestones import PeriodicEvaluation, ReturnThreshold, chain
+from forceexp.execution.milestones import (
+    PeriodicEvaluation,
+    ReturnThreshold,
+    chain,
+    stop_reason,
+)
 
 
 class CountingEnv(Environment):
@@ -46,6 +51,10 @@ def test_threshold_records_the_first_crossing_and_can_stop_the_run() -> None:
     runner = Runner(agent="random", environment=CountingEnv())
     runner.run(num_episodes=60, callback=stopping, use_tqdm=False)
     assert runner.episodes == 25
+    assert stop_reason(runner, None, 60, None, stopping) == (
+        "solved: the mean return of the last 10 episodes reached 20.5 at 25 timesteps"
+    )
+    assert watch.stopped is None  # reached, but it did not stop the run
 
 
 def test_unreached_threshold_stays_none() -> None:
@@ -112,6 +121,9 @@ def test_periodic_evaluation_stops_at_a_return_and_chains_with_other_callbacks()
     solve = ReturnThreshold(100.0)  # never reached: only the evaluation stops the run
     runner.run(num_timesteps=20_000, callback=chain(solve, periodic), use_tqdm=False)
     assert runner.timesteps < 20_000 and periodic.history[-1][1] >= 8.0
+    reason = stop_reason(runner, 20_000, None, solve, periodic)
+    assert reason.startswith(f"early stop: the evaluation at {runner.timesteps} timesteps returned")
+    assert reason.endswith(">= evaluation.stop_return 8")
     assert not periodic.finish(runner)  # keep_best off: nothing restored
     runner.close()
     assert chain(None, None) is None and chain(None, solve) is solve
@@ -145,3 +157,4 @@ def test_train_writes_the_evaluations_into_results(compose_cfg):
     assert results["evaluations"][-1]["timesteps"] == results["timesteps"] >= 1500
     assert results["best_eval_return_mean"] == max(e["return_mean"] for e in results["evaluations"])
     assert isinstance(results["restored_best"], bool)
+    assert results["stop_reason"] == "budget: 1500 timesteps"

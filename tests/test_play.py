@@ -106,5 +106,38 @@ def test_play_errors(run_dir: Path, tmp_path: Path, capsys) -> None:
 def test_play_video_needs_a_gymnasium_environment(tmp_path: Path) -> None:
     agent = Agent.create("random", environment="identity")
     agent.save(tmp_path)
-    with pytest.raises(ConfigError, match="play --video: records Gymnasium environments only"):
+    with pytest.raises(ConfigError, match="video: records Gymnasium environments only"):
         play(tmp_path, env="identity", video=tmp_path / "videos")
+
+
+def test_train_records_the_final_evaluation_as_video(compose_cfg, tmp_path: Path) -> None:
+    imageio = pytest.importorskip("imageio.v2")
+    pytest.importorskip("moviepy")
+    from forceexp.experiment import train
+
+    cfg = compose_cfg(
+        "runner.num_timesteps=400",
+        "runner.max_episode_timesteps=30",
+        "evaluation.frequency=200",
+        "evaluation.num_episodes=2",
+        "evaluation.keep_best=true",
+        "evaluation.video=true",
+    )
+    results = train(cfg)
+    evaluations = {e["timesteps"]: e["return_mean"] for e in results["evaluations"]}
+    shown = results["best_eval_timesteps"] if results["restored_best"] else results["timesteps"]
+    files = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert [f.name for f in files] == [f"eval-{shown}-episode-{i}.mp4" for i in range(2)]
+    reader = imageio.get_reader(files[0], format="FFMPEG")
+    frames = [frame for frame in reader]  # list(reader) asks len(), which is inf
+    reader.close()
+    assert len(frames) >= 8 and frames[0].shape[2] == 3 and frames[0].std() > 0
+    assert results["video"] == {"timesteps": shown, "return_mean": evaluations[shown]}  # replayed
+
+
+def test_evaluation_video_is_refused_before_training_on_other_environments(compose_cfg):
+    from forceexp.experiment import train
+
+    cfg = compose_cfg("env=identity", "evaluation.video=true")
+    with pytest.raises(ConfigError, match="video: records Gymnasium environments only"):
+        train(cfg)

@@ -47,7 +47,7 @@ def test_imitation_clones_the_recorded_policy(tmp_path):
     metrics = agent.pretrain(
         tmp_path, num_iterations=20, num_traces=None, num_updates=10, objective="imitation"
     )
-    assert metrics["loss/policy"] < 0.1
+    assert metrics["losses/policy_loss"] < 0.1
     assert agent.timesteps == 20 * 160 and agent.episodes == 20 * 20
     actions = agent.act(np.eye(4, dtype=np.float32), parallel=[0, 0, 0, 0], independent=True)
     assert actions.tolist() == [0, 1, 2, 3]
@@ -60,7 +60,7 @@ def test_imitation_respects_masks(tmp_path):
     _identity_traces(tmp_path, masked=True)
     agent = _ppo()
     agent.pretrain(tmp_path, num_iterations=5, num_traces=None, objective="imitation")
-    assert np.isfinite(agent.pretrain(tmp_path, 1, objective="imitation")["loss/policy"])
+    assert np.isfinite(agent.pretrain(tmp_path, 1, objective="imitation")["losses/policy_loss"])
     mask = np.array([[False, True, False, False]])
     action = agent.act(
         {"state": np.eye(4, dtype=np.float32)[:1], "action_mask": mask},
@@ -75,7 +75,7 @@ def test_replay_runs_the_agents_own_update_on_recorded_rewards(tmp_path):
     agent = _ppo(epochs=4)
     before = [p.detach().clone() for p in agent.policy.parameters()]
     metrics = agent.pretrain(tmp_path, num_iterations=3, num_traces=2, num_updates=2)
-    assert {"loss/policy", "loss/value", "kl-divergence"} <= set(metrics)
+    assert {"losses/policy_loss", "losses/value_loss", "losses/approx_kl"} <= set(metrics)
     assert agent.updates == 6 and agent.timesteps == 3 * 2 * 8
     changed = [
         not torch.equal(a, b) for a, b in zip(before, agent.policy.parameters(), strict=True)
@@ -163,7 +163,7 @@ def test_pretrain_script_in_a_subprocess(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     assert results["eval_return_mean"] == 8.0  # identity: 8 steps, all correct
-    assert results["pretrain_timesteps"] == 20 * 160 and "pretrain/loss/policy" in results
+    assert results["pretrain_timesteps"] == 20 * 160 and "pretrain/losses/policy_loss" in results
 
 
 # --------------------------------------------------------------- done-when: CartPole cloning
@@ -315,7 +315,7 @@ def test_observers_see_each_pretraining_iteration(tmp_path):
     collect = Collect()
     agent = _ppo(summarizer=collect)
     agent.pretrain(tmp_path, num_iterations=3, objective="imitation")
-    assert len(collect.metrics) == 3 and "loss/value" in collect.metrics[-1]
+    assert len(collect.metrics) == 3 and "losses/value_loss" in collect.metrics[-1]
 
 
 def test_seed_form_records_and_pretrains(tmp_path, monkeypatch):

@@ -66,8 +66,9 @@ def test_environments_as_actors_on_a_local_instance(local_ray):
     try:
         assert all(env.node.startswith("127.0.0.1") for env in runner.environments)
         runner.run(num_episodes=4, batch_agent_calls=True, use_tqdm=False)
+        assert runner.episodes >= 4
         runner.run(num_episodes=2, use_tqdm=False)  # unbatched: served as answers arrive
-        assert runner.episodes >= 6 and runner.timesteps > 0
+        assert runner.episodes >= 2 and runner.timesteps > 0
     finally:
         runner.close()
     remote = Environment.create("CartPole-v1", remote="ray")
@@ -249,7 +250,7 @@ def test_rollout_workers_on_both_nodes_survive_a_killed_worker(two_nodes):
         assert runner.updates == 1 and runner.timesteps == 64
         two_nodes.kill(runner.workers[1])
         runner.run(num_timesteps=64, use_tqdm=False)  # worker 1 replaced on its node
-        assert runner.updates == 2 and runner.timesteps == 128
+        assert runner.updates == 1 and runner.timesteps == 64 and runner.agent.updates == 2
         runner._restarts_left = 0
         two_nodes.kill(runner.workers[0])
         with pytest.raises(RemoteEnvironmentError, match=r"workers\[0\] on node 127\.0\.0\.1"):

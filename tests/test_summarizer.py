@@ -160,3 +160,62 @@ def test_bad_summarize_calls_raise(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a scalar"):
         agent.summarize(summary="s", value=[1.0, 2.0])
     agent.close()
+
+
+@pytest.mark.parametrize(
+    ("label", "selected"),
+    [
+        ("reward", {tags.EPISODE_RETURN, tags.EPISODE_LENGTH, tags.REWARD_STEP, tags.EVAL_RETURN}),
+        ("loss", {tags.LOSS_POLICY, tags.LOSS_VALUE, tags.CLIP_FRACTION, tags.LOSS_Q}),
+        ("entropy", {tags.ENTROPY, tags.TEMPERATURE}),
+        ("kl-divergence", {tags.KL_DIVERGENCE}),
+        ("learning-rate", {tags.LEARNING_RATE}),
+        ("update-norm", {tags.UPDATE_NORM, tags.UPDATE_NORM_CLIPPED}),
+        ("exploration", {tags.EXPLORATION}),
+        ("time", {tags.STEPS_PER_SECOND}),
+        ("distribution", {"distribution/action-probabilities0"}),
+        ("variables", {"variables/network.0.weight"}),
+    ],
+)
+def test_tensorforce_labels_select_the_cleanrl_tags(label: str, selected: set[str]) -> None:
+    assert {tag for tag in selected if tags.label_of(tag) == label} == selected
+    assert label in tags.LABELS
+
+
+def test_every_tag_has_a_label_and_a_group() -> None:
+    names = [v for k, v in vars(tags).items() if k.isupper() and isinstance(v, str)]
+    metrics = [n for n in names if "/" in n]
+    assert set(metrics) == set(tags.TAG_LABELS)  # the table covers every metric constant
+    assert {m.split("/")[0] for m in metrics} == {"charts", "losses", "eval"}
+    assert tags.label_of("losses/new_thing") == "loss"  # an unlisted tag goes by its group
+
+
+def test_train_names_the_run_folder_and_writes_hparams(compose_cfg, tmp_path: Path) -> None:
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from forceexp.experiment import train
+
+    cfg = compose_cfg("summarizer=tensorboard", "evaluation.frequency=128")
+    results = train(cfg)
+    (folder,) = (tmp_path / "tensorboard").iterdir()
+    assert folder.name == "ppo-CartPole-v1-s0"  # no Hydra run here: env from cfg.env
+    events = _load(folder)
+    scalars = set(events.Tags()["scalars"])
+    assert {tags.EPISODE_RETURN, tags.LOSS_POLICY, tags.KL_DIVERGENCE, tags.ENTROPY} <= scalars
+    evaluations = [(e.step, e.value) for e in events.Scalars(tags.EVAL_RETURN)]
+    steps = [step for step, _ in evaluations]  # during training (every >= 128 steps), final
+    assert 128 <= steps[0] < 256 and steps[1:] == [256, 256]
+    assert evaluations[-1][1] == pytest.approx(results["eval_return_mean"])
+    speeds = [e.value for e in events.Scalars(tags.STEPS_PER_SECOND)]
+    assert all(s > 0 for s in speeds)
+    assert speeds[-1] == pytest.approx(results["steps_per_second"], rel=1e-6)
+    content = events.PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["agent.learning_rate"].number_value == pytest.approx(cfg.agent.learning_rate)
+    assert hparams["agent"].string_value == "ppo"
+    assert hparams["seed"].number_value == 0
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert not any(info.differs for info in experiment.hparam_infos)  # a single run
+    metrics = {info.name.tag for info in experiment.metric_infos}
+    assert metrics == {tags.EVAL_RETURN, tags.EVAL_RETURN_STD, tags.STEPS_PER_SECOND}

@@ -17,11 +17,15 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from forceexp import Agent, Environment, Runner, tags
 from forceexp.callbacks import MlflowStore
+from forceexp.command import describe_run
 from forceexp.compare import Group, config_name, load_groups, main, smooth, strip_common
 from forceexp.errors import ConfigError
+from forceexp.observers.run_info import RunInfo, run_name, sweep_keys
 from forceexp.observers.tracker import (
     OVERRIDES_TAG,
     MlflowTracker,
@@ -33,6 +37,7 @@ from forceexp.observers.tracker import (
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
+LEARNING_RATES = ("0.001", "0.0003")  # as Hydra writes 1e-3 and 3e-4 in the jobs' overrides
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +50,10 @@ def _cfg(tmp_path: Path, uri: str, experiment: str, **tracker: object) -> object
     return OmegaConf.create(
         {
             "task_name": "unit",
+            "run_name": None,
             "seed": 3,
-            "agent": {"learning_rate": 1e-3, "layers": [64, 64]},
+            "agent": {"_target_": "forceexp.agents.ppo.PPOAgent", "learning_rate": 1e-3},
+            "env": {"environment": "CartPole-v1"},
             "paths": {"output_dir": str(tmp_path / "run")},
             "saver": {"directory": str(tmp_path / "run" / "checkpoints")},
             "tracker": {"tracking_uri": uri, "experiment": experiment, **tracker},
@@ -54,58 +61,104 @@ def _cfg(tmp_path: Path, uri: str, experiment: str, **tracker: object) -> object
     )
 
 
-def _short_run(tracker: object) -> Agent:
+def _short_run(tracker: object, **observers: object) -> Agent:
     env = Environment.create("CartPole-v1", max_episode_timesteps=30)
     agent = Agent.create(
-        "ppo", environment=env, rollout_length=32, minibatch_size=32, epochs=1, seed=0, device="cpu"
+        "ppo",
+        environment=env,
+        rollout_length=32,
+        minibatch_size=32,
+        epochs=1,
+        seed=0,
+        device="cpu",
+        **observers,
     )
     tracker.watch(agent)
     runner = Runner(agent=agent, environment=env)
     runner.run(num_timesteps=96, use_tqdm=False)
     runner.close()
-    agent.close()
     return agent
 
 
-def test_track_logs_params_tags_metrics_and_artifacts(tmp_path: Path, uri: str) -> None:
+def test_track_logs_name_tags_metrics_and_artifacts(tmp_path: Path, uri: str) -> None:
     cfg = _cfg(tmp_path, uri, "unit", tags={"purpose": "test"})
     run_dir = tmp_path / "run"
-    with track(cfg) as tracker:
-        _short_run(tracker)
+    info = describe_run(cfg)
+    assert info.name == "ppo-CartPole-v1-s3"
+    board = tmp_path / "run" / "tensorboard"
+    with track(cfg, info) as tracker:
+        agent = _short_run(
+            tracker,
+            summarizer={"directory": str(board), "filename": info.name},
+            saver={"directory": str(run_dir / "checkpoints"), "frequency": 2},
+        )
+        agent.save(run_dir / "export", format="numpy_policy")
+        agent.close()
         (run_dir / ".hydra").mkdir(parents=True)
         (run_dir / ".hydra" / "config.yaml").write_text("seed: 3\n")
-        (run_dir / "checkpoints").mkdir()
-        (run_dir / "checkpoints" / "agent.json").write_text("{}")
         (run_dir / "results.json").write_text(
-            json.dumps({"eval_return_mean": 12.5, "timesteps": 96})
+            json.dumps({"eval_return_mean": 12.5, "steps_per_second": 99.0, "timesteps": 96})
         )
     client = MlflowClient(cfg.tracker.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == "ppo-CartPole-v1-s3"
     assert run.data.params["agent.learning_rate"] == "0.001"
-    assert run.data.params["agent.layers.1"] == "64"
     assert run.data.params["tracker.experiment"] == "unit"
-    assert run.data.tags["purpose"] == "test"
-    assert run.data.tags["forceexp.seed"] == "3"
-    assert len(run.data.tags["mlflow.source.git.commit"]) in (40, len("unknown"))
+    found = run.data.tags
+    assert found["purpose"] == "test"
+    assert (found["agent"], found["env"], found["seed"], found["task_name"]) == (
+        "ppo",
+        "CartPole-v1",
+        "3",
+        "unit",
+    )
+    assert len(found["git_commit"]) in (40, len("unknown"))
+    assert found["mlflow.source.git.commit"] == found["git_commit"]
+    assert found["git_dirty"] in ("true", "false", "none")
+    assert found["command"] and found["mlflow.source.name"] and found["mlflow.user"]
     history = client.get_metric_history(run.info.run_id, tags.EPISODE_RETURN)
     assert history
     assert all(0 < m.step <= 96 and 1 <= m.value <= 30 for m in history)
     losses = client.get_metric_history(run.info.run_id, tags.LOSS_TOTAL)
     assert sorted({m.step for m in losses}) == [32, 64, 96]
-    assert {m.step for m in client.get_metric_history(run.info.run_id, tags.STEPS_PER_SECOND)}
-    assert run.data.metrics["eval_return_mean"] == 12.5
+    # one SPS: the MLflow values are the TensorBoard values, update by update
+    speeds = client.get_metric_history(run.info.run_id, tags.STEPS_PER_SECOND)
+    in_mlflow = sorted((m.step, m.value) for m in speeds if m.step < 96 or m.value != 99.0)
+    events = EventAccumulator(str(board / info.name))
+    events.Reload()
+    in_board = [(e.step, e.value) for e in events.Scalars(tags.STEPS_PER_SECOND)]
+    assert [s for s, _ in in_mlflow] == [s for s, _ in in_board] == [32, 64, 96]
+    assert [v for _, v in in_mlflow] == pytest.approx([v for _, v in in_board], rel=1e-6)
+    assert run.data.metrics[tags.EVAL_RETURN] == 12.5  # results.json, under the vocabulary
+    assert run.data.metrics[tags.STEPS_PER_SECOND] == 99.0
+    assert run.data.metrics["results/timesteps"] == 96
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert artifacts == {".hydra", "results.json", "checkpoint"}
+    assert artifacts == {".hydra", "results.json", "tensorboard", "model", "policy"}
+    listed = {a.path for a in client.list_artifacts(run.info.run_id, f"tensorboard/{info.name}")}
+    assert any("events.out.tfevents" in path for path in listed)
+    models = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert models == {"model/agent-3.pt"}  # the final checkpoint only (updates 2 and 3 saved)
+    policy = {a.path for a in client.list_artifacts(run.info.run_id, "policy")}
+    assert policy == {"policy/agent.policy.json", "policy/agent.policy.npz"}
     hydra_files = {a.path for a in client.list_artifacts(run.info.run_id, ".hydra")}
     assert hydra_files == {".hydra/config.yaml"}
     store_dir = Path(uri.removeprefix("sqlite:///")).parent
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(store_dir)
 
 
+def test_run_names_and_sweep_keys() -> None:
+    swept = ["agent.learning_rate=0.001", "seed=1", "+env.x=2"]
+    assert run_name("ppo", "cartpole", swept, 1) == "ppo-cartpole-learning_rate=0.001-x=2-s1"
+    assert run_name("dqn", "CartPole-v1", [], None) == "dqn-CartPole-v1"
+    assert run_name("ppo", "a/b", ["agent=ppo", "x=a b"], 0) == "ppo-a_b-x=a_b-s0"
+    overrides = ["agent.learning_rate=1e-3,3e-4", "seed=0,1", "agent.layers=[64,64]", "x=range(3)"]
+    assert sweep_keys([*overrides, "tracker=mlflow"]) == {"agent.learning_rate", "seed", "x"}
+
+
 def test_failed_run_is_marked_failed(tmp_path: Path, uri: str) -> None:
     cfg = _cfg(tmp_path, uri, "failing")
-    with pytest.raises(RuntimeError, match="boom"), track(cfg):
+    with pytest.raises(RuntimeError, match="boom"), track(cfg, describe_run(cfg)):
         raise RuntimeError("boom")
     client = MlflowClient(cfg.tracker.tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("failing").experiment_id])
@@ -114,8 +167,9 @@ def test_failed_run_is_marked_failed(tmp_path: Path, uri: str) -> None:
 
 def test_no_tracker_yields_a_null_tracker(tmp_path: Path) -> None:
     cfg = OmegaConf.create({"tracker": None, "paths": {"output_dir": str(tmp_path)}})
-    with track(cfg) as tracker:
-        _short_run(tracker)
+    info = RunInfo("x", "ppo", "env", 0, "unit", "python train.py", "train.py")
+    with track(cfg, info) as tracker:
+        _short_run(tracker).close()
     assert not (tmp_path / "mlflow.db").exists()
 
 
@@ -146,7 +200,7 @@ def test_bad_tracking_uri_raises(uri: object, match: str) -> None:
 def test_unknown_tracker_key_raises(tmp_path: Path, uri: str) -> None:
     with (
         pytest.raises(ConfigError, match="keys tracking_uri, experiment, tags"),
-        track(_cfg(tmp_path, uri, "unit", url="x")),
+        track(_cfg(tmp_path, uri, "unit", url="x"), describe_run(_cfg(tmp_path, uri, "unit"))),
     ):
         pass
 
@@ -198,13 +252,28 @@ def test_multirun_2x2_logs_four_runs_and_compares(tmp_path: Path) -> None:
     ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(list((tmp_path / "multirun").glob("*/tensorboard/events.out.tfevents.*"))) == 4
+    names = {f"ppo-cartpole-learning_rate={lr}-s{seed}" for lr in LEARNING_RATES for seed in (0, 1)}
+    boards = list((tmp_path / "multirun").glob("*/tensorboard/*"))
+    assert {board.name for board in boards} == names
+    events = EventAccumulator(str(boards[0]))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    infos = HParamsPluginData.FromString(content).experiment.hparam_infos
+    assert {info.name for info in infos if info.differs} == {"agent.learning_rate", "seed"}
     uri = f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("sweep").experiment_id])
-    assert len(runs) == 4
+    assert {r.info.run_name for r in runs} == names
     assert {r.data.tags["forceexp.sweep_dir"] for r in runs} == {str(tmp_path / "multirun")}
     assert all("seed=" in r.data.tags[OVERRIDES_TAG] for r in runs)
+    for run in runs:
+        found = run.data.tags
+        assert (found["agent"], found["env"], found["task_name"]) == ("ppo", "cartpole", "sweep")
+        assert found["command"].startswith("python train.py ")
+        assert f"seed={found['seed']}" in found["command"].split()
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tensorboard")}
+        assert artifacts == {f"tensorboard/{run.info.run_name}"}
+        assert {tags.EVAL_RETURN, tags.STEPS_PER_SECOND, tags.LOSS_POLICY} <= set(run.data.metrics)
     png = tmp_path / "curves.png"
     cwd = Path.cwd()
     os.chdir(tmp_path)

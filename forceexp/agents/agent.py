@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -21,8 +22,8 @@ from forceexp.agents.inputs import (
     reward_array,
     terminal_array,
 )
-from forceexp.config import is_spec_file, load_spec_file
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
+from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
 
 #: ``device='auto'`` uses CUDA only for states at least this large with rank >= 2 (images):
@@ -174,6 +175,7 @@ class Agent(InputConversion):
         self.seed = seed
         seed_everything(seed)
         self.timesteps = self.episodes = self.updates = 0
+        self.started: tuple[float, int] | None = None  # (clock, timesteps) at the first stored act
         self._experiences: list[Any] = []  # episodes given to ``experience``, for ``update``
         self._acting = np.zeros(parallel_interactions, dtype=bool)
         self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
@@ -345,6 +347,8 @@ class Agent(InputConversion):
             name: a if isinstance(a, np.ndarray) else a.cpu().numpy() for name, a in actions.items()
         }
         if not independent:
+            if self.started is None:  # the clock of charts/SPS
+                self.started = (time.perf_counter(), self.timesteps)
             self.timesteps += len(slots)
             for observer in self.observers:
                 observer.on_act(self, batch, masks, out, slots)

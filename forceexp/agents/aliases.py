@@ -265,9 +265,10 @@ def _baseline_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
     """One Adam optimizer steps policy and baseline here; a separate one is not reproduced."""
     if value not in _OFF:
         log.warning(
-            "agent.baseline_optimizer=%r: forceexp's PPO steps policy and baseline with one "
-            "Adam optimizer (learning_rate, value_coef); the separate optimizer is not used",
+            "agent.baseline_optimizer=%r: forceexp's %s steps policy and baseline with one "
+            "optimizer (learning_rate, value_coef); the separate optimizer is not used",
             value,
+            ctx.agent,
         )
     return {}
 
@@ -299,6 +300,104 @@ PPO: dict[str, Translation] = {
     "return_processing": _processing("return_processing"),
     "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
     "exploration": _only_off("exploration", "PPO explores by sampling its policy"),
+}
+
+
+# ---------------------------------------------------------------------------- A2C, AC, VPG, TRPO
+def _timesteps_batch(value: Any, ctx: Context) -> dict[str, Any]:
+    """A2C/AC ``batch_size`` (timesteps) -> ``rollout_length`` per parallel slot (rounded up)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(message("agent.batch_size", value, "an int >= 1 (timesteps)"))
+    return {"rollout_length": math.ceil(value / (ctx.get("parallel_interactions") or 1))}
+
+
+def _horizon(value: Any, ctx: Context) -> dict[str, Any]:
+    """Reward-estimation ``horizon``: 1 -> one-step TD (``gae_lambda=0``); 'episode' -> 1."""
+    if value == "episode":
+        return {"gae_lambda": 1.0}
+    if value == 1 and not isinstance(value, bool):
+        return {"gae_lambda": 0.0}
+    raise ConfigError(
+        message("agent.horizon", value, "1 or 'episode'")
+        + " (other n-step horizons are not offered; use gae_lambda instead)"
+    )
+
+
+def _critic_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
+    """A float is the critic loss weight (``value_coef``); an optimizer spec is not reproduced."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return {"value_coef": float(value)}
+    return _baseline_optimizer(value, ctx)
+
+
+def _trpo_baseline_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
+    """``dict(optimizer='adam', learning_rate, multi_step)`` -> value_learning_rate/epochs."""
+    if value in _OFF:
+        return {}
+    out = _optimizer("baseline_optimizer")(value, ctx)
+    return {
+        {"learning_rate": "value_learning_rate", "epochs": "value_epochs"}[key]: item
+        for key, item in out.items()
+    }
+
+
+def _whole_batch(value: Any, ctx: Context) -> dict[str, Any]:
+    """TRPO's natural gradient sees the whole rollout: only ``subsampling_fraction=1``."""
+    if value != 1.0:
+        raise ConfigError(message("agent.subsampling_fraction", value, "1.0 (whole rollout)"))
+    return {}
+
+
+#: what A2C, AC, VPG and TRPO share with PPO's table
+_ON_POLICY = {
+    key: PPO[key]
+    for key in (
+        "network",
+        "policy",
+        "update",
+        "update_frequency",
+        "use_beta_distribution",
+        "predict_terminal_values",
+        "state_preprocessing",
+        "preprocessing",
+        "reward_processing",
+        "return_processing",
+        "advantage_processing",
+        "exploration",
+    )
+}
+_ON_POLICY["memory"] = _accepted("memory", "the rollout buffer is sized by rollout_length")
+ACTOR_CRITIC: dict[str, Translation] = {
+    **_ON_POLICY,
+    "batch_size": _timesteps_batch,
+    "learning_rate": lambda value, ctx: {"learning_rate": _optimizer_rate(value)},
+    "horizon": _horizon,
+    "critic": _network("baseline"),
+    "critic_network": _network("baseline"),
+    "critic_optimizer": _critic_optimizer,
+    "entropy_regularization": _rename("entropy_coef"),
+}
+VPG: dict[str, Translation] = {
+    **_ON_POLICY,
+    "batch_size": _batch_size,
+    "learning_rate": lambda value, ctx: {"learning_rate": _optimizer_rate(value)},
+    "baseline": _network("baseline"),
+    "baseline_network": _network("baseline_network"),
+    "baseline_optimizer": _baseline_optimizer,
+    "baseline_objective": PPO["baseline_objective"],
+    "entropy_regularization": _rename("entropy_coef"),
+}
+TRPO: dict[str, Translation] = {
+    **_ON_POLICY,
+    "batch_size": _batch_size,
+    "learning_rate": _rename("max_kl"),
+    "linesearch_iterations": _rename("line_search_max_iter"),
+    "subsampling_fraction": _whole_batch,
+    "baseline": _network("baseline"),
+    "baseline_network": _network("baseline_network"),
+    "baseline_optimizer": _trpo_baseline_optimizer,
+    "baseline_objective": PPO["baseline_objective"],
+    "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
 }
 
 
@@ -365,6 +464,9 @@ DPG = {
 #: per agent registry name; agents without an entry get ``COMMON`` only
 AGENT_ALIASES: dict[str, dict[str, Translation]] = {
     "ppo": PPO,
+    **dict.fromkeys(("a2c", "ac"), ACTOR_CRITIC),
+    "vpg": VPG,
+    "trpo": TRPO,
     **dict.fromkeys(("dqn", "double_dqn", "dueling_dqn"), DQN),
     **dict.fromkeys(("dpg", "ddpg"), DPG),
 }

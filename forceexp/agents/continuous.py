@@ -48,7 +48,7 @@ def critic_network(spec: Any, states: Specs, path: str) -> nn.Module:
     ):
         inputs = {"type": "retrieve", "tensors": states.names(), "aggregation": "concat"}
         spec = [inputs, *spec]
-    return build_network(spec, states, path)
+    return build_network(spec, states, path, feed_forward=True)
 
 
 class ContinuousAgent(OffPolicyAgent):
@@ -119,7 +119,7 @@ class ContinuousAgent(OffPolicyAgent):
 
     def actor_network(self, spec: Any) -> nn.Module:
         """The actor body over the states (``network=`` spec)."""
-        return build_network(spec, self.state_specs, "network")
+        return build_network(spec, self.state_specs, "network", feed_forward=True)
 
     def add_actor(self, actor: nn.Module, with_target: bool) -> None:
         """Set ``self.actor`` (on the device), its optimizer and optionally its target copy."""

@@ -141,7 +141,7 @@ class DQNAgent(OffPolicyAgent):
         self.target_update_interval, self.tau = target_update_interval, tau
         self.double_q, self.dueling, self.loss = double_q, dueling, loss
         self.max_grad_norm = max_grad_norm
-        body = build_network(network, self.state_specs, "network")
+        body = build_network(network, self.state_specs, "network", feed_forward=True)
         self.q = QFunction(body, self.action_specs, dueling).to(self.device)
         self.target = frozen_copy(self.q)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())

@@ -21,7 +21,14 @@ _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 
 
 class PPOUpdate:
-    """Clipped-surrogate PPO updates over the rollout buffer (mixed into ``PPOAgent``)."""
+    """Clipped-surrogate PPO updates over the rollout buffer (mixed into ``PPOAgent``).
+
+    A2C, VPG and AC reuse it with one epoch on the whole rollout and no clipping (at the
+    rollout's own policy the ratio is 1, so the surrogate's gradient is the policy gradient).
+    """
+
+    #: False: the advantages are the returns themselves (REINFORCE without a baseline)
+    subtract_baseline: bool = True
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""
@@ -29,8 +36,10 @@ class PPOUpdate:
             return self._update_sequences()
         with torch.inference_mode():
             batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
+            if not self.subtract_baseline:
+                batch = batch._replace(advantages=batch.returns)
         self.buffer.carry_over()
-        return self._update_batch(Batch(*(_clone(x) for x in batch)))
+        return self._update_batch(Batch(*(fresh(x) for x in batch)))
 
     def _update_batch(self, batch: Batch) -> dict[str, float]:
         """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
@@ -44,7 +53,7 @@ class PPOUpdate:
                 rows = rows._replace(advantages=normalized(rows.advantages))
             step = partial(self._fused_minibatch_step, rows, normalize=not whole)
         metrics = self._epochs(size, self.minibatch_size, step)
-        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(batch.value, batch.returns)
+        metrics[tags.EXPLAINED_VARIANCE] = explained_variance(batch.value, batch.returns)
         return metrics
 
     def _update_sequences(self) -> dict[str, float]:
@@ -55,14 +64,16 @@ class PPOUpdate:
         """
         with torch.inference_mode():
             seq = self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda)
+            if not self.subtract_baseline:
+                seq = seq._replace(advantages=seq.returns)
         self.buffer.carry_over()
-        seq = Sequences(*(_clone(x) for x in seq))
+        seq = Sequences(*(fresh(x) for x in seq))
         num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
         per_step = max(1, self.minibatch_size // max(length, 1))
         metrics = self._epochs(
             num_slots, per_step, lambda cols, clip: self._sequence_step(seq, cols, clip)
         )
-        metrics[tags.EXPLAINED_VARIANCE] = _explained_variance(
+        metrics[tags.EXPLAINED_VARIANCE] = explained_variance(
             seq.value[seq.valid], seq.returns[seq.valid]
         )
         return metrics
@@ -236,13 +247,14 @@ def _take(batch: Batch, idx: torch.Tensor) -> Batch:
     )
 
 
-def _clone(x: Any) -> Any:
+def fresh(x: Any) -> Any:
     """Inference tensors cannot enter autograd; clone them into normal tensors."""
     if isinstance(x, dict):
         return {name: t.clone() for name, t in x.items()}
     return x.clone()
 
 
-def _explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
+    """``1 - Var(returns - values) / Var(returns)`` (NaN for constant returns)."""
     var = float(returns.var()) if returns.numel() > 1 else 0.0
     return float("nan") if var == 0 else 1.0 - float((returns - values).var()) / var

@@ -135,19 +135,23 @@ def _check(param: torch.Tensor) -> None:
 
 
 class FastOptimizer:
-    """A flat gradient buffer over an Adam optimizer's parameters, clipping and its Adam step.
+    """A flat gradient buffer over an optimizer's parameters, clipping and its Adam/RMSprop step.
 
     Args:
-        optimizer: A ``torch.optim.Adam`` or ``AdamW`` (no amsgrad, no maximize) over float32
-            CPU parameters. Its ``state`` is used in its own format (``step``, ``exp_avg``,
-            ``exp_avg_sq``); each group's ``betas``, ``eps``, ``weight_decay`` apply.
+        optimizer: A ``torch.optim.Adam`` or ``AdamW`` (no amsgrad, no maximize) or a plain
+            ``torch.optim.RMSprop`` (no momentum, not centered; A2C's) over float32 CPU
+            parameters. Its ``state`` is used in its own format (Adam: ``step``, ``exp_avg``,
+            ``exp_avg_sq``; RMSprop: ``step``, ``square_avg``); each group's ``betas``/``alpha``,
+            ``eps``, ``weight_decay`` apply.
     """
 
-    def __init__(self, optimizer: torch.optim.Adam) -> None:
-        if not isinstance(optimizer, torch.optim.Adam):
-            raise ValueError(f"{type(optimizer).__name__} is not Adam")
-        if any(g["amsgrad"] or g["maximize"] for g in optimizer.param_groups):
-            raise ValueError("amsgrad/maximize are not supported")
+    def __init__(self, optimizer: torch.optim.Adam | torch.optim.RMSprop) -> None:
+        self.rmsprop = isinstance(optimizer, torch.optim.RMSprop)
+        if not self.rmsprop and not isinstance(optimizer, torch.optim.Adam):
+            raise ValueError(f"{type(optimizer).__name__} is not Adam or RMSprop")
+        for g in optimizer.param_groups:
+            if g["maximize"] or g.get("amsgrad") or g.get("centered") or g.get("momentum"):
+                raise ValueError("amsgrad/maximize/centered/momentum are not supported")
         self.optimizer = optimizer
         self.params: list[torch.Tensor] = [p for g in optimizer.param_groups for p in g["params"]]
         for p in self.params:
@@ -189,7 +193,7 @@ class FastOptimizer:
         return norm, norm * scale
 
     def step(self, lr: float | None = None) -> None:
-        """One Adam step with the current gradients: torch's fused kernel, one call per group.
+        """One optimizer step with the current gradients (Adam: torch's fused kernel per group).
 
         Args:
             lr: Learning rate for every group (None: each group's ``lr``).
@@ -198,6 +202,9 @@ class FastOptimizer:
         and a plain ``optimizer.step()`` on the same state still counts each step once; the
         argument lists are rebuilt only when the state was replaced (a load).
         """
+        if self.rmsprop:
+            self._rmsprop_step(lr)
+            return
         state = self.optimizer.state
         if (
             self._adam_args is None
@@ -222,6 +229,31 @@ class FastOptimizer:
                 eps=group["eps"],
                 maximize=False,
             )
+
+    def _rmsprop_step(self, lr: float | None) -> None:
+        """The RMSprop update of torch (no momentum, not centered) with foreach ops, per group.
+
+        ``v = alpha v + (1 - alpha) g^2``; ``p -= lr g / (sqrt(v) + eps)``.
+        """
+        state = self.optimizer.state
+        for group in self.optimizer.param_groups:
+            params = list(group["params"])
+            grads = [self._grads[p] for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            for p in params:
+                if "square_avg" not in state[p]:
+                    state[p]["step"] = torch.tensor(0.0)
+                    state[p]["square_avg"] = torch.zeros_like(p)
+                state[p]["step"] += 1
+            averages = [state[p]["square_avg"] for p in params]
+            alpha = group["alpha"]
+            torch._foreach_mul_(averages, alpha)
+            torch._foreach_addcmul_(averages, grads, grads, value=1.0 - alpha)
+            denominators = torch._foreach_sqrt(averages)
+            torch._foreach_add_(denominators, group["eps"])
+            rate = group["lr"] if lr is None else lr
+            torch._foreach_addcdiv_([p.detach() for p in params], grads, denominators, value=-rate)
 
     def _build_adam_args(self) -> tuple[object, torch.Tensor, list[list[list[torch.Tensor]]]]:
         state = self.optimizer.state

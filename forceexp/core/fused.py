@@ -109,8 +109,9 @@ class FusedPPOStep:
 
     Args:
         policy: A CPU ``ActorCritic`` accepted by ``unsupported_reason``.
-        optimizer: The agent's ``torch.optim.Adam`` over ``policy.parameters()``; its state is
-            used (and kept in its format), so checkpoints do not depend on the path.
+        optimizer: The agent's ``torch.optim.Adam`` (or A2C's ``RMSprop``) over
+            ``policy.parameters()``; its state is used (and kept in its format), so checkpoints
+            do not depend on the path.
         value_coef: Value loss weight.
         entropy_coef: Entropy bonus weight; an attribute the agent sets to the current value
             before each update when the weight is scheduled.
@@ -122,7 +123,7 @@ class FusedPPOStep:
     def __init__(
         self,
         policy: nn.Module,
-        optimizer: torch.optim.Adam,
+        optimizer: torch.optim.Adam | torch.optim.RMSprop,
         value_coef: float,
         entropy_coef: float,
         value_clip: float | None,

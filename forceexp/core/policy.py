@@ -140,7 +140,7 @@ class ActorCritic(nn.Module):
                 path: x * keep.view(-1, *([1] * (x.dim() - 1))) for path, x in internals.items()
             }
             step, internals = self.network.step(
-                {name: x[t] for name, x in states.items()}, internals
+                {name: x[t] for name, x in states.items()}, internals, t
             )
             features.append(step)
         return torch.stack(features)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from forceexp.config import is_spec_file, load_spec_file
 from forceexp.environments.classic_control import AcrobotVectorized, CartPoleVectorized
 from forceexp.environments.compat import import_environment, latest_gym_id
 from forceexp.environments.custom_cartpole import CustomCartPole
@@ -20,7 +19,7 @@ from forceexp.environments.testing import (
 )
 from forceexp.environments.vectorized import VectorizedEnvironment
 from forceexp.errors import ConfigError, check_int
-from forceexp.registry import Registry
+from forceexp.registry import Registry, is_spec_file, load_spec_file
 
 ENVIRONMENTS: Registry[type[Environment] | type[VectorizedEnvironment]] = Registry("environment")
 ENVIRONMENTS.register("gym", "gymnasium")(GymEnvironment)
@@ -148,6 +147,13 @@ def _from_name(
     gym_id = name if name in gymnasium.registry else latest_gym_id(name)
     if gym_id is not None:
         return GymEnvironment(gym_id, max_episode_timesteps, **kwargs)
+    base, _, version = name.rpartition("-v")
+    newest = latest_gym_id(base) if base and version.isdigit() else None
+    if newest is not None:  # e.g. Tensorforce's 'LunarLander-v2', gone from Gymnasium
+        raise ConfigError(
+            f"environment: Gymnasium does not register {name!r}; its current version is "
+            f"{newest!r} (or give {base!r} for the newest)"
+        )
     target = import_environment(name)
     if target is not None:
         return _instantiate(target, level, max_episode_timesteps, kwargs)

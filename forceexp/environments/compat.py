@@ -51,12 +51,18 @@ def import_environment(path: str) -> Any:
     """Import ``'package.module.Class'`` (or ``'package.module:Class'``); None if not a path.
 
     Only environment classes are accepted: an ``Environment`` or ``VectorizedEnvironment``
-    subclass, or a ``gymnasium.Env`` subclass.
+    subclass, or a ``gymnasium.Env`` subclass. A module path (``'package.module'``) names the
+    one environment class in that module, as in Tensorforce.
 
     Raises:
         ConfigError: The module cannot be imported, lacks the name, or the object is no
-            environment class.
+            environment class; a module holds no or several environment classes.
     """
+    if ":" not in path and all(part.isidentifier() for part in path.split(".")):
+        try:
+            return _module_environment(importlib.import_module(path), path)
+        except ModuleNotFoundError:
+            pass  # not a module: a 'module.Class' path
     module_name, _, name = path.rpartition(":") if ":" in path else path.rpartition(".")
     if not module_name or not name.isidentifier():
         return None
@@ -72,6 +78,24 @@ def import_environment(path: str) -> Any:
             message("environment", path, f"an environment class in module {module_name!r}")
         )
     return target
+
+
+def _module_environment(module: Any, path: str) -> type:
+    """The one environment class in ``module`` (classes it only subclasses do not count)."""
+    found = {
+        cls
+        for cls in vars(module).values()
+        if _is_environment_class(cls)
+        and cls.__module__ != "gymnasium.core"
+        and not cls.__module__.startswith("forceexp.")
+    }
+    found = {cls for cls in found if not any(o is not cls and issubclass(o, cls) for o in found)}
+    if len(found) != 1:
+        names = sorted(cls.__name__ for cls in found) or "none"
+        raise ConfigError(
+            message("environment", path, f"a module with one environment class (found {names})")
+        )
+    return found.pop()
 
 
 def _is_environment_class(target: Any) -> bool:
@@ -101,21 +125,24 @@ def latest_gym_id(level: str) -> str | None:
 class ParallelEpisodes:
     """The wrapper's bookkeeping for a vectorizable environment's ``reset(num_parallel=n)``.
 
-    Applies the episode limit per sub-environment: one reaching it without terminating reports
-    terminal 2 and is hidden from later outputs; the environment keeps stepping it with its
-    last action until every sub-environment has ended.
+    Also for a multi-actor environment (``num_actors() > 1``), whose plain ``reset()`` returns
+    ``(parallel, states)`` for its actors. Applies the episode limit per sub-environment (or
+    actor): one reaching it without terminating reports terminal 2 and is hidden from later
+    outputs; the environment keeps stepping it with its last action until every one has ended.
     """
 
-    def __init__(self, environment: Any, num_parallel: int, limit: int | None) -> None:
+    def __init__(
+        self, environment: Any, num_parallel: int, limit: int | None, actors: bool = False
+    ) -> None:
         if not isinstance(num_parallel, int | np.integer) or num_parallel < 1:
             raise ConfigError(message("reset.num_parallel", num_parallel, "an int >= 1"))
         vectorizable = getattr(environment, "is_vectorizable", None)
-        if vectorizable is None or not vectorizable():
+        if not actors and (vectorizable is None or not vectorizable()):
             raise ConfigError(
                 f"reset.num_parallel: {environment!r} is not vectorizable; define "
                 "is_vectorizable() returning True and reset(num_parallel=...)"
             )
-        self.environment, self.limit = environment, limit
+        self.environment, self.limit, self.actors = environment, limit, actors
         self.timesteps = np.zeros(int(num_parallel), dtype=np.int64)
         self.hidden = np.zeros(int(num_parallel), dtype=bool)
         self.running = np.empty(0, dtype=np.int64)  # the environment's own running indices
@@ -123,7 +150,10 @@ class ParallelEpisodes:
 
     def reset(self) -> tuple[np.ndarray, Any]:
         """Reset every sub-environment; return ``(parallel, states)``."""
-        parallel, states = self.environment.reset(num_parallel=len(self.timesteps))
+        if self.actors:
+            parallel, states = self.environment.reset()
+        else:
+            parallel, states = self.environment.reset(num_parallel=len(self.timesteps))
         self.running = np.asarray(parallel, dtype=np.int64)
         return self.running.copy(), states
 
@@ -171,6 +201,12 @@ def _split_rows(actions: Any, count: int) -> list[Any]:
 
 
 def _rows(states: Any, keep: np.ndarray) -> Any:
+    """The rows ``keep`` of states for the running indices.
+
+    Row ``i`` belongs to ``parallel[i]``; rows past ``len(parallel)`` are ignored, as
+    Tensorforce's runner does (its multi-actor example returns every actor's state).
+    """
+    count = len(keep)
     if isinstance(states, dict):
-        return {key: np.asarray(value)[keep] for key, value in states.items()}
-    return np.asarray(states)[keep]
+        return {key: np.asarray(value)[:count][keep] for key, value in states.items()}
+    return np.asarray(states)[:count][keep]

@@ -151,9 +151,13 @@ class EnvironmentWrapper(Environment):
             num_parallel: Vectorizable environments only: start that many episodes at once and
                 return ``(parallel, states)``; ``execute`` then returns
                 ``(parallel, states, terminal, reward)`` for the indices still running.
+                A multi-actor environment (``num_actors() > 1``) always works this way, with
+                one index per actor.
         """
-        if num_parallel is not None:
-            self._parallel = ParallelEpisodes(self.environment, num_parallel, self._limit)
+        actors = self.num_actors()
+        if num_parallel is not None or actors > 1:
+            count = actors if actors > 1 else num_parallel
+            self._parallel = ParallelEpisodes(self.environment, count, self._limit, actors > 1)
             self._timestep = None
             return self._parallel.reset()
         self._parallel = None

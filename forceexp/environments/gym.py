@@ -8,7 +8,7 @@ import numpy as np
 
 from forceexp.environments.environment import TERMINATED, TRUNCATED, Environment
 from forceexp.environments.spaces import SpaceMap
-from forceexp.errors import ConfigError
+from forceexp.errors import ConfigError, message
 
 MASK_KEY = "action_mask"
 
@@ -18,6 +18,68 @@ def mask_entries(action_map: SpaceMap, key: str, mask: Any) -> dict[str, np.ndar
     if key == MASK_KEY:
         return action_map.masks(mask)
     return {key: action_map.masks({key[: -len("_mask")]: mask})[key]}
+
+
+UNBOUNDED = 1e6  # |bounds| from here on count as infinite (as Tensorforce's OpenAIGym)
+
+
+def bound_space(space: Any, min_value: float, max_value: float) -> Any:
+    """A copy of ``space`` whose infinite float ``Box`` bounds are ``min_value``/``max_value``.
+
+    Finite bounds are kept; ``Dict`` and ``Tuple`` spaces are bounded entry by entry.
+    """
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        low = np.where(space.low <= -UNBOUNDED, min_value, space.low).astype(space.dtype)
+        high = np.where(space.high >= UNBOUNDED, max_value, space.high).astype(space.dtype)
+        return spaces.Box(low, high, space.shape, space.dtype)
+    if isinstance(space, spaces.Dict):
+        return spaces.Dict(
+            {key: bound_space(sub, min_value, max_value) for key, sub in space.items()}
+        )
+    if isinstance(space, spaces.Tuple):
+        return spaces.Tuple([bound_space(sub, min_value, max_value) for sub in space])
+    return space
+
+
+def clip_to(space: Any, value: Any) -> Any:
+    """``value`` clipped into the float ``Box`` bounds of ``space`` (other entries as they are)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating):
+        return np.clip(value, space.low, space.high)
+    if isinstance(space, spaces.Dict):
+        return {
+            key: clip_to(space[key], v) if key in space.spaces else v for key, v in value.items()
+        }
+    if isinstance(space, spaces.Tuple):
+        return tuple(clip_to(sub, v) for sub, v in zip(space, value, strict=True))
+    return value
+
+
+def bounded(env: Any, min_value: float | None, max_value: float | None) -> Any:
+    """``env`` with infinite observation bounds replaced and observations clipped to them.
+
+    Tensorforce's ``OpenAIGym(min_value=..., max_value=...)``: give both or neither.
+
+    Raises:
+        ConfigError: Only one of the two is given, or ``min_value >= max_value``.
+    """
+    if min_value is None and max_value is None:
+        return env
+    if min_value is None or max_value is None or not min_value < max_value:
+        raise ConfigError(
+            message(
+                "environment.min_value/max_value",
+                (min_value, max_value),
+                "both numbers with min_value < max_value (or neither)",
+            )
+        )
+    from gymnasium.wrappers import TransformObservation
+
+    space = bound_space(env.observation_space, float(min_value), float(max_value))
+    return TransformObservation(env, lambda obs: clip_to(space, obs), space)
 
 
 class GymEnvironment(Environment):
@@ -31,10 +93,21 @@ class GymEnvironment(Environment):
     Args:
         level: A Gymnasium id such as ``'CartPole-v1'``, or a ``gymnasium.Env`` instance.
         max_episode_timesteps: Passed to ``gymnasium.make`` as ``max_episode_steps``.
+        min_value: With ``max_value``: infinite bounds of float ``Box`` observations become
+            these, and observations are clipped into the bounds (Tensorforce's ``OpenAIGym``
+            arguments; bounds beyond +-1e6 count as infinite).
+        max_value: See ``min_value``.
         **kwargs: Extra ``gymnasium.make`` keyword arguments (e.g. ``render_mode``).
     """
 
-    def __init__(self, level: Any, max_episode_timesteps: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        level: Any,
+        max_episode_timesteps: int | None = None,
+        min_value: float | None = None,
+        max_value: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         import gymnasium
 
         if isinstance(level, gymnasium.Env):
@@ -52,6 +125,7 @@ class GymEnvironment(Environment):
                     f"environment: cannot make Gymnasium env {level!r} ({exc})"
                 ) from exc
         self.level = level if isinstance(level, str) else type(self.env.unwrapped).__name__
+        self.env = bounded(self.env, min_value, max_value)
         self.action_map = SpaceMap(self.env.action_space, "action")
         self._mask_keys = self._observed_mask_keys()
         self.state_map = SpaceMap(self.env.observation_space, "state", self._mask_keys)

@@ -165,31 +165,30 @@ class DistributedRunner:
     ) -> None:
         """Collect and update until ``num_episodes`` or ``num_timesteps`` (whole rollouts).
 
+        Each run starts its statistics afresh (``episode_returns``, ``episodes``, ``timesteps``,
+        ``updates``), as ``Runner.run`` does; the workers' episodes go on across runs.
+
         Args:
             num_episodes: Episodes to complete (checked after each rollout round).
             num_timesteps: Steps over all workers (the last round may overshoot by up to one
                 rollout, ``rollout_length * num_parallel`` steps).
             callback: ``callback(runner, slot)`` after each episode; ``False`` stops after the
                 round.
-            use_tqdm: Show a progress bar when stderr is a terminal.
+            use_tqdm: Show a progress bar on a terminal (else a log line now and then).
         """
-        import sys
-
         if num_episodes is None and num_timesteps is None:
             raise ConfigError("run: give num_episodes and/or num_timesteps")
         check_int("run.num_episodes", num_episodes, 1, optional=True)
         check_int("run.num_timesteps", num_timesteps, 1, optional=True)
-        progress = Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
-        episodes, steps, stop = self.episodes, self.timesteps, False
+        self.episode_returns, self.episode_timesteps, self.episode_seconds = [], [], []
+        self.timesteps = self.episodes = self.updates = 0
+        progress = Progress(num_episodes, num_timesteps, use_tqdm)
+        stop = False
         try:
             while not stop:
                 stop = self._round(callback, progress)
-                stop = stop or (
-                    num_timesteps is not None and self.timesteps - steps >= num_timesteps
-                )
-                stop = stop or (
-                    num_episodes is not None and self.episodes - episodes >= num_episodes
-                )
+                stop = stop or (num_timesteps is not None and self.timesteps >= num_timesteps)
+                stop = stop or (num_episodes is not None and self.episodes >= num_episodes)
         finally:
             progress.close()
 

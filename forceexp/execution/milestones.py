@@ -1,4 +1,4 @@
-"""Runner callbacks: time-to-solve (``ReturnThreshold``) and periodic evaluation (best weights)."""
+"""Runner callbacks (time-to-solve, periodic evaluation with best weights) and why a run stopped."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
+from forceexp import tags
 from forceexp.errors import ConfigError, message
+from forceexp.observers.base import notify_metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,16 @@ class ReturnThreshold:
                     self.seconds = time.perf_counter() - self.start
         return not (self.stop and self.timesteps is not None)
 
+    @property
+    def stopped(self) -> str | None:
+        """Why this callback stopped the run, or None if it did not."""
+        if not self.stop or self.timesteps is None:
+            return None
+        return (
+            f"solved: the mean return of the last {self.window} episodes reached "
+            f"{self.threshold:g} at {self.timesteps} timesteps"
+        )
+
 
 class PeriodicEvaluation:
     """Runner callback: a deterministic evaluation every ``frequency`` timesteps; the best weights.
@@ -56,15 +68,22 @@ class PeriodicEvaluation:
     start at ``seed``, apart from the final evaluation's). ``history`` keeps
     ``(timesteps, mean return)``; with ``keep_best`` the weights of the best evaluation are kept
     (in memory) and ``finish`` (after training: one more evaluation of the final weights) puts
-    them back if they beat the final ones — SB3's ``EvalCallback`` best model, Tensorforce's
-    ``save_best_agent``; ``stop_return`` ends the run once an evaluation reaches it.
+    them back if they beat the final ones — SB3's ``EvalCallback`` best model; with
+    ``save_best`` they are also saved to that directory (``best-model``) whenever the score
+    improves, as Tensorforce's ``save_best_agent``. ``stop_return`` ends the run once an
+    evaluation reaches it. Each evaluation's mean return is appended to
+    ``runner.evaluation_returns``.
 
     Args:
-        frequency: Timesteps between evaluations (an int >= 1).
+        frequency: Timesteps (or episodes, see ``unit``) between evaluations (an int >= 1).
         num_episodes: Episodes per evaluation.
         keep_best: Remember the best-evaluated weights.
         stop_return: Stop training once an evaluation's mean return reaches this (None: never).
         seed: Seed of the first evaluation episode (None: unseeded).
+        unit: ``'timesteps'`` or ``'episodes'``: what ``frequency`` counts (runner totals).
+        score: ``score(runner) -> float`` ranks evaluations (Tensorforce's
+            ``evaluation_callback``); None, or a None result: the evaluation's mean return.
+        save_best: Directory to save the agent to whenever the score improves (None: no files).
     """
 
     def __init__(
@@ -74,26 +93,38 @@ class PeriodicEvaluation:
         keep_best: bool = False,
         stop_return: float | None = None,
         seed: int | None = None,
+        unit: Literal["timesteps", "episodes"] = "timesteps",
+        score: Callable[[Any], float | None] | None = None,
+        save_best: str | None = None,
     ) -> None:
         for name, value in (("frequency", frequency), ("num_episodes", num_episodes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(message(f"evaluation.{name}", value, "an int >= 1"))
         if stop_return is not None and not isinstance(stop_return, int | float):
             raise ConfigError(message("evaluation.stop_return", stop_return, "a number or null"))
+        if unit not in ("timesteps", "episodes"):
+            raise ConfigError(message("evaluation.unit", unit, "'timesteps' or 'episodes'"))
         self.frequency, self.num_episodes = frequency, num_episodes
         self.keep_best, self.stop_return, self.seed = keep_best, stop_return, seed
+        self.unit, self.score, self.save_best = unit, score, save_best
         self.history: list[tuple[int, float]] = []
         self.best: tuple[int, float] | None = None
         self._best_state: dict[str, Any] | None = None
         self._next = frequency
         self.restored = False  # whether ``finish`` put earlier weights back
+        self.stopped: str | None = None  # why this callback stopped the run
 
     def __call__(self, runner: Any, parallel: int) -> bool:
         """Evaluate when due; False (stop the run) once ``stop_return`` is reached."""
-        if runner.timesteps < self._next:
+        if self._count(runner) < self._next:
             return True
         mean = self._evaluate(runner)
-        return self.stop_return is None or mean < self.stop_return
+        if self.stop_return is not None and mean >= self.stop_return:
+            self.stopped = (
+                f"early stop: the evaluation at {runner.timesteps} timesteps returned "
+                f"{mean:.2f} >= evaluation.stop_return {self.stop_return:g}"
+            )
+        return self.stopped is None
 
     def finish(self, runner: Any) -> bool:
         """Evaluate the final weights too, then restore the best ones if ``keep_best``.
@@ -110,16 +141,28 @@ class PeriodicEvaluation:
         self.restored = True
         return True
 
+    def _count(self, runner: Any) -> int:
+        return runner.episodes if self.unit == "episodes" else runner.timesteps
+
     def _evaluate(self, runner: Any) -> float:
-        """One evaluation: record it, remember the weights if they are the best so far."""
-        self._next = runner.timesteps + self.frequency
-        mean = runner.evaluate(self.num_episodes, seed=self.seed)["return_mean"]
+        """One evaluation: record and log it; remember (and save) the weights if they score best."""
+        self._next = self._count(runner) + self.frequency
+        evaluation = runner.evaluate(self.num_episodes, seed=self.seed)
+        mean = evaluation["return_mean"]
+        metrics = {tags.EVAL_RETURN: mean, tags.EVAL_RETURN_STD: evaluation["return_std"]}
+        notify_metrics(runner.agent, metrics)  # TensorBoard and MLflow
         self.history.append((runner.timesteps, mean))
+        runner.evaluation_returns.append(mean)
         log.info("Evaluation at %d timesteps: mean return %.2f", runner.timesteps, mean)
-        if self.best is None or mean > self.best[1]:
-            self.best = (runner.timesteps, mean)
+        score = None if self.score is None else self.score(runner)
+        score = mean if score is None else float(score)
+        # A tie goes to the later weights: as good on this evaluation and trained on more data.
+        if self.best is None or score >= self.best[1]:
+            self.best = (runner.timesteps, score)
             if self.keep_best:
                 self._best_state = copy.deepcopy(runner.agent.state_dict())
+            if self.save_best is not None:
+                runner.agent.save(self.save_best, filename="best-model")
         return mean
 
 
@@ -129,3 +172,18 @@ def chain(*callbacks: Callable[[Any, int], bool] | None) -> Callable[[Any, int],
     if len(active) <= 1:
         return active[0] if active else None
     return lambda runner, parallel: all([c(runner, parallel) is not False for c in active])
+
+
+def stop_reason(
+    runner: Any, num_timesteps: int | None, num_episodes: int | None, *callbacks: Any
+) -> str:
+    """Why ``runner.run`` ended: the first callback that stopped it, else the budget."""
+    for callback in callbacks:
+        reason = getattr(callback, "stopped", None)
+        if reason:
+            return reason
+    if num_timesteps is not None and runner.timesteps >= num_timesteps:
+        return f"budget: {num_timesteps} timesteps"
+    if num_episodes is not None and runner.episodes >= num_episodes:
+        return f"budget: {num_episodes} episodes"
+    return "the runner ended"

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from forceexp.environments import VectorizedEnvironment, create
+from forceexp.environments.actors import as_slots
 from forceexp.errors import ConfigError, message
 
 
@@ -52,8 +53,9 @@ def create_all(
     """Create local environments, or start one worker process or Ray actor per spec (all at once).
 
     A vectorised environment is created once, whatever the number of specs (one, or
-    ``num_environments`` copies of the same spec). ``ray_options``: Ray actor options with
-    ``remote='ray'`` (one dict, or one per spec).
+    ``num_environments`` copies of the same spec); so is a Tensorforce-style vectorizable
+    (given several specs) or multi-actor one, as ``ParallelSlots``. ``ray_options``: Ray actor
+    options with ``remote='ray'`` (one dict, or one per spec).
     """
     if remote is None:
         first = create(specs[0], max_episode_timesteps=limit)
@@ -66,6 +68,13 @@ def create_all(
                 first.close()
                 raise
             return [first]
+        try:
+            slots = as_slots(first, len(specs))  # Tensorforce's vectorizable / multi-actor envs
+        except ConfigError:
+            first.close()
+            raise
+        if slots is not None:
+            return [slots]
         return [first, *(create(spec, max_episode_timesteps=limit) for spec in specs[1:])]
     if remote == "ray":
         from forceexp.environments.ray_remote import start_all
@@ -143,3 +152,41 @@ def connect(
         close_all(clients)
         raise
     return clients
+
+
+def evaluation_split(
+    environment: Any, environments: Sequence[Any] | None, num_parallel: int | None
+) -> tuple[Any, list[Any] | None, int | None, Any]:
+    """``Runner(evaluation=True)``: the training environments and the last, evaluating one.
+
+    Returns ``(environment, environments, num_parallel, evaluation_environment)``.
+
+    Raises:
+        ConfigError: Fewer than 2 environments, or an instance that would be shared.
+    """
+    if environments is not None and len(environments) >= 2:
+        count = None if num_parallel is None else num_parallel - 1
+        return environment, list(environments[:-1]), count, environments[-1]
+    if environments is None and num_parallel is not None and num_parallel >= 2:
+        if is_instance(environment):
+            raise ConfigError(
+                "Runner.evaluation: an environment instance cannot be copied for evaluation; "
+                "pass its name, spec dict or a factory"
+            )
+        return environment, None, num_parallel - 1, environment
+    raise ConfigError(
+        message(
+            "Runner.evaluation",
+            True,
+            "num_parallel >= 2 or 2 or more environments (the last one evaluates)",
+        )
+    )
+
+
+def is_instance(environment: Any) -> bool:
+    """Whether ``environment`` is an environment object (not a spec, name or factory)."""
+    import gymnasium
+
+    from forceexp.environments import Environment
+
+    return isinstance(environment, Environment | gymnasium.Env)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from multiprocessing import connection
 from typing import Any
@@ -11,9 +10,20 @@ import numpy as np
 
 from forceexp.agents.agent import Agent
 from forceexp.environments import VectorizedEnvironment, create
+from forceexp.environments.actors import ParallelSlots
 from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, check_int, message
-from forceexp.execution.pool import LocalHandle, close_all, connect, create_all, local_specs
+from forceexp.execution.hooks import Callback, RunHooks, evaluation_callbacks
+from forceexp.execution.milestones import PeriodicEvaluation
+from forceexp.execution.pool import (
+    LocalHandle,
+    close_all,
+    connect,
+    create_all,
+    evaluation_split,
+    is_instance,
+    local_specs,
+)
 from forceexp.execution.progress import EpisodeStats, Progress
 from forceexp.execution.unbatched import Unbatched as _Unbatched
 from forceexp.execution.vectorized import VectorizedLoop
@@ -38,18 +48,19 @@ def _stack(arrays: list[Any]) -> np.ndarray:
 
 
 def split_actions(actions: Any, count: int) -> list[Any]:
-    """The ``count`` rows of batched actions (an array or a dict of arrays), as a list."""
+    """The ``count`` rows of batched actions (an array or a dict of arrays), as a list.
+
+    Scalar actions become Python ``int``/``float``/``bool``, as an unbatched ``act`` gives them
+    (environments written for Tensorforce check ``isinstance(action, int)``).
+    """
     if isinstance(actions, dict):
-        return [{name: a[row] for name, a in actions.items()} for row in range(count)]
-    return list(actions)
+        rows = {name: _rows(a) for name, a in actions.items()}
+        return [{name: a[row] for name, a in rows.items()} for row in range(count)]
+    return _rows(actions)
 
 
-def _is_instance(environment: Any) -> bool:
-    import gymnasium
-
-    from forceexp.environments import Environment
-
-    return isinstance(environment, Environment | gymnasium.Env)
+def _rows(array: np.ndarray) -> list[Any]:
+    return array.tolist() if array.ndim == 1 else list(array)
 
 
 class Runner:
@@ -70,6 +81,10 @@ class Runner:
         seed: Environments are seeded ``seed, seed + 1, ...`` on their first reset.
         step_timeout: With ``remote='multiprocessing'`` or ``'ray'``, seconds a worker's
             ``reset`` or ``execute`` may take before it is killed and reported (None: no limit).
+        evaluation: Tensorforce's evaluation environment: the last of the ``num_parallel``
+            environments (or of ``environments``) is kept for evaluation, the others train;
+            every ``run`` then plays a deterministic evaluation episode on it after every
+            ``num_parallel`` training episodes (returns in ``evaluation_returns``).
         ray_options: With ``remote='ray'``, Ray actor options (``num_cpus``, ``resources``),
             one dict for all environments or one per environment (see ``docs/distributed.md``).
     """
@@ -89,11 +104,22 @@ class Runner:
         port: int | Sequence[int] | None = None,
         secret: str | None = None,
         step_timeout: float | None = None,
+        evaluation: bool = False,
         ray_options: Any = None,
     ) -> None:
         if remote not in REMOTES:
             raise ConfigError(message("remote", remote, f"one of {REMOTES}"))
         check_int("seed", seed, optional=True)
+        self.evaluation = bool(evaluation)
+        if evaluation:
+            if evaluation_environment is not None or remote == "socket-client":
+                raise ConfigError(
+                    "Runner.evaluation: True takes the last environment for evaluation; "
+                    "not with evaluation_environment= or remote='socket-client'"
+                )
+            environment, environments, num_parallel, evaluation_environment = evaluation_split(
+                environment, environments, num_parallel
+            )
         self.remote = remote
         self.blocking = blocking
         self._env_spec = environment if environments is None else environments[0]
@@ -120,9 +146,18 @@ class Runner:
         self._evaluation_environment = evaluation_environment
         self.seed = seed
         self._seeded = False
+        self._clear_statistics()
+        self.hooks = RunHooks([])
+        self.evaluator: PeriodicEvaluation | None = None
+
+    def _clear_statistics(self) -> None:
+        """Start the statistics and counters of a run (each ``run`` has its own, as Tensorforce)."""
         self.episode_returns: list[float] = []
         self.episode_timesteps: list[int] = []
         self.episode_seconds: list[float] = []
+        self.evaluation_returns: list[float] = []
+        #: length so far of each slot's running episode (read by timestep callbacks)
+        self.episode_timestep = np.zeros(self.num_parallel, dtype=np.int64)
         self.timesteps = 0
         self.episodes = 0
         self.updates = 0
@@ -183,7 +218,7 @@ class Runner:
         count = 1 if num_parallel is None else num_parallel
         if not isinstance(count, int) or count < 1:
             raise ConfigError(message("num_parallel", num_parallel, "an int >= 1"))
-        if (count > 1 or remote is not None) and _is_instance(environment):
+        if (count > 1 or remote is not None) and is_instance(environment):
             raise ConfigError(
                 "environment: an environment instance cannot be copied for num_parallel > 1 or "
                 "sent to a worker process; "
@@ -197,12 +232,23 @@ class Runner:
         num_episodes: int | None = None,
         num_timesteps: int | None = None,
         evaluation: bool = False,
-        callback: Callable[[Runner, int], bool] | None = None,
+        callback: Callback | Sequence[Callback] | None = None,
         use_tqdm: bool = True,
         batch_agent_calls: bool | None = None,
         sync_episodes: bool = False,
+        num_updates: int | None = None,
+        callback_episode_frequency: int | None = None,
+        callback_timestep_frequency: int | None = None,
+        evaluation_callback: Callable[[Runner], float | None] | None = None,
+        save_best_agent: str | None = None,
+        mean_horizon: int = 1,
     ) -> None:
-        """Run until ``num_episodes`` episodes or ``num_timesteps`` steps (counted over all envs).
+        """Run until ``num_episodes`` episodes, ``num_timesteps`` steps or ``num_updates`` updates.
+
+        Episodes and timesteps are counted over all environments; the first budget reached ends
+        the run. Each run starts its statistics afresh (``episode_returns``, ``episodes``,
+        ``timesteps``, ``updates``, ...), as Tensorforce's runner does: after a training run,
+        ``run(evaluation=True)``'s ``episode_returns`` hold the evaluation episodes only.
 
         Args:
             num_episodes: Episodes to complete (running ones finish, so it may overshoot by up to
@@ -210,19 +256,34 @@ class Runner:
             num_timesteps: Steps to take; at the limit, running episodes are truncated
                 (terminal 2) so no half episode leaks into the next ``run``.
             evaluation: Act deterministically and independently, without learning.
-            callback: ``callback(runner, parallel)`` after each episode; ``False`` stops.
-            use_tqdm: Show a progress bar when stderr is a terminal.
+            callback: ``callback(runner, parallel)`` (or a list of them) after each episode;
+                ``False`` stops.
+            use_tqdm: Show progress: a bar when stderr is a terminal, else a log line every 10 s.
             batch_agent_calls: One ``act`` for all environments per step (default: True for
                 local environments, False for remote ones, which are then served one at a
                 time as they become ready).
             sync_episodes: Start new episodes only when every environment has finished its
                 current one.
+            num_updates: Agent updates of this run after which running episodes are truncated
+                and the run ends.
+            callback_episode_frequency: Call ``callback`` every this many episodes of the run
+                (default 1).
+            callback_timestep_frequency: Instead, call ``callback`` whenever an episode's
+                length (``runner.episode_timestep[parallel]``) reaches a multiple of this;
+                ``False`` then truncates running episodes and ends the run.
+            evaluation_callback: ``evaluation_callback(runner) -> float`` after each
+                evaluation episode (``Runner(evaluation=True)``, or every episode of an
+                evaluation run): the score ``save_best_agent`` ranks by (None: the mean of the
+                last ``mean_horizon`` ``evaluation_returns``). Given to a training run, it
+                turns on evaluations as ``Runner(evaluation=True)`` does.
+            save_best_agent: Directory where the agent is saved (``best-model``) whenever an
+                evaluation scores higher than the ones before in this run; turns evaluations on.
+            mean_horizon: Evaluation returns averaged into the default score.
         """
-        if num_episodes is None and num_timesteps is None:
-            raise ConfigError("run: give num_episodes and/or num_timesteps")
+        if num_episodes is None and num_timesteps is None and num_updates is None:
+            raise ConfigError("run: give num_episodes, num_timesteps and/or num_updates")
         for name, value in (("num_episodes", num_episodes), ("num_timesteps", num_timesteps)):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(message(f"run.{name}", value, "an int >= 1"))
+            check_int(f"run.{name}", value, 1, optional=True)
         if batch_agent_calls is None:
             batch_agent_calls = self.remote is None
         if self.vectorized is not None and not batch_agent_calls:
@@ -230,9 +291,25 @@ class Runner:
                 f"batch_agent_calls: False is invalid for the vectorised {self.vectorized!r}; "
                 "it is always stepped as one batch (leave batch_agent_calls unset)"
             )
+        self._clear_statistics()
+        if evaluation:  # every episode is an evaluation episode (the same list, as Tensorforce)
+            self.evaluation_returns = self.episode_returns
+        record, self.evaluator = evaluation_callbacks(
+            self, evaluation, evaluation_callback, save_best_agent, mean_horizon
+        )
+        callbacks = [] if callback is None else [callback] if callable(callback) else callback
+        self.hooks = RunHooks(
+            list(callbacks),
+            callback_episode_frequency,
+            callback_timestep_frequency,
+            num_updates,
+            record or self.evaluator,
+        )
+        sync_episodes = sync_episodes or isinstance(self.vectorized, ParallelSlots)
         self.agent.reset()
-        progress = Progress(num_episodes, num_timesteps, use_tqdm and sys.stderr.isatty())
-        limits = (num_episodes, num_timesteps, evaluation, callback, progress, sync_episodes)
+        progress = Progress(num_episodes, num_timesteps, use_tqdm)
+        episode = self.hooks.episode if self.hooks.episode_needed else None
+        limits = (num_episodes, num_timesteps, evaluation, episode, progress, sync_episodes)
         try:
             if self.vectorized is not None:
                 VectorizedLoop(self, self.vectorized, *limits).run()
@@ -278,15 +355,19 @@ class Runner:
         states = self._reset_all()
         active = np.ones(count, dtype=bool)
         episode = EpisodeStats(count)
+        self.episode_timestep = episode.lengths
         episodes_started, steps, stop, waiting = count, 0, False, []
         slots = np.flatnonzero(active)  # recomputed only when `active` changes
+        hooks = self.hooks
         while len(slots):
             steps += len(slots)
-            truncate = num_timesteps is not None and steps >= num_timesteps
+            truncate = (num_timesteps is not None and steps >= num_timesteps) or hooks.halt
             rewards, terminals = self._step(states, slots, evaluation, truncate)
             self.timesteps += len(slots)  # before the episode callbacks, so they see this step
-            stop = stop or truncate
             episode.add(None if len(slots) == count else slots, rewards)
+            if hooks.steps_needed:
+                hooks.step(self, slots, episode.lengths)
+            stop = stop or truncate or hooks.halt
             ended = slots[terminals > 0].tolist()
             for i in ended:
                 self._finish_episode(*episode.finish(i))
@@ -368,6 +449,11 @@ class Runner:
         """
         from forceexp.execution.evaluation import evaluate
 
+        if isinstance(self.vectorized, ParallelSlots) and self.vectorized.actors:
+            raise ConfigError(
+                f"evaluate: {self.vectorized!r} is multi-actor; its actors share one episode, "
+                "so it cannot play single-episode evaluations"
+            )
         env_spec = self._evaluation_environment or self._env_spec
         if env_spec is None:  # socket client without a local spec: evaluate on the first server
             env_spec = self.environments[0]

@@ -39,6 +39,7 @@ class Unbatched:
         self.returns = np.zeros(count)
         self.lengths = np.zeros(count, dtype=np.int64)
         self.starts = np.full(count, time.perf_counter())
+        runner.episode_timestep = self.lengths
         self.running: set[int] = set()
         self.waiting: list[int] = []
         self.started, self.steps, self.stop = count, 0, False
@@ -71,7 +72,8 @@ class Unbatched:
     def _observe(self, index: int, state: Any, terminal: int, reward: float) -> Any:
         """Observe one step; return the state to act on next, or None if the slot pauses."""
         self.steps += 1
-        if self.num_timesteps is not None and self.steps >= self.num_timesteps:
+        hooks = self.runner.hooks
+        if (self.num_timesteps is not None and self.steps >= self.num_timesteps) or hooks.halt:
             self.stop = True
         if self.stop and terminal == 0:
             terminal = 2  # budget spent: truncate the running episode
@@ -83,6 +85,9 @@ class Unbatched:
         self.lengths[index] += 1
         self.runner.timesteps += 1
         self.progress.step(1)
+        if hooks.steps_needed:
+            hooks.step(self.runner, index, self.lengths)
+            self.stop = self.stop or hooks.halt
         if not terminal:
             return state
         self._finish(index)

@@ -94,6 +94,7 @@ class VectorizedLoop:
         self.active = np.ones(count, dtype=bool)
         self.waiting = np.zeros(count, dtype=bool)
         self.episode = EpisodeStats(count)
+        runner.episode_timestep = self.episode.lengths
         self.started, self.steps, self.stop, self.full = count, 0, False, True
         # a full batch for exactly parallel_interactions slots: the agent's default (no checks)
         self.everyone = 0 if self.agent.parallel_interactions == count else self.slots
@@ -112,7 +113,10 @@ class VectorizedLoop:
                 slots = np.flatnonzero(self.active if pending is None else self.active & ~pending)
             count = len(slots)
             self.steps += count
-            truncate = self.num_timesteps is not None and self.steps >= self.num_timesteps
+            hooks = self.runner.hooks
+            truncate = (
+                self.num_timesteps is not None and self.steps >= self.num_timesteps
+            ) or hooks.halt
             actions, next_states, terminals, rewards = self._step(full, slots, states, actions)
             if truncate:
                 terminals[terminals == 0] = 2  # budget spent: truncate running episodes
@@ -124,6 +128,9 @@ class VectorizedLoop:
                 if self.agent.observe(rewards, terminals, parallel=parallel, next_states=nexts):
                     self.runner.updates += 1
             self.episode.add(None if full else slots, rewards)
+            if hooks.steps_needed:
+                hooks.step(self.runner, slots, self.episode.lengths)
+                self.stop = self.stop or hooks.halt
             done = terminals > 0
             states = next_states
             if done.any():

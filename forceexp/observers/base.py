@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,5 +43,36 @@ class Observer:
     def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
         """After an update, with its metrics (names from ``forceexp.tags``)."""
 
+    def on_metrics(self, agent: Agent, metrics: dict[str, float]) -> None:
+        """Scalar metrics from outside an update, e.g. an evaluation's ``eval/mean_return``."""
+
     def close(self, agent: Agent) -> None:
         """When the agent closes: flush and release files."""
+
+
+_RATES: weakref.WeakKeyDictionary[Any, tuple[int, float]] = weakref.WeakKeyDictionary()
+
+
+def steps_per_second(agent: Agent) -> float | None:
+    """CleanRL's SPS: timesteps per second since the agent's first stored act (None before).
+
+    Computed once per timestep count, so the summarizer and the MLflow tracker log the same
+    ``charts/SPS`` value.
+    """
+    if agent.started is None:
+        return None
+    cached = _RATES.get(agent)
+    if cached is not None and cached[0] == agent.timesteps:
+        return cached[1]
+    seconds = time.perf_counter() - agent.started[0]
+    if seconds <= 0:
+        return None
+    rate = (agent.timesteps - agent.started[1]) / seconds
+    _RATES[agent] = (agent.timesteps, rate)
+    return rate
+
+
+def notify_metrics(agent: Agent, metrics: dict[str, float]) -> None:
+    """Pass scalar ``metrics`` (tags of ``forceexp.tags``) to every observer of ``agent``."""
+    for observer in agent.observers:
+        observer.on_metrics(agent, metrics)

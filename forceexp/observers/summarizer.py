@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ import torch
 
 from forceexp import tags
 from forceexp.errors import ConfigError, message, unknown_name
-from forceexp.observers.base import Observer
+from forceexp.observers.base import Observer, steps_per_second
 
 if TYPE_CHECKING:
     from forceexp.agents.agent import Agent
@@ -173,27 +173,35 @@ class Summarizer(Observer):
         self, agent: Agent, rewards: np.ndarray, terminals: np.ndarray, slots: np.ndarray
     ) -> None:
         """Write the mean step reward every ``frequency`` timesteps."""
-        if "reward" in self.labels and agent.timesteps - self._last_step_summary >= self.frequency:
+        due = agent.timesteps - self._last_step_summary >= self.frequency
+        if due and self.wants(tags.REWARD_STEP):
             self._last_step_summary = agent.timesteps
             self.writer.add_scalar(tags.REWARD_STEP, float(np.mean(rewards)), agent.timesteps)
 
     def on_episode(self, agent: Agent, slot: int, episode_return: float, length: int) -> None:
         """Write episode return and length."""
-        if "reward" in self.labels:
-            self.writer.add_scalar(tags.EPISODE_RETURN, episode_return, agent.timesteps)
-            self.writer.add_scalar(tags.EPISODE_LENGTH, length, agent.timesteps)
+        self.on_metrics(agent, {tags.EPISODE_RETURN: episode_return, tags.EPISODE_LENGTH: length})
 
     def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
-        """Write the update metrics of enabled labels and, with ``variables``, weight histograms."""
-        for tag, value in metrics.items():
-            if self.wants(tag):
-                self.writer.add_scalar(tag, value, agent.timesteps)
+        """Write the update metrics of enabled labels, ``charts/SPS`` and weight histograms.
+
+        Histograms are written with the ``variables`` label only.
+        """
+        rate = steps_per_second(agent)
+        values = metrics if rate is None else {**metrics, tags.STEPS_PER_SECOND: rate}
+        self.on_metrics(agent, values)
         policy = getattr(agent, "policy", None)
         if "variables" in self.labels and policy is not None:
             for name, param in policy.named_parameters():
                 self.writer.add_histogram(
                     f"{tags.VARIABLES}/{name}", param.detach().cpu(), agent.timesteps
                 )
+
+    def on_metrics(self, agent: Agent, metrics: dict[str, float]) -> None:
+        """Write the scalar metrics whose label is enabled, at ``agent.timesteps``."""
+        for tag, value in metrics.items():
+            if self.wants(tag):
+                self.writer.add_scalar(tag, value, agent.timesteps)
 
     def summarize(self, agent: Agent, summary: str, value: Any, step: int | None = None) -> None:
         """Write custom summary ``summary`` (declared in ``custom``) at ``step`` (or timesteps)."""
@@ -253,3 +261,36 @@ class Summarizer(Observer):
                         self.writer.add_scalar(f"{tag}{index}", prob, agent.timesteps)
                 else:
                     self.writer.add_scalar(tag, float(values.mean()), agent.timesteps)
+
+
+def write_hparams(
+    directory: str | Path,
+    hparams: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    step: int,
+    varying: Collection[str] = (),
+) -> None:
+    """Write TensorBoard HParams into ``directory``: hyperparameters and final metrics.
+
+    Args:
+        directory: The run's event folder (its HParams row is that run).
+        hparams: Name -> bool, int, float or str (None values are left out).
+        metrics: Final metric tags -> values, also written as scalars at ``step``.
+        step: Timesteps at the end of training.
+        varying: Names in ``hparams`` that the sweep varies; the HParams tab lists them first.
+    """
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+    experiment, start, end = hparams_summaries(dict(hparams), dict(metrics))
+    plugin = experiment.value[0].metadata.plugin_data
+    data = HParamsPluginData.FromString(plugin.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in varying
+    plugin.content = data.SerializeToString()
+    with SummaryWriter(log_dir=str(directory)) as writer:
+        for summary in (experiment, start, end):
+            writer.file_writer.add_summary(summary, step)
+        for tag, value in metrics.items():
+            writer.add_scalar(tag, value, step)

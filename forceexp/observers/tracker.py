@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -18,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from forceexp import tags
 from forceexp.errors import ConfigError, message
-from forceexp.observers.base import Observer
+from forceexp.observers.base import Observer, steps_per_second
+from forceexp.observers.run_info import RunInfo
 
 if TYPE_CHECKING:
     from forceexp.agents.agent import Agent
@@ -29,8 +29,9 @@ MAX_PARAM_LENGTH = 6000
 BATCH_PARAMS = 100
 OVERRIDES_TAG = "forceexp.overrides"
 SWEEP_TAG = "forceexp.sweep_dir"
-SEED_TAG = "forceexp.seed"
-GIT_TAG = "mlflow.source.git.commit"
+SEED_TAG = "seed"
+#: exported-policy files (forceexp.export) logged as the ``policy/`` artifact
+POLICY_SUFFIXES = (".onnx", ".torchscript.pt", ".policy.json", ".policy.npz")
 
 
 def store_uri(tracking_uri: str | None, root: str | Path) -> str:
@@ -132,21 +133,6 @@ def flatten(node: Any, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def git_commit(directory: str | Path) -> str:
-    """HEAD commit of the repository holding ``directory`` (``'unknown'`` outside git)."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 else "unknown"
-
-
 class MlflowTracker(Observer):
     """One MLflow run; as an observer it logs episode and update metrics at ``agent.timesteps``.
 
@@ -176,7 +162,8 @@ class MlflowTracker(Observer):
         self.run_id: str = run.info.run_id
         self.flush_every = flush_every
         self._metrics: list[Any] = []
-        self._last_update: tuple[float, int] | None = None
+        self.boards: list[Path] = []  # TensorBoard folders of the watched agent
+        self.checkpoints: list[Path] = []  # saver folders of the watched agent
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (values as strings), in batches of the server's limit."""
@@ -216,8 +203,16 @@ class MlflowTracker(Observer):
 
     # ------------------------------------------------------------------ observer hooks
     def watch(self, agent: Agent) -> None:
-        """Log the agent's episodes and updates from now on."""
+        """Log the agent's episodes and updates from now on.
+
+        Its TensorBoard and saver folders are noted; ``track`` logs them as artifacts.
+        """
+        from forceexp.observers.saver import Saver
+        from forceexp.observers.summarizer import Summarizer
+
         agent.observers.append(self)
+        self.boards += [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
+        self.checkpoints += [o.directory for o in agent.observers if isinstance(o, Saver)]
 
     def on_episode(self, agent: Agent, slot: int, episode_return: float, length: int) -> None:
         """Log episode return and length."""
@@ -225,13 +220,14 @@ class MlflowTracker(Observer):
         self.log_metrics(metrics, agent.timesteps)
 
     def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
-        """Log update metrics and the steps per second since the previous update."""
-        now, values = time.perf_counter(), dict(metrics)
-        if self._last_update is not None and now > self._last_update[0]:
-            rate = (agent.timesteps - self._last_update[1]) / (now - self._last_update[0])
-            values[tags.STEPS_PER_SECOND] = rate
-        self._last_update = (now, agent.timesteps)
+        """Log update metrics and ``charts/SPS`` (the summarizer's value)."""
+        rate = steps_per_second(agent)
+        values = metrics if rate is None else {**metrics, tags.STEPS_PER_SECOND: rate}
         self.log_metrics(values, agent.timesteps)
+
+    def on_metrics(self, agent: Agent, metrics: dict[str, float]) -> None:
+        """Log metrics from outside an update (evaluations during training)."""
+        self.log_metrics(metrics, agent.timesteps)
 
     def close(self, agent: Agent) -> None:
         """Send buffered values when the agent closes (the run stays open for results)."""
@@ -245,21 +241,6 @@ class NullTracker:
         """Do nothing."""
 
 
-def hydra_tags(cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
-    """Run name and tags from Hydra's runtime config (overrides, sweep dir) when present."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if not HydraConfig.initialized():
-        return None, {}
-    hydra = HydraConfig.get()
-    overrides = list(hydra.overrides.task)
-    found = {OVERRIDES_TAG: " ".join(overrides), "forceexp.job_name": hydra.job.name}
-    if str(hydra.mode) == "RunMode.MULTIRUN":
-        found[SWEEP_TAG] = str(Path(hydra.sweep.dir).resolve())
-        found["forceexp.job_num"] = str(hydra.job.num)
-    return hydra.job.override_dirname or hydra.job.name, found
-
-
 def project_root() -> Path:
     """Hydra's launch directory (or the current one outside Hydra)."""
     from hydra.core.hydra_config import HydraConfig
@@ -267,35 +248,55 @@ def project_root() -> Path:
     return Path(HydraConfig.get().runtime.cwd) if HydraConfig.initialized() else Path.cwd()
 
 
-def _start(cfg: DictConfig, node: Mapping[str, Any]) -> MlflowTracker:
+def _start(cfg: DictConfig, node: Mapping[str, Any], run: RunInfo) -> MlflowTracker:
     unknown = set(node) - {"tracking_uri", "experiment", "tags"}
     if unknown:
         raise ConfigError(
             message("tracker", sorted(unknown), "keys tracking_uri, experiment, tags")
         )
-    root = project_root()
-    uri = store_uri(node.get("tracking_uri"), root)
-    run_name, run_tags = hydra_tags(cfg)
-    run_tags.update({GIT_TAG: git_commit(root), SEED_TAG: str(cfg.get("seed"))})
+    uri = store_uri(node.get("tracking_uri"), project_root())
+    run_tags = run.tags()
     run_tags.update({str(k): str(v) for k, v in (node.get("tags") or {}).items()})
-    experiment = node.get("experiment") or cfg.get("task_name", "train")
-    tracker = MlflowTracker(uri, experiment, run_name=run_name, tags=run_tags)
+    experiment = node.get("experiment") or run.task_name
+    tracker = MlflowTracker(uri, experiment, run_name=run.name, tags=run_tags)
     tracker.log_params(flatten(OmegaConf.to_container(cfg, resolve=True)))
     return tracker
 
 
-def _finish(tracker: MlflowTracker, cfg: DictConfig, output_dir: Path) -> None:
+def _finish(tracker: MlflowTracker, output_dir: Path) -> None:
+    """Log ``results.json`` (values as metrics of the tag vocabulary) and the artifacts."""
     results_file = output_dir / "results.json"
     if results_file.is_file():
         results = json.loads(results_file.read_text())
-        numbers = {k: v for k, v in results.items() if isinstance(v, int | float)}
+        numbers = {
+            tags.result_tag(k): v
+            for k, v in results.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
         tracker.log_metrics(numbers, int(results.get("timesteps", 0)))
         tracker.log_artifacts(results_file)
     tracker.log_artifacts(output_dir / ".hydra", ".hydra")
-    saver = cfg.get("saver")
-    directory = saver.get("directory") if isinstance(saver, Mapping | DictConfig) else None
-    if directory:
-        tracker.log_artifacts(directory, "checkpoint")
+    for board in tracker.boards:
+        tracker.log_artifacts(board, f"tensorboard/{board.name}")
+    for directory in tracker.checkpoints:
+        for path in final_model(directory):
+            tracker.log_artifacts(path, "model")
+    for directory in {*tracker.checkpoints, output_dir / "export"}:
+        for path in sorted(Path(directory).glob("*")):
+            if path.name.endswith(POLICY_SUFFIXES):
+                tracker.log_artifacts(path, "policy")
+
+
+def final_model(directory: Path) -> list[Path]:
+    """The newest checkpoint in ``directory`` (per ``checkpoint.json``) and its side files."""
+    from forceexp.checkpoints import read_index
+
+    entries = read_index(Path(directory))
+    if not entries:
+        return []
+    latest = Path(directory) / entries[-1]["file"]
+    stem = latest.name.removesuffix(latest.suffix)
+    return [p for p in sorted(latest.parent.glob(f"{stem}*")) if p.name.split(".")[0] == stem]
 
 
 def progress(output_dir: Path, cfg: DictConfig, uri: str | None) -> None:
@@ -310,20 +311,23 @@ def progress(output_dir: Path, cfg: DictConfig, uri: str | None) -> None:
 
 
 @contextmanager
-def track(cfg: DictConfig) -> Iterator[MlflowTracker | NullTracker]:
-    """Track the training inside the block with ``cfg.tracker`` (nothing when it is empty)."""
+def track(cfg: DictConfig, run: RunInfo) -> Iterator[MlflowTracker | NullTracker]:
+    """Track the training inside the block with ``cfg.tracker`` (nothing when it is empty).
+
+    The MLflow run is named ``run.name`` and tagged with ``run.tags()``.
+    """
     node = cfg.get("tracker")
     output_dir = Path(cfg.paths.output_dir)
     if not node:
         yield NullTracker()
         progress(output_dir, cfg, None)
         return
-    tracker = _start(cfg, OmegaConf.to_container(node, resolve=True))
+    tracker = _start(cfg, OmegaConf.to_container(node, resolve=True), run)
     try:
         yield tracker
     except BaseException:
         tracker.end("FAILED")
         raise
-    _finish(tracker, cfg, output_dir)
+    _finish(tracker, output_dir)
     tracker.end("FINISHED")
     progress(output_dir, cfg, tracker.uri)

@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
-from forceexp.core.layers import block, conv, dense, misc, recurrent, routing
+from forceexp.core.layers import (
+    attention,
+    block,
+    conv,
+    dense,
+    misc,
+    normalization,
+    preprocessing,
+    recurrent,
+    routing,
+)
 from forceexp.core.layers.base import ACTIVATIONS, LAYERS, Layer
-from forceexp.core.layers.build import CustomLayer, build_layer
+from forceexp.core.layers.build import CustomLayer, Function, build_layer
 
 __all__ = [
     "ACTIVATIONS",
     "LAYERS",
     "CustomLayer",
+    "Function",
     "Layer",
+    "attention",
     "block",
     "build_layer",
     "conv",
     "dense",
     "misc",
+    "normalization",
+    "preprocessing",
     "recurrent",
     "routing",
 ]

@@ -40,6 +40,8 @@ class Layer(nn.Module):
     """
 
     uses_registry = False  # True for layers that read or write named tensors
+    uses_named = False  # True for layers that define or reuse named layers (block, reuse)
+    internal_shape: tuple[int, ...] | None = None  # per-row internals of stateful layers
 
     def __init__(self, input_spec: TensorSpec | None, path: str) -> None:
         super().__init__()
@@ -50,6 +52,25 @@ class Layer(nn.Module):
     def apply_named(self, x: torch.Tensor | None, tensors: Tensors) -> torch.Tensor:
         """Run the layer on the running tensor ``x`` with access to named ``tensors``."""
         return self(x)
+
+    def step(
+        self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of a stateful layer: output and next internals ``(B, *internal_shape)``.
+
+        Layers with ``internal_shape`` (recurrent and temporal preprocessing layers, and
+        blocks holding them) override this; the agent keeps their internals per parallel slot
+        and zeroes them at episode starts, so all-zero internals mean "first step of an
+        episode". ``t`` is the step's index in PPO's sequence re-run (None when acting), for
+        truncated backpropagation.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no internals")
+
+    def first_step(self, x: torch.Tensor) -> torch.Tensor:
+        """The output from zero internals (an episode's first step): a plain forward pass."""
+        assert self.internal_shape is not None
+        zeros = torch.zeros((x.shape[0], *self.internal_shape), device=x.device)
+        return self.step(x, zeros)[0]
 
     def require_input(self, kind: str) -> TensorSpec:
         """Return the input spec or raise if the layer has no running tensor to work on."""

@@ -17,7 +17,7 @@ from forceexp.core.layers.base import (
     make_activation,
     window_output,
 )
-from forceexp.errors import ConfigError
+from forceexp.errors import ConfigError, is_int
 from forceexp.specs import TensorSpec
 
 Padding = Literal["same", "valid"]
@@ -177,3 +177,147 @@ class Pool2d(_Pool):
     """
 
     rank = 2
+
+
+class _ConvTranspose(Layer):
+    """Transposed convolution with TensorFlow's output sizes (the gradient of a conv)."""
+
+    rank = 1
+
+    def _build(
+        self,
+        size: int,
+        window: int,
+        output: int | list[int] | None,
+        stride: int,
+        padding: str,
+        dilation: int,
+        bias: bool,
+        activation: str | None,
+    ) -> None:
+        kind = f"conv{self.rank}d_transpose"
+        spec = self.require_rank(kind, self.rank + 1, _LAYOUT[self.rank])
+        check_positive(self.path, size=size, window=window, stride=stride, dilation=dilation)
+        if padding not in ("same", "valid"):
+            raise ConfigError(
+                f"{self.path}.padding: {padding!r} is invalid; expected 'same' or 'valid'"
+            )
+        span = (window - 1) * dilation + 1
+        lengths = spec.shape[:-1]
+        if output is None:
+            extra = 0 if padding == "same" else max(span - stride, 0)
+            targets = tuple(n * stride + extra for n in lengths)
+        else:
+            targets = (output,) * self.rank if isinstance(output, int) else tuple(output)
+        wrong = ConfigError(
+            f"{self.path}: output {output!r} is invalid for input {lengths} with window "
+            f"{window}, stride {stride}, padding {padding!r}; expected sizes that a "
+            f"conv{self.rank}d with these arguments maps back to {lengths}"
+        )
+        if len(targets) != self.rank or not all(is_int(t) and t >= 1 for t in targets):
+            raise wrong
+        self.starts, self.targets = [], targets
+        for length, target in zip(lengths, targets, strict=True):
+            try:
+                out, (start, _) = window_output(
+                    self.path, target, window, stride, dilation, padding
+                )
+            except ConfigError:
+                out = None
+            if out != length:
+                raise wrong
+            self.starts.append(start)
+        conv = nn.ConvTranspose1d if self.rank == 1 else nn.ConvTranspose2d
+        self.conv = conv(spec.shape[-1], size, window, stride, bias=bias, dilation=dilation)
+        nn.init.orthogonal_(self.conv.weight, 2.0**0.5)
+        if bias:
+            nn.init.zeros_(self.conv.bias)
+        self.activation = make_activation(self.path, activation)
+        self.output_spec = float_spec((*targets, size))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, *spatial, C) -> (B, *output, size)``."""
+        y = self.conv(_channels_first(x))
+        for axis, (start, target) in enumerate(zip(self.starts, self.targets, strict=True)):
+            dim = 2 + axis
+            y = y.narrow(dim, start, min(target, y.shape[dim] - start))
+            missing = target - y.shape[dim]
+            if missing > 0:  # stride > window span: TensorFlow pads the end with zeros
+                pad = [0, 0] * (y.dim() - 1 - dim) + [0, missing]
+                y = F.pad(y, pad)
+        return self.activation(y).movedim(1, -1)
+
+
+@LAYERS.register("conv1d_transpose")
+class Conv1dTranspose(_ConvTranspose):
+    """1d transposed convolution ("deconvolution"), ``(L, C) -> (output_width, size)``.
+
+    Args:
+        input_spec: Float input of shape ``(L, C)``.
+        path: Config path of the layer.
+        size: Output channels.
+        window: Kernel width.
+        output_width: Output length; default ``L * stride`` (``'same'``) or
+            ``L * stride + max(window - stride, 0)`` (``'valid'``); any length a conv1d with
+            these arguments maps back to ``L`` is accepted.
+        stride: Upsampling step.
+        padding: ``'same'`` or ``'valid'``.
+        dilation: Spacing between kernel taps.
+        bias: Whether to add a bias.
+        activation: Activation name (default ``'relu'``).
+    """
+
+    rank = 1
+
+    def __init__(
+        self,
+        input_spec: TensorSpec | None,
+        path: str,
+        size: int = 32,
+        window: int = 3,
+        output_width: int | None = None,
+        stride: int = 1,
+        padding: Padding = "same",
+        dilation: int = 1,
+        bias: bool = True,
+        activation: str | None = "relu",
+    ) -> None:
+        super().__init__(input_spec, path)
+        self._build(size, window, output_width, stride, padding, dilation, bias, activation)
+
+
+@LAYERS.register("conv2d_transpose")
+class Conv2dTranspose(_ConvTranspose):
+    """2d transposed convolution, ``(H, W, C) -> (*output_shape, size)`` (square window).
+
+    Args:
+        input_spec: Float input of shape ``(H, W, C)``.
+        path: Config path of the layer.
+        size: Output channels.
+        window: Square kernel size.
+        output_shape: ``(height, width)`` or one int for both; default as ``conv1d_transpose``
+            on each axis.
+        stride: Upsampling step on both axes.
+        padding: ``'same'`` or ``'valid'``.
+        dilation: Spacing between kernel taps.
+        bias: Whether to add a bias.
+        activation: Activation name (default ``'relu'``).
+    """
+
+    rank = 2
+
+    def __init__(
+        self,
+        input_spec: TensorSpec | None,
+        path: str,
+        size: int = 32,
+        window: int = 3,
+        output_shape: int | list[int] | None = None,
+        stride: int = 1,
+        padding: Padding = "same",
+        dilation: int = 1,
+        bias: bool = True,
+        activation: str | None = "relu",
+    ) -> None:
+        super().__init__(input_spec, path)
+        self._build(size, window, output_shape, stride, padding, dilation, bias, activation)

@@ -156,3 +156,43 @@ class BatchNorm(Layer):
             flat, n.running_mean, n.running_var, n.weight, n.bias, use_batch, n.momentum, n.eps
         )
         return y.reshape(x.shape)
+
+
+POOLINGS = ("concat", "max", "mean", "product", "sum")
+
+
+@LAYERS.register("pooling")
+class Pooling(Layer):
+    """Global pooling over all non-batch axes but the last; ``concat`` flattens instead.
+
+    Args:
+        input_spec: Float input ``(*S, C)``.
+        path: Config path of the layer.
+        reduction: ``'concat'`` (output ``(prod(S) * C,)``) or ``'max'`` / ``'mean'`` /
+            ``'product'`` / ``'sum'`` (output ``(C,)``).
+    """
+
+    def __init__(self, input_spec: TensorSpec | None, path: str, reduction: str = "max") -> None:
+        super().__init__(input_spec, path)
+        spec = self.require_float("pooling")
+        if reduction not in POOLINGS:
+            raise ConfigError(
+                f"{path}.reduction: {reduction!r} is invalid; expected one of {', '.join(POOLINGS)}"
+            )
+        if reduction != "concat" and not spec.shape:
+            raise ConfigError(f"{path}: pooling {reduction!r} needs an input of rank >= 1")
+        self.reduction = reduction
+        shape = (spec.size,) if reduction == "concat" else (spec.shape[-1],)
+        self.output_spec = float_spec(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, *S, C) -> (B, C)`` (or ``(B, prod(S) * C)`` for concat)."""
+        x = x.float()
+        if self.reduction == "concat":
+            return x.reshape(x.shape[0], -1)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])
+        if self.reduction == "max":
+            return flat.amax(dim=1)
+        if self.reduction == "mean":
+            return flat.mean(dim=1)
+        return flat.prod(dim=1) if self.reduction == "product" else flat.sum(dim=1)

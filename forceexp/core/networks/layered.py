@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from forceexp.core.layers import Layer, build_layer
-from forceexp.core.layers.recurrent import Recurrent
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs, TensorSpec
 
@@ -54,6 +53,7 @@ class LayeredNetwork(nn.Module):
         registered = {name: (spec, f"states.{name}") for name, spec in states.items}
         running: TensorSpec | None = states.values()[0] if len(states) == 1 else None
         modules: list[Layer] = []
+        named: dict[str, Layer] = {}  # layer name -> layer, for reuse
         for prefix, branch in _branches(layers, path):
             if running is None and not _is_retrieve(branch[0]):
                 raise ConfigError(
@@ -62,7 +62,7 @@ class LayeredNetwork(nn.Module):
                     "dict(type='retrieve', tensors=<state name>) as its first layer"
                 )
             for i, spec in enumerate(branch):
-                layer = build_layer(spec, running, f"{prefix}[{i}]", registered)
+                layer = build_layer(spec, running, f"{prefix}[{i}]", registered, named)
                 modules.append(layer)
                 running = layer.output_spec
         assert running is not None
@@ -75,7 +75,9 @@ class LayeredNetwork(nn.Module):
         self.output_spec = running
         self.output_size = max(running.size, 1)
         self.internal_shapes = {
-            layer.path: layer.internal_shape for layer in modules if isinstance(layer, Recurrent)
+            layer.path: layer.internal_shape
+            for layer in modules
+            if layer.internal_shape is not None
         }
 
     def forward(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -88,22 +90,28 @@ class LayeredNetwork(nn.Module):
         return x.reshape(x.shape[0], -1).float()
 
     def step(
-        self, states: dict[str, torch.Tensor], internals: dict[str, torch.Tensor]
+        self,
+        states: dict[str, torch.Tensor],
+        internals: dict[str, torch.Tensor],
+        t: int | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One recurrent step: features ``(B, output_size)`` and the next internals.
+        """One step of a network with internals: features ``(B, output_size)``, next internals.
 
         Args:
             states: ``{name: (B, *shape)}``.
-            internals: ``{layer path: (B, *internal_shape)}`` for every recurrent layer.
+            internals: ``{layer path: (B, *internal_shape)}`` for every layer keeping internals
+                (recurrent layers, deltafier, sequence).
+            t: Index of the step in a re-run sequence (PPO's update), for recurrent layers'
+                truncated backpropagation (``horizon``); None when acting.
         """
         tensors = dict(states)
         x = next(iter(states.values())) if len(states) == 1 else None
         following = {}
         for layer in self.layers:
-            if isinstance(layer, Recurrent):
-                x, following[layer.path] = layer.step(x, internals[layer.path])
-            else:
+            if layer.internal_shape is None:
                 x = layer.apply_named(x, tensors)
+            else:
+                x, following[layer.path] = layer.step(x, internals[layer.path], t)
         assert x is not None
         return x.reshape(x.shape[0], -1).float(), following
 

@@ -1,0 +1,160 @@
+"""A2CAgent: synchronous advantage actor-critic, one policy-gradient step per rollout.
+
+Every ``rollout_length`` steps per parallel slot, with ``B = rollout_length * parallel`` rows:
+
+    A_t   = GAE(gamma, lambda) of the rollout     (lambda = 1: n-step returns minus V(s_t))
+    R_t   = A_t + V(s_t)
+    L     = -mean(A_t * log pi(a_t | s_t))                       policy loss
+            + value_coef   * mean((V(s_t) - R_t)^2)              value loss
+            - entropy_coef * mean(H[pi(. | s_t)])                entropy bonus
+    theta <- RMSprop (or Adam) step on grad L, gradients clipped to ``max_grad_norm``
+
+It runs on PPO's update machinery (``PPOUpdate``) with one epoch over the whole rollout and the
+likelihood ratio left unclipped: at the rollout's own policy the ratio ``pi / pi_old`` is 1 and
+``grad(A * ratio) = A * grad log pi``, so PPO's surrogate gives exactly this gradient (the
+logged ``loss/policy`` is the surrogate's value, ``-mean(A)``). Plain MLPs on the CPU therefore
+take the hand-derived fast step (``forceexp.core.fused``) with an RMSprop step on the same
+gradient buffer. ``VPGAgent`` and ``ACAgent`` are this agent with other defaults.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Literal
+
+import torch
+
+from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
+from forceexp.agents.ppo_update import PPOUpdate
+from forceexp.core.distributions import Bounding
+from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.schedules import Constant, ScheduleName, check_schedule
+from forceexp.errors import ConfigError, message
+
+OptimizerName = Literal["rmsprop", "adam"]
+
+
+class A2CAgent(PPOUpdate, OnPolicyAgent):
+    """Advantage actor-critic (Stable-Baselines3 A2C): one unclipped gradient step per rollout.
+
+    Defaults are Stable-Baselines3's (``conf/agent/a2c.yaml``; the README maps the names).
+
+    Args:
+        states: State spec.
+        actions: Action spec.
+        max_episode_timesteps: Episode length limit (informational).
+        parallel_interactions: Number of parallel slots.
+        network: Policy network spec (``'auto'``, a layer list, a dict, a module).
+        policy: Alias of ``network`` (Tensorforce's name); give one of them.
+        baseline: Value network spec (Tensorforce's ``critic``); None shares the policy network.
+        rollout_length: Steps per slot between updates (SB3 ``n_steps``).
+        learning_rate: Step size: a number or a schedule dict (``docs/schedules.md``).
+        lr_schedule: ``'constant'`` or ``'linear'`` (to 0 at ``schedule_timesteps``).
+        optimizer: ``'rmsprop'`` (alpha 0.99, eps 1e-5, SB3's default) or ``'adam'`` (eps 1e-5).
+        discount: Discount factor gamma in [0, 1].
+        gae_lambda: GAE lambda in [0, 1] (1: n-step returns to the rollout end; 0: one-step TD).
+        entropy_coef: Entropy bonus weight: a number or a schedule dict.
+        value_coef: Value loss weight.
+        max_grad_norm: Global gradient-norm clipping threshold (None: off).
+        normalize_advantages: Normalize the advantages of each rollout to mean 0, std 1.
+        subtract_baseline: False: the advantages are the returns (REINFORCE without a
+            baseline; the value is still learned, to bootstrap rollout ends and truncations).
+        normalize_states: Running mean/std normalization of float states.
+        bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        fast_update: Hand-derived gradient step and NumPy acting for plain MLPs on the CPU.
+        schedule_timesteps: Training budget in timesteps that ``'linear'`` decays over.
+        seed: Random seed.
+        device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        saver: Checkpoint spec.
+        summarizer: Summary spec.
+        recorder: Trace recording spec.
+        torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+    """
+
+    name = "a2c"
+
+    def __init__(
+        self,
+        states: Any = None,
+        actions: Any = None,
+        max_episode_timesteps: int | None = None,
+        parallel_interactions: int = 1,
+        network: Any = "auto",
+        policy: Any = None,
+        baseline: Any = "auto",
+        rollout_length: int = 5,
+        learning_rate: float | dict[str, Any] = 7e-4,
+        lr_schedule: ScheduleName = "constant",
+        optimizer: OptimizerName = "rmsprop",
+        discount: float = 0.99,
+        gae_lambda: float = 1.0,
+        entropy_coef: float | dict[str, Any] = 0.0,
+        value_coef: float = 0.5,
+        max_grad_norm: float | None = 0.5,
+        normalize_advantages: bool = False,
+        subtract_baseline: bool = True,
+        normalize_states: bool = False,
+        bounded_actions: Bounding = "clip",
+        fast_update: bool = True,
+        schedule_timesteps: int | None = None,
+        seed: int | None = None,
+        device: str = "auto",
+        saver: Any = None,
+        summarizer: Any = None,
+        recorder: Any = None,
+        torch_threads: int | str | None = "auto",
+    ) -> None:
+        check_sizes(rollout_length=rollout_length)
+        check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
+        if optimizer not in ("rmsprop", "adam"):
+            raise ConfigError(message("agent.optimizer", optimizer, "'rmsprop' or 'adam'"))
+        self.schedules = {  # read by PPOUpdate at the start of each update
+            "learning_rate": bounded_schedule(
+                "learning_rate", learning_rate, lr_schedule, schedule_timesteps, 0.0, 1.0
+            ),
+            "clip_ratio": Constant(math.inf),  # the ratio is never clipped
+            "entropy_coef": bounded_schedule(
+                "entropy_coef", entropy_coef, "constant", schedule_timesteps, -math.inf, math.inf
+            ),
+        }
+        super().__init__(
+            states,
+            actions,
+            max_episode_timesteps,
+            parallel_interactions,
+            seed,
+            device,
+            saver=saver,
+            summarizer=summarizer,
+            recorder=recorder,
+            torch_threads=torch_threads,
+        )
+        self.epochs, self.minibatch_size = 1, sys.maxsize  # one step on the whole rollout
+        self.value_clip, self.target_kl = None, None
+        self.entropy_coef = self.schedules["entropy_coef"].value(0, 0, 0)  # current value
+        self.value_coef, self.max_grad_norm = value_coef, max_grad_norm
+        self.normalize_advantages, self.subtract_baseline = normalize_advantages, subtract_baseline
+        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self.optimizer = _optimizer(optimizer, self.policy, self.schedules["learning_rate"])
+        self._fused = None
+        if fast_update and unsupported_reason(self.policy) is None:
+            self._fused = FusedPPOStep(
+                self.policy,
+                self.optimizer,
+                value_coef,
+                self.entropy_coef,
+                None,
+                max_grad_norm,
+                normalize_advantages,
+            )
+        numpy_acting = self._fused is not None and self.device.type == "cpu"
+        self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
+
+
+def _optimizer(name: OptimizerName, policy: torch.nn.Module, rate: Any) -> torch.optim.Optimizer:
+    """RMSprop as Stable-Baselines3's A2C builds it (alpha 0.99, eps 1e-5), or Adam (eps 1e-5)."""
+    lr = rate.value(0, 0, 0)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(policy.parameters(), lr=lr, alpha=0.99, eps=1e-5)
+    return torch.optim.Adam(policy.parameters(), lr=lr, eps=1e-5)

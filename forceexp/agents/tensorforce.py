@@ -1,0 +1,226 @@
+"""Tensorforce's generic ``agent='tensorforce'``: its components mapped onto one of our agents.
+
+Tensorforce builds every agent from ``policy``, ``memory``, ``update``, ``optimizer``,
+``objective``, ``reward_estimation`` and ``baseline*`` specs. Here those specs pick the agent
+whose maths they describe and become that agent's Tensorforce-style arguments (translated by
+``forceexp.agents.aliases`` as usual):
+
+==================================================================  ==========
+objective / optimizer / reward_estimation                           agent
+==================================================================  ==========
+``policy_gradient`` with an optimizer ``natural_gradient``          ``trpo``
+``policy_gradient`` with ``clipping_value`` (ratio clipping)         ``ppo``
+``policy_gradient``, ``horizon='episode'``                           ``vpg``
+``policy_gradient``, n-step horizon, ``estimate_advantage=True``     ``a2c``
+``policy_gradient``, n-step horizon                                  ``ac``
+``action_value``                                                     ``dqn``
+``deterministic_policy_gradient``                                    ``dpg``
+==================================================================  ==========
+
+Anything else raises a ``ConfigError`` naming the component that does not map. The agent
+returned is the mapped one (``agent.name`` is e.g. ``'ppo'``, and so is its saved spec).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from forceexp.errors import ConfigError, message
+
+#: objective types with a counterpart here
+OBJECTIVES = ("policy_gradient", "action_value", "deterministic_policy_gradient")
+_ON_POLICY = ("ppo", "vpg", "a2c", "ac", "trpo")
+#: ``reward_estimation`` keys passed on as the agent's own (Tensorforce-named) arguments
+_ESTIMATION_ARGS = (
+    "discount",
+    "reward_processing",
+    "return_processing",
+    "advantage_processing",
+    "predict_terminal_values",
+)
+#: ``reward_estimation`` keys that select the agent (or are implied by it)
+_ESTIMATION_SHAPE = ("horizon", "predict_horizon_values", "estimate_advantage", "gae_decay")
+_DEFAULT_BASELINE_OBJECTIVES = (None, "state_value", "action_value")
+
+
+def _type(spec: Any, key: str = "type") -> Any:
+    """The ``type`` of a spec dict (``optimizer`` for optimizers), or the spec itself."""
+    if isinstance(spec, Mapping):
+        return spec.get(key, spec.get("type"))
+    return spec
+
+
+def _choose(objective: Any, optimizer: Any, estimation: Mapping[str, Any]) -> str:
+    """The agent whose update the objective, optimizer and reward estimation describe."""
+    kind = _type(objective)
+    if kind not in OBJECTIVES:
+        raise ConfigError(
+            message("agent.objective", objective, f"one of {', '.join(OBJECTIVES)}")
+            + " (other Tensorforce objectives have no forceexp agent)"
+        )
+    if kind == "action_value":
+        return "dqn"
+    if kind == "deterministic_policy_gradient":
+        return "dpg"
+    spec = objective if isinstance(objective, Mapping) else {}
+    if _type(optimizer, "optimizer") == "natural_gradient":
+        return "trpo"
+    if spec.get("clipping_value") not in (None, 0, 0.0):
+        return "ppo"
+    if estimation.get("horizon", "episode") == "episode":
+        return "vpg"
+    return "a2c" if estimation.get("estimate_advantage") else "ac"
+
+
+def _network(spec: Any, path: str) -> tuple[Any, dict[str, Any]]:
+    """A policy/baseline spec as ``(network spec, extra arguments)``."""
+    if not isinstance(spec, Mapping) or not str(spec.get("type", "")).startswith("parametrized"):
+        return spec, {}
+    extra = {}
+    if spec.get("use_beta_distribution"):
+        extra["use_beta_distribution"] = True
+    unknown = set(spec) - {"type", "network", "temperature", "use_beta_distribution"}
+    unknown -= {"state_value_mode"}
+    if unknown:
+        raise ConfigError(f"agent.{path}: unsupported keys {sorted(unknown)}")
+    return spec.get("network", "auto"), extra
+
+
+def _optimizer_args(name: str, optimizer: Any) -> dict[str, Any]:
+    """The optimizer spec as the chosen agent's Tensorforce arguments."""
+    if not isinstance(optimizer, Mapping):
+        return {} if optimizer is None else {"learning_rate": optimizer}
+    spec = dict(optimizer)
+    out: dict[str, Any] = {}
+    if "subsampling_fraction" in spec:
+        out["subsampling_fraction"] = spec.pop("subsampling_fraction")
+    if name == "trpo":
+        spec.pop("only_positive_updates", None)
+        spec.pop("optimizer", spec.pop("type", None))
+        if "linesearch_iterations" in spec:
+            out["linesearch_iterations"] = spec.pop("linesearch_iterations")
+        if "learning_rate" in spec:
+            out["learning_rate"] = spec.pop("learning_rate")  # the KL bound
+        if spec:
+            raise ConfigError(f"agent.optimizer: unsupported natural_gradient keys {sorted(spec)}")
+        return out
+    if name == "a2c":
+        out["optimizer"] = "adam"  # Tensorforce's a2c steps with Adam
+    out["optimizer" if name == "ppo" else "learning_rate"] = spec
+    return out
+
+
+def _update_args(name: str, update: Any) -> dict[str, Any]:
+    """``update`` as PPO-style ``update=`` (on-policy) or replay ``batch_size``/frequency/start."""
+    if update is None or name in _ON_POLICY:
+        return {} if update is None else {"update": update}
+    spec = {"batch_size": update} if isinstance(update, int) else dict(update)
+    if spec.get("unit", "timesteps") != "timesteps":
+        raise ConfigError(message("agent.update.unit", spec["unit"], "'timesteps' for " + name))
+    out = {"batch_size": spec["batch_size"]}
+    if spec.get("frequency") is not None:
+        out["update_frequency"] = spec["frequency"]
+    if spec.get("start") is not None:
+        out["start_updating"] = spec["start"]
+    return out
+
+
+def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]:
+    """Discount, processing and horizon keys of ``reward_estimation`` as agent arguments."""
+    unknown = set(estimation) - set(_ESTIMATION_ARGS) - set(_ESTIMATION_SHAPE)
+    unknown -= {"predict_action_values"}
+    if unknown:
+        raise ConfigError(f"agent.reward_estimation: unsupported keys {sorted(unknown)}")
+    out = {key: estimation[key] for key in _ESTIMATION_ARGS if key in estimation}
+    if name in ("a2c", "ac", "dqn", "dpg") and "horizon" in estimation:
+        out["horizon"] = estimation["horizon"]
+    if name == "ppo" and "gae_decay" in estimation:
+        out["gae_lambda"] = estimation["gae_decay"]
+    return out
+
+
+def _baseline_args(name: str, baseline: Any, optimizer: Any, objective: Any) -> dict[str, Any]:
+    """The baseline (critic) spec, its optimizer and objective as the agent's arguments."""
+    if _type(objective) not in _DEFAULT_BASELINE_OBJECTIVES:
+        raise ConfigError(
+            message("agent.baseline_objective", objective, "None, 'state_value' or 'action_value'")
+        )
+    if name == "dqn":  # Tensorforce's baseline is the target copy of the policy
+        if not isinstance(optimizer, Mapping):
+            return {}
+        return {
+            key: optimizer[source]
+            for source, key in (
+                ("update_weight", "target_update_weight"),
+                ("sync_frequency", "target_sync_frequency"),
+            )
+            if source in optimizer
+        }
+    out: dict[str, Any] = {}
+    critic = "critic" if name in ("a2c", "ac", "dpg") else "baseline"
+    if baseline is not None:
+        out[critic], _ = _network(baseline, "baseline")
+    if optimizer is not None:
+        out[f"{critic}_optimizer"] = optimizer
+    return out
+
+
+def tensorforce_agent(
+    states: Any = None,
+    actions: Any = None,
+    update: Any = None,
+    optimizer: Any = None,
+    objective: Any = None,
+    reward_estimation: Any = None,
+    policy: Any = "auto",
+    baseline: Any = None,
+    baseline_optimizer: Any = None,
+    baseline_objective: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Create the agent that Tensorforce's generic component specs describe.
+
+    Args:
+        states: State spec.
+        actions: Action spec.
+        update: ``dict(unit, batch_size, frequency, start)`` or an int (timesteps).
+        optimizer: ``dict(type|optimizer='adam'|'natural_gradient', learning_rate, ...)``.
+        objective: ``'policy_gradient'``, ``'action_value'``, ``'deterministic_policy_gradient'``
+            or a dict with that ``type`` (``clipping_value``, ``huber_loss``, ...).
+        reward_estimation: ``dict(horizon, discount, estimate_advantage, ...)``.
+        policy: A network spec or ``dict(type='parametrized_distributions', network=...)``.
+        baseline: The baseline/critic network (or ``parametrized_*`` dict).
+        baseline_optimizer: The baseline's optimizer (or DQN's ``synchronization``).
+        baseline_objective: None, ``'state_value'`` or ``'action_value'``.
+        **kwargs: Other Tensorforce agent arguments (``memory``, ``exploration``, ``saver``, ...).
+
+    Returns:
+        The mapped agent (``ppo``, ``vpg``, ``a2c``, ``ac``, ``trpo``, ``dqn`` or ``dpg``).
+
+    Raises:
+        ConfigError: A component without a counterpart, named with its value.
+    """
+    from forceexp.agents.agent import Agent
+
+    if objective is None:
+        raise ConfigError("agent 'tensorforce': objective= is required (e.g. 'policy_gradient')")
+    estimation = reward_estimation if reward_estimation is not None else {}
+    if not isinstance(estimation, Mapping):
+        raise ConfigError(message("agent.reward_estimation", estimation, "a dict"))
+    name = _choose(objective, optimizer, estimation)
+    network, extra = _network(policy, "policy")
+    if isinstance(objective, Mapping) and name == "ppo":
+        extra["likelihood_ratio_clipping"] = objective["clipping_value"]
+    if isinstance(objective, Mapping) and name == "dqn" and "huber_loss" in objective:
+        extra["huber_loss"] = objective["huber_loss"]
+    arguments = {
+        "network": network,
+        **extra,
+        **_update_args(name, update),
+        **_optimizer_args(name, optimizer),
+        **_estimation_args(name, estimation),
+        **_baseline_args(name, baseline, baseline_optimizer, baseline_objective),
+        **kwargs,
+    }
+    return Agent.create(name, states=states, actions=actions, **arguments)
