@@ -59,7 +59,6 @@ def test_aliases_without_meaning_name_the_argument():
         "predict_terminal_values": True,
         "exploration": 0.1,
         "reward_processing": dict(type="clipping", lower=-1, upper=1),
-        "tracking": "all",
         "variable_noise": 0.1,
         "l2_regularization": 0.01,
         "baseline_objective": dict(type="value"),

@@ -205,7 +205,8 @@ class Agent(InputConversion):
                 ``_partial_``), or an existing agent (returned as is).
             environment: An environment whose specs and ``max_episode_timesteps`` fill in
                 ``states``, ``actions`` and ``max_episode_timesteps`` when not given.
-            **kwargs: Constructor arguments of the agent.
+            **kwargs: Constructor arguments of the agent; also ``tracking='all'`` (or a list
+                of names) to read the latest metrics back with ``tracked_tensors()``.
         """
         from forceexp.agents import AGENTS
 
@@ -216,8 +217,11 @@ class Agent(InputConversion):
                 agent = load_spec_file(agent)
             if isinstance(agent, Mapping):
                 spec = dict(agent)
-                agent = spec.pop("agent", None) or spec.pop("type", "ppo")
+                # Tensorforce's default agent is the generic one, which needs an objective
+                default = "tensorforce" if "objective" in spec else "ppo"
+                agent = spec.pop("agent", None) or spec.pop("type", default)
                 kwargs = {**spec, **kwargs}
+        tracking = kwargs.pop("tracking", None)
         if environment is not None:
             from forceexp.environments import create
 
@@ -234,6 +238,9 @@ class Agent(InputConversion):
         created = agent(**_canonical_kwargs(agent, kwargs))
         if not isinstance(created, Agent):
             raise ConfigError(message("agent", type(created).__name__, "an Agent subclass"))
+        from forceexp.observers.tracked import attach_tracking
+
+        attach_tracking(created, tracking)
         return created
 
     @staticmethod
@@ -481,6 +488,18 @@ class Agent(InputConversion):
             "summarize: the agent has no summarizer; create it with "
             "summarizer=dict(directory=..., custom=dict(<name>=dict(type=...)))"
         )
+
+    def tracked_tensors(self) -> dict[str, float]:
+        """Latest values of the quantities tracked with ``tracking=`` (empty without it).
+
+        Names are Tensorforce's where the quantity maps (``agent/entropy``), else our tags.
+        """
+        from forceexp.observers.tracked import TrackedValues
+
+        for observer in self.observers:
+            if isinstance(observer, TrackedValues):
+                return dict(observer.values)
+        return {}
 
     def reset(self) -> None:
         """Forget unfinished act/observe cycles (counters and learned state are kept)."""

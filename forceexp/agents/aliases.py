@@ -100,7 +100,6 @@ _CONFIG_NO_OPS = (
 
 COMMON: dict[str, Translation] = {
     "config": _config,
-    "tracking": _only_off("tracking", "tracked_tensors() is not offered; use summarizer="),
     "variable_noise": _only_off("variable_noise", "parameter noise is not implemented"),
     "l2_regularization": _only_off("l2_regularization", "weight regularization is not offered"),
 }
