@@ -67,8 +67,8 @@ def test_aliases_without_meaning_name_the_argument():
     for key, value in cases.items():
         with pytest.raises(ConfigError, match=rf"agent\.{key}: .* is invalid; expected None"):
             ppo(**{key: value})
-    with pytest.raises(ConfigError, match=r"agent.network.rnn: 10 is invalid; expected False"):
-        ppo(network=dict(type="auto", rnn=10))
+    with pytest.raises(ConfigError, match=r"network.rnn: -1 is invalid; expected False or an int"):
+        ppo(network=dict(type="auto", rnn=-1))
     with pytest.raises(ConfigError, match=r"agent.learning_rate.optimizer: 'sgd' is invalid"):
         ppo(learning_rate=dict(optimizer="sgd", learning_rate=0.1))
     with pytest.raises(ConfigError, match=r"unsupported optimizer keys \['clipping_threshold'\]"):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from forceexp import Agent
 from forceexp.errors import ConfigError
@@ -49,3 +50,27 @@ def test_generic_agent_is_the_default_for_a_dict_with_an_objective():
     spec = {"objective": "policy_gradient", "reward_estimation": {"horizon": "episode"}}
     agent = Agent.create(agent=spec, states=STATES, actions=ACTIONS, max_episode_timesteps=5)
     assert agent.name == "vpg"
+
+
+def test_auto_network_rnn_appends_an_lstm_with_the_horizon():
+    agent = _a2c(network=dict(type="auto", size=8, depth=1, rnn=2), baseline="auto")
+    network = agent.policy.network
+    assert network.lstm.horizon == 2 and network.lstm.size == 8
+    assert network.internal_shapes == {"network.lstm": (2, 8)}
+    assert agent.initial_internals()["network.lstm"].shape == (2, 8)
+    states = {"state": torch.randn(4, 3)}
+    zeros = {"network.lstm": torch.zeros(4, 2, 8)}
+    stepped, following = network.step(states, zeros)
+    assert torch.allclose(stepped, network(states)) and following["network.lstm"].abs().sum() > 0
+    assert _run(agent, 10) == 2  # acts with per-slot internals, re-runs sequences in updates
+    _, internals = agent.act(
+        states=np.zeros(3, np.float32), internals=agent.initial_internals(), independent=True
+    )
+    assert internals["network.lstm"].shape == (2, 8)
+
+
+def test_auto_network_rnn_is_refused_where_internals_are_not_carried():
+    with pytest.raises(ConfigError, match=r"network.lstm: this layer keeps internals"):
+        Agent.create(agent="dqn", states=STATES, actions=ACTIONS, network=dict(type="auto", rnn=1))
+    with pytest.raises(ConfigError, match=r"baseline: recurrent layers are only supported"):
+        _a2c(baseline=dict(type="auto", rnn=1))

@@ -107,13 +107,15 @@ COMMON: dict[str, Translation] = {
 
 # ---------------------------------------------------------------------------- PPO
 def _network(name: str) -> Translation:
-    """A network spec; ``{'type': 'auto', 'rnn': False}`` drops the (off) ``rnn`` key."""
+    """A network spec; ``{'type': 'auto', 'rnn': False}`` drops the (off) ``rnn`` key.
+
+    Any other ``rnn`` (a horizon) is the auto network's own LSTM argument, passed on.
+    """
     canonical = "baseline" if name == "baseline_network" else name
 
     def translate(value: Any, ctx: Context) -> dict[str, Any]:
-        if isinstance(value, Mapping) and value.get("type") == "auto" and "rnn" in value:
-            if value["rnn"] not in _OFF:
-                raise ConfigError(message(f"agent.{name}.rnn", value["rnn"], "False"))
+        auto = isinstance(value, Mapping) and value.get("type") == "auto"
+        if auto and "rnn" in value and value["rnn"] in (None, False):
             value = {key: item for key, item in value.items() if key != "rnn"}
         return {canonical: value}
 

@@ -60,6 +60,8 @@ def _mlp_reason(network: nn.Module | None, path: str) -> str | None:
         return f"{path} is {type(network).__name__}, not the auto MLP"
     if len(network.encoders):
         return f"{path} encodes image, sequence or int states"
+    if network.lstm is not None:
+        return f"{path} ends in an LSTM (rnn=)"
     modules = list(network.mlp)
     activations = modules[1::2]
     if not all(isinstance(m, _ACTIVATIONS) for m in activations):
