@@ -57,10 +57,7 @@ def test_unit_conversions():
 def test_aliases_without_meaning_name_the_argument():
     cases = {
         "predict_terminal_values": True,
-        "exploration": 0.1,
         "reward_processing": dict(type="clipping", lower=-1, upper=1),
-        "variable_noise": 0.1,
-        "l2_regularization": 0.01,
         "baseline_objective": dict(type="value"),
         "state_preprocessing": "image",
     }

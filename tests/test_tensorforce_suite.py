@@ -74,3 +74,52 @@ def test_auto_network_rnn_is_refused_where_internals_are_not_carried():
         Agent.create(agent="dqn", states=STATES, actions=ACTIONS, network=dict(type="auto", rnn=1))
     with pytest.raises(ConfigError, match=r"baseline: recurrent layers are only supported"):
         _a2c(baseline=dict(type="auto", rnn=1))
+
+
+def test_variable_noise_perturbs_acting_only_and_is_removed_after():
+    agent = _a2c(variable_noise=1.0)
+    before = [p.clone() for p in agent.policy.parameters()]
+    state = np.ones(3, np.float32)
+    acted = {int(agent.act(states=state, independent=True)) for _ in range(30)}
+    for p, q in zip(agent.policy.parameters(), before, strict=True):
+        assert torch.equal(p, q)
+    assert agent._actor is None  # the noisy act takes the torch path
+    greedy = {int(agent.act(states=state, independent=True, deterministic=True)) for _ in range(5)}
+    assert len(greedy) == 1 and len(acted) == 3  # noise only when acting stochastically
+
+
+def test_exploration_takes_allowed_random_actions_and_stores_their_log_prob():
+    agent = _a2c(exploration=1.0, rollout_length=50)
+    mask = np.array([True, False, True])
+    seen = set()
+    for _ in range(40):
+        seen.add(int(agent.act(states={"state": np.zeros(3), "action_mask": mask})))
+        agent.observe(reward=0.0)
+    assert seen == {0, 2}
+    buffer = agent.buffer
+    rows = slice(0, 40)
+    states = {name: x[rows, 0] for name, x in buffer.states.items()}
+    actions = {name: x[rows, 0] for name, x in buffer.actions.items()}
+    masks = {name: x[rows, 0] for name, x in buffer.masks.items()}
+    log_prob, _, _ = agent.policy.evaluate(states, actions, masks)
+    torch.testing.assert_close(log_prob, buffer.log_prob[rows, 0])
+    with pytest.raises(ConfigError, match=r"agent.exploration: 1.5 is invalid"):
+        _a2c(exploration=1.5)
+
+
+def test_l2_regularization_adds_the_weight_penalty_gradient():
+    """The fast step's ``l2 * w`` matches autograd (``test_fused``); here: weights shrink."""
+    base, penalized = _a2c(fast_update=False), _a2c(fast_update=False, l2_regularization=0.5)
+    names = [name for name, p in penalized.policy.named_parameters() if p.dim() == 2]
+    assert len(penalized.policy.weights()) == len(names)  # weight matrices, not biases/log-std
+    assert _run(base, 5) == _run(penalized, 5) == 1
+    # the penalty pulled every weight matrix towards zero relative to the unpenalized run
+    shrunk = sum(float(w.detach().pow(2).sum()) for w in penalized.policy.weights())
+    kept = sum(float(w.detach().pow(2).sum()) for w in base.policy.weights())
+    assert shrunk < kept
+
+
+def test_regularizers_are_refused_by_name_where_not_offered():
+    for key, value in (("exploration", 0.1), ("l2_regularization", 0.1), ("variable_noise", 0.1)):
+        with pytest.raises(ConfigError, match=rf"agent\.{key}: 0.1 is invalid"):
+            Agent.create(agent="trpo", states=STATES, actions=ACTIONS, **{key: value})

@@ -62,6 +62,12 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             baseline; the value is still learned, to bootstrap rollout ends and truncations).
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
+        variable_noise: Std of Gaussian noise on the policy parameters while acting
+            stochastically (Tensorforce's ``variable_noise``; 0: off).
+        exploration: Probability of a uniformly random action per stochastic act (a number
+            or schedule dict; Tensorforce's ``exploration``; 0: off). With variable noise or
+            exploration, acting takes the torch path instead of NumPy.
         fast_update: Hand-derived gradient step and NumPy acting for plain MLPs on the CPU.
         schedule_timesteps: Training budget in timesteps that ``'linear'`` decays over.
         seed: Random seed.
@@ -96,6 +102,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         subtract_baseline: bool = True,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
+        exploration: float | dict[str, Any] = 0.0,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -136,6 +145,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         self.value_coef, self.max_grad_norm = value_coef, max_grad_norm
         self.normalize_advantages, self.subtract_baseline = normalize_advantages, subtract_baseline
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        plain_acting = self._build_extras(
+            l2_regularization, variable_noise, exploration, schedule_timesteps
+        )
         self.optimizer = _optimizer(optimizer, self.policy, self.schedules["learning_rate"])
         self._fused = None
         if fast_update and unsupported_reason(self.policy) is None:
@@ -147,8 +159,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
                 None,
                 max_grad_norm,
                 normalize_advantages,
+                l2_regularization,
             )
-        numpy_acting = self._fused is not None and self.device.type == "cpu"
+        numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
 

@@ -100,8 +100,8 @@ _CONFIG_NO_OPS = (
 
 COMMON: dict[str, Translation] = {
     "config": _config,
-    "variable_noise": _only_off("variable_noise", "parameter noise is not implemented"),
-    "l2_regularization": _only_off("l2_regularization", "weight regularization is not offered"),
+    "variable_noise": _only_off("variable_noise", "offered by ppo, a2c, vpg and ac"),
+    "l2_regularization": _only_off("l2_regularization", "offered by ppo, a2c, vpg and ac"),
 }
 
 
@@ -300,7 +300,9 @@ PPO: dict[str, Translation] = {
     "reward_processing": _processing("reward_processing"),
     "return_processing": _processing("return_processing"),
     "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
-    "exploration": _only_off("exploration", "PPO explores by sampling its policy"),
+    "exploration": _rename("exploration"),
+    "l2_regularization": _rename("l2_regularization"),
+    "variable_noise": _rename("variable_noise"),
 }
 
 
@@ -365,6 +367,8 @@ _ON_POLICY = {
         "return_processing",
         "advantage_processing",
         "exploration",
+        "l2_regularization",
+        "variable_noise",
     )
 }
 _ON_POLICY["memory"] = _accepted("memory", "the rollout buffer is sized by rollout_length")
@@ -399,6 +403,11 @@ TRPO: dict[str, Translation] = {
     "baseline_optimizer": _trpo_baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
     "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
+    "exploration": _only_off("exploration", "TRPO explores by sampling its policy"),
+    **{
+        key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
+        for key in ("l2_regularization", "variable_noise")
+    },
 }
 
 

@@ -8,6 +8,9 @@ subclass builds its optimizer(s) and implements ``_update() -> metrics``, its al
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -79,6 +82,54 @@ class OnPolicyAgent(Agent):
         ).to(self.device)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
 
+    def _build_extras(
+        self,
+        l2_regularization: float,
+        variable_noise: float,
+        exploration: float | dict[str, Any],
+        schedule_timesteps: int | None,
+    ) -> bool:
+        """Tensorforce's policy regularizers; returns whether NumPy acting stays possible.
+
+        Args:
+            l2_regularization: Weight of ``l2 / 2 * sum(w ** 2)`` over the weight matrices,
+                added to the update's loss (read by ``PPOUpdate`` and the fast step).
+            variable_noise: Std of Gaussian noise added to the policy network's and heads'
+                parameters for each stochastic act, removed right after it.
+            exploration: Probability (a number or schedule dict) of a uniformly random action
+                per stochastic act (masks respected), stored as the action taken.
+            schedule_timesteps: Training budget that ``'linear'`` schedules decay over.
+        """
+        check_range("l2_regularization", l2_regularization, 0.0, math.inf)
+        check_range("variable_noise", variable_noise, 0.0, math.inf)
+        self.l2_regularization, self.variable_noise = l2_regularization, variable_noise
+        self.schedules["exploration"] = bounded_schedule(
+            "exploration", exploration, "constant", schedule_timesteps, 0.0, 1.0
+        )
+        return not variable_noise and self.schedules["exploration"].bounds()[1] == 0.0
+
+    def _exploration(self) -> float:
+        """The current exploration probability."""
+        return self.schedules["exploration"].value(self.timesteps, self.episodes, self.updates)
+
+    @contextmanager
+    def _perturbed(self, deterministic: bool) -> Iterator[None]:
+        """Within the block, the acting parameters carry ``variable_noise`` (not when greedy)."""
+        if not self.variable_noise or deterministic:
+            yield
+            return
+        params = self.policy.acting_parameters()
+        with torch.no_grad():
+            saved = [p.clone() for p in params]
+            for p in params:
+                p.add_(torch.randn_like(p), alpha=self.variable_noise)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, original in zip(params, saved, strict=True):
+                    p.copy_(original)
+
     def _build_rollout(
         self, rollout_length: int, discount: float, gae_lambda: float, numpy_acting: bool
     ) -> None:
@@ -145,10 +196,10 @@ class OnPolicyAgent(Agent):
             return self._act_recurrent(states, masks, slots, independent, deterministic)
         if self._actor is not None:
             return self._act_numpy(states, masks, slots, independent, deterministic)
-        with torch.inference_mode():
+        with self._perturbed(deterministic), torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)
             actions, log_prob, value = self.policy.act(
-                normalized, masks, deterministic, with_value=not independent
+                normalized, masks, deterministic, not independent, self._exploration()
             )
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
@@ -192,14 +243,14 @@ class OnPolicyAgent(Agent):
     ) -> Tensors:
         """Act with the slots' internals (or given ones), storing the next internals."""
         slot_index = torch.as_tensor(slots, device=self.device)
-        with torch.inference_mode():
+        with self._perturbed(deterministic), torch.inference_mode():
             if internals is None:
                 internals = {p: x[slot_index] for p, x in self._internals.items()}
                 if independent:  # no internals given: start from zeros, keep nothing
                     internals = {p: torch.zeros_like(x) for p, x in internals.items()}
             normalized = self.policy.normalize(states, update=not independent)
             actions, log_prob, value, following = self.policy.act_recurrent(
-                normalized, masks, deterministic, internals, with_value=not independent
+                normalized, masks, deterministic, internals, not independent, self._exploration()
             )
             self._last_internals = following
             if not independent:

@@ -49,6 +49,12 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
+        l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
+        variable_noise: Std of Gaussian noise on the policy parameters while acting
+            stochastically (Tensorforce's ``variable_noise``; 0: off).
+        exploration: Probability of a uniformly random action per stochastic act (a number
+            or schedule dict; Tensorforce's ``exploration``; 0: off). With variable noise or
+            exploration, acting takes the torch path instead of NumPy.
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
             plain MLPs with one categorical or Gaussian action: same maths as autograd, several
             times faster on small networks; other networks always use autograd.
@@ -90,6 +96,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
         target_kl: float | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
+        exploration: float | dict[str, Any] = 0.0,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -132,6 +141,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.target_kl = target_kl
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        plain_acting = self._build_extras(
+            l2_regularization, variable_noise, exploration, schedule_timesteps
+        )
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(),
@@ -149,8 +161,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
                 value_clip,
                 max_grad_norm,
                 normalize_advantages,
+                l2_regularization,
             )
-        numpy_acting = self._fused is not None and self.device.type == "cpu"
+        numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
     def learn_from_traces(

@@ -29,6 +29,8 @@ class PPOUpdate:
 
     #: False: the advantages are the returns themselves (REINFORCE without a baseline)
     subtract_baseline: bool = True
+    #: weight of ``l2 / 2 * sum(w ** 2)`` over ``policy.weights()`` in the loss
+    l2_regularization: float = 0.0
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""
@@ -218,6 +220,9 @@ class PPOUpdate:
         value_loss = value_loss.mean()
         entropy_mean = entropy.mean()
         loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
+        if self.l2_regularization:
+            penalty = sum(w.pow(2).sum() for w in self.policy.weights())
+            loss = loss + 0.5 * self.l2_regularization * penalty
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -187,6 +187,10 @@ class CategoricalHead(nn.Module):
         """Actions as the environment receives them (unchanged)."""
         return actions
 
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as raw (stored) actions (unchanged)."""
+        return actions
+
 
 class GaussianHead(nn.Module):
     """Mean and state-independent log-std for a float action.
@@ -228,6 +232,13 @@ class GaussianHead(nn.Module):
             return self.low + (torch.tanh(actions) + 1.0) * 0.5 * (self.high - self.low)
         return actions
 
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as raw samples (the inverse of the squash; clip: unchanged)."""
+        if self.bounding == "squash":
+            unit = (actions - self.low) / (self.high - self.low) * 2.0 - 1.0
+            return torch.atanh(unit.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        return actions
+
 
 class BetaHead(nn.Module):
     """Beta distribution for a bounded float action: samples in ``(0, 1)`` rescaled to bounds.
@@ -257,6 +268,10 @@ class BetaHead(nn.Module):
         """Rescale unit-interval samples to ``[min, max]``."""
         return self.low + actions * (self.high - self.low)
 
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as unit-interval samples (kept inside the open interval)."""
+        return ((actions - self.low) / (self.high - self.low)).clamp(1e-6, 1.0 - 1e-6)
+
 
 class BernoulliHead(nn.Module):
     """Logits for a bool action."""
@@ -272,6 +287,10 @@ class BernoulliHead(nn.Module):
 
     def to_env(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions as the environment receives them (unchanged)."""
+        return actions
+
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as raw (stored) actions (unchanged)."""
         return actions
 
 

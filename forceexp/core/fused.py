@@ -120,6 +120,8 @@ class FusedPPOStep:
         value_clip: Clip value updates around the old value (None: off).
         max_grad_norm: Global gradient-norm clip (None: off).
         normalize_advantages: Normalize advantages per minibatch.
+        l2_regularization: Weight of the L2 penalty ``l2 / 2 * sum(w ** 2)`` on the policy's
+            weight matrices (``ActorCritic.weights()``), added before gradient clipping.
     """
 
     def __init__(
@@ -131,8 +133,10 @@ class FusedPPOStep:
         value_clip: float | None,
         max_grad_norm: float | None,
         normalize_advantages: bool,
+        l2_regularization: float = 0.0,
     ) -> None:
         self.optimizer = optimizer
+        self.l2_regularization, self.l2_weights = l2_regularization, policy.weights()
         self.value_coef, self.entropy_coef, self.value_clip = value_coef, entropy_coef, value_clip
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.fast = FastOptimizer(optimizer)
@@ -237,6 +241,8 @@ class FusedPPOStep:
             state, g_log_prob, -self.entropy_coef / size, self.policy.grad_out().numpy()
         )
         self._backward()
+        if self.l2_regularization:
+            self.fast.add_l2(self.l2_regularization, self.l2_weights)
         norm, norm_clipped = self.fast.clip_grad_norm(self.max_grad_norm)
         self.fast.step(learning_rate)
         excess = ratio - 1.0

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from forceexp.core.distributions import Bounding, Distribution, make_head
+from forceexp.core.exploration import epsilon_greedy, uniform_actions
 from forceexp.core.init import orthogonal_
 from forceexp.core.normalization import RunningNormalizer
 from forceexp.errors import ConfigError
@@ -67,6 +68,27 @@ class ActorCritic(nn.Module):
         value_in = (self.baseline or self.network).output_size
         self.value_head = orthogonal_(nn.Linear(value_in, 1), 1.0)
 
+    def weights(self) -> list[nn.Parameter]:
+        """The weight matrices (no biases, no log-std): what L2 regularization penalizes."""
+        return [p for name, p in self.named_parameters() if name.endswith("weight")]
+
+    def acting_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the policy network and action heads (what variable noise perturbs)."""
+        return [*self.network.parameters(), *self.heads.parameters()]
+
+    def explore(self, actions: Tensors, masks: Tensors, epsilon: float) -> Tensors:
+        """Per row, a uniformly random action (masks respected) with probability ``epsilon``.
+
+        Random float actions are uniform within bounds (standard normal when unbounded),
+        mapped back into each head's raw (stored) space.
+        """
+        if epsilon <= 0.0:
+            return actions
+        first = next(iter(actions.values()))
+        random = uniform_actions(self.action_specs, masks, first.shape[0], None, first.device)
+        random = {name: self.heads[name].from_env(a) for name, a in random.items()}
+        return epsilon_greedy(actions, random, epsilon, None)
+
     def normalize(self, states: Tensors, update: bool) -> Tensors:
         """Apply (and optionally first update) the running state normalizers."""
         if not self.normalizers:
@@ -89,9 +111,14 @@ class ActorCritic(nn.Module):
         return self.value_head(features).squeeze(-1)
 
     def act(
-        self, states: Tensors, masks: Tensors, deterministic: bool, with_value: bool = True
+        self,
+        states: Tensors,
+        masks: Tensors,
+        deterministic: bool,
+        with_value: bool = True,
+        exploration: float = 0.0,
     ) -> tuple[Tensors, torch.Tensor | None, torch.Tensor | None]:
-        """Sample actions for normalized ``states``.
+        """Sample actions for normalized ``states`` (``explore``-mixed unless deterministic).
 
         Returns:
             ``(raw_actions, log_prob (B,), value (B,))``; raw float actions are unclipped.
@@ -100,6 +127,8 @@ class ActorCritic(nn.Module):
         features = self.network(states)
         dists = self.distributions(features, masks)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        if not deterministic:
+            actions = self.explore(actions, masks, exploration)
         if not with_value:
             return actions, None, None
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
@@ -112,11 +141,14 @@ class ActorCritic(nn.Module):
         deterministic: bool,
         internals: Tensors,
         with_value: bool,
+        exploration: float = 0.0,
     ) -> tuple[Tensors, torch.Tensor | None, torch.Tensor | None, Tensors]:
         """As ``act`` for a recurrent network; also returns the next internals."""
         features, following = self.network.step(states, internals)
         dists = self.distributions(features, masks)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        if not deterministic:
+            actions = self.explore(actions, masks, exploration)
         if not with_value:
             return actions, None, None, following
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
