@@ -57,7 +57,7 @@ def test_unit_conversions():
 def test_aliases_without_meaning_name_the_argument():
     cases = {
         "predict_terminal_values": True,
-        "reward_processing": dict(type="clipping", lower=-1, upper=1),
+        "reward_processing": dict(type="deltafier"),
         "baseline_objective": dict(type="value"),
         "state_preprocessing": "image",
     }

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from forceexp import Agent
+from forceexp.core.returns import gae, nstep_advantages
 from forceexp.errors import ConfigError
 
 STATES = {"type": "float", "shape": (3,)}
@@ -123,3 +124,57 @@ def test_regularizers_are_refused_by_name_where_not_offered():
     for key, value in (("exploration", 0.1), ("l2_regularization", 0.1), ("variable_noise", 0.1)):
         with pytest.raises(ConfigError, match=rf"agent\.{key}: 0.1 is invalid"):
             Agent.create(agent="trpo", states=STATES, actions=ACTIONS, **{key: value})
+
+
+def test_nstep_advantages_match_a_reference_loop():
+    torch.manual_seed(0)
+    steps, slots, gamma = 9, 3, 0.9
+    rewards, values, final = torch.randn(steps, slots), torch.randn(steps, slots), torch.randn(3)
+    terminals = torch.zeros(steps, slots, dtype=torch.long)
+    terminals[3, 0], terminals[5, 1] = 1, 2  # terminated; truncated (bootstraps final[1])
+    lengths = torch.tensor([9, 7, 9])
+    next_values = torch.cat([values[1:], final[None]])  # row t+1's value inside a segment
+    next_values[5, 1], next_values[6, 1] = final[1], final[2]
+    for horizon in (1, 2, 3, 20):
+        got = nstep_advantages(rewards, values, next_values, terminals, gamma, horizon, lengths)
+        for j in range(slots):
+            for t in range(int(lengths[j])):
+                total, scale = 0.0, 1.0
+                for i in range(t, t + horizon):
+                    total += scale * float(rewards[i, j])
+                    last = i == t + horizon - 1 or terminals[i, j] != 0 or i + 1 >= lengths[j]
+                    if last:
+                        total += (
+                            scale * gamma * float(next_values[i, j]) * (int(terminals[i, j]) != 1)
+                        )
+                        break
+                    scale *= gamma
+                assert float(got[t, j]) == pytest.approx(total - float(values[t, j]), abs=1e-5)
+    full = gae(rewards, values, next_values, terminals, gamma, 1.0, lengths)
+    torch.testing.assert_close(
+        nstep_advantages(rewards, values, next_values, terminals, gamma, 20, lengths), full
+    )
+
+
+def test_reward_and_return_clipping_and_horizon_reach_the_update():
+    agent = _a2c(
+        reward_processing=dict(type="clipping", lower=-0.5, upper=0.5),
+        return_processing=dict(type="clipping", lower=-0.2, upper=0.2),
+        advantage_processing="batch_normalization",
+        horizon=3,
+        rollout_length=50,
+    )
+    assert agent.horizon == 3 and agent.normalize_advantages
+    _run(agent, 10)
+    stored = agent.buffer.reward[:10, 0]
+    assert float(stored.abs().max()) <= 0.5 and float(stored.abs().max()) == 0.5
+    batch = agent._targets(agent.buffer.batch(agent._bootstrap, agent.discount, 1.0, 3))
+    assert float(batch.returns.abs().max()) <= 0.2 + 1e-6
+    torch.testing.assert_close(batch.advantages, batch.returns - batch.value)
+    assert agent.episodes == 2  # episode returns are reported raw
+    with pytest.raises(ConfigError, match=r"agent.horizon: 0 is invalid"):
+        _a2c(horizon=0)
+    with pytest.raises(ConfigError, match=r"agent.reward_processing: .* is invalid; expected None"):
+        Agent.create(
+            agent="trpo", states=STATES, actions=ACTIONS, reward_processing=dict(type="clipping")
+        )

@@ -62,6 +62,10 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             baseline; the value is still learned, to bootstrap rollout ends and truncations).
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
+            (Tensorforce's ``reward_estimation.horizon``; None: GAE).
+        reward_clipping: ``(lower, upper)`` to clip rewards to as they are stored (None: off).
+        return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
         l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
         variable_noise: Std of Gaussian noise on the policy parameters while acting
             stochastically (Tensorforce's ``variable_noise``; 0: off).
@@ -105,6 +109,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
+        horizon: int | None = None,
+        reward_clipping: tuple[float, float] | None = None,
+        return_clipping: tuple[float, float] | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -145,6 +152,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         self.value_coef, self.max_grad_norm = value_coef, max_grad_norm
         self.normalize_advantages, self.subtract_baseline = normalize_advantages, subtract_baseline
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self._build_processing(horizon, reward_clipping, return_clipping)
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )

@@ -203,19 +203,35 @@ def _subsampling_fraction(value: Any, ctx: Context) -> dict[str, Any]:
     return {"minibatch_size": max(1, round(value * rows))}
 
 
-def _processing(name: str, normalize: str | None = None) -> Translation:
-    """None, or (where ``normalize`` names our switch) ``linear_normalization``-like specs."""
+def _processing(
+    name: str, normalize: str | None = None, clipping: str | None = None
+) -> Translation:
+    """A reward/return/advantage processing spec as our argument, or refused by name.
+
+    None is off; ``linear_normalization``-like specs set the switch ``normalize`` names;
+    ``dict(type='clipping', lower, upper)`` sets the bounds argument ``clipping`` names.
+    """
 
     def translate(value: Any, ctx: Context) -> dict[str, Any]:
         if value in _OFF:
             return {}
         kind = value.get("type") if isinstance(value, Mapping) else value
-        if normalize is not None and kind in ("linear_normalization", "normalization"):
+        if normalize is not None and kind in _NORMALIZATIONS:
             return {normalize: True}
+        if clipping is not None and kind == "clipping" and isinstance(value, Mapping):
+            unknown = set(value) - {"type", "lower", "upper"}
+            if unknown:
+                raise ConfigError(f"agent.{name}: unknown clipping keys {sorted(unknown)}")
+            return {clipping: (value.get("lower", -math.inf), value.get("upper", math.inf))}
         expected = "None" + (" or 'linear_normalization'" if normalize else "")
+        expected += " or dict(type='clipping', lower, upper)" if clipping else ""
         raise ConfigError(message(f"agent.{name}", value, expected))
 
     return translate
+
+
+#: Tensorforce's advantage normalizations; all mean "per-update mean 0, std 1" here
+_NORMALIZATIONS = ("linear_normalization", "normalization", "batch_normalization")
 
 
 def _state_preprocessing(value: Any, ctx: Context) -> dict[str, Any]:
@@ -297,8 +313,8 @@ PPO: dict[str, Translation] = {
     ),
     "state_preprocessing": _state_preprocessing,
     "preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing"),
-    "return_processing": _processing("return_processing"),
+    "reward_processing": _processing("reward_processing", clipping="reward_clipping"),
+    "return_processing": _processing("return_processing", clipping="return_clipping"),
     "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
     "exploration": _rename("exploration"),
     "l2_regularization": _rename("l2_regularization"),
@@ -315,15 +331,17 @@ def _timesteps_batch(value: Any, ctx: Context) -> dict[str, Any]:
 
 
 def _horizon(value: Any, ctx: Context) -> dict[str, Any]:
-    """Reward-estimation ``horizon``: 1 -> one-step TD (``gae_lambda=0``); 'episode' -> 1."""
+    """Reward-estimation ``horizon`` as GAE lambda or n-step advantages.
+
+    'episode' -> ``gae_lambda=1``; 1 -> one-step TD (``gae_lambda=0``); n > 1 -> ``horizon=n``.
+    """
+    if value is None:
+        return {}
     if value == "episode":
         return {"gae_lambda": 1.0}
-    if value == 1 and not isinstance(value, bool):
-        return {"gae_lambda": 0.0}
-    raise ConfigError(
-        message("agent.horizon", value, "1 or 'episode'")
-        + " (other n-step horizons are not offered; use gae_lambda instead)"
-    )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(message("agent.horizon", value, "an int >= 1 or 'episode'"))
+    return {"gae_lambda": 0.0} if value == 1 else {"horizon": value}
 
 
 def _critic_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
@@ -408,6 +426,8 @@ TRPO: dict[str, Translation] = {
         key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
         for key in ("l2_regularization", "variable_noise")
     },
+    "reward_processing": _processing("reward_processing"),
+    "return_processing": _processing("return_processing"),
 }
 
 

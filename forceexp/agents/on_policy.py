@@ -82,6 +82,37 @@ class OnPolicyAgent(Agent):
         ).to(self.device)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
 
+    #: ``(lower, upper)`` the stored rewards are clipped to (None: off)
+    reward_clipping: tuple[float, float] | None = None
+
+    def _build_processing(
+        self,
+        horizon: int | None,
+        reward_clipping: tuple[float, float] | None,
+        return_clipping: tuple[float, float] | None,
+    ) -> None:
+        """Tensorforce's ``reward_estimation`` options that have a counterpart here.
+
+        Args:
+            horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE.
+            reward_clipping: ``(lower, upper)`` for the rewards as they are stored (the episode
+                returns reported stay raw).
+            return_clipping: ``(lower, upper)`` for the returns before the advantages.
+        """
+        if horizon is not None:
+            check_sizes(horizon=horizon)
+        for name, bounds in (
+            ("reward_clipping", reward_clipping),
+            ("return_clipping", return_clipping),
+        ):
+            if bounds is not None and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
+                raise ConfigError(
+                    message(f"agent.{name}", bounds, "(lower, upper), lower <= upper")
+                )
+        self.horizon = horizon
+        self.reward_clipping = None if reward_clipping is None else tuple(reward_clipping)
+        self.return_clipping = None if return_clipping is None else tuple(return_clipping)
+
     def _build_extras(
         self,
         l2_regularization: float,
@@ -321,6 +352,8 @@ class OnPolicyAgent(Agent):
     ) -> dict[str, float] | None:
         metrics, self._pending_metrics = self._pending_metrics, None
         buffer = self.buffer
+        if self.reward_clipping is not None:
+            rewards = np.clip(rewards, *self.reward_clipping)
         buffer.add_observe(slots, rewards, terminals)
         if self._internals and terminals.any():
             ended = torch.as_tensor(slots[terminals > 0], device=self.device)

@@ -49,6 +49,10 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
+        horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
+            (Tensorforce's ``reward_estimation.horizon``; None: GAE).
+        reward_clipping: ``(lower, upper)`` to clip rewards to as they are stored (None: off).
+        return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
         l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
         variable_noise: Std of Gaussian noise on the policy parameters while acting
             stochastically (Tensorforce's ``variable_noise``; 0: off).
@@ -99,6 +103,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
+        horizon: int | None = None,
+        reward_clipping: tuple[float, float] | None = None,
+        return_clipping: tuple[float, float] | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -141,6 +148,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.target_kl = target_kl
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self._build_processing(horizon, reward_clipping, return_clipping)
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )

@@ -31,17 +31,34 @@ class PPOUpdate:
     subtract_baseline: bool = True
     #: weight of ``l2 / 2 * sum(w ** 2)`` over ``policy.weights()`` in the loss
     l2_regularization: float = 0.0
+    #: n of n-step advantages instead of GAE (None: GAE)
+    horizon: int | None = None
+    #: ``(lower, upper)`` the returns are clipped to before advantages (None: off)
+    return_clipping: tuple[float, float] | None = None
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""
         if self._internals:
             return self._update_sequences()
         with torch.inference_mode():
-            batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
-            if not self.subtract_baseline:
-                batch = batch._replace(advantages=batch.returns)
+            batch = self._targets(
+                self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda, self.horizon)
+            )
         self.buffer.carry_over()
         return self._update_batch(Batch(*(fresh(x) for x in batch)))
+
+    def _targets(self, batch: Any) -> Any:
+        """A ``Batch`` or ``Sequences`` with the returns clipped and the advantages set.
+
+        ``return_clipping`` clips the returns (the advantages become returns minus values);
+        without a baseline the returns are the advantages.
+        """
+        if self.return_clipping is not None:
+            returns = batch.returns.clamp(*self.return_clipping)
+            batch = batch._replace(returns=returns, advantages=returns - batch.value)
+        if not self.subtract_baseline:
+            batch = batch._replace(advantages=batch.returns)
+        return batch
 
     def _update_batch(self, batch: Batch) -> dict[str, float]:
         """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
@@ -65,9 +82,9 @@ class PPOUpdate:
         to zero where an episode starts.
         """
         with torch.inference_mode():
-            seq = self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda)
-            if not self.subtract_baseline:
-                seq = seq._replace(advantages=seq.returns)
+            seq = self._targets(
+                self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda, self.horizon)
+            )
         self.buffer.carry_over()
         seq = Sequences(*(fresh(x) for x in seq))
         num_slots, length = seq.valid.shape[1], seq.valid.shape[0]

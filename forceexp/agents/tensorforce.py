@@ -23,10 +23,13 @@ returned is the mapped one (``agent.name`` is e.g. ``'ppo'``, and so is its save
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from forceexp.errors import ConfigError, message
+
+log = logging.getLogger(__name__)
 
 #: objective types with a counterpart here
 OBJECTIVES = ("policy_gradient", "action_value", "deterministic_policy_gradient")
@@ -133,6 +136,11 @@ def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]
     if unknown:
         raise ConfigError(f"agent.reward_estimation: unsupported keys {sorted(unknown)}")
     out = {key: estimation[key] for key in _ESTIMATION_ARGS if key in estimation}
+    if estimation.get("predict_horizon_values") == "late":
+        log.warning(
+            "agent.reward_estimation.predict_horizon_values='late': the horizon values are "
+            "those stored when acting ('early'); they are not recomputed at the update"
+        )
     if name in ("a2c", "ac", "dqn", "dpg") and "horizon" in estimation:
         out["horizon"] = estimation["horizon"]
     if name == "ppo" and "gae_decay" in estimation:
