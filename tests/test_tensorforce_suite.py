@@ -178,3 +178,69 @@ def test_reward_and_return_clipping_and_horizon_reach_the_update():
         Agent.create(
             agent="trpo", states=STATES, actions=ACTIONS, reward_processing=dict(type="clipping")
         )
+
+
+MIXED = {
+    "int_global": {"type": "int", "shape": (2,), "num_values": 3},
+    "int_predicted": {"type": "int", "num_values": 4},
+    "clipped": {"type": "float", "min_value": -1.0, "max_value": 1.0},
+    "squashed": {"type": "float", "min_value": 0.0, "max_value": 2.0},
+    "beta": {"type": "float", "min_value": 1.0, "max_value": 2.0},
+}
+
+
+def test_tensorforce_distributions_map_onto_per_action_heads():
+    policy = dict(
+        network=dict(type="auto", size=8, depth=1),
+        distributions=dict(
+            int_global=dict(type="categorical", temperature_mode="global"),
+            int_predicted=dict(type="categorical", temperature_mode="predicted"),
+            clipped=dict(type="gaussian", stddev_mode="global", bounded_transform="clipping"),
+            squashed=dict(type="gaussian", bounded_transform="tanh"),
+            beta="beta",
+        ),
+    )
+    agent = Agent.create(
+        agent="tensorforce",
+        states=STATES,
+        actions=MIXED,
+        max_episode_timesteps=5,
+        objective="policy_gradient",
+        reward_estimation=dict(horizon=2, estimate_advantage=True),
+        policy=policy,
+        update=4,
+    )
+    heads = agent.policy.heads
+    assert heads["int_global"].temperature_mode == "global"
+    assert heads["int_predicted"].temperature_mode == "predicted"
+    assert (heads["clipped"].bounding, heads["squashed"].bounding) == ("clip", "squash")
+    assert type(heads["beta"]).__name__ == "BetaHead"
+    features = torch.randn(6, agent.policy.network.output_size)
+    with torch.no_grad():
+        heads["int_global"].temperature.fill_(5.0)  # softplus(5) + 0.01: a hotter policy
+        flat = heads["int_global"](features).entropy()
+        heads["int_global"].temperature.fill_(-5.0)
+        sharp = heads["int_global"](features).entropy()
+    assert bool((flat > sharp).all())
+    rng = np.random.default_rng(0)
+    for t in range(8):
+        actions = agent.act(states=rng.normal(size=3))
+        assert 1.0 <= actions["beta"] <= 2.0 and 0.0 <= actions["squashed"] <= 2.0
+        agent.observe(reward=1.0, terminal=t == 7)
+    assert agent.updates == 2 and agent.horizon == 2
+
+
+def test_tensorforce_distributions_refuse_what_has_no_counterpart():
+    base = dict(agent="tensorforce", states=STATES, actions=MIXED, objective="policy_gradient")
+    predicted = dict(distributions=dict(clipped=dict(type="gaussian", stddev_mode="predicted")))
+    with pytest.raises(ConfigError, match=r"clipped.stddev_mode: 'predicted' is invalid"):
+        Agent.create(**base, policy=predicted)
+    with pytest.raises(ConfigError, match=r"temperature: 'global' applies to int actions only"):
+        Agent.create(
+            **base,
+            policy=dict(
+                distributions=dict(clipped=dict(type="categorical", temperature_mode="global"))
+            ),
+        )
+    with pytest.raises(ConfigError, match=r"distributions: unknown actions \['nope'\]"):
+        Agent.create(**base, policy=dict(distributions=dict(nope="beta")))

@@ -62,6 +62,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             baseline; the value is still learned, to bootstrap rollout ends and truncations).
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
+            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
+            temperature: learned, or predicted from the state).
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
         reward_clipping: ``(lower, upper)`` to clip rewards to as they are stored (None: off).
@@ -106,6 +109,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         subtract_baseline: bool = True,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
@@ -151,7 +155,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         self.entropy_coef = self.schedules["entropy_coef"].value(0, 0, 0)  # current value
         self.value_coef, self.max_grad_norm = value_coef, max_grad_norm
         self.normalize_advantages, self.subtract_baseline = normalize_advantages, subtract_baseline
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self._build_policy(
+            network, policy, baseline, normalize_states, bounded_actions, distributions
+        )
         self._build_processing(horizon, reward_clipping, return_clipping)
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps

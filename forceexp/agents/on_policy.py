@@ -68,6 +68,7 @@ class OnPolicyAgent(Agent):
         baseline: Any,
         normalize_states: bool,
         bounded_actions: Bounding,
+        distributions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """The ``ActorCritic`` (``policy=`` is Tensorforce's name for ``network=``)."""
         if policy is not None and network not in ("auto", None):
@@ -79,6 +80,7 @@ class OnPolicyAgent(Agent):
             None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
             normalize_states,
             bounded_actions,
+            distributions,
         ).to(self.device)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
 

@@ -48,6 +48,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_advantages: Normalize advantages per minibatch.
         normalize_states: Running mean/std normalization of float states.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
+            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
+            temperature: learned, or predicted from the state).
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
@@ -99,6 +102,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_advantages: bool = True,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
         target_kl: float | None = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
@@ -147,7 +151,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self.value_coef = value_coef
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.target_kl = target_kl
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self._build_policy(
+            network, policy, baseline, normalize_states, bounded_actions, distributions
+        )
         self._build_processing(horizon, reward_clipping, return_clipping)
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps

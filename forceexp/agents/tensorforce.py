@@ -76,15 +76,65 @@ def _choose(objective: Any, optimizer: Any, estimation: Mapping[str, Any]) -> st
     return "a2c" if estimation.get("estimate_advantage") else "ac"
 
 
+_BOUNDED_TRANSFORMS = {None: None, "clipping": "clip", "tanh": "squash"}
+
+
+def _distribution(name: str, spec: Any) -> dict[str, Any]:
+    """One Tensorforce distribution spec as our head options (``ActorCritic`` distributions)."""
+    spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+    kind = spec.pop("type", None)
+    path = f"agent.policy.distributions.{name}"
+    out: dict[str, Any] = {}
+    if kind == "beta":
+        out["bounded_actions"] = "beta"
+    elif kind == "categorical":
+        mode = spec.pop("temperature_mode", None)
+        if mode is not None:
+            out["temperature"] = mode
+    elif kind == "gaussian":
+        if spec.pop("stddev_mode", "global") != "global":
+            raise ConfigError(
+                message(f"{path}.stddev_mode", "predicted", "'global'")
+                + " (the log-std here is a learned state-independent parameter)"
+            )
+        transform = spec.pop("bounded_transform", None)
+        if transform not in _BOUNDED_TRANSFORMS:
+            raise ConfigError(
+                message(f"{path}.bounded_transform", transform, "'clipping' or 'tanh'")
+            )
+        if transform is not None:
+            out["bounded_actions"] = _BOUNDED_TRANSFORMS[transform]
+    elif kind != "bernoulli":
+        raise ConfigError(message(f"{path}.type", kind, "bernoulli, beta, categorical or gaussian"))
+    if spec:
+        raise ConfigError(f"{path}: unsupported keys {sorted(spec)}")
+    return out
+
+
 def _network(spec: Any, path: str) -> tuple[Any, dict[str, Any]]:
-    """A policy/baseline spec as ``(network spec, extra arguments)``."""
-    if not isinstance(spec, Mapping) or not str(spec.get("type", "")).startswith("parametrized"):
+    """A policy/baseline spec as ``(network spec, extra arguments)``.
+
+    ``dict(network=..., distributions=...)`` (Tensorforce's parametrized-distributions policy,
+    with or without its ``type``) gives the network and per-action head options.
+    """
+    if not isinstance(spec, Mapping):
         return spec, {}
-    extra = {}
+    kind = spec.get("type")
+    if kind is not None and not str(kind).startswith("parametrized"):
+        return spec, {}
+    if kind is None and not {"network", "distributions"} & set(spec):
+        return spec, {}
+    extra: dict[str, Any] = {}
     if spec.get("use_beta_distribution"):
         extra["use_beta_distribution"] = True
+    if spec.get("distributions"):
+        if path != "policy":
+            raise ConfigError(f"agent.{path}.distributions: only the policy has distributions")
+        extra["distributions"] = {
+            name: _distribution(name, item) for name, item in spec["distributions"].items()
+        }
     unknown = set(spec) - {"type", "network", "temperature", "use_beta_distribution"}
-    unknown -= {"state_value_mode"}
+    unknown -= {"state_value_mode", "distributions"}
     if unknown:
         raise ConfigError(f"agent.{path}: unsupported keys {sorted(unknown)}")
     return spec.get("network", "auto"), extra

@@ -94,6 +94,8 @@ def unsupported_reason(policy: nn.Module) -> str | None:
     head = next(iter(policy.heads.values()))
     if not isinstance(head, CategoricalHead | GaussianHead):
         return f"the action head is {type(head).__name__}"
+    if getattr(head, "temperature_mode", None) is not None:
+        return "the categorical head has a temperature"
     if any(spec.type != "float" for _, spec in policy.state_specs.items):
         return "a state is not float"
     return None

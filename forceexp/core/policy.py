@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -13,6 +15,29 @@ from forceexp.errors import ConfigError
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
+_HEAD_OPTIONS = ("bounded_actions", "temperature")
+
+
+def head_options(
+    distributions: dict[str, dict[str, Any]] | None, actions: Specs, bounded_actions: Bounding
+) -> dict[str, dict[str, Any]]:
+    """``make_head`` keyword arguments per action: the defaults, then ``distributions``."""
+    given = distributions or {}
+    unknown = sorted(set(given) - set(actions.names()))
+    if unknown:
+        raise ConfigError(
+            f"distributions: unknown actions {unknown}; valid: {', '.join(actions.names())}"
+        )
+    out = {}
+    for name in actions.names():
+        options = dict(given.get(name) or {})
+        bad = sorted(set(options) - set(_HEAD_OPTIONS))
+        if bad:
+            raise ConfigError(
+                f"distributions.{name}: unknown options {bad}; valid: {', '.join(_HEAD_OPTIONS)}"
+            )
+        out[name] = {"bounded_actions": bounded_actions, **options}
+    return out
 
 
 class ActorCritic(nn.Module):
@@ -26,6 +51,8 @@ class ActorCritic(nn.Module):
         baseline: Built value network; ``None`` shares the policy network's features.
         normalize_states: Keep running mean/std of float states and normalize with them.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options overriding the defaults,
+            ``{action: {'bounded_actions': ..., 'temperature': 'global' | 'predicted'}}``.
     """
 
     def __init__(
@@ -36,6 +63,7 @@ class ActorCritic(nn.Module):
         baseline: nn.Module | None = None,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.state_specs, self.action_specs = states, actions
@@ -47,9 +75,10 @@ class ActorCritic(nn.Module):
             }
         )
         self.network = network
+        options = head_options(distributions, actions, bounded_actions)
         self.heads = nn.ModuleDict(
             {
-                name: make_head(name, self.network.output_size, spec, bounded_actions)
+                name: make_head(name, self.network.output_size, spec, **options[name])
                 for name, spec in actions.items
             }
         )
