@@ -243,4 +243,24 @@ def test_tensorforce_distributions_refuse_what_has_no_counterpart():
             ),
         )
     with pytest.raises(ConfigError, match=r"distributions: unknown actions \['nope'\]"):
-        Agent.create(**base, policy=dict(distributions=dict(nope="beta")))
+        Agent.create(agent="ppo", states=STATES, actions=MIXED, distributions=dict(nope={}))
+    by_type = Agent.create(**base, policy=dict(distributions=dict(float="beta", nope="beta")))
+    assert {type(h).__name__ for h in by_type.policy.heads.values()} == {
+        "CategoricalHead",
+        "BetaHead",
+    }
+
+
+def test_a2c_learns_from_given_experience_with_its_own_targets():
+    agent = _a2c(reward_processing=dict(type="clipping", lower=-0.1, upper=0.1), horizon=2)
+    rng = np.random.default_rng(0)
+    states = [rng.normal(size=3).astype(np.float32) for _ in range(6)]
+    actions = [int(agent.act(states=s, independent=True)) for s in states]
+    terminal = [False] * 5 + [True]
+    agent.experience(states=states, actions=actions, terminal=terminal, reward=[5.0] * 6)
+    before = [p.clone() for p in agent.policy.parameters()]
+    metrics = agent.update()
+    assert agent.updates == 1 and np.isfinite(metrics["losses/value_loss"])
+    assert any(
+        not torch.equal(p, q) for p, q in zip(agent.policy.parameters(), before, strict=True)
+    )

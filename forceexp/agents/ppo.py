@@ -9,11 +9,9 @@ import torch
 
 from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
-from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
 from forceexp.core.schedules import ScheduleName, check_schedule
-from forceexp.observers.recorder import Trace
 
 
 class PPOAgent(PPOUpdate, OnPolicyAgent):
@@ -179,9 +177,3 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             )
         numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
-
-    def learn_from_traces(
-        self, traces: list[Trace], objective: Objective, num_updates: int
-    ) -> dict[str, float]:
-        """Pretraining on loaded traces (``Agent.pretrain``): PPO's replay or imitation."""
-        return ppo_objective(self, traces, objective, num_updates)

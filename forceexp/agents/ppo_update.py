@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from forceexp import tags
+from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.fused import STEP_METRICS, Rows, normalized
+from forceexp.observers.recorder import Trace
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 
@@ -35,6 +37,16 @@ class PPOUpdate:
     horizon: int | None = None
     #: ``(lower, upper)`` the returns are clipped to before advantages (None: off)
     return_clipping: tuple[float, float] | None = None
+
+    def learn_from_traces(
+        self, traces: list[Trace], objective: Objective, num_updates: int
+    ) -> dict[str, float]:
+        """Learn from recorded episodes (``Agent.pretrain``, ``experience``/``update``).
+
+        ``'replay'``: the episodes as on-policy experience for this agent's update;
+        ``'imitation'``: behaviour cloning.
+        """
+        return ppo_objective(self, traces, objective, num_updates)
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""

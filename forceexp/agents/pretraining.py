@@ -26,7 +26,7 @@ import torch
 
 from forceexp import tags
 from forceexp.core.buffers import Batch
-from forceexp.core.returns import gae
+from forceexp.core.returns import gae, nstep_advantages
 from forceexp.errors import CheckpointError, ConfigError, message
 from forceexp.observers.recorder import Trace, list_traces, read_trace
 
@@ -165,9 +165,15 @@ def _to_tensors(agent: PPOAgent, traces: list[Trace]) -> dict[str, Any]:
         "states": normalized,
         "masks": masks,
         "actions": _raw_actions(agent, cat("actions")),
-        "reward": torch.as_tensor(np.concatenate([t.reward for t in traces])).to(device),
+        "reward": _clipped(agent, np.concatenate([t.reward for t in traces])).to(device),
         "terminal": torch.as_tensor(np.concatenate([t.terminal for t in traces])).to(device),
     }
+
+
+def _clipped(agent: PPOAgent, reward: np.ndarray) -> torch.Tensor:
+    """Rewards as a tensor, clipped to the agent's ``reward_clipping`` if it has one."""
+    bounds = getattr(agent, "reward_clipping", None)
+    return torch.as_tensor(reward if bounds is None else np.clip(reward, *bounds))
 
 
 def _raw_actions(agent: PPOAgent, actions: Tensors) -> Tensors:
@@ -181,19 +187,18 @@ def _raw_actions(agent: PPOAgent, actions: Tensors) -> Tensors:
 
 
 def _advantages(agent: PPOAgent, data: dict[str, Any], values: torch.Tensor, lam: float):
-    """GAE over the concatenated episodes; truncated ends bootstrap from their last value."""
+    """GAE (n-step with the agent's ``horizon``) over the concatenated episodes.
+
+    Truncated ends bootstrap from their last value.
+    """
     terminal, reward = data["terminal"], data["reward"]
     next_values = torch.cat([values[1:], values[-1:]])
     next_values = torch.where(terminal == 2, values, next_values)
-    advantages = gae(
-        reward[:, None],
-        values[:, None],
-        next_values[:, None],
-        terminal[:, None],
-        agent.discount,
-        lam,
-    )[:, 0]
-    return advantages
+    rows = (reward[:, None], values[:, None], next_values[:, None], terminal[:, None])
+    horizon = getattr(agent, "horizon", None)
+    if horizon is not None and lam != 1.0:
+        return nstep_advantages(*rows, agent.discount, horizon)[:, 0]
+    return gae(*rows, agent.discount, lam)[:, 0]
 
 
 def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
@@ -214,7 +219,7 @@ def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str
             advantages,
             advantages + values,
         )
-        metrics = agent._update_batch(batch)
+        metrics = agent._update_batch(agent._targets(batch))
         agent.updates += 1
     return metrics
 

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from forceexp.errors import ConfigError, message
+from forceexp.specs import parse_specs
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,27 @@ def _distribution(name: str, spec: Any) -> dict[str, Any]:
     return out
 
 
-def _network(spec: Any, path: str) -> tuple[Any, dict[str, Any]]:
+def _per_action(distributions: Any, actions: Any) -> dict[str, Any]:
+    """Each action's distribution spec, looked up as Tensorforce does.
+
+    By the action's name, else by its type (``'float'``); a single unnamed action also takes
+    a bare spec. Entries matching no action are unused (logged), as in Tensorforce.
+    """
+    specs = parse_specs(actions, "action")
+    if specs.single and (isinstance(distributions, str) or "type" in distributions):
+        return {specs.names()[0]: distributions}
+    out = {}
+    for name, spec in specs.items:
+        item = distributions.get(name, distributions.get(spec.type))
+        if item is not None:
+            out[name] = item
+    unused = sorted(set(distributions) - set(specs.names()) - {s.type for _, s in specs.items})
+    if unused:
+        log.info("agent.policy.distributions: %s match no action and are unused", unused)
+    return out
+
+
+def _network(spec: Any, path: str, actions: Any = None) -> tuple[Any, dict[str, Any]]:
     """A policy/baseline spec as ``(network spec, extra arguments)``.
 
     ``dict(network=..., distributions=...)`` (Tensorforce's parametrized-distributions policy,
@@ -131,7 +152,8 @@ def _network(spec: Any, path: str) -> tuple[Any, dict[str, Any]]:
         if path != "policy":
             raise ConfigError(f"agent.{path}.distributions: only the policy has distributions")
         extra["distributions"] = {
-            name: _distribution(name, item) for name, item in spec["distributions"].items()
+            name: _distribution(name, item)
+            for name, item in _per_action(spec["distributions"], actions).items()
         }
     unknown = set(spec) - {"type", "network", "temperature", "use_beta_distribution"}
     unknown -= {"state_value_mode", "distributions"}
@@ -267,7 +289,7 @@ def tensorforce_agent(
     if not isinstance(estimation, Mapping):
         raise ConfigError(message("agent.reward_estimation", estimation, "a dict"))
     name = _choose(objective, optimizer, estimation)
-    network, extra = _network(policy, "policy")
+    network, extra = _network(policy, "policy", actions)
     if isinstance(objective, Mapping) and name == "ppo":
         extra["likelihood_ratio_clipping"] = objective["clipping_value"]
     if isinstance(objective, Mapping) and name == "dqn" and "huber_loss" in objective:
