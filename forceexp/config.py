@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from forceexp.core.networks import NETWORKS, LayeredNetwork
+from forceexp.core.networks import NETWORKS, AutoNetwork, LayeredNetwork
 from forceexp.errors import ConfigError, message
 from forceexp.registry import is_spec_file, load_spec_file, resolve
 from forceexp.specs import Specs
@@ -66,7 +66,7 @@ def build_network(
         target, kwargs = resolve(spec, NETWORKS, path)
         if not callable(target):
             raise ConfigError(f"{path}: {spec!r} is not a network spec")
-        if target is LayeredNetwork:
+        if target in (LayeredNetwork, AutoNetwork):
             kwargs.setdefault("path", path)
         network = target(states=states, **kwargs)
     _check_network(network, path, feed_forward)

@@ -73,8 +73,6 @@ def test_auto_network_rnn_appends_an_lstm_with_the_horizon():
 def test_auto_network_rnn_is_refused_where_internals_are_not_carried():
     with pytest.raises(ConfigError, match=r"network.lstm: this layer keeps internals"):
         Agent.create(agent="dqn", states=STATES, actions=ACTIONS, network=dict(type="auto", rnn=1))
-    with pytest.raises(ConfigError, match=r"baseline: recurrent layers are only supported"):
-        _a2c(baseline=dict(type="auto", rnn=1))
 
 
 def test_variable_noise_perturbs_acting_only_and_is_removed_after():
@@ -264,3 +262,31 @@ def test_a2c_learns_from_given_experience_with_its_own_targets():
     assert any(
         not torch.equal(p, q) for p, q in zip(agent.policy.parameters(), before, strict=True)
     )
+
+
+def test_recurrent_baseline_carries_its_own_internals():
+    agent = _a2c(
+        network=dict(type="auto", size=8, depth=1, rnn=2),
+        baseline=dict(type="auto", size=7, depth=1, rnn=1),
+    )
+    assert agent.policy.internal_shapes == {"network.lstm": (2, 8), "baseline.lstm": (2, 7)}
+    assert _run(agent, 10) == 2
+    states = {"state": torch.randn(3, 3)}
+    internals = {
+        path: torch.randn(3, *shape) for path, shape in agent.policy.internal_shapes.items()
+    }
+    with torch.no_grad():
+        stepped = agent.policy.value(states, internals)
+        _, _, value, following = agent.policy.act_recurrent(states, {}, True, internals, True)
+        assert set(following) == set(internals)
+        torch.testing.assert_close(value, stepped)
+        assert not torch.allclose(stepped, agent.policy.value(states))  # zeros differ
+        starts = torch.zeros(1, 3, dtype=torch.bool)
+        seq = {name: x[None] for name, x in states.items()}
+        torch.testing.assert_close(agent.policy.sequence_values(seq, internals, starts)[0], stepped)
+    feed_forward_policy = _a2c(baseline=dict(type="auto", rnn=1))
+    assert _run(feed_forward_policy, 10) == 2
+    _, internals = feed_forward_policy.act(
+        states=np.zeros(3), internals=feed_forward_policy.initial_internals(), independent=True
+    )
+    assert set(internals) == {"baseline.lstm"}

@@ -331,12 +331,19 @@ class OnPolicyAgent(Agent):
         for x in self._internals.values():
             x.zero_()
 
+    def _slot_internals(self, slots: np.ndarray) -> Tensors | None:
+        """The current internals of ``slots`` (those following their last act), if any."""
+        if not self._internals:
+            return None
+        index = torch.as_tensor(slots, device=self.device)
+        return {path: x[index] for path, x in self._internals.items()}
+
     def _finish_deferred_update(self, states: Tensors, slots: np.ndarray) -> None:
         """Bootstrap from the values of newly acted states, then update if all slots are known."""
         needs = self.buffer.needs_bootstrap()
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=False)
-            self._bootstrap[slots] = self.policy.value(normalized)
+            self._bootstrap[slots] = self.policy.value(normalized, self._slot_internals(slots))
         self._bootstrap_known = np.union1d(self._bootstrap_known, slots)
         if np.isin(needs, self._bootstrap_known).all():
             self._bootstrap_known = np.empty(0, dtype=np.int64)
@@ -357,13 +364,13 @@ class OnPolicyAgent(Agent):
         if self.reward_clipping is not None:
             rewards = np.clip(rewards, *self.reward_clipping)
         buffer.add_observe(slots, rewards, terminals)
+        truncated = terminals == 2
+        if truncated.any():  # before the internals reset: a recurrent baseline steps from them
+            self._truncation_values(slots, truncated, next_states)
         if self._internals and terminals.any():
             ended = torch.as_tensor(slots[terminals > 0], device=self.device)
             for x in self._internals.values():
                 x[ended] = 0.0
-        truncated = terminals == 2
-        if truncated.any():
-            self._truncation_values(slots, truncated, next_states)
         if metrics is None and buffer.is_full(self.rollout_length * self.parallel_interactions):
             needs = buffer.needs_bootstrap()
             if len(needs) and (next_states is None or not np.isin(needs, slots).all()):
@@ -374,7 +381,7 @@ class OnPolicyAgent(Agent):
                 picked = {name: x[torch.as_tensor(rows)] for name, x in next_states.items()}
                 with torch.inference_mode():
                     self._bootstrap[torch.as_tensor(needs)] = self.policy.value(
-                        self.policy.normalize(picked, update=False)
+                        self.policy.normalize(picked, update=False), self._slot_internals(needs)
                     )
             metrics = self._update()
         return metrics
@@ -393,7 +400,9 @@ class OnPolicyAgent(Agent):
             if next_states is not None:
                 rows = torch.as_tensor(np.flatnonzero(truncated))
                 final = {name: x[rows] for name, x in next_states.items()}
-                value = self.policy.value(self.policy.normalize(final, update=False))
+                value = self.policy.value(
+                    self.policy.normalize(final, update=False), self._slot_internals(cut)
+                )
             else:
                 last = torch.as_tensor(self.buffer.observed[cut] - 1)
                 value = self.buffer.value[last, torch.as_tensor(cut)]

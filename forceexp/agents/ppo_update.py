@@ -160,12 +160,14 @@ class PPOUpdate:
         states = {name: x[:, cols] for name, x in seq.states.items()}
         internals = {path: x[cols] for path, x in seq.internals.items()}
         features = self.policy.sequence_features(states, internals, seq.starts[:, cols])
+        values = self.policy.sequence_values(states, internals, seq.starts[:, cols])
         valid = seq.valid[:, cols]
         log_prob, entropy, value = self.policy.evaluate_features(
             features[valid],
             {name: x[valid] for name, x in states.items()},
             {name: x[:, cols][valid] for name, x in seq.actions.items()},
             {name: x[:, cols][valid] for name, x in seq.masks.items()},
+            None if values is None else values[valid],
         )
         rows = (seq.log_prob, seq.advantages, seq.returns, seq.value)
         old_log_prob, advantages, returns, old_value = (x[:, cols][valid] for x in rows)

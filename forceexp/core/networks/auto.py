@@ -89,7 +89,8 @@ class AutoNetwork(nn.Module):
         rnn: False, or the horizon (an int >= 0) of an LSTM of ``size`` units (tanh output,
             as Tensorforce's) added after the dense stack: the ``lstm`` layer of the layer
             library, so the network carries its internals like a layer list with ``lstm``
-            (``internal_shapes``, ``step``; only on-policy policy networks accept them).
+            (``internal_shapes``, ``step``; only on-policy agents accept them).
+        path: Config path (``network``/``baseline``), naming the LSTM's internals.
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class AutoNetwork(nn.Module):
         activation: str = "tanh",
         init: str = "orthogonal",
         rnn: int | bool = False,
+        path: str = "network",
     ):
         super().__init__()
         if init not in INITS:
@@ -128,10 +130,10 @@ class AutoNetwork(nn.Module):
         self.lstm: LSTM | None = None
         if rnn is not False:
             if isinstance(rnn, bool) or not isinstance(rnn, int) or rnn < 0:
-                raise ConfigError(message("network.rnn", rnn, "False or an int >= 0 (horizon)"))
-            path = "network.lstm"
-            self.lstm = LSTM(float_spec((width,)), path, width, horizon=rnn, activation="tanh")
-            self.internal_shapes[path] = self.lstm.internal_shape
+                raise ConfigError(message(f"{path}.rnn", rnn, "False or an int >= 0 (horizon)"))
+            lstm_path = f"{path}.lstm"
+            self.lstm = LSTM(float_spec((width,)), lstm_path, width, horizon=rnn, activation="tanh")
+            self.internal_shapes[lstm_path] = self.lstm.internal_shape
 
     def forward(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
         """Encode ``{name: (B, *shape)}`` into ``(B, output_size)`` (LSTM from zero internals)."""
