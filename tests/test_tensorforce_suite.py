@@ -290,3 +290,32 @@ def test_recurrent_baseline_carries_its_own_internals():
         states=np.zeros(3), internals=feed_forward_policy.initial_internals(), independent=True
     )
     assert set(internals) == {"baseline.lstm"}
+
+
+def test_recurrent_agents_learn_from_given_episodes():
+    agent = _a2c(
+        network=dict(type="auto", size=8, depth=1, rnn=2),
+        baseline=dict(type="auto", size=7, depth=1, rnn=1),
+    )
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        states, internals_seen, actions = [], [], []
+        internals = agent.initial_internals()
+        for _ in range(4):
+            states.append(rng.normal(size=3))
+            internals_seen.append(internals)
+            action, internals = agent.act(states=states[-1], internals=internals, independent=True)
+            actions.append(int(action))
+        agent.experience(
+            states=states,
+            internals=internals_seen,
+            actions=actions,
+            terminal=[0, 0, 0, 1],
+            reward=[1.0, 0.0, 1.0, 0.0],
+        )
+    before = [p.clone() for p in agent.policy.parameters()]
+    assert np.isfinite(agent.update()["losses/policy_loss"])
+    changed = [
+        not torch.equal(p, q) for p, q in zip(agent.policy.parameters(), before, strict=True)
+    ]
+    assert all(changed[:2])  # the policy network's first layer learned

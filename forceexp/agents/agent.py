@@ -460,7 +460,8 @@ class Agent(InputConversion):
             actions: Per step: a list of actions (values or dicts) or stacked arrays.
             terminal: Per step 0, 1 (terminated) or 2 (truncated); the last must be non-zero.
             reward: Per step rewards.
-            internals: Recurrent internals of independent acts (ignored; must be empty).
+            internals: Recurrent internals of the acts (not needed: recurrent networks re-run
+                the episodes from zero internals at each episode start).
         """
         from forceexp.agents.experience import experience
 
@@ -488,6 +489,16 @@ class Agent(InputConversion):
             "summarize: the agent has no summarizer; create it with "
             "summarizer=dict(directory=..., custom=dict(<name>=dict(type=...)))"
         )
+
+    @property
+    def model(self) -> Agent:
+        """Tensorforce's ``agent.model``: the agent holds its networks itself."""
+        return self
+
+    def get_architecture(self) -> str:
+        """The agent's networks, one ``name: module`` entry each (Tensorforce's wording)."""
+        modules = {k: v for k, v in vars(self).items() if isinstance(v, torch.nn.Module)}
+        return "\n".join(f"{name}: {module}" for name, module in modules.items())
 
     def tracked_tensors(self) -> dict[str, float]:
         """Latest values of the quantities tracked with ``tracking=`` (empty without it).

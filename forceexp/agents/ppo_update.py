@@ -98,7 +98,10 @@ class PPOUpdate:
                 self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda, self.horizon)
             )
         self.buffer.carry_over()
-        seq = Sequences(*(fresh(x) for x in seq))
+        return self._update_sequence_batch(Sequences(*(fresh(x) for x in seq)))
+
+    def _update_sequence_batch(self, seq: Sequences) -> dict[str, float]:
+        """``epochs`` passes of steps over minibatches of whole sequences (columns of ``seq``)."""
         num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
         per_step = max(1, self.minibatch_size // max(length, 1))
         metrics = self._epochs(

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from forceexp import tags
-from forceexp.core.buffers import Batch
+from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.returns import gae, nstep_advantages
 from forceexp.errors import CheckpointError, ConfigError, message
 from forceexp.observers.recorder import Trace, list_traces, read_trace
@@ -203,6 +203,8 @@ def _advantages(agent: PPOAgent, data: dict[str, Any], values: torch.Tensor, lam
 
 def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
     """Reference semantics: recorded episodes as on-policy experience, then PPO updates."""
+    if agent.policy.recurrent:
+        return _replay_sequences(agent, data, num_updates)
     metrics: dict[str, float] = {}
     for _ in range(num_updates):
         with torch.no_grad():
@@ -220,6 +222,52 @@ def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str
             advantages + values,
         )
         metrics = agent._update_batch(agent._targets(batch))
+        agent.updates += 1
+    return metrics
+
+
+def _replay_sequences(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
+    """``_replay`` for recurrent networks: the episodes, one after another, as one sequence.
+
+    Internals start from zero at every episode start (where recorded episodes started), so
+    the networks are re-run over the episodes and need no recorded internals.
+    """
+    terminal = data["terminal"]
+    starts = torch.zeros_like(terminal, dtype=torch.bool)
+    starts[1:] = terminal[:-1] != 0
+    starts[0] = True
+    columns = {key: {k: x[:, None] for k, x in data[key].items()} for key in ("states", "masks")}
+    actions = {k: x[:, None] for k, x in data["actions"].items()}
+    zeros = {
+        path: torch.zeros((1, *shape), device=agent.device)
+        for path, shape in agent.policy.internal_shapes.items()
+    }
+    metrics: dict[str, float] = {}
+    for _ in range(num_updates):
+        with torch.no_grad():
+            features = agent.policy.sequence_features(columns["states"], zeros, starts[:, None])
+            values = agent.policy.sequence_values(columns["states"], zeros, starts[:, None])
+            log_prob, _, value = agent.policy.evaluate_features(
+                features[:, 0],
+                data["states"],
+                data["actions"],
+                data["masks"],
+                None if values is None else values[:, 0],
+            )
+        advantages = _advantages(agent, data, value, agent.gae_lambda)
+        seq = Sequences(
+            columns["states"],
+            columns["masks"],
+            actions,
+            log_prob[:, None],
+            value[:, None],
+            advantages[:, None],
+            (advantages + value)[:, None],
+            torch.ones_like(starts)[:, None],
+            starts[:, None],
+            zeros,
+        )
+        metrics = agent._update_sequence_batch(agent._targets(seq))
         agent.updates += 1
     return metrics
 
