@@ -2,7 +2,9 @@
 
 ``python benchmarks/parallel_throughput.py --num-parallel 1 2 4 8 16 --timesteps 4000``
 Modes: batched (one act per step), unbatched (one act per environment), multiprocessing
-(worker processes, batched calls), socket (servers on loopback, batched calls).
+(worker processes, batched calls), socket (servers on loopback, batched calls), ray (one Ray
+actor per environment on a local instance, batched calls; needs the ``ray`` extra, not run by
+default).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from forceexp import Runner
 from forceexp.environments.socket import serve
 
 AGENT = {"agent": "ppo", "rollout_length": 64, "epochs": 2, "device": "cpu"}
-MODES = ("batched", "unbatched", "multiprocessing", "socket")
+MODES = ("batched", "unbatched", "multiprocessing", "socket", "ray")
 
 
 def free_ports(count: int) -> list[int]:
@@ -38,8 +40,8 @@ def measure(mode: str, count: int, timesteps: int) -> dict[str, Any]:
     """Run ``timesteps`` steps in ``mode`` with ``count`` environments; return steps/s."""
     servers: list[Any] = []
     kwargs: dict[str, Any] = {"environment": "CartPole-v1", "num_parallel": count}
-    if mode == "multiprocessing":
-        kwargs["remote"] = "multiprocessing"
+    if mode in ("multiprocessing", "ray"):
+        kwargs["remote"] = mode
     if mode == "socket":
         ports = free_ports(count)
         ctx = multiprocessing.get_context("forkserver")
@@ -66,7 +68,7 @@ def measure(mode: str, count: int, timesteps: int) -> dict[str, Any]:
 def main() -> None:
     """Parse arguments and print one JSON line per (mode, N)."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(MODES[:-1]), choices=MODES)
     parser.add_argument("--num-parallel", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--timesteps", type=int, default=4000)
     args = parser.parse_args()

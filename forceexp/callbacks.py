@@ -1,4 +1,4 @@
-"""Hydra callbacks: the shared MLflow store before a multirun, a summary table after it."""
+"""Hydra callbacks: MLflow store and Ray on loopback before a multirun, a summary after it."""
 
 from __future__ import annotations
 
@@ -52,3 +52,21 @@ class SweepSummary(Callback):
         summary = sweep_summary(Path(config.hydra.sweep.dir), metric)
         if summary is not None:
             print(summary, flush=True)
+
+
+class RayLoopback(Callback):
+    """Keep the local Ray instance of ``hydra/launcher=ray`` on 127.0.0.1.
+
+    Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when it is imported, which the Ray launcher
+    does after this callback; without it Ray replaces 127.0.0.1 by the host's address. Does
+    nothing for other launchers, or when ``hydra.launcher.ray.init.address`` names a cluster.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Set the loopback variables (``forceexp.environments.ray_remote``) before Ray starts."""
+        launcher = config.hydra.launcher
+        if "RayLauncher" not in str(launcher.get("_target_", "")):
+            return
+        from forceexp.environments.ray_remote import loopback_environment
+
+        loopback_environment(launcher.ray.init.get("address"))

@@ -1,7 +1,8 @@
 """Compare runs: ``python -m forceexp.compare [SWEEP_DIR] [--experiment NAME] [--metric M]``.
 
 Runs whose Hydra overrides differ only in ``seed`` form one configuration; the table shows the
-final metric as mean ± std over seeds, the best seed, and steps/s. Given a multirun dir, the
+final metric's interquartile mean over seeds with a 95% bootstrap confidence interval
+(``forceexp.statistics``), its mean ± std, the best seed, and steps/s. Given a multirun dir, the
 runs are its jobs' ``results.json`` files (any tracker); otherwise they are the MLflow runs of
 an experiment, and a PNG shows the learning curves (mean ± std over seeds per configuration).
 """
@@ -21,6 +22,7 @@ import numpy as np
 from forceexp import tags
 from forceexp.errors import ConfigError
 from forceexp.observers.tracker import DEFAULT_STORE, OVERRIDES_TAG, SEED_TAG, SWEEP_TAG, store_uri
+from forceexp.statistics import stratified_bootstrap
 
 
 @dataclass
@@ -92,15 +94,26 @@ def load_groups(uri: str, experiment: str, metric: str, sweep: str | None = None
 
 def format_table(groups: list[Group], metric: str) -> str:
     """A plain-text table, one row per configuration, best mean first."""
-    header = ("configuration", "runs", "seeds", f"{metric} mean ± std", "best", "steps/s")
+    header = (
+        "configuration",
+        "runs",
+        "seeds",
+        "IQM [95% CI]",
+        f"{metric} mean ± std",
+        "best",
+        "steps/s",
+    )
     rows = [header]
     for group in sorted(groups, key=lambda g: -np.nan_to_num(np.nanmean(g.finals), nan=-np.inf)):
         finals = np.asarray(group.finals, dtype=float)
+        kept = finals[~np.isnan(finals)]
+        ci = stratified_bootstrap(kept) if len(kept) else None
         rows.append(
             (
                 group.name,
                 str(len(group.run_ids)),
                 ",".join(group.seeds),
+                "-" if ci is None else f"{ci.value:.2f} [{ci.low:.2f}, {ci.high:.2f}]",
                 f"{np.nanmean(finals):.2f} ± {np.nanstd(finals):.2f}",
                 f"{np.nanmax(finals):.2f}",
                 f"{np.nanmean(group.speeds):.0f}",

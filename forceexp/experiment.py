@@ -8,9 +8,11 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from forceexp import tags
@@ -131,12 +133,14 @@ def _evaluation_options(cfg: DictConfig) -> tuple[dict[str, Any], int | None]:
     return options, seed
 
 
-def _periodic_evaluation(cfg: DictConfig) -> PeriodicEvaluation | None:
+def _periodic_evaluation(
+    cfg: DictConfig, on_evaluation: Callable[[int, int, float], bool] | None = None
+) -> PeriodicEvaluation | None:
     """Evaluation during training from ``cfg.evaluation`` (off while its frequency is null)."""
     options, seed = _evaluation_options(cfg)
     if options.get("frequency") is None:
         return None
-    return PeriodicEvaluation(**options, seed=seed)
+    return PeriodicEvaluation(**options, seed=seed, on_evaluation=on_evaluation)
 
 
 def record_evaluation(
@@ -209,18 +213,30 @@ def hparams(cfg: DictConfig, run: RunInfo) -> dict[str, Any]:
     return found
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics."""
+def train(
+    cfg: DictConfig, on_evaluation: Callable[[int, int, float], bool] | None = None
+) -> dict[str, Any]:
+    """Train, evaluate and write ``results.json`` into ``cfg.paths.output_dir``; return metrics.
+
+    ``on_evaluation(index, timesteps, mean)`` is called after each periodic evaluation
+    (``cfg.evaluation.frequency``); returning False ends training there (``forceexp.tune``
+    prunes trials with it).
+    """
     from forceexp.observers.tracker import track
 
     check_config(cfg)  # before the run is named from it
     run = describe_run(cfg)
     log.info("Run name: %s", run.name)
     with track(cfg, run) as tracker:
-        return _train(cfg, tracker, run)
+        return _train(cfg, tracker, run, on_evaluation)
 
 
-def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
+def _train(
+    cfg: DictConfig,
+    tracker: Any,
+    run: RunInfo,
+    on_evaluation: Callable[[int, int, float], bool] | None = None,
+) -> dict[str, Any]:
     """The body of ``train``; ``tracker`` watches the agent (MLflow or nothing)."""
     from forceexp.observers.summarizer import Summarizer, write_hparams
 
@@ -238,7 +254,7 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
         agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1), run)
     boards = [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
     solve = _solve_watch(cfg, probe)
-    periodic = _periodic_evaluation(cfg)
+    periodic = _periodic_evaluation(cfg, on_evaluation)
     video = bool(cfg.get("evaluation", {}).get("video", False))
     if video:
         from forceexp.play import check_recordable
@@ -270,15 +286,16 @@ def _train(cfg: DictConfig, tracker: Any, run: RunInfo) -> dict[str, Any]:
         "train_return_last100": (
             sum(runner.episode_returns[-100:]) / max(1, len(runner.episode_returns[-100:]))
         ),
+        "train_curve": training_curve(runner.episode_returns, runner.episode_timesteps),
         "solve_return": None if solve is None else solve.threshold,
         "solved_timesteps": None if solve is None else solve.timesteps,
         "solved_seconds": None if solve is None else solve.seconds,
         "stop_reason": reason,
         **({"video": recorded} if recorded else {}),
-        **_evaluation_results(periodic),
+        **_evaluation_results(periodic, solve),
     }
     write_json(output_dir / "results.json", results)
-    log.info("Results: %s", json.dumps(results))
+    log.info("Results: %s", json.dumps({k: v for k, v in results.items() if k != "train_curve"}))
     finals = {tags.result_tag(key): results[key] for key in tags.RESULT_TAGS}
     varying = {key_of(override) for override in run.swept}
     for board in boards:
@@ -310,12 +327,41 @@ def run_training(
     return wall, reason
 
 
-def _evaluation_results(periodic: PeriodicEvaluation | None) -> dict[str, Any]:
-    """``results.json`` entries of the evaluations during training (none when off)."""
+def training_curve(
+    returns: list[float], lengths: list[int], points: int = 100, window: int = 100
+) -> list[list[float]]:
+    """At most ``points`` ``[timesteps, mean of the last window returns]`` pairs, in order.
+
+    Timesteps are the summed lengths of the finished episodes (with parallel environments a
+    little below the runner's count at that moment). Written to ``results.json`` so learning
+    curves need no tracker (``python -m forceexp.benchmark`` plots them).
+    """
+    if not returns:
+        return []
+    ends = np.cumsum(lengths)
+    sums = np.cumsum(np.insert(np.asarray(returns, dtype=float), 0, 0.0))
+    picks = np.unique(np.linspace(0, len(returns) - 1, min(points, len(returns))).astype(int))
+    starts = np.maximum(0, picks + 1 - window)
+    means = (sums[picks + 1] - sums[starts]) / (picks + 1 - starts)
+    return [[int(ends[i]), float(m)] for i, m in zip(picks, means, strict=True)]
+
+
+def _evaluation_results(
+    periodic: PeriodicEvaluation | None, solve: ReturnThreshold | None
+) -> dict[str, Any]:
+    """``results.json`` entries of the evaluations during training (none when off).
+
+    ``eval_solved_timesteps`` is the first deterministic evaluation at or above the solve
+    return: ``solved_timesteps`` watches the stochastic training return, which can stay below
+    it where the deterministic policy is already solved.
+    """
     if periodic is None:
         return {}
     best = periodic.best or (None, None)
     return {
+        "eval_solved_timesteps": None
+        if solve is None
+        else next((t for t, r in periodic.history if r >= solve.threshold), None),
         "evaluations": [{"timesteps": t, "return_mean": r} for t, r in periodic.history],
         "best_eval_timesteps": best[0],
         "best_eval_return_mean": best[1],

@@ -86,7 +86,7 @@ def run_cli(script: str, *overrides: str, cwd: Path) -> subprocess.CompletedProc
     ("script", "overrides", "expected"),
     [
         ("train.py", ["experiment=foo"], "experiment: unknown option 'foo'; Valid: cartpole_fast"),
-        ("train.py", ["tuning=ppo_acrobat"], "did you mean 'ppo_acrobot'? Valid: ddpg_pendulum"),
+        ("train.py", ["tuning=ppo_acrobat"], "did you mean 'ppo_acrobot'? Valid: a2c_cartpole"),
         ("train.py", ["+agent.foo=1"], "Error: agent 'ppo': got an unexpected keyword argument"),
         ("pretrain.py", [], "Error: Missing mandatory value: pretrain.directory"),
     ],

@@ -152,9 +152,12 @@ def test_train_writes_the_evaluations_into_results(compose_cfg):
         "evaluation.frequency=500",
         "evaluation.keep_best=true",
         "agent.learning_starts=100",
+        "solve_return=6.0",
     )
     results = train(cfg)
     assert results["evaluations"][-1]["timesteps"] == results["timesteps"] >= 1500
     assert results["best_eval_return_mean"] == max(e["return_mean"] for e in results["evaluations"])
     assert isinstance(results["restored_best"], bool)
+    solved = [e["timesteps"] for e in results["evaluations"] if e["return_mean"] >= 6.0]
+    assert results["eval_solved_timesteps"] == (solved[0] if solved else None)
     assert results["stop_reason"] == "budget: 1500 timesteps"

@@ -29,6 +29,7 @@ from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_siz
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import Constant, ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
 
@@ -61,6 +62,10 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         subtract_baseline: False: the advantages are the returns (REINFORCE without a
             baseline; the value is still learned, to bootstrap rollout ends and truncations).
         normalize_states: Running mean/std normalization of float states.
+        normalize_rewards: Scale rewards by the running std of the discounted return (SB3
+            ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
+        reward_scale: Factor on every learning reward (after normalization).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
             'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
@@ -108,6 +113,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         normalize_advantages: bool = False,
         subtract_baseline: bool = True,
         normalize_states: bool = False,
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
         distributions: dict[str, dict[str, Any]] | None = None,
         l2_regularization: float = 0.0,
@@ -155,8 +163,16 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         self.entropy_coef = self.schedules["entropy_coef"].value(0, 0, 0)  # current value
         self.value_coef, self.max_grad_norm = value_coef, max_grad_norm
         self.normalize_advantages, self.subtract_baseline = normalize_advantages, subtract_baseline
+        self.reward_normalizer = reward_normalizer(
+            normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
+        )
         self._build_policy(
-            network, policy, baseline, normalize_states, bounded_actions, distributions
+            network,
+            policy,
+            baseline,
+            normalize_states,
+            bounded_actions,
+            distributions=distributions,
         )
         self._build_processing(horizon, reward_clipping, return_clipping)
         plain_acting = self._build_extras(

@@ -22,6 +22,7 @@ from forceexp.agents.inputs import (
     reward_array,
     terminal_array,
 )
+from forceexp.core.normalization import RewardNormalizer
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
@@ -132,6 +133,9 @@ class Agent(InputConversion):
 
     #: registry name, set by ``AGENTS.register``
     name: ClassVar[str] = "agent"
+    #: whether ``reward_normalizer`` applies when batches are sampled (replay agents store raw
+    #: rewards, as SB3) instead of to the rewards ``_observe`` receives
+    normalizes_sampled_rewards: ClassVar[bool] = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Agent:
         """Capture the resolved constructor arguments as ``spec`` (what ``save`` writes)."""
@@ -175,6 +179,9 @@ class Agent(InputConversion):
         self.seed = seed
         seed_everything(seed)
         self.timesteps = self.episodes = self.updates = 0
+        #: learning-reward transform (``normalize_rewards``/``reward_scale``/``reward_clip``),
+        #: set by learning agents through ``reward_normalizer``; None: rewards as observed
+        self.reward_normalizer: RewardNormalizer | None = None
         self.started: tuple[float, int] | None = None  # (clock, timesteps) at the first stored act
         self._experiences: list[Any] = []  # episodes given to ``experience``, for ``update``
         self._acting = np.zeros(parallel_interactions, dtype=bool)
@@ -297,11 +304,19 @@ class Agent(InputConversion):
         return persistence.save(self, directory, filename, format, append, memory)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
-        """Learned state beyond the counters (weights, optimizer, generators); none here."""
-        return {}
+        """Learned state beyond the counters: here the reward statistics, if normalized.
+
+        Subclasses add their weights, optimizers and generators to this dict.
+        """
+        normalizer = self.reward_normalizer
+        if normalizer is None or not normalizer.normalize:
+            return {}
+        return {"reward_normalizer": normalizer.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (entries it lacks keep their current value)."""
+        if self.reward_normalizer is not None and "reward_normalizer" in state:
+            self.reward_normalizer.load_state_dict(state["reward_normalizer"])
 
     # ------------------------------------------------------------------ interaction
     def act(
@@ -397,9 +412,14 @@ class Agent(InputConversion):
             nexts, next_masks, _ = self._to_batch(
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
-        metrics = self._observe(slots, rewards, terminals, nexts, next_masks)
+        learning = rewards
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.observe(slots, rewards, terminals)
+            if not self.normalizes_sampled_rewards:
+                learning = self.reward_normalizer(rewards)
+        metrics = self._observe(slots, learning, terminals, nexts, next_masks)
         self._acting[columns] = False
-        self._track_episodes(slots, columns, rewards, terminals)
+        self._track_episodes(slots, columns, rewards, terminals)  # raw rewards: reported returns
         if metrics is not None:
             self.updates += 1
             for observer in self.observers:

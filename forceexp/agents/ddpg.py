@@ -60,6 +60,10 @@ class DDPGAgent(ContinuousAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'``, an int, or None.
+        normalize_rewards: Scale sampled rewards by the running std of the discounted return
+            (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
+        reward_scale: Factor on every sampled reward.
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
     """
 
     name = "dpg"
@@ -91,6 +95,9 @@ class DDPGAgent(ContinuousAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
     ) -> None:
         super().__init__(num_critics=1, **self.shared_arguments())
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)

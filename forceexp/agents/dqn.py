@@ -73,6 +73,10 @@ class DQNAgent(OffPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'``, an int, or None.
+        normalize_rewards: Scale sampled rewards by the running std of the discounted return
+            (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
+        reward_scale: Factor on every sampled reward.
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
     """
 
     name = "dqn"
@@ -108,6 +112,9 @@ class DQNAgent(OffPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
     ) -> None:
         check_int("agent.target_update_interval", target_update_interval, 1)
         check_number("agent.tau", tau, 0.0, 1.0)
@@ -137,6 +144,9 @@ class DQNAgent(OffPolicyAgent):
             summarizer,
             recorder,
             torch_threads,
+            normalize_rewards,
+            reward_scale,
+            reward_clip,
         )
         self.target_update_interval, self.tau = target_update_interval, tau
         self.double_q, self.dueling, self.loss = double_q, dueling, loss

@@ -21,6 +21,7 @@ from forceexp.agents.agent import Agent, Tensors
 from forceexp.core.dense import denormals_flushed
 from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
+from forceexp.core.normalization import reward_normalizer
 from forceexp.errors import ConfigError, message
 from forceexp.observers.recorder import Trace
 
@@ -79,6 +80,12 @@ class OffPolicyAgent(Agent):
             last phase.
         discount: Discount factor gamma.
         n_step: Steps per return (n-step TD targets; 1 is one-step).
+        normalize_rewards: Scale sampled rewards by the running std of the discounted return.
+            The memory keeps raw rewards; each sampled batch is scaled with the current
+            statistics (SB3's replay buffer with ``VecNormalize``); an n-step transition's
+            discounted reward sum is scaled (and clipped) as one reward.
+        reward_scale: Factor on every sampled reward (after normalization).
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         saver: Checkpoint spec.
@@ -86,6 +93,8 @@ class OffPolicyAgent(Agent):
         recorder: Trace recording spec.
         torch_threads: ``'auto'``, an int, or None.
     """
+
+    normalizes_sampled_rewards = True
 
     def __init__(
         self,
@@ -106,6 +115,9 @@ class OffPolicyAgent(Agent):
         summarizer: Any,
         recorder: Any,
         torch_threads: int | str | None,
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
     ) -> None:
         check_int("agent.batch_size", batch_size, 1)
         check_int("agent.learning_starts", learning_starts, 0)
@@ -129,6 +141,9 @@ class OffPolicyAgent(Agent):
         self.batch_size, self.learning_starts = batch_size, learning_starts
         self.train_freq, self.gradient_steps = train_freq, gradient_steps
         self.discount, self.n_step = discount, n_step
+        self.reward_normalizer = reward_normalizer(
+            normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
+        )
         options = memory_options(memory)
         self._prioritized = options.get("sampling") == "prioritized"
         self._masked = [name for name, spec in self.action_specs.items if spec.type == "int"]
@@ -314,6 +329,8 @@ class OffPolicyAgent(Agent):
         with denormals_flushed():
             for _ in range(steps):
                 batch = self.memory.sample(self.batch_size)
+                if self.reward_normalizer is not None:
+                    batch = batch._replace(rewards=self.reward_normalizer(batch.rewards))
                 stats, priorities = self._gradient_step(batch)
                 sums = sums + stats
                 if self._prioritized:
@@ -395,12 +412,14 @@ class OffPolicyAgent(Agent):
     def state_dict(self) -> dict[str, Any]:
         """Exploration generator and training-phase position (subclasses add their networks)."""
         return {
+            **super().state_dict(),
             "generator": self._generator.get_state(),
             "since_train": torch.tensor(self._since_train),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` wrote (weights-only files lack these entries)."""
+        super().load_state_dict(state)
         if "generator" in state:
             self._generator.set_state(state["generator"])
         if "since_train" in state:

@@ -23,6 +23,7 @@ from forceexp.core.distributions import Bounding
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, named_schedule
+from forceexp.core.sde import ResampleSchedule, head_options
 from forceexp.errors import ConfigError, message
 
 
@@ -68,9 +69,18 @@ class OnPolicyAgent(Agent):
         baseline: Any,
         normalize_states: bool,
         bounded_actions: Bounding,
+        sde: dict[str, Any] | None = None,
         distributions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
-        """The ``ActorCritic`` (``policy=`` is Tensorforce's name for ``network=``)."""
+        """The ``ActorCritic`` (``policy=`` is Tensorforce's name for ``network=``).
+
+        ``sde`` (``forceexp.core.sde``) gives float actions gSDE exploration;
+        ``distributions`` per-action head options (``ActorCritic``).
+
+        Raises:
+            ConfigError: both ``network`` and ``policy``, bad ``sde`` options, or ``sde``
+                without a float action.
+        """
         if policy is not None and network not in ("auto", None):
             raise ConfigError("agent: give either network= or policy= (they are aliases), not both")
         self.policy = ActorCritic(
@@ -80,8 +90,13 @@ class OnPolicyAgent(Agent):
             None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
             normalize_states,
             bounded_actions,
+            head_options(sde),
+            self.parallel_interactions,
             distributions,
         ).to(self.device)
+        if sde is not None and not self.policy.sde_heads():
+            raise ConfigError(message("agent.sde", sde, "null: no action is float"))
+        self._sde_freq = -1 if sde is None else sde.get("sample_freq", -1)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
 
     #: ``(lower, upper)`` the stored rewards are clipped to (None: off)
@@ -198,17 +213,26 @@ class OnPolicyAgent(Agent):
         self._update_pending = False  # rollout full, waiting for bootstrap values from act
         self._bootstrap_known = np.empty(0, dtype=np.int64)
         self._pending_metrics: dict[str, float] | None = None
+        heads = self.policy.sde_heads()
+        self._sde = None
+        if heads:
+            self._sde = ResampleSchedule(heads, self._sde_freq, parallel, rollout_length * parallel)
 
     def _update(self) -> dict[str, float]:
         """The algorithm's update over the full rollout in ``self.buffer``; its metrics."""
         raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
-        """Policy (with normalizer statistics) and optimizer state; the rollout is not kept."""
-        return {"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Policy (with normalizer statistics), optimizer and reward statistics; no rollout."""
+        return {
+            **super().state_dict(),
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Load policy and, when present (full checkpoints), optimizer state."""
+        super().load_state_dict(state)
         if "policy" in state:
             self.policy.load_state_dict(state["policy"])
         if "optimizer" in state:
@@ -225,6 +249,8 @@ class OnPolicyAgent(Agent):
     ) -> Tensors:
         if self._update_pending and not independent:
             self._finish_deferred_update(states, slots)
+        if self._sde is not None:
+            self._sde.before_act(slots, independent, self.timesteps)
         if self._internals:
             return self._act_recurrent(states, masks, slots, independent, deterministic)
         if self._actor is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -11,7 +12,10 @@ from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_siz
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import ScheduleName, check_schedule
+
+log = logging.getLogger(__name__)
 
 
 class PPOAgent(PPOUpdate, OnPolicyAgent):
@@ -45,10 +49,19 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         max_grad_norm: Global gradient-norm clipping threshold (None: off).
         normalize_advantages: Normalize advantages per minibatch.
         normalize_states: Running mean/std normalization of float states.
+        normalize_rewards: Scale rewards by the running std of the discounted return (SB3
+            ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
+        reward_scale: Factor on every learning reward (after normalization).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off; SB3
+            clips normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
             'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
             temperature: learned, or predicted from the state).
+        sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
+            of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
+            each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default
+            true); None: plain Gaussian noise. Uses the autograd update.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
@@ -99,8 +112,12 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         max_grad_norm: float | None = 0.5,
         normalize_advantages: bool = True,
         normalize_states: bool = False,
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
         distributions: dict[str, dict[str, Any]] | None = None,
+        sde: dict[str, Any] | None = None,
         target_kl: float | None = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
@@ -149,8 +166,11 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self.value_coef = value_coef
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.target_kl = target_kl
+        self.reward_normalizer = reward_normalizer(
+            normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
+        )
         self._build_policy(
-            network, policy, baseline, normalize_states, bounded_actions, distributions
+            network, policy, baseline, normalize_states, bounded_actions, sde, distributions
         )
         self._build_processing(horizon, reward_clipping, return_clipping)
         plain_acting = self._build_extras(
@@ -164,7 +184,10 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             fused=fused,
         )
         self._fused = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        reason = unsupported_reason(self.policy) if fast_update else None
+        if reason is not None:
+            log.info("PPO update: autograd path (no fast path: %s)", reason)
+        if fast_update and reason is None:
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

@@ -104,9 +104,7 @@ class PPOUpdate:
         """``epochs`` passes of steps over minibatches of whole sequences (columns of ``seq``)."""
         num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
         per_step = max(1, self.minibatch_size // max(length, 1))
-        metrics = self._epochs(
-            num_slots, per_step, lambda cols, clip: self._sequence_step(seq, cols, clip)
-        )
+        metrics = self._epochs(num_slots, per_step, partial(self._sequence_step, seq))
         metrics[tags.EXPLAINED_VARIANCE] = explained_variance(
             seq.value[seq.valid], seq.returns[seq.valid]
         )
@@ -121,28 +119,29 @@ class PPOUpdate:
         """Run ``epochs`` shuffled passes of ``step(indices, clip)`` over ``size`` items.
 
         A pass that fits in one chunk steps on all items (``indices=None``: no shuffle or copy
-        needed, the loss is a mean). Stops early when the approximate KL passes
-        ``1.5 * target_kl``; returns mean metrics (one host sync per update).
+        needed, the loss is a mean). As in SB3, every minibatch's approximate KL (of the
+        policy before its step) is checked against ``1.5 * target_kl``: past it, that
+        minibatch takes no step and the update ends. Returns mean metrics (one host sync per
+        update without ``target_kl``, one per minibatch with it).
         """
         lr, clip = self._schedules()
+        max_kl = None if self.target_kl is None else 1.5 * self.target_kl
         sums = 0.0  # a tensor (autograd path) or array (fast path) after the first step
         steps = 0
         autograd = self._fused is None  # the fast path never runs the modules: no mode switch
         if autograd:
             self.policy.train()
         for _ in range(self.epochs):
-            if size <= chunk:
-                stats = step(None, clip)
+            order = None if size <= chunk else torch.randperm(size, device=self.device)
+            for start in range(0, size, chunk):
+                stats = step(None if order is None else order[start : start + chunk], clip, max_kl)
                 sums = sums + stats
                 steps += 1
+                if max_kl is not None and float(stats[_KL]) > max_kl:
+                    break
             else:
-                order = torch.randperm(size, device=self.device)
-                for start in range(0, size, chunk):
-                    stats = step(order[start : start + chunk], clip)
-                    sums = sums + stats
-                    steps += 1
-            if self.target_kl is not None and float(stats[_KL]) > 1.5 * self.target_kl:
-                break
+                continue
+            break
         if autograd:
             self.policy.eval()
         metrics = dict(zip(STEP_METRICS, (sums / steps).tolist(), strict=True))
@@ -155,7 +154,7 @@ class PPOUpdate:
         return metrics
 
     def _sequence_step(
-        self, seq: Sequences, cols: torch.Tensor | None, clip: float
+        self, seq: Sequences, cols: torch.Tensor | None, clip: float, max_kl: float | None = None
     ) -> torch.Tensor:
         """One gradient step on the sequences of slots ``cols`` (None: all)."""
         if cols is None:
@@ -175,7 +174,7 @@ class PPOUpdate:
         rows = (seq.log_prob, seq.advantages, seq.returns, seq.value)
         old_log_prob, advantages, returns, old_value = (x[:, cols][valid] for x in rows)
         return self._gradient_step(
-            (log_prob, entropy, value), (old_log_prob, advantages, returns, old_value), clip
+            (log_prob, entropy, value), (old_log_prob, advantages, returns, old_value), clip, max_kl
         )
 
     def _schedules(self) -> tuple[float, float]:
@@ -194,13 +193,15 @@ class PPOUpdate:
             group["lr"] = now["learning_rate"]
         return now["learning_rate"], now["clip_ratio"]
 
-    def _minibatch_step(self, batch: Batch, idx: torch.Tensor | None, clip: float) -> torch.Tensor:
+    def _minibatch_step(
+        self, batch: Batch, idx: torch.Tensor | None, clip: float, max_kl: float | None = None
+    ) -> torch.Tensor:
         """One autograd gradient step on rows ``idx`` of the rollout (None: all rows)."""
         if idx is not None:
             batch = _take(batch, idx)
         evaluated = self.policy.evaluate(batch.states, batch.actions, batch.masks)
         old = (batch.log_prob, batch.advantages, batch.returns, batch.value)
-        return self._gradient_step(evaluated, old, clip)
+        return self._gradient_step(evaluated, old, clip, max_kl)
 
     def _fused_rows(self, batch: Batch) -> Rows:
         """The rollout as the fast path takes it: NumPy views, states concatenated, flat actions."""
@@ -216,20 +217,26 @@ class PPOUpdate:
         return Rows(states, actions, mask, *(x.numpy() for x in values))
 
     def _fused_minibatch_step(
-        self, rows: Rows, idx: torch.Tensor | None, clip: float, normalize: bool = True
+        self,
+        rows: Rows,
+        idx: torch.Tensor | None,
+        clip: float,
+        max_kl: float | None = None,
+        normalize: bool = True,
     ) -> np.ndarray:
         """One hand-derived gradient step (``forceexp.core.fused``) on rows ``idx`` (None: all)."""
         if idx is not None:
             idx = idx.numpy()
             rows = Rows(*(None if x is None else x[idx] for x in rows))
         lr = self.optimizer.param_groups[0]["lr"]
-        return self._fused.step(rows, clip, lr, normalize)
+        return self._fused.step(rows, clip, lr, normalize, max_kl)
 
     def _gradient_step(
         self,
         evaluated: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         old: tuple[torch.Tensor, ...],
         clip: float,
+        max_kl: float | None = None,
     ) -> torch.Tensor:
         """Clipped-surrogate loss and one optimizer step; metrics in ``STEP_METRICS`` order.
 
@@ -237,6 +244,8 @@ class PPOUpdate:
             evaluated: Current ``(log_prob, entropy, value)`` of the rows.
             old: Stored ``(log_prob, advantages, returns, value)`` of the same rows.
             clip: Likelihood-ratio clipping epsilon.
+            max_kl: No step when the approximate KL of the rows exceeds this (gradient norms
+                are reported as 0 then); None: always step.
         """
         log_prob, entropy, value = evaluated
         old_log_prob, advantages, returns, old_value = old
@@ -253,18 +262,22 @@ class PPOUpdate:
             value_loss = torch.max(value_loss, (clipped - returns).pow(2))
         value_loss = value_loss.mean()
         entropy_mean = entropy.mean()
-        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
-        if self.l2_regularization:
-            penalty = sum(w.pow(2).sum() for w in self.policy.weights())
-            loss = loss + 0.5 * self.l2_regularization * penalty
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self.optimizer.step()
         with torch.no_grad():
             kl = ((ratio - 1) - log_ratio).mean()
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        if max_kl is not None and float(kl) > max_kl:
+            norm = torch.zeros((), device=kl.device)  # too far from the rollout's policy
+        else:
+            loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
+            if self.l2_regularization:
+                penalty = sum(w.pow(2).sum() for w in self.policy.weights())
+                loss = loss + 0.5 * self.l2_regularization * penalty
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self.optimizer.step()
+        with torch.no_grad():
             clipped_fraction = ((ratio - 1).abs() > clip).float().mean()
             return torch.stack(
                 (

@@ -161,11 +161,14 @@ def _to_tensors(agent: PPOAgent, traces: list[Trace]) -> dict[str, Any]:
     states = cat("states")
     with torch.no_grad():
         normalized = agent.policy.normalize(states, update=True)
+    reward = np.concatenate([t.reward for t in traces])
+    if agent.reward_normalizer is not None:  # current statistics; recorded rewards are raw
+        reward = agent.reward_normalizer(reward)
     return {
         "states": normalized,
         "masks": masks,
         "actions": _raw_actions(agent, cat("actions")),
-        "reward": _clipped(agent, np.concatenate([t.reward for t in traces])).to(device),
+        "reward": _clipped(agent, reward).to(device),
         "terminal": torch.as_tensor(np.concatenate([t.terminal for t in traces])).to(device),
     }
 

@@ -72,6 +72,10 @@ class SACAgent(ContinuousAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'``, an int, or None.
+        normalize_rewards: Scale sampled rewards by the running std of the discounted return
+            (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
+        reward_scale: Factor on every sampled reward.
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
     """
 
     name = "sac"
@@ -112,6 +116,9 @@ class SACAgent(ContinuousAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
     ) -> None:
         initial, learned = _temperature(entropy_coef)
         check_int("agent.target_update_interval", target_update_interval, 1)

@@ -69,6 +69,10 @@ class TD3Agent(ContinuousAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'``, an int, or None.
+        normalize_rewards: Scale sampled rewards by the running std of the discounted return
+            (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
+        reward_scale: Factor on every sampled reward.
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
     """
 
     name = "td3"
@@ -103,6 +107,9 @@ class TD3Agent(ContinuousAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
     ) -> None:
         check_int("agent.policy_delay", policy_delay, 1)
         check_number("agent.target_policy_noise", target_policy_noise, 0.0, math.inf)

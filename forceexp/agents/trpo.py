@@ -39,6 +39,7 @@ from forceexp.core.natural_gradient import (
     flat_grad,
     kl_divergence,
 )
+from forceexp.core.normalization import reward_normalizer
 from forceexp.errors import ConfigError, message
 
 
@@ -68,6 +69,10 @@ class TRPOAgent(OnPolicyAgent):
         gae_lambda: GAE lambda in [0, 1].
         normalize_advantages: Normalize each rollout's advantages to mean 0, std 1.
         normalize_states: Running mean/std normalization of float states.
+        normalize_rewards: Scale rewards by the running std of the discounted return (SB3
+            ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
+        reward_scale: Factor on every learning reward (after normalization).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off).
         bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
         fast_update: For plain MLPs on the CPU: act with NumPy and fit the value with
             hand-derived gradient steps (``forceexp.core.dense``); same maths as autograd.
@@ -103,6 +108,9 @@ class TRPOAgent(OnPolicyAgent):
         gae_lambda: float = 0.95,
         normalize_advantages: bool = True,
         normalize_states: bool = False,
+        normalize_rewards: bool = False,
+        reward_scale: float = 1.0,
+        reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
         fast_update: bool = True,
         seed: int | None = None,
@@ -144,6 +152,9 @@ class TRPOAgent(OnPolicyAgent):
         self.shrink, self.line_search_max_iter = line_search_shrinking_factor, line_search_max_iter
         self.value_epochs, self.minibatch_size = value_epochs, minibatch_size
         self.normalize_advantages = normalize_advantages
+        self.reward_normalizer = reward_normalizer(
+            normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
+        )
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
         _check_policy(self.policy)
         self._policy_params = [

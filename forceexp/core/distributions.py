@@ -7,7 +7,7 @@ A head maps network features ``(B, F)`` to a distribution over one action compon
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -85,6 +85,58 @@ class Gaussian:
     def parameters(self) -> dict[str, torch.Tensor]:
         """Summary-ready parameters: means and standard deviations."""
         return {"mean": self.mean, "stddev": self.log_std.exp()}
+
+
+class StateDependentGaussian:
+    """gSDE's Gaussian: noise ``latent @ M`` from a held exploration matrix ``M`` per row.
+
+    Generalized state-dependent exploration (Raffin et al., 2021; SB3 ``use_sde``): an action
+    is ``mean + latent @ M`` with ``M ~ N(0, std^2)`` of shape ``(F, A)`` drawn every few
+    steps, so the noise is a deterministic function of the state between draws. Log-prob and
+    entropy are those of ``N(mean, sqrt(latent^2 @ std^2 + eps))``, the distribution of the
+    action over draws of ``M``.
+
+    Args:
+        mean: ``(B, A)`` means.
+        std: ``(B, A)`` standard deviations ``sqrt(latent^2 @ std^2 + eps)``.
+        latent: ``(B, F)`` policy features (detached: the noise does not train them).
+        matrices: ``(B, F, A)`` each row's exploration matrix.
+        shape: The action component's shape (``A`` values in all).
+    """
+
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        latent: torch.Tensor,
+        matrices: torch.Tensor,
+        shape: tuple[int, ...],
+    ) -> None:
+        self.mean, self.std, self.latent, self.matrices = mean, std, latent, matrices
+        self.shape, self.ndim = shape, len(shape)
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(-1, *self.shape)
+
+    def sample(self, deterministic: bool) -> torch.Tensor:
+        """The mean when deterministic, else ``mean + latent @ M`` (no fresh noise)."""
+        if deterministic:
+            return self._view(self.mean)
+        noise = torch.bmm(self.latent.unsqueeze(1), self.matrices).squeeze(1)
+        return self._view(self.mean + noise)
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of ``N(mean, std)`` summed to ``(B,)``."""
+        z = (actions.reshape(self.mean.shape) - self.mean) / self.std
+        return (-0.5 * z.pow(2) - self.std.log() - _LOG_SQRT_2PI).sum(1)
+
+    def entropy(self) -> torch.Tensor:
+        """Entropy of ``N(mean, std)`` summed to ``(B,)``."""
+        return (self.std.log() + 0.5 + _LOG_SQRT_2PI).sum(1)
+
+    def parameters(self) -> dict[str, torch.Tensor]:
+        """Summary-ready parameters: means and standard deviations."""
+        return {"mean": self._view(self.mean), "stddev": self._view(self.std)}
 
 
 class Bernoulli:
@@ -165,7 +217,7 @@ class Beta:
         return {"alpha": self.alpha, "beta": self.beta}
 
 
-Distribution = Categorical | Gaussian | Beta | Bernoulli
+Distribution = Categorical | Gaussian | StateDependentGaussian | Beta | Bernoulli
 
 
 #: categorical temperature modes: a learned global temperature, or one predicted per state
@@ -265,6 +317,67 @@ class GaussianHead(nn.Module):
         return actions
 
 
+class StateDependentHead(GaussianHead):
+    """A Gaussian head with gSDE exploration (``StateDependentGaussian``), SB3's ``use_sde``.
+
+    Each parallel slot holds an exploration matrix ``(F, A)``; ``resample(slots)`` draws new
+    ones (the agent does so at every rollout start and every ``sample_freq`` steps), and
+    ``rows`` says which slot each row of the next forward pass belongs to (None: slot 0).
+
+    Args:
+        input_size: Policy features ``F``.
+        spec: The float action's spec.
+        bounding: ``'clip'`` or ``'squash'`` for bounded actions (as ``GaussianHead``).
+        slots: Parallel slots (one exploration matrix each).
+        log_std_init: Initial log of the noise weights' std (SB3 ``log_std_init``; 0, as
+            SB3's PPO default).
+        full_std: One std per (feature, action) pair; else one per feature.
+        epsilon: Added to the action variance.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        spec: TensorSpec,
+        bounding: Bounding = "clip",
+        slots: int = 1,
+        log_std_init: float = 0.0,
+        full_std: bool = True,
+        epsilon: float = 1e-6,
+    ) -> None:
+        super().__init__(input_size, spec, bounding)
+        self.epsilon = epsilon
+        columns = spec.size if full_std else 1
+        self.log_std = nn.Parameter(torch.full((input_size, columns), float(log_std_init)))
+        self.register_buffer("matrices", torch.zeros(slots, input_size, spec.size))
+        self.rows: torch.Tensor | None = None
+        self.resample()
+
+    def weights_std(self) -> torch.Tensor:
+        """Std of the exploration matrices' entries ``(F, A)``."""
+        return self.log_std.exp().expand(self.matrices.shape[1:])
+
+    @torch.no_grad()
+    def resample(self, slots: torch.Tensor | None = None) -> None:
+        """Draw new exploration matrices for ``slots`` (None: every slot)."""
+        index = slice(None) if slots is None else slots
+        count = self.matrices.shape[0] if slots is None else len(slots)
+        std = self.weights_std()
+        self.matrices[index] = torch.randn(count, *std.shape, device=std.device) * std
+
+    def forward(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> StateDependentGaussian:
+        """Distribution for ``features`` ``(B, F)`` with the matrices of ``rows``' slots."""
+        mean = self.linear(features)
+        latent = features.detach()
+        std = torch.sqrt(latent.pow(2) @ self.weights_std().pow(2) + self.epsilon)
+        rows = self.rows
+        if rows is None or len(rows) != features.shape[0]:
+            rows = torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
+        return StateDependentGaussian(mean, std, latent, self.matrices[rows], self.shape)
+
+
 class BetaHead(nn.Module):
     """Beta distribution for a bounded float action: samples in ``(0, 1)`` rescaled to bounds.
 
@@ -319,7 +432,8 @@ class BernoulliHead(nn.Module):
         return actions
 
 
-ActionHead = CategoricalHead | GaussianHead | BetaHead | BernoulliHead
+ActionHead = CategoricalHead | GaussianHead | StateDependentHead | BetaHead | BernoulliHead
+SDE_BETA_HINT = "gSDE perturbs a Gaussian's mean; use bounded_actions='clip' or 'squash'"
 
 
 def make_head(
@@ -327,16 +441,20 @@ def make_head(
     input_size: int,
     spec: TensorSpec,
     bounded_actions: Bounding = "clip",
+    sde: dict[str, Any] | None = None,
+    slots: int = 1,
     temperature: str | None = None,
 ) -> ActionHead:
     """Choose the head for an action spec: int -> categorical, float -> Gaussian, bool -> Bernoulli.
 
     Bounded float actions use a Beta head when ``bounded_actions='beta'``; unbounded float actions
-    always use a Gaussian. ``temperature`` (``'global'``/``'predicted'``) is for int actions.
+    always use a Gaussian. ``sde`` (``StateDependentHead`` options: ``log_std_init``,
+    ``full_std``) gives float actions gSDE exploration, with one matrix per slot.
+    ``temperature`` (``'global'``/``'predicted'``) is for int actions.
 
     Raises:
-        ConfigError: an int action without ``num_values``, an unknown ``bounded_actions``, or a
-            temperature for a non-int action.
+        ConfigError: an int action without ``num_values``, an unknown ``bounded_actions``,
+            ``sde`` with the Beta head, or a temperature for a non-int action.
     """
     if bounded_actions not in BOUNDINGS:
         raise ConfigError(
@@ -353,7 +471,14 @@ def make_head(
         return CategoricalHead(input_size, spec, temperature)
     if spec.type == "float":
         if bounded_actions == "beta" and spec.is_bounded:
+            if sde is not None:
+                raise ConfigError(
+                    message("agent.sde", sde, "null with bounded_actions='beta'", SDE_BETA_HINT)
+                )
             return BetaHead(input_size, spec)
+        if sde is not None:
+            bounding = "clip" if bounded_actions == "beta" else bounded_actions
+            return StateDependentHead(input_size, spec, bounding, slots, **sde)
         return GaussianHead(
             input_size, spec, "clip" if bounded_actions == "beta" else bounded_actions
         )

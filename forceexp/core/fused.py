@@ -92,7 +92,7 @@ def unsupported_reason(policy: nn.Module) -> str | None:
     if len(policy.heads) != 1:
         return "more than one action"
     head = next(iter(policy.heads.values()))
-    if not isinstance(head, CategoricalHead | GaussianHead):
+    if type(head) not in (CategoricalHead, GaussianHead):  # gSDE heads: autograd only
         return f"the action head is {type(head).__name__}"
     if getattr(head, "temperature_mode", None) is not None:
         return "the categorical head has a temperature"
@@ -214,12 +214,18 @@ class FusedPPOStep:
         np.multiply(g * z, inv_std, out=out)
 
     def step(
-        self, rows: Rows, clip: float, learning_rate: float, normalize: bool = True
+        self,
+        rows: Rows,
+        clip: float,
+        learning_rate: float,
+        normalize: bool = True,
+        max_kl: float | None = None,
     ) -> np.ndarray:
         """One gradient step on ``rows``; returns the metric vector in ``STEP_METRICS`` order.
 
         ``normalize=False`` skips advantage normalization for rows already normalized (the
-        caller does it once when every step sees the same rows).
+        caller does it once when every step sees the same rows). With ``max_kl``, rows whose
+        approximate KL exceeds it take no step (gradient norms reported as 0).
         """
         size = rows.states.shape[0]
         states = torch.from_numpy(rows.states)
@@ -233,12 +239,17 @@ class FusedPPOStep:
             advantages = normalized(advantages)
         log_ratio = log_prob - rows.log_prob
         ratio = np.exp(log_ratio)
+        excess = ratio - 1.0
+        kl = float((excess - log_ratio).sum()) / size
+        clip_fraction = float(np.count_nonzero(np.abs(excess) > clip)) / size
         unclipped = advantages * ratio
         clipped = advantages * np.clip(ratio, 1.0 - clip, 1.0 + clip)
         policy_loss = -float(np.minimum(unclipped, clipped).sum()) / size
         g_log_prob = np.where(unclipped > clipped, 0.0, unclipped)
         g_log_prob *= -1.0 / size
         value_loss = self._value_loss(value, rows)
+        if max_kl is not None and kl > max_kl:  # too far from the rollout's policy: no step
+            return np.array((policy_loss, value_loss, entropy_mean, kl, clip_fraction, 0.0, 0.0))
         self._head_grad(
             state, g_log_prob, -self.entropy_coef / size, self.policy.grad_out().numpy()
         )
@@ -247,9 +258,6 @@ class FusedPPOStep:
             self.fast.add_l2(self.l2_regularization, self.l2_weights)
         norm, norm_clipped = self.fast.clip_grad_norm(self.max_grad_norm)
         self.fast.step(learning_rate)
-        excess = ratio - 1.0
-        kl = float((excess - log_ratio).sum()) / size
-        clip_fraction = float(np.count_nonzero(np.abs(excess) > clip)) / size
         return np.array(
             (policy_loss, value_loss, entropy_mean, kl, clip_fraction, norm, norm_clipped)
         )

@@ -71,8 +71,9 @@ class NumpyActor:
     Args:
         policy: A CPU ``ActorCritic`` accepted by ``forceexp.core.fused.unsupported_reason``.
 
-    Samples come from NumPy's global generator, which the agent seeds and checkpoints save
-    (as the torch path uses torch's), so seeded runs and exact resumes stay reproducible.
+    Sampling noise comes from torch's global generator, drawn exactly as the torch path draws
+    it (``torch.rand``/``torch.randn`` of the same shape), so a seed means one run whether
+    or not the fast path is on; the agent seeds it and checkpoints save it.
     """
 
     def __init__(self, policy: nn.Module) -> None:
@@ -122,7 +123,7 @@ class NumpyActor:
             if deterministic:
                 actions = logits.argmax(-1)
             else:
-                noise = np.random.random(logits.shape) + 1e-20
+                noise = torch.rand(logits.shape).clamp_(min=1e-20).numpy()
                 actions = (logits - np.log(-np.log(noise))).argmax(-1)
             log_prob = None
             if with_value:  # ufunc reductions called directly: the methods add a Python layer
@@ -137,7 +138,7 @@ class NumpyActor:
             if deterministic:
                 actions = mean
             else:
-                noise = np.random.standard_normal(mean.shape).astype(np.float32)
+                noise = torch.randn(mean.shape).numpy()
                 actions = mean + std * noise
             log_prob = None
             if with_value:

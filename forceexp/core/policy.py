@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from forceexp.core.distributions import Bounding, Distribution, make_head
+from forceexp.core.distributions import Bounding, Distribution, StateDependentHead, make_head
 from forceexp.core.exploration import epsilon_greedy, uniform_actions
 from forceexp.core.init import orthogonal_
 from forceexp.core.normalization import RunningNormalizer
@@ -18,7 +18,7 @@ Tensors = dict[str, torch.Tensor]
 _HEAD_OPTIONS = ("bounded_actions", "temperature")
 
 
-def head_options(
+def action_options(
     distributions: dict[str, dict[str, Any]] | None, actions: Specs, bounded_actions: Bounding
 ) -> dict[str, dict[str, Any]]:
     """``make_head`` keyword arguments per action: the defaults, then ``distributions``."""
@@ -51,6 +51,8 @@ class ActorCritic(nn.Module):
         baseline: Built value network; ``None`` shares the policy network's features.
         normalize_states: Keep running mean/std of float states and normalize with them.
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        sde: gSDE options for float actions (``StateDependentHead``); None: plain Gaussian.
+        slots: Parallel slots (gSDE keeps one exploration matrix per slot).
         distributions: Per-action head options overriding the defaults,
             ``{action: {'bounded_actions': ..., 'temperature': 'global' | 'predicted'}}``.
     """
@@ -63,6 +65,8 @@ class ActorCritic(nn.Module):
         baseline: nn.Module | None = None,
         normalize_states: bool = False,
         bounded_actions: Bounding = "clip",
+        sde: dict[str, Any] | None = None,
+        slots: int = 1,
         distributions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
@@ -75,10 +79,12 @@ class ActorCritic(nn.Module):
             }
         )
         self.network = network
-        options = head_options(distributions, actions, bounded_actions)
+        options = action_options(distributions, actions, bounded_actions)
         self.heads = nn.ModuleDict(
             {
-                name: make_head(name, self.network.output_size, spec, **options[name])
+                name: make_head(
+                    name, self.network.output_size, spec, sde=sde, slots=slots, **options[name]
+                )
                 for name, spec in actions.items
             }
         )
@@ -122,6 +128,10 @@ class ActorCritic(nn.Module):
         random = uniform_actions(self.action_specs, masks, first.shape[0], None, first.device)
         random = {name: self.heads[name].from_env(a) for name, a in random.items()}
         return epsilon_greedy(actions, random, epsilon, None)
+
+    def sde_heads(self) -> list[StateDependentHead]:
+        """The gSDE heads (empty without ``sde``)."""
+        return [head for head in self.heads.values() if isinstance(head, StateDependentHead)]
 
     def normalize(self, states: Tensors, update: bool) -> Tensors:
         """Apply (and optionally first update) the running state normalizers."""

@@ -64,7 +64,9 @@ def create(
         remote: ``'socket-server'`` serves the environment over TCP and blocks (kwargs
             ``host``, ``port``, ``secret``, ...; see ``forceexp.environments.socket.serve``);
             ``'socket-client'`` connects to one (kwargs ``host``, ``port``, ``secret``, ...);
-            ``'multiprocessing'`` runs it in a worker process.
+            ``'multiprocessing'`` runs it in a worker process; ``'ray'`` in a Ray actor (kwargs
+            ``options`` = Ray actor options, ``step_timeout``; connects with
+            ``ray.init(address=...)`` if called first, else starts a local instance).
         **kwargs: Passed to the environment's constructor.
 
     Returns:
@@ -162,7 +164,7 @@ def _from_name(
     )
 
 
-REMOTES = ("multiprocessing", "socket-client", "socket-server")
+REMOTES = ("multiprocessing", "ray", "socket-client", "socket-server")
 _SERVER_KEYS = (
     "host",
     "port",
@@ -197,12 +199,17 @@ def _remote(
         server = {k: v for k, v in kwargs.items() if k in _SERVER_KEYS}
         serve(spec, max_episode_timesteps=max_episode_timesteps, **server)
         return None
-    if remote == "multiprocessing":
-        from forceexp.environments.multiprocessing import ProcessEnvironment
-
+    if remote in ("multiprocessing", "ray"):
         step_timeout = kwargs.pop("step_timeout", None)
+        options = kwargs.pop("options", None) if remote == "ray" else None
         if kwargs and spec is environment:
             spec = {"environment": environment, **kwargs}
+        if remote == "ray":
+            from forceexp.environments.ray_remote import RayEnvironment
+
+            return RayEnvironment(spec, 0, max_episode_timesteps, options, step_timeout)
+        from forceexp.environments.multiprocessing import ProcessEnvironment
+
         return ProcessEnvironment(
             spec, max_episode_timesteps=max_episode_timesteps, step_timeout=step_timeout
         )

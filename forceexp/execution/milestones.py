@@ -84,6 +84,8 @@ class PeriodicEvaluation:
         score: ``score(runner) -> float`` ranks evaluations (Tensorforce's
             ``evaluation_callback``); None, or a None result: the evaluation's mean return.
         save_best: Directory to save the agent to whenever the score improves (None: no files).
+        on_evaluation: Called as ``on_evaluation(index, timesteps, mean)`` after each
+            evaluation (index from 1); returning False stops training (a tuner's pruning).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class PeriodicEvaluation:
         unit: Literal["timesteps", "episodes"] = "timesteps",
         score: Callable[[Any], float | None] | None = None,
         save_best: str | None = None,
+        on_evaluation: Callable[[int, int, float], bool] | None = None,
     ) -> None:
         for name, value in (("frequency", frequency), ("num_episodes", num_episodes)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -112,6 +115,7 @@ class PeriodicEvaluation:
         self._best_state: dict[str, Any] | None = None
         self._next = frequency
         self.restored = False  # whether ``finish`` put earlier weights back
+        self.on_evaluation = on_evaluation
         self.stopped: str | None = None  # why this callback stopped the run
 
     def __call__(self, runner: Any, parallel: int) -> bool:
@@ -119,7 +123,12 @@ class PeriodicEvaluation:
         if self._count(runner) < self._next:
             return True
         mean = self._evaluate(runner)
-        if self.stop_return is not None and mean >= self.stop_return:
+        if (
+            self.on_evaluation is not None
+            and self.on_evaluation(len(self.history), runner.timesteps, mean) is False
+        ):
+            self.stopped = f"stopped by on_evaluation at {runner.timesteps} timesteps (pruned)"
+        elif self.stop_return is not None and mean >= self.stop_return:
             self.stopped = (
                 f"early stop: the evaluation at {runner.timesteps} timesteps returned "
                 f"{mean:.2f} >= evaluation.stop_return {self.stop_return:g}"
@@ -156,7 +165,8 @@ class PeriodicEvaluation:
         log.info("Evaluation at %d timesteps: mean return %.2f", runner.timesteps, mean)
         score = None if self.score is None else self.score(runner)
         score = mean if score is None else float(score)
-        if self.best is None or score > self.best[1]:
+        # A tie goes to the later weights: as good on this evaluation and trained on more data.
+        if self.best is None or score >= self.best[1]:
             self.best = (runner.timesteps, score)
             if self.keep_best:
                 self._best_state = copy.deepcopy(runner.agent.state_dict())

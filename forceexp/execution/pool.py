@@ -1,4 +1,4 @@
-"""Environment pools for the runner: local handles, worker processes and socket clients."""
+"""Environment pools for the runner: local handles, worker processes, Ray actors, sockets."""
 
 from __future__ import annotations
 
@@ -44,13 +44,18 @@ def close_all(environments: Sequence[Any]) -> None:
 
 
 def create_all(
-    specs: list[Any], limit: int | None, remote: str | None, step_timeout: float | None = None
+    specs: list[Any],
+    limit: int | None,
+    remote: str | None,
+    step_timeout: float | None = None,
+    ray_options: Any = None,
 ) -> list[Any]:
-    """Create local environments, or start one worker process per spec (all at once).
+    """Create local environments, or start one worker process or Ray actor per spec (all at once).
 
     A vectorised environment is created once, whatever the number of specs (one, or
     ``num_environments`` copies of the same spec); so is a Tensorforce-style vectorizable
-    (given several specs) or multi-actor one, as ``ParallelSlots``.
+    (given several specs) or multi-actor one, as ``ParallelSlots``. ``ray_options``: Ray actor
+    options with ``remote='ray'`` (one dict, or one per spec).
     """
     if remote is None:
         first = create(specs[0], max_episode_timesteps=limit)
@@ -71,6 +76,10 @@ def create_all(
         if slots is not None:
             return [slots]
         return [first, *(create(spec, max_episode_timesteps=limit) for spec in specs[1:])]
+    if remote == "ray":
+        from forceexp.environments.ray_remote import start_all
+
+        return start_all(specs, limit, ray_options, step_timeout)
     from forceexp.environments.multiprocessing import ProcessEnvironment
 
     workers: list[ProcessEnvironment] = []

@@ -28,7 +28,7 @@ from forceexp.execution.progress import EpisodeStats, Progress
 from forceexp.execution.unbatched import Unbatched as _Unbatched
 from forceexp.execution.vectorized import VectorizedLoop
 
-REMOTES = (None, "multiprocessing", "socket-client")
+REMOTES = (None, "multiprocessing", "socket-client", "ray")
 READY_TIMEOUT = 300.0
 
 
@@ -79,12 +79,14 @@ class Runner:
         environments: Explicit list of environment specs, one per slot.
         evaluation_environment: Environment used by ``evaluate`` (default: a new copy).
         seed: Environments are seeded ``seed, seed + 1, ...`` on their first reset.
-        step_timeout: With ``remote='multiprocessing'``, seconds a worker's ``reset`` or
-            ``execute`` may take before it is killed and reported (None: no limit).
+        step_timeout: With ``remote='multiprocessing'`` or ``'ray'``, seconds a worker's
+            ``reset`` or ``execute`` may take before it is killed and reported (None: no limit).
         evaluation: Tensorforce's evaluation environment: the last of the ``num_parallel``
             environments (or of ``environments``) is kept for evaluation, the others train;
             every ``run`` then plays a deterministic evaluation episode on it after every
             ``num_parallel`` training episodes (returns in ``evaluation_returns``).
+        ray_options: With ``remote='ray'``, Ray actor options (``num_cpus``, ``resources``),
+            one dict for all environments or one per environment (see ``docs/distributed.md``).
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Runner:
         secret: str | None = None,
         step_timeout: float | None = None,
         evaluation: bool = False,
+        ray_options: Any = None,
     ) -> None:
         if remote not in REMOTES:
             raise ConfigError(message("remote", remote, f"one of {REMOTES}"))
@@ -129,7 +132,9 @@ class Runner:
         else:
             specs = self._environment_specs(environment, environments, num_parallel, remote)
             self._env_spec = specs[0]
-            self.environments = create_all(specs, max_episode_timesteps, remote, step_timeout)
+            self.environments = create_all(
+                specs, max_episode_timesteps, remote, step_timeout, ray_options
+            )
         first = self.environments[0]
         self.vectorized = first if isinstance(first, VectorizedEnvironment) else None
         try:
@@ -481,6 +486,10 @@ class Runner:
         """Indices (of ``indices``) whose environments have an answer waiting."""
         if self.remote is None or self.blocking:
             return sorted(indices)
+        if self.remote == "ray":
+            from forceexp.environments.ray_remote import wait_ready
+
+            return wait_ready(handles, indices, READY_TIMEOUT)
         objects = {handles[i].fileno(): i for i in indices}
         ready = connection.wait(list(objects), timeout=READY_TIMEOUT)
         if not ready:
