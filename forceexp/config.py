@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from forceexp.core.networks import NETWORKS, LayeredNetwork
+from forceexp.core.networks import NETWORKS, AutoNetwork, LayeredNetwork
 from forceexp.errors import ConfigError, message
 from forceexp.registry import is_spec_file, load_spec_file, resolve
 from forceexp.specs import Specs
@@ -46,7 +46,7 @@ def build_network(
         states: The agent's state specs.
         path: Config path used in error messages.
         feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
-            sequence): only PPO's policy network carries internals; elsewhere they would run
+            sequence): only the on-policy agents carry internals; elsewhere they would run
             from zeros at every step.
 
     Raises:
@@ -66,7 +66,7 @@ def build_network(
         target, kwargs = resolve(spec, NETWORKS, path)
         if not callable(target):
             raise ConfigError(f"{path}: {spec!r} is not a network spec")
-        if target is LayeredNetwork:
+        if target in (LayeredNetwork, AutoNetwork):
             kwargs.setdefault("path", path)
         network = target(states=states, **kwargs)
     _check_network(network, path, feed_forward)
@@ -81,7 +81,7 @@ def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:
     if feed_forward and internals:
         raise ConfigError(
             f"{next(iter(internals))}: this layer keeps internals between steps, which only "
-            "PPO's policy network carries; use a feed-forward network here"
+            "the on-policy agents (ppo, a2c, vpg, ac) carry; use a feed-forward network here"
         )
     if not isinstance(getattr(network, "output_size", None), int):
         raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")

@@ -38,6 +38,11 @@ CASES = {
         max_grad_norm=None,
         normalize_advantages=False,
     ),
+    "categorical_l2_regularization": dict(
+        states=dict(type="float", shape=(4,)),
+        actions=dict(type="int", num_values=3),
+        l2_regularization=0.05,
+    ),
 }
 
 

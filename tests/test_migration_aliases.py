@@ -57,19 +57,15 @@ def test_unit_conversions():
 def test_aliases_without_meaning_name_the_argument():
     cases = {
         "predict_terminal_values": True,
-        "exploration": 0.1,
-        "reward_processing": dict(type="clipping", lower=-1, upper=1),
-        "tracking": "all",
-        "variable_noise": 0.1,
-        "l2_regularization": 0.01,
+        "reward_processing": dict(type="deltafier"),
         "baseline_objective": dict(type="value"),
         "state_preprocessing": "image",
     }
     for key, value in cases.items():
         with pytest.raises(ConfigError, match=rf"agent\.{key}: .* is invalid; expected None"):
             ppo(**{key: value})
-    with pytest.raises(ConfigError, match=r"agent.network.rnn: 10 is invalid; expected False"):
-        ppo(network=dict(type="auto", rnn=10))
+    with pytest.raises(ConfigError, match=r"network.rnn: -1 is invalid; expected False or an int"):
+        ppo(network=dict(type="auto", rnn=-1))
     with pytest.raises(ConfigError, match=r"agent.learning_rate.optimizer: 'sgd' is invalid"):
         ppo(learning_rate=dict(optimizer="sgd", learning_rate=0.1))
     with pytest.raises(ConfigError, match=r"unsupported optimizer keys \['clipping_threshold'\]"):

@@ -281,8 +281,8 @@ def test_tensorforce_aliases():
     )
     assert (trpo.rollout_length, trpo.max_kl, trpo.line_search_max_iter) == (200, 5e-3, 5)
     assert (trpo.optimizer.param_groups[0]["lr"], trpo.value_epochs) == (3e-3, 7)
-    with pytest.raises(ConfigError, match=r"agent.horizon: 3 is invalid; expected 1 or 'episode'"):
-        Agent.create("a2c", **common, horizon=3)
+    with pytest.raises(ConfigError, match=r"agent.horizon: 0 is invalid; expected an int >= 1"):
+        Agent.create("a2c", **common, horizon=0)
     with pytest.raises(ConfigError, match=r"agent.subsampling_fraction: 0.5 is invalid"):
         Agent.create("trpo", **common, subsampling_fraction=0.5)
 

@@ -51,8 +51,8 @@ def test_recurrent_layer_errors():
         build_network([{"type": "lstm", "size": 4}], image)
     with pytest.raises(ConfigError, match=r"network\[0\]\.size: 0 is invalid"):
         build_network([{"type": "gru", "size": 0}], VECTOR)
-    with pytest.raises(ConfigError, match="recurrent layers are only supported in the policy"):
-        _agent(baseline=[{"type": "lstm", "size": 4}])
+    recurrent_baseline = _agent(baseline=[{"type": "lstm", "size": 4}])  # carries its own
+    assert set(recurrent_baseline.initial_internals()) == {"network[1]", "baseline[0]"}
     with pytest.raises(ConfigError, match="recurrent policy network needs its own baseline"):
         _agent(baseline=None)
 

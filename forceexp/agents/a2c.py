@@ -67,6 +67,19 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         reward_scale: Factor on every learning reward (after normalization).
         reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
+            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
+            temperature: learned, or predicted from the state).
+        horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
+            (Tensorforce's ``reward_estimation.horizon``; None: GAE).
+        reward_clipping: ``(lower, upper)`` to clip rewards to as they are stored (None: off).
+        return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
+        l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
+        variable_noise: Std of Gaussian noise on the policy parameters while acting
+            stochastically (Tensorforce's ``variable_noise``; 0: off).
+        exploration: Probability of a uniformly random action per stochastic act (a number
+            or schedule dict; Tensorforce's ``exploration``; 0: off). With variable noise or
+            exploration, acting takes the torch path instead of NumPy.
         fast_update: Hand-derived gradient step and NumPy acting for plain MLPs on the CPU.
         schedule_timesteps: Training budget in timesteps that ``'linear'`` decays over.
         seed: Random seed.
@@ -104,6 +117,13 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         reward_scale: float = 1.0,
         reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
+        exploration: float | dict[str, Any] = 0.0,
+        horizon: int | None = None,
+        reward_clipping: tuple[float, float] | None = None,
+        return_clipping: tuple[float, float] | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -146,7 +166,18 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self._build_policy(
+            network,
+            policy,
+            baseline,
+            normalize_states,
+            bounded_actions,
+            distributions=distributions,
+        )
+        self._build_processing(horizon, reward_clipping, return_clipping)
+        plain_acting = self._build_extras(
+            l2_regularization, variable_noise, exploration, schedule_timesteps
+        )
         self.optimizer = _optimizer(optimizer, self.policy, self.schedules["learning_rate"])
         self._fused = None
         if fast_update and unsupported_reason(self.policy) is None:
@@ -158,8 +189,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
                 None,
                 max_grad_norm,
                 normalize_advantages,
+                l2_regularization,
             )
-        numpy_acting = self._fused is not None and self.device.type == "cpu"
+        numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
 

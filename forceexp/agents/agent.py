@@ -212,7 +212,8 @@ class Agent(InputConversion):
                 ``_partial_``), or an existing agent (returned as is).
             environment: An environment whose specs and ``max_episode_timesteps`` fill in
                 ``states``, ``actions`` and ``max_episode_timesteps`` when not given.
-            **kwargs: Constructor arguments of the agent.
+            **kwargs: Constructor arguments of the agent; also ``tracking='all'`` (or a list
+                of names) to read the latest metrics back with ``tracked_tensors()``.
         """
         from forceexp.agents import AGENTS
 
@@ -223,8 +224,11 @@ class Agent(InputConversion):
                 agent = load_spec_file(agent)
             if isinstance(agent, Mapping):
                 spec = dict(agent)
-                agent = spec.pop("agent", None) or spec.pop("type", "ppo")
+                # Tensorforce's default agent is the generic one, which needs an objective
+                default = "tensorforce" if "objective" in spec else "ppo"
+                agent = spec.pop("agent", None) or spec.pop("type", default)
                 kwargs = {**spec, **kwargs}
+        tracking = kwargs.pop("tracking", None)
         if environment is not None:
             from forceexp.environments import create
 
@@ -241,6 +245,9 @@ class Agent(InputConversion):
         created = agent(**_canonical_kwargs(agent, kwargs))
         if not isinstance(created, Agent):
             raise ConfigError(message("agent", type(created).__name__, "an Agent subclass"))
+        from forceexp.observers.tracked import attach_tracking
+
+        attach_tracking(created, tracking)
         return created
 
     @staticmethod
@@ -473,7 +480,8 @@ class Agent(InputConversion):
             actions: Per step: a list of actions (values or dicts) or stacked arrays.
             terminal: Per step 0, 1 (terminated) or 2 (truncated); the last must be non-zero.
             reward: Per step rewards.
-            internals: Recurrent internals of independent acts (ignored; must be empty).
+            internals: Recurrent internals of the acts (not needed: recurrent networks re-run
+                the episodes from zero internals at each episode start).
         """
         from forceexp.agents.experience import experience
 
@@ -501,6 +509,28 @@ class Agent(InputConversion):
             "summarize: the agent has no summarizer; create it with "
             "summarizer=dict(directory=..., custom=dict(<name>=dict(type=...)))"
         )
+
+    @property
+    def model(self) -> Agent:
+        """Tensorforce's ``agent.model``: the agent holds its networks itself."""
+        return self
+
+    def get_architecture(self) -> str:
+        """The agent's networks, one ``name: module`` entry each (Tensorforce's wording)."""
+        modules = {k: v for k, v in vars(self).items() if isinstance(v, torch.nn.Module)}
+        return "\n".join(f"{name}: {module}" for name, module in modules.items())
+
+    def tracked_tensors(self) -> dict[str, float]:
+        """Latest values of the quantities tracked with ``tracking=`` (empty without it).
+
+        Names are Tensorforce's where the quantity maps (``agent/entropy``), else our tags.
+        """
+        from forceexp.observers.tracked import TrackedValues
+
+        for observer in self.observers:
+            if isinstance(observer, TrackedValues):
+                return dict(observer.values)
+        return {}
 
     def reset(self) -> None:
         """Forget unfinished act/observe cycles (counters and learned state are kept)."""

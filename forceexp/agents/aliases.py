@@ -100,21 +100,22 @@ _CONFIG_NO_OPS = (
 
 COMMON: dict[str, Translation] = {
     "config": _config,
-    "tracking": _only_off("tracking", "tracked_tensors() is not offered; use summarizer="),
-    "variable_noise": _only_off("variable_noise", "parameter noise is not implemented"),
-    "l2_regularization": _only_off("l2_regularization", "weight regularization is not offered"),
+    "variable_noise": _only_off("variable_noise", "offered by ppo, a2c, vpg and ac"),
+    "l2_regularization": _only_off("l2_regularization", "offered by ppo, a2c, vpg and ac"),
 }
 
 
 # ---------------------------------------------------------------------------- PPO
 def _network(name: str) -> Translation:
-    """A network spec; ``{'type': 'auto', 'rnn': False}`` drops the (off) ``rnn`` key."""
+    """A network spec; ``{'type': 'auto', 'rnn': False}`` drops the (off) ``rnn`` key.
+
+    Any other ``rnn`` (a horizon) is the auto network's own LSTM argument, passed on.
+    """
     canonical = "baseline" if name == "baseline_network" else name
 
     def translate(value: Any, ctx: Context) -> dict[str, Any]:
-        if isinstance(value, Mapping) and value.get("type") == "auto" and "rnn" in value:
-            if value["rnn"] not in _OFF:
-                raise ConfigError(message(f"agent.{name}.rnn", value["rnn"], "False"))
+        auto = isinstance(value, Mapping) and value.get("type") == "auto"
+        if auto and "rnn" in value and value["rnn"] in (None, False):
             value = {key: item for key, item in value.items() if key != "rnn"}
         return {canonical: value}
 
@@ -202,19 +203,35 @@ def _subsampling_fraction(value: Any, ctx: Context) -> dict[str, Any]:
     return {"minibatch_size": max(1, round(value * rows))}
 
 
-def _processing(name: str, normalize: str | None = None) -> Translation:
-    """None, or (where ``normalize`` names our switch) ``linear_normalization``-like specs."""
+def _processing(
+    name: str, normalize: str | None = None, clipping: str | None = None
+) -> Translation:
+    """A reward/return/advantage processing spec as our argument, or refused by name.
+
+    None is off; ``linear_normalization``-like specs set the switch ``normalize`` names;
+    ``dict(type='clipping', lower, upper)`` sets the bounds argument ``clipping`` names.
+    """
 
     def translate(value: Any, ctx: Context) -> dict[str, Any]:
         if value in _OFF:
             return {}
         kind = value.get("type") if isinstance(value, Mapping) else value
-        if normalize is not None and kind in ("linear_normalization", "normalization"):
+        if normalize is not None and kind in _NORMALIZATIONS:
             return {normalize: True}
+        if clipping is not None and kind == "clipping" and isinstance(value, Mapping):
+            unknown = set(value) - {"type", "lower", "upper"}
+            if unknown:
+                raise ConfigError(f"agent.{name}: unknown clipping keys {sorted(unknown)}")
+            return {clipping: (value.get("lower", -math.inf), value.get("upper", math.inf))}
         expected = "None" + (" or 'linear_normalization'" if normalize else "")
+        expected += " or dict(type='clipping', lower, upper)" if clipping else ""
         raise ConfigError(message(f"agent.{name}", value, expected))
 
     return translate
+
+
+#: Tensorforce's advantage normalizations; all mean "per-update mean 0, std 1" here
+_NORMALIZATIONS = ("linear_normalization", "normalization", "batch_normalization")
 
 
 def _state_preprocessing(value: Any, ctx: Context) -> dict[str, Any]:
@@ -296,10 +313,12 @@ PPO: dict[str, Translation] = {
     ),
     "state_preprocessing": _state_preprocessing,
     "preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing"),
-    "return_processing": _processing("return_processing"),
+    "reward_processing": _processing("reward_processing", clipping="reward_clipping"),
+    "return_processing": _processing("return_processing", clipping="return_clipping"),
     "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
-    "exploration": _only_off("exploration", "PPO explores by sampling its policy"),
+    "exploration": _rename("exploration"),
+    "l2_regularization": _rename("l2_regularization"),
+    "variable_noise": _rename("variable_noise"),
 }
 
 
@@ -312,15 +331,17 @@ def _timesteps_batch(value: Any, ctx: Context) -> dict[str, Any]:
 
 
 def _horizon(value: Any, ctx: Context) -> dict[str, Any]:
-    """Reward-estimation ``horizon``: 1 -> one-step TD (``gae_lambda=0``); 'episode' -> 1."""
+    """Reward-estimation ``horizon`` as GAE lambda or n-step advantages.
+
+    'episode' -> ``gae_lambda=1``; 1 -> one-step TD (``gae_lambda=0``); n > 1 -> ``horizon=n``.
+    """
+    if value is None:
+        return {}
     if value == "episode":
         return {"gae_lambda": 1.0}
-    if value == 1 and not isinstance(value, bool):
-        return {"gae_lambda": 0.0}
-    raise ConfigError(
-        message("agent.horizon", value, "1 or 'episode'")
-        + " (other n-step horizons are not offered; use gae_lambda instead)"
-    )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(message("agent.horizon", value, "an int >= 1 or 'episode'"))
+    return {"gae_lambda": 0.0} if value == 1 else {"horizon": value}
 
 
 def _critic_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
@@ -364,6 +385,8 @@ _ON_POLICY = {
         "return_processing",
         "advantage_processing",
         "exploration",
+        "l2_regularization",
+        "variable_noise",
     )
 }
 _ON_POLICY["memory"] = _accepted("memory", "the rollout buffer is sized by rollout_length")
@@ -398,6 +421,13 @@ TRPO: dict[str, Translation] = {
     "baseline_optimizer": _trpo_baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
     "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
+    "exploration": _only_off("exploration", "TRPO explores by sampling its policy"),
+    **{
+        key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
+        for key in ("l2_regularization", "variable_noise")
+    },
+    "reward_processing": _processing("reward_processing"),
+    "return_processing": _processing("return_processing"),
 }
 
 

@@ -89,8 +89,6 @@ def experience(
         )
     if not hasattr(agent, "learn_from_traces"):
         raise ConfigError(f"experience: agent {agent.name!r} does not learn; use e.g. 'ppo'")
-    if agent.initial_internals() and internals is not None:
-        raise ConfigError("experience: recurrent policies cannot learn from given experience")
     trace = to_trace(agent, states, actions, terminal, reward)
     agent._experiences.append(trace)
     agent.timesteps += len(trace.terminal)

@@ -8,6 +8,9 @@ subclass builds its optimizer(s) and implements ``_update() -> metrics``, its al
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -67,10 +70,12 @@ class OnPolicyAgent(Agent):
         normalize_states: bool,
         bounded_actions: Bounding,
         sde: dict[str, Any] | None = None,
+        distributions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """The ``ActorCritic`` (``policy=`` is Tensorforce's name for ``network=``).
 
-        ``sde`` (``forceexp.core.sde``) gives float actions gSDE exploration.
+        ``sde`` (``forceexp.core.sde``) gives float actions gSDE exploration;
+        ``distributions`` per-action head options (``ActorCritic``).
 
         Raises:
             ConfigError: both ``network`` and ``policy``, bad ``sde`` options, or ``sde``
@@ -87,11 +92,91 @@ class OnPolicyAgent(Agent):
             bounded_actions,
             head_options(sde),
             self.parallel_interactions,
+            distributions,
         ).to(self.device)
         if sde is not None and not self.policy.sde_heads():
             raise ConfigError(message("agent.sde", sde, "null: no action is float"))
         self._sde_freq = -1 if sde is None else sde.get("sample_freq", -1)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
+
+    #: ``(lower, upper)`` the stored rewards are clipped to (None: off)
+    reward_clipping: tuple[float, float] | None = None
+
+    def _build_processing(
+        self,
+        horizon: int | None,
+        reward_clipping: tuple[float, float] | None,
+        return_clipping: tuple[float, float] | None,
+    ) -> None:
+        """Tensorforce's ``reward_estimation`` options that have a counterpart here.
+
+        Args:
+            horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE.
+            reward_clipping: ``(lower, upper)`` for the rewards as they are stored (the episode
+                returns reported stay raw).
+            return_clipping: ``(lower, upper)`` for the returns before the advantages.
+        """
+        if horizon is not None:
+            check_sizes(horizon=horizon)
+        for name, bounds in (
+            ("reward_clipping", reward_clipping),
+            ("return_clipping", return_clipping),
+        ):
+            if bounds is not None and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
+                raise ConfigError(
+                    message(f"agent.{name}", bounds, "(lower, upper), lower <= upper")
+                )
+        self.horizon = horizon
+        self.reward_clipping = None if reward_clipping is None else tuple(reward_clipping)
+        self.return_clipping = None if return_clipping is None else tuple(return_clipping)
+
+    def _build_extras(
+        self,
+        l2_regularization: float,
+        variable_noise: float,
+        exploration: float | dict[str, Any],
+        schedule_timesteps: int | None,
+    ) -> bool:
+        """Tensorforce's policy regularizers; returns whether NumPy acting stays possible.
+
+        Args:
+            l2_regularization: Weight of ``l2 / 2 * sum(w ** 2)`` over the weight matrices,
+                added to the update's loss (read by ``PPOUpdate`` and the fast step).
+            variable_noise: Std of Gaussian noise added to the policy network's and heads'
+                parameters for each stochastic act, removed right after it.
+            exploration: Probability (a number or schedule dict) of a uniformly random action
+                per stochastic act (masks respected), stored as the action taken.
+            schedule_timesteps: Training budget that ``'linear'`` schedules decay over.
+        """
+        check_range("l2_regularization", l2_regularization, 0.0, math.inf)
+        check_range("variable_noise", variable_noise, 0.0, math.inf)
+        self.l2_regularization, self.variable_noise = l2_regularization, variable_noise
+        self.schedules["exploration"] = bounded_schedule(
+            "exploration", exploration, "constant", schedule_timesteps, 0.0, 1.0
+        )
+        return not variable_noise and self.schedules["exploration"].bounds()[1] == 0.0
+
+    def _exploration(self) -> float:
+        """The current exploration probability."""
+        return self.schedules["exploration"].value(self.timesteps, self.episodes, self.updates)
+
+    @contextmanager
+    def _perturbed(self, deterministic: bool) -> Iterator[None]:
+        """Within the block, the acting parameters carry ``variable_noise`` (not when greedy)."""
+        if not self.variable_noise or deterministic:
+            yield
+            return
+        params = self.policy.acting_parameters()
+        with torch.no_grad():
+            saved = [p.clone() for p in params]
+            for p in params:
+                p.add_(torch.randn_like(p), alpha=self.variable_noise)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, original in zip(params, saved, strict=True):
+                    p.copy_(original)
 
     def _build_rollout(
         self, rollout_length: int, discount: float, gae_lambda: float, numpy_acting: bool
@@ -170,10 +255,10 @@ class OnPolicyAgent(Agent):
             return self._act_recurrent(states, masks, slots, independent, deterministic)
         if self._actor is not None:
             return self._act_numpy(states, masks, slots, independent, deterministic)
-        with torch.inference_mode():
+        with self._perturbed(deterministic), torch.inference_mode():
             normalized = self.policy.normalize(states, update=not independent)
             actions, log_prob, value = self.policy.act(
-                normalized, masks, deterministic, with_value=not independent
+                normalized, masks, deterministic, not independent, self._exploration()
             )
             if not independent:
                 self.buffer.add_act(slots, normalized, masks, actions, log_prob, value)
@@ -217,14 +302,14 @@ class OnPolicyAgent(Agent):
     ) -> Tensors:
         """Act with the slots' internals (or given ones), storing the next internals."""
         slot_index = torch.as_tensor(slots, device=self.device)
-        with torch.inference_mode():
+        with self._perturbed(deterministic), torch.inference_mode():
             if internals is None:
                 internals = {p: x[slot_index] for p, x in self._internals.items()}
                 if independent:  # no internals given: start from zeros, keep nothing
                     internals = {p: torch.zeros_like(x) for p, x in internals.items()}
             normalized = self.policy.normalize(states, update=not independent)
             actions, log_prob, value, following = self.policy.act_recurrent(
-                normalized, masks, deterministic, internals, with_value=not independent
+                normalized, masks, deterministic, internals, not independent, self._exploration()
             )
             self._last_internals = following
             if not independent:
@@ -272,12 +357,19 @@ class OnPolicyAgent(Agent):
         for x in self._internals.values():
             x.zero_()
 
+    def _slot_internals(self, slots: np.ndarray) -> Tensors | None:
+        """The current internals of ``slots`` (those following their last act), if any."""
+        if not self._internals:
+            return None
+        index = torch.as_tensor(slots, device=self.device)
+        return {path: x[index] for path, x in self._internals.items()}
+
     def _finish_deferred_update(self, states: Tensors, slots: np.ndarray) -> None:
         """Bootstrap from the values of newly acted states, then update if all slots are known."""
         needs = self.buffer.needs_bootstrap()
         with torch.inference_mode():
             normalized = self.policy.normalize(states, update=False)
-            self._bootstrap[slots] = self.policy.value(normalized)
+            self._bootstrap[slots] = self.policy.value(normalized, self._slot_internals(slots))
         self._bootstrap_known = np.union1d(self._bootstrap_known, slots)
         if np.isin(needs, self._bootstrap_known).all():
             self._bootstrap_known = np.empty(0, dtype=np.int64)
@@ -295,14 +387,16 @@ class OnPolicyAgent(Agent):
     ) -> dict[str, float] | None:
         metrics, self._pending_metrics = self._pending_metrics, None
         buffer = self.buffer
+        if self.reward_clipping is not None:
+            rewards = np.clip(rewards, *self.reward_clipping)
         buffer.add_observe(slots, rewards, terminals)
+        truncated = terminals == 2
+        if truncated.any():  # before the internals reset: a recurrent baseline steps from them
+            self._truncation_values(slots, truncated, next_states)
         if self._internals and terminals.any():
             ended = torch.as_tensor(slots[terminals > 0], device=self.device)
             for x in self._internals.values():
                 x[ended] = 0.0
-        truncated = terminals == 2
-        if truncated.any():
-            self._truncation_values(slots, truncated, next_states)
         if metrics is None and buffer.is_full(self.rollout_length * self.parallel_interactions):
             needs = buffer.needs_bootstrap()
             if len(needs) and (next_states is None or not np.isin(needs, slots).all()):
@@ -313,7 +407,7 @@ class OnPolicyAgent(Agent):
                 picked = {name: x[torch.as_tensor(rows)] for name, x in next_states.items()}
                 with torch.inference_mode():
                     self._bootstrap[torch.as_tensor(needs)] = self.policy.value(
-                        self.policy.normalize(picked, update=False)
+                        self.policy.normalize(picked, update=False), self._slot_internals(needs)
                     )
             metrics = self._update()
         return metrics
@@ -332,7 +426,9 @@ class OnPolicyAgent(Agent):
             if next_states is not None:
                 rows = torch.as_tensor(np.flatnonzero(truncated))
                 final = {name: x[rows] for name, x in next_states.items()}
-                value = self.policy.value(self.policy.normalize(final, update=False))
+                value = self.policy.value(
+                    self.policy.normalize(final, update=False), self._slot_internals(cut)
+                )
             else:
                 last = torch.as_tensor(self.buffer.observed[cut] - 1)
                 value = self.buffer.value[last, torch.as_tensor(cut)]

@@ -10,12 +10,10 @@ import torch
 
 from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
-from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import ScheduleName, check_schedule
-from forceexp.observers.recorder import Trace
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +55,24 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off; SB3
             clips normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
+            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
+            temperature: learned, or predicted from the state).
         sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
             of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
             each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default
             true); None: plain Gaussian noise. Uses the autograd update.
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
+        horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
+            (Tensorforce's ``reward_estimation.horizon``; None: GAE).
+        reward_clipping: ``(lower, upper)`` to clip rewards to as they are stored (None: off).
+        return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
+        l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
+        variable_noise: Std of Gaussian noise on the policy parameters while acting
+            stochastically (Tensorforce's ``variable_noise``; 0: off).
+        exploration: Probability of a uniformly random action per stochastic act (a number
+            or schedule dict; Tensorforce's ``exploration``; 0: off). With variable noise or
+            exploration, acting takes the torch path instead of NumPy.
         fast_update: Use hand-derived gradients (``forceexp.core.fused``) when the networks are
             plain MLPs with one categorical or Gaussian action: same maths as autograd, several
             times faster on small networks; other networks always use autograd.
@@ -105,8 +116,15 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         reward_scale: float = 1.0,
         reward_clip: float | None = None,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
         sde: dict[str, Any] | None = None,
         target_kl: float | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
+        exploration: float | dict[str, Any] = 0.0,
+        horizon: int | None = None,
+        reward_clipping: tuple[float, float] | None = None,
+        return_clipping: tuple[float, float] | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -151,7 +169,13 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions, sde)
+        self._build_policy(
+            network, policy, baseline, normalize_states, bounded_actions, sde, distributions
+        )
+        self._build_processing(horizon, reward_clipping, return_clipping)
+        plain_acting = self._build_extras(
+            l2_regularization, variable_noise, exploration, schedule_timesteps
+        )
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
         self.optimizer = torch.optim.Adam(
             self.policy.parameters(),
@@ -172,12 +196,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
                 value_clip,
                 max_grad_norm,
                 normalize_advantages,
+                l2_regularization,
             )
-        numpy_acting = self._fused is not None and self.device.type == "cpu"
+        numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
-
-    def learn_from_traces(
-        self, traces: list[Trace], objective: Objective, num_updates: int
-    ) -> dict[str, float]:
-        """Pretraining on loaded traces (``Agent.pretrain``): PPO's replay or imitation."""
-        return ppo_objective(self, traces, objective, num_updates)

@@ -14,8 +14,10 @@ import numpy as np
 import torch
 
 from forceexp import tags
+from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.fused import STEP_METRICS, Rows, normalized
+from forceexp.observers.recorder import Trace
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 
@@ -29,17 +31,46 @@ class PPOUpdate:
 
     #: False: the advantages are the returns themselves (REINFORCE without a baseline)
     subtract_baseline: bool = True
+    #: weight of ``l2 / 2 * sum(w ** 2)`` over ``policy.weights()`` in the loss
+    l2_regularization: float = 0.0
+    #: n of n-step advantages instead of GAE (None: GAE)
+    horizon: int | None = None
+    #: ``(lower, upper)`` the returns are clipped to before advantages (None: off)
+    return_clipping: tuple[float, float] | None = None
+
+    def learn_from_traces(
+        self, traces: list[Trace], objective: Objective, num_updates: int
+    ) -> dict[str, float]:
+        """Learn from recorded episodes (``Agent.pretrain``, ``experience``/``update``).
+
+        ``'replay'``: the episodes as on-policy experience for this agent's update;
+        ``'imitation'``: behaviour cloning.
+        """
+        return ppo_objective(self, traces, objective, num_updates)
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""
         if self._internals:
             return self._update_sequences()
         with torch.inference_mode():
-            batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
-            if not self.subtract_baseline:
-                batch = batch._replace(advantages=batch.returns)
+            batch = self._targets(
+                self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda, self.horizon)
+            )
         self.buffer.carry_over()
         return self._update_batch(Batch(*(fresh(x) for x in batch)))
+
+    def _targets(self, batch: Any) -> Any:
+        """A ``Batch`` or ``Sequences`` with the returns clipped and the advantages set.
+
+        ``return_clipping`` clips the returns (the advantages become returns minus values);
+        without a baseline the returns are the advantages.
+        """
+        if self.return_clipping is not None:
+            returns = batch.returns.clamp(*self.return_clipping)
+            batch = batch._replace(returns=returns, advantages=returns - batch.value)
+        if not self.subtract_baseline:
+            batch = batch._replace(advantages=batch.returns)
+        return batch
 
     def _update_batch(self, batch: Batch) -> dict[str, float]:
         """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
@@ -63,11 +94,14 @@ class PPOUpdate:
         to zero where an episode starts.
         """
         with torch.inference_mode():
-            seq = self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda)
-            if not self.subtract_baseline:
-                seq = seq._replace(advantages=seq.returns)
+            seq = self._targets(
+                self.buffer.sequences(self._bootstrap, self.discount, self.gae_lambda, self.horizon)
+            )
         self.buffer.carry_over()
-        seq = Sequences(*(fresh(x) for x in seq))
+        return self._update_sequence_batch(Sequences(*(fresh(x) for x in seq)))
+
+    def _update_sequence_batch(self, seq: Sequences) -> dict[str, float]:
+        """``epochs`` passes of steps over minibatches of whole sequences (columns of ``seq``)."""
         num_slots, length = seq.valid.shape[1], seq.valid.shape[0]
         per_step = max(1, self.minibatch_size // max(length, 1))
         metrics = self._epochs(num_slots, per_step, partial(self._sequence_step, seq))
@@ -128,12 +162,14 @@ class PPOUpdate:
         states = {name: x[:, cols] for name, x in seq.states.items()}
         internals = {path: x[cols] for path, x in seq.internals.items()}
         features = self.policy.sequence_features(states, internals, seq.starts[:, cols])
+        values = self.policy.sequence_values(states, internals, seq.starts[:, cols])
         valid = seq.valid[:, cols]
         log_prob, entropy, value = self.policy.evaluate_features(
             features[valid],
             {name: x[valid] for name, x in states.items()},
             {name: x[:, cols][valid] for name, x in seq.actions.items()},
             {name: x[:, cols][valid] for name, x in seq.masks.items()},
+            None if values is None else values[valid],
         )
         rows = (seq.log_prob, seq.advantages, seq.returns, seq.value)
         old_log_prob, advantages, returns, old_value = (x[:, cols][valid] for x in rows)
@@ -233,6 +269,9 @@ class PPOUpdate:
             norm = torch.zeros((), device=kl.device)  # too far from the rollout's policy
         else:
             loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
+            if self.l2_regularization:
+                penalty = sum(w.pow(2).sum() for w in self.policy.weights())
+                loss = loss + 0.5 * self.l2_regularization * penalty
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from forceexp import tags
-from forceexp.core.buffers import Batch
-from forceexp.core.returns import gae
+from forceexp.core.buffers import Batch, Sequences
+from forceexp.core.returns import gae, nstep_advantages
 from forceexp.errors import CheckpointError, ConfigError, message
 from forceexp.observers.recorder import Trace, list_traces, read_trace
 
@@ -168,9 +168,15 @@ def _to_tensors(agent: PPOAgent, traces: list[Trace]) -> dict[str, Any]:
         "states": normalized,
         "masks": masks,
         "actions": _raw_actions(agent, cat("actions")),
-        "reward": torch.as_tensor(reward).to(device),
+        "reward": _clipped(agent, reward).to(device),
         "terminal": torch.as_tensor(np.concatenate([t.terminal for t in traces])).to(device),
     }
+
+
+def _clipped(agent: PPOAgent, reward: np.ndarray) -> torch.Tensor:
+    """Rewards as a tensor, clipped to the agent's ``reward_clipping`` if it has one."""
+    bounds = getattr(agent, "reward_clipping", None)
+    return torch.as_tensor(reward if bounds is None else np.clip(reward, *bounds))
 
 
 def _raw_actions(agent: PPOAgent, actions: Tensors) -> Tensors:
@@ -184,23 +190,24 @@ def _raw_actions(agent: PPOAgent, actions: Tensors) -> Tensors:
 
 
 def _advantages(agent: PPOAgent, data: dict[str, Any], values: torch.Tensor, lam: float):
-    """GAE over the concatenated episodes; truncated ends bootstrap from their last value."""
+    """GAE (n-step with the agent's ``horizon``) over the concatenated episodes.
+
+    Truncated ends bootstrap from their last value.
+    """
     terminal, reward = data["terminal"], data["reward"]
     next_values = torch.cat([values[1:], values[-1:]])
     next_values = torch.where(terminal == 2, values, next_values)
-    advantages = gae(
-        reward[:, None],
-        values[:, None],
-        next_values[:, None],
-        terminal[:, None],
-        agent.discount,
-        lam,
-    )[:, 0]
-    return advantages
+    rows = (reward[:, None], values[:, None], next_values[:, None], terminal[:, None])
+    horizon = getattr(agent, "horizon", None)
+    if horizon is not None and lam != 1.0:
+        return nstep_advantages(*rows, agent.discount, horizon)[:, 0]
+    return gae(*rows, agent.discount, lam)[:, 0]
 
 
 def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
     """Reference semantics: recorded episodes as on-policy experience, then PPO updates."""
+    if agent.policy.recurrent:
+        return _replay_sequences(agent, data, num_updates)
     metrics: dict[str, float] = {}
     for _ in range(num_updates):
         with torch.no_grad():
@@ -217,7 +224,53 @@ def _replay(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str
             advantages,
             advantages + values,
         )
-        metrics = agent._update_batch(batch)
+        metrics = agent._update_batch(agent._targets(batch))
+        agent.updates += 1
+    return metrics
+
+
+def _replay_sequences(agent: PPOAgent, data: dict[str, Any], num_updates: int) -> dict[str, float]:
+    """``_replay`` for recurrent networks: the episodes, one after another, as one sequence.
+
+    Internals start from zero at every episode start (where recorded episodes started), so
+    the networks are re-run over the episodes and need no recorded internals.
+    """
+    terminal = data["terminal"]
+    starts = torch.zeros_like(terminal, dtype=torch.bool)
+    starts[1:] = terminal[:-1] != 0
+    starts[0] = True
+    columns = {key: {k: x[:, None] for k, x in data[key].items()} for key in ("states", "masks")}
+    actions = {k: x[:, None] for k, x in data["actions"].items()}
+    zeros = {
+        path: torch.zeros((1, *shape), device=agent.device)
+        for path, shape in agent.policy.internal_shapes.items()
+    }
+    metrics: dict[str, float] = {}
+    for _ in range(num_updates):
+        with torch.no_grad():
+            features = agent.policy.sequence_features(columns["states"], zeros, starts[:, None])
+            values = agent.policy.sequence_values(columns["states"], zeros, starts[:, None])
+            log_prob, _, value = agent.policy.evaluate_features(
+                features[:, 0],
+                data["states"],
+                data["actions"],
+                data["masks"],
+                None if values is None else values[:, 0],
+            )
+        advantages = _advantages(agent, data, value, agent.gae_lambda)
+        seq = Sequences(
+            columns["states"],
+            columns["masks"],
+            actions,
+            log_prob[:, None],
+            value[:, None],
+            advantages[:, None],
+            (advantages + value)[:, None],
+            torch.ones_like(starts)[:, None],
+            starts[:, None],
+            zeros,
+        )
+        metrics = agent._update_sequence_batch(agent._targets(seq))
         agent.updates += 1
     return metrics
 

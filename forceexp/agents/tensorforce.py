@@ -23,10 +23,14 @@ returned is the mapped one (``agent.name`` is e.g. ``'ppo'``, and so is its save
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from forceexp.errors import ConfigError, message
+from forceexp.specs import parse_specs
+
+log = logging.getLogger(__name__)
 
 #: objective types with a counterpart here
 OBJECTIVES = ("policy_gradient", "action_value", "deterministic_policy_gradient")
@@ -73,15 +77,86 @@ def _choose(objective: Any, optimizer: Any, estimation: Mapping[str, Any]) -> st
     return "a2c" if estimation.get("estimate_advantage") else "ac"
 
 
-def _network(spec: Any, path: str) -> tuple[Any, dict[str, Any]]:
-    """A policy/baseline spec as ``(network spec, extra arguments)``."""
-    if not isinstance(spec, Mapping) or not str(spec.get("type", "")).startswith("parametrized"):
+_BOUNDED_TRANSFORMS = {None: None, "clipping": "clip", "tanh": "squash"}
+
+
+def _distribution(name: str, spec: Any) -> dict[str, Any]:
+    """One Tensorforce distribution spec as our head options (``ActorCritic`` distributions)."""
+    spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+    kind = spec.pop("type", None)
+    path = f"agent.policy.distributions.{name}"
+    out: dict[str, Any] = {}
+    if kind == "beta":
+        out["bounded_actions"] = "beta"
+    elif kind == "categorical":
+        mode = spec.pop("temperature_mode", None)
+        if mode is not None:
+            out["temperature"] = mode
+    elif kind == "gaussian":
+        if spec.pop("stddev_mode", "global") != "global":
+            raise ConfigError(
+                message(f"{path}.stddev_mode", "predicted", "'global'")
+                + " (the log-std here is a learned state-independent parameter)"
+            )
+        transform = spec.pop("bounded_transform", None)
+        if transform not in _BOUNDED_TRANSFORMS:
+            raise ConfigError(
+                message(f"{path}.bounded_transform", transform, "'clipping' or 'tanh'")
+            )
+        if transform is not None:
+            out["bounded_actions"] = _BOUNDED_TRANSFORMS[transform]
+    elif kind != "bernoulli":
+        raise ConfigError(message(f"{path}.type", kind, "bernoulli, beta, categorical or gaussian"))
+    if spec:
+        raise ConfigError(f"{path}: unsupported keys {sorted(spec)}")
+    return out
+
+
+def _per_action(distributions: Any, actions: Any) -> dict[str, Any]:
+    """Each action's distribution spec, looked up as Tensorforce does.
+
+    By the action's name, else by its type (``'float'``); a single unnamed action also takes
+    a bare spec. Entries matching no action are unused (logged), as in Tensorforce.
+    """
+    specs = parse_specs(actions, "action")
+    if specs.single and (isinstance(distributions, str) or "type" in distributions):
+        return {specs.names()[0]: distributions}
+    out = {}
+    for name, spec in specs.items:
+        item = distributions.get(name, distributions.get(spec.type))
+        if item is not None:
+            out[name] = item
+    unused = sorted(set(distributions) - set(specs.names()) - {s.type for _, s in specs.items})
+    if unused:
+        log.info("agent.policy.distributions: %s match no action and are unused", unused)
+    return out
+
+
+def _network(spec: Any, path: str, actions: Any = None) -> tuple[Any, dict[str, Any]]:
+    """A policy/baseline spec as ``(network spec, extra arguments)``.
+
+    ``dict(network=..., distributions=...)`` (Tensorforce's parametrized-distributions policy,
+    with or without its ``type``) gives the network and per-action head options.
+    """
+    if not isinstance(spec, Mapping):
         return spec, {}
-    extra = {}
+    kind = spec.get("type")
+    if kind is not None and not str(kind).startswith("parametrized"):
+        return spec, {}
+    if kind is None and not {"network", "distributions"} & set(spec):
+        return spec, {}
+    extra: dict[str, Any] = {}
     if spec.get("use_beta_distribution"):
         extra["use_beta_distribution"] = True
+    if spec.get("distributions"):
+        if path != "policy":
+            raise ConfigError(f"agent.{path}.distributions: only the policy has distributions")
+        extra["distributions"] = {
+            name: _distribution(name, item)
+            for name, item in _per_action(spec["distributions"], actions).items()
+        }
     unknown = set(spec) - {"type", "network", "temperature", "use_beta_distribution"}
-    unknown -= {"state_value_mode"}
+    unknown -= {"state_value_mode", "distributions"}
     if unknown:
         raise ConfigError(f"agent.{path}: unsupported keys {sorted(unknown)}")
     return spec.get("network", "auto"), extra
@@ -133,6 +208,11 @@ def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]
     if unknown:
         raise ConfigError(f"agent.reward_estimation: unsupported keys {sorted(unknown)}")
     out = {key: estimation[key] for key in _ESTIMATION_ARGS if key in estimation}
+    if estimation.get("predict_horizon_values") == "late":
+        log.warning(
+            "agent.reward_estimation.predict_horizon_values='late': the horizon values are "
+            "those stored when acting ('early'); they are not recomputed at the update"
+        )
     if name in ("a2c", "ac", "dqn", "dpg") and "horizon" in estimation:
         out["horizon"] = estimation["horizon"]
     if name == "ppo" and "gae_decay" in estimation:
@@ -209,7 +289,7 @@ def tensorforce_agent(
     if not isinstance(estimation, Mapping):
         raise ConfigError(message("agent.reward_estimation", estimation, "a dict"))
     name = _choose(objective, optimizer, estimation)
-    network, extra = _network(policy, "policy")
+    network, extra = _network(policy, "policy", actions)
     if isinstance(objective, Mapping) and name == "ppo":
         extra["likelihood_ratio_clipping"] = objective["clipping_value"]
     if isinstance(objective, Mapping) and name == "dqn" and "huber_loss" in objective:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from forceexp.core.returns import gae
+from forceexp.core.returns import gae, nstep_advantages
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
@@ -196,9 +196,9 @@ class RolloutBuffer:
         return np.flatnonzero((self.observed > 0) & (running == 0) & (self.acted == self.observed))
 
     def _advantages(
-        self, bootstrap: torch.Tensor, discount: float, gae_lambda: float
+        self, bootstrap: torch.Tensor, discount: float, gae_lambda: float, horizon: int | None
     ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(steps, value (T, N), advantages (T, N), valid (T, N))`` by GAE."""
+        """``(steps, value (T, N), advantages (T, N), valid (T, N))`` by GAE (or n-step)."""
         steps = int(self.observed.max())
         lengths = torch.as_tensor(self.observed, device=self.device)
         next_value = self.value[1 : steps + 1].clone()
@@ -210,22 +210,34 @@ class RolloutBuffer:
         terminal = self.terminal[:steps]
         next_value = torch.where(terminal == 2, self.final_value[:steps], next_value)
         value = self.value[:steps]
-        advantages = gae(
-            self.reward[:steps], value, next_value, terminal, discount, gae_lambda, lengths
-        )
+        if horizon is None:
+            advantages = gae(
+                self.reward[:steps], value, next_value, terminal, discount, gae_lambda, lengths
+            )
+        else:
+            advantages = nstep_advantages(
+                self.reward[:steps], value, next_value, terminal, discount, horizon, lengths
+            )
         rows = torch.arange(steps, device=self.device).unsqueeze(1)
         valid = rows < lengths.unsqueeze(0)
         return steps, value, advantages, valid
 
-    def batch(self, bootstrap: torch.Tensor, discount: float, gae_lambda: float) -> Batch:
-        """Compute GAE and flatten all observed rows.
+    def batch(
+        self,
+        bootstrap: torch.Tensor,
+        discount: float,
+        gae_lambda: float,
+        horizon: int | None = None,
+    ) -> Batch:
+        """Compute GAE (or n-step advantages) and flatten all observed rows.
 
         Args:
             bootstrap: ``(N,)`` values for slots listed by ``needs_bootstrap`` (others ignored).
             discount: Discount factor.
             gae_lambda: GAE lambda.
+            horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE.
         """
-        steps, value, advantages, valid = self._advantages(bootstrap, discount, gae_lambda)
+        steps, value, advantages, valid = self._advantages(bootstrap, discount, gae_lambda, horizon)
         return Batch(
             states={n: x[:steps][valid] for n, x in self.states.items()},
             masks={n: x[:steps][valid] for n, x in self.masks.items()},
@@ -236,9 +248,15 @@ class RolloutBuffer:
             returns=(advantages + value)[valid],
         )
 
-    def sequences(self, bootstrap: torch.Tensor, discount: float, gae_lambda: float) -> Sequences:
+    def sequences(
+        self,
+        bootstrap: torch.Tensor,
+        discount: float,
+        gae_lambda: float,
+        horizon: int | None = None,
+    ) -> Sequences:
         """As ``batch``, but keep the ``(T, N)`` layout with episode starts and first internals."""
-        steps, value, advantages, valid = self._advantages(bootstrap, discount, gae_lambda)
+        steps, value, advantages, valid = self._advantages(bootstrap, discount, gae_lambda, horizon)
         starts = torch.zeros_like(valid)
         starts[1:] = self.terminal[: steps - 1] != 0
         return Sequences(

@@ -173,6 +173,11 @@ class FastOptimizer:
         except KeyError:
             raise ValueError(f"a {tuple(param.shape)} parameter not in this optimizer") from None
 
+    def add_l2(self, coefficient: float, params: list[torch.Tensor]) -> None:
+        """Add ``coefficient * p`` (the gradient of ``coefficient / 2 * p ** 2``) to ``params``."""
+        for param in params:
+            self.grad(param).add_(param.detach(), alpha=coefficient)
+
     def zero_grad(self) -> None:
         """Zero every gradient (needed only when some are accumulated rather than written)."""
         self._flat.fill(0.0)

@@ -220,23 +220,52 @@ class Beta:
 Distribution = Categorical | Gaussian | StateDependentGaussian | Beta | Bernoulli
 
 
-class CategoricalHead(nn.Module):
-    """Logits for an int action with ``num_values``; masks (``True`` = allowed) zero out values."""
+#: categorical temperature modes: a learned global temperature, or one predicted per state
+TEMPERATURES = ("global", "predicted")
+_SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus of this is 1: temperatures start at ~1
 
-    def __init__(self, input_size: int, spec: TensorSpec) -> None:
+
+class CategoricalHead(nn.Module):
+    """Logits for an int action with ``num_values``; masks (``True`` = allowed) zero out values.
+
+    With ``temperature`` the logits are divided by a positive temperature (``softplus + 0.01``,
+    starting near 1) per action component: a learned parameter (``'global'``) or a linear
+    function of the features (``'predicted'``), Tensorforce's ``temperature_mode``.
+    """
+
+    def __init__(self, input_size: int, spec: TensorSpec, temperature: str | None = None) -> None:
         super().__init__()
         self.shape, self.num_values = spec.shape, int(spec.num_values)  # type: ignore[arg-type]
         self.linear = orthogonal_(nn.Linear(input_size, spec.size * self.num_values), 0.01)
+        self.temperature_mode = temperature
+        if temperature == "global":
+            self.temperature = nn.Parameter(torch.full((*spec.shape, 1), _SOFTPLUS_ONE))
+        elif temperature == "predicted":
+            self.temperature = orthogonal_(nn.Linear(input_size, spec.size), 0.01)
+            nn.init.constant_(self.temperature.bias, _SOFTPLUS_ONE)
+        elif temperature is not None:
+            raise ConfigError(
+                message("temperature", temperature, f"None or one of {', '.join(TEMPERATURES)}")
+            )
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Categorical:
         """Distribution for ``features`` ``(B, F)`` under ``mask`` ``(B, *shape, n)``."""
         logits = self.linear(features).view(-1, *self.shape, self.num_values)
+        if self.temperature_mode == "global":
+            logits = logits / (nn.functional.softplus(self.temperature) + 0.01)
+        elif self.temperature_mode == "predicted":
+            raw = self.temperature(features).view(-1, *self.shape, 1)
+            logits = logits / (nn.functional.softplus(raw) + 0.01)
         if mask is not None:
             logits = logits.masked_fill(~mask, MASKED_LOGIT)
         return Categorical(logits, len(self.shape))
 
     def to_env(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions as the environment receives them (unchanged)."""
+        return actions
+
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as raw (stored) actions (unchanged)."""
         return actions
 
 
@@ -278,6 +307,13 @@ class GaussianHead(nn.Module):
             return torch.maximum(torch.minimum(actions, self.high), self.low)
         if self.bounding == "squash":
             return self.low + (torch.tanh(actions) + 1.0) * 0.5 * (self.high - self.low)
+        return actions
+
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as raw samples (the inverse of the squash; clip: unchanged)."""
+        if self.bounding == "squash":
+            unit = (actions - self.low) / (self.high - self.low) * 2.0 - 1.0
+            return torch.atanh(unit.clamp(-1.0 + 1e-6, 1.0 - 1e-6))
         return actions
 
 
@@ -370,6 +406,10 @@ class BetaHead(nn.Module):
         """Rescale unit-interval samples to ``[min, max]``."""
         return self.low + actions * (self.high - self.low)
 
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as unit-interval samples (kept inside the open interval)."""
+        return ((actions - self.low) / (self.high - self.low)).clamp(1e-6, 1.0 - 1e-6)
+
 
 class BernoulliHead(nn.Module):
     """Logits for a bool action."""
@@ -387,6 +427,10 @@ class BernoulliHead(nn.Module):
         """Actions as the environment receives them (unchanged)."""
         return actions
 
+    def from_env(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment actions as raw (stored) actions (unchanged)."""
+        return actions
+
 
 ActionHead = CategoricalHead | GaussianHead | StateDependentHead | BetaHead | BernoulliHead
 SDE_BETA_HINT = "gSDE perturbs a Gaussian's mean; use bounded_actions='clip' or 'squash'"
@@ -399,25 +443,32 @@ def make_head(
     bounded_actions: Bounding = "clip",
     sde: dict[str, Any] | None = None,
     slots: int = 1,
+    temperature: str | None = None,
 ) -> ActionHead:
     """Choose the head for an action spec: int -> categorical, float -> Gaussian, bool -> Bernoulli.
 
     Bounded float actions use a Beta head when ``bounded_actions='beta'``; unbounded float actions
     always use a Gaussian. ``sde`` (``StateDependentHead`` options: ``log_std_init``,
     ``full_std``) gives float actions gSDE exploration, with one matrix per slot.
+    ``temperature`` (``'global'``/``'predicted'``) is for int actions.
 
     Raises:
-        ConfigError: an int action without ``num_values``, an unknown ``bounded_actions``, or
-            ``sde`` with the Beta head.
+        ConfigError: an int action without ``num_values``, an unknown ``bounded_actions``,
+            ``sde`` with the Beta head, or a temperature for a non-int action.
     """
     if bounded_actions not in BOUNDINGS:
         raise ConfigError(
             f"bounded_actions: {bounded_actions!r} is invalid; expected {', '.join(BOUNDINGS)}"
         )
+    if temperature is not None and spec.type != "int":
+        raise ConfigError(
+            f"distributions.{name}.temperature: {temperature!r} applies to int actions only; "
+            f"{name} is a {spec.type} action"
+        )
     if spec.type == "int":
         if spec.num_values is None:
             raise ConfigError(f"actions.{name}: int actions need num_values (or num_actions)")
-        return CategoricalHead(input_size, spec)
+        return CategoricalHead(input_size, spec, temperature)
     if spec.type == "float":
         if bounded_actions == "beta" and spec.is_bounded:
             if sde is not None:

@@ -10,7 +10,11 @@ Tensors = dict[str, torch.Tensor]
 
 
 def uniform_actions(
-    specs: Specs, masks: Tensors, size: int, generator: torch.Generator, device: torch.device
+    specs: Specs,
+    masks: Tensors,
+    size: int,
+    generator: torch.Generator | None,
+    device: torch.device,
 ) -> Tensors:
     """Uniformly random actions ``{name: (size, *shape)}``.
 
@@ -38,7 +42,7 @@ def uniform_actions(
 
 
 def epsilon_greedy(
-    greedy: Tensors, random: Tensors, epsilon: float, generator: torch.Generator
+    greedy: Tensors, random: Tensors, epsilon: float, generator: torch.Generator | None
 ) -> Tensors:
     """Per batch row, the random action with probability ``epsilon``, else the greedy one."""
     if epsilon <= 0.0:

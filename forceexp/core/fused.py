@@ -60,6 +60,8 @@ def _mlp_reason(network: nn.Module | None, path: str) -> str | None:
         return f"{path} is {type(network).__name__}, not the auto MLP"
     if len(network.encoders):
         return f"{path} encodes image, sequence or int states"
+    if network.lstm is not None:
+        return f"{path} ends in an LSTM (rnn=)"
     modules = list(network.mlp)
     activations = modules[1::2]
     if not all(isinstance(m, _ACTIVATIONS) for m in activations):
@@ -92,6 +94,8 @@ def unsupported_reason(policy: nn.Module) -> str | None:
     head = next(iter(policy.heads.values()))
     if type(head) not in (CategoricalHead, GaussianHead):  # gSDE heads: autograd only
         return f"the action head is {type(head).__name__}"
+    if getattr(head, "temperature_mode", None) is not None:
+        return "the categorical head has a temperature"
     if any(spec.type != "float" for _, spec in policy.state_specs.items):
         return "a state is not float"
     return None
@@ -118,6 +122,8 @@ class FusedPPOStep:
         value_clip: Clip value updates around the old value (None: off).
         max_grad_norm: Global gradient-norm clip (None: off).
         normalize_advantages: Normalize advantages per minibatch.
+        l2_regularization: Weight of the L2 penalty ``l2 / 2 * sum(w ** 2)`` on the policy's
+            weight matrices (``ActorCritic.weights()``), added before gradient clipping.
     """
 
     def __init__(
@@ -129,8 +135,10 @@ class FusedPPOStep:
         value_clip: float | None,
         max_grad_norm: float | None,
         normalize_advantages: bool,
+        l2_regularization: float = 0.0,
     ) -> None:
         self.optimizer = optimizer
+        self.l2_regularization, self.l2_weights = l2_regularization, policy.weights()
         self.value_coef, self.entropy_coef, self.value_clip = value_coef, entropy_coef, value_clip
         self.max_grad_norm, self.normalize_advantages = max_grad_norm, normalize_advantages
         self.fast = FastOptimizer(optimizer)
@@ -246,6 +254,8 @@ class FusedPPOStep:
             state, g_log_prob, -self.entropy_coef / size, self.policy.grad_out().numpy()
         )
         self._backward()
+        if self.l2_regularization:
+            self.fast.add_l2(self.l2_regularization, self.l2_weights)
         norm, norm_clipped = self.fast.clip_grad_norm(self.max_grad_norm)
         self.fast.step(learning_rate)
         return np.array(

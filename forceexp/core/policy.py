@@ -8,12 +8,36 @@ import torch
 from torch import nn
 
 from forceexp.core.distributions import Bounding, Distribution, StateDependentHead, make_head
+from forceexp.core.exploration import epsilon_greedy, uniform_actions
 from forceexp.core.init import orthogonal_
 from forceexp.core.normalization import RunningNormalizer
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
+_HEAD_OPTIONS = ("bounded_actions", "temperature")
+
+
+def action_options(
+    distributions: dict[str, dict[str, Any]] | None, actions: Specs, bounded_actions: Bounding
+) -> dict[str, dict[str, Any]]:
+    """``make_head`` keyword arguments per action: the defaults, then ``distributions``."""
+    given = distributions or {}
+    unknown = sorted(set(given) - set(actions.names()))
+    if unknown:
+        raise ConfigError(
+            f"distributions: unknown actions {unknown}; valid: {', '.join(actions.names())}"
+        )
+    out = {}
+    for name in actions.names():
+        options = dict(given.get(name) or {})
+        bad = sorted(set(options) - set(_HEAD_OPTIONS))
+        if bad:
+            raise ConfigError(
+                f"distributions.{name}: unknown options {bad}; valid: {', '.join(_HEAD_OPTIONS)}"
+            )
+        out[name] = {"bounded_actions": bounded_actions, **options}
+    return out
 
 
 class ActorCritic(nn.Module):
@@ -29,6 +53,8 @@ class ActorCritic(nn.Module):
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         sde: gSDE options for float actions (``StateDependentHead``); None: plain Gaussian.
         slots: Parallel slots (gSDE keeps one exploration matrix per slot).
+        distributions: Per-action head options overriding the defaults,
+            ``{action: {'bounded_actions': ..., 'temperature': 'global' | 'predicted'}}``.
     """
 
     def __init__(
@@ -41,6 +67,7 @@ class ActorCritic(nn.Module):
         bounded_actions: Bounding = "clip",
         sde: dict[str, Any] | None = None,
         slots: int = 1,
+        distributions: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         super().__init__()
         self.state_specs, self.action_specs = states, actions
@@ -52,26 +79,55 @@ class ActorCritic(nn.Module):
             }
         )
         self.network = network
+        options = action_options(distributions, actions, bounded_actions)
         self.heads = nn.ModuleDict(
             {
-                name: make_head(name, self.network.output_size, spec, bounded_actions, sde, slots)
+                name: make_head(
+                    name, self.network.output_size, spec, sde=sde, slots=slots, **options[name]
+                )
                 for name, spec in actions.items
             }
         )
         self.baseline = baseline
-        self.internal_shapes: dict[str, tuple[int, ...]] = getattr(
-            self.network, "internal_shapes", {}
-        )
+        policy_shapes = getattr(self.network, "internal_shapes", {})
+        baseline_shapes = getattr(self.baseline, "internal_shapes", {})
+        #: internals of the policy network and of the baseline network, by layer path
+        self.internal_shapes: dict[str, tuple[int, ...]] = {**policy_shapes, **baseline_shapes}
+        if len(self.internal_shapes) < len(policy_shapes) + len(baseline_shapes):
+            raise ConfigError(
+                f"baseline: layer paths {sorted(set(policy_shapes) & set(baseline_shapes))} "
+                "are used by the policy network too"
+            )
         self.recurrent = bool(self.internal_shapes)
-        if getattr(self.baseline, "internal_shapes", None):
-            raise ConfigError("baseline: recurrent layers are only supported in the policy network")
-        if self.recurrent and self.baseline is None:
+        self._policy_paths, self._baseline_paths = list(policy_shapes), list(baseline_shapes)
+        if policy_shapes and self.baseline is None:
             raise ConfigError(
                 "baseline: a recurrent policy network needs its own baseline network "
                 "(e.g. baseline='auto'), not a shared one"
             )
         value_in = (self.baseline or self.network).output_size
         self.value_head = orthogonal_(nn.Linear(value_in, 1), 1.0)
+
+    def weights(self) -> list[nn.Parameter]:
+        """The weight matrices (no biases, no log-std): what L2 regularization penalizes."""
+        return [p for name, p in self.named_parameters() if name.endswith("weight")]
+
+    def acting_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the policy network and action heads (what variable noise perturbs)."""
+        return [*self.network.parameters(), *self.heads.parameters()]
+
+    def explore(self, actions: Tensors, masks: Tensors, epsilon: float) -> Tensors:
+        """Per row, a uniformly random action (masks respected) with probability ``epsilon``.
+
+        Random float actions are uniform within bounds (standard normal when unbounded),
+        mapped back into each head's raw (stored) space.
+        """
+        if epsilon <= 0.0:
+            return actions
+        first = next(iter(actions.values()))
+        random = uniform_actions(self.action_specs, masks, first.shape[0], None, first.device)
+        random = {name: self.heads[name].from_env(a) for name, a in random.items()}
+        return epsilon_greedy(actions, random, epsilon, None)
 
     def sde_heads(self) -> list[StateDependentHead]:
         """The gSDE heads (empty without ``sde``)."""
@@ -99,9 +155,14 @@ class ActorCritic(nn.Module):
         return self.value_head(features).squeeze(-1)
 
     def act(
-        self, states: Tensors, masks: Tensors, deterministic: bool, with_value: bool = True
+        self,
+        states: Tensors,
+        masks: Tensors,
+        deterministic: bool,
+        with_value: bool = True,
+        exploration: float = 0.0,
     ) -> tuple[Tensors, torch.Tensor | None, torch.Tensor | None]:
-        """Sample actions for normalized ``states``.
+        """Sample actions for normalized ``states`` (``explore``-mixed unless deterministic).
 
         Returns:
             ``(raw_actions, log_prob (B,), value (B,))``; raw float actions are unclipped.
@@ -110,6 +171,8 @@ class ActorCritic(nn.Module):
         features = self.network(states)
         dists = self.distributions(features, masks)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        if not deterministic:
+            actions = self.explore(actions, masks, exploration)
         if not with_value:
             return actions, None, None
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
@@ -122,47 +185,103 @@ class ActorCritic(nn.Module):
         deterministic: bool,
         internals: Tensors,
         with_value: bool,
+        exploration: float = 0.0,
     ) -> tuple[Tensors, torch.Tensor | None, torch.Tensor | None, Tensors]:
-        """As ``act`` for a recurrent network; also returns the next internals."""
-        features, following = self.network.step(states, internals)
+        """As ``act`` for a recurrent policy and/or baseline; also returns the next internals."""
+        features, following = self._step(self.network, self._policy_paths, states, internals)
         dists = self.distributions(features, masks)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
+        if not deterministic:
+            actions = self.explore(actions, masks, exploration)
+        value = None
+        if self._baseline_paths:  # advance the baseline's internals even without a value
+            value_features, more = self._step(
+                self.baseline, self._baseline_paths, states, internals
+            )
+            following.update(more)
+            value = self.value_head(value_features).squeeze(-1)
         if not with_value:
             return actions, None, None, following
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
-        value = self.value_from(features, states)
+        if value is None:
+            value = self.value_from(features, states)
         return actions, log_prob, value, following  # type: ignore[return-value]
 
-    def sequence_features(
-        self, states: Tensors, internals: Tensors, starts: torch.Tensor
-    ) -> torch.Tensor:
-        """Re-run the recurrent network over ``(T, K, ...)`` states; features ``(T, K, F)``.
+    @staticmethod
+    def _step(
+        network: nn.Module,
+        paths: list[str],
+        states: Tensors,
+        internals: Tensors,
+        t: int | None = None,
+    ) -> tuple[torch.Tensor, Tensors]:
+        """One step of ``network`` with its internals (``paths``), or a plain forward pass."""
+        if not paths:
+            return network(states), {}
+        return network.step(states, {path: internals[path] for path in paths}, t)
 
-        Args:
-            states: Normalized states ``{name: (T, K, *shape)}``.
-            internals: Internals before step 0, ``{path: (K, *internal_shape)}``.
-            starts: ``(T, K)`` bool, True where an episode starts (internals reset to zero).
-        """
+    def _rerun(
+        self,
+        network: nn.Module,
+        paths: list[str],
+        states: Tensors,
+        internals: Tensors,
+        starts: torch.Tensor,
+    ) -> torch.Tensor:
+        """Features ``(T, K, F)`` of ``network`` re-run over ``(T, K, ...)`` states."""
+        internals = {path: internals[path] for path in paths}
         features = []
         for t in range(starts.shape[0]):
             keep = (~starts[t]).float()
             internals = {
                 path: x * keep.view(-1, *([1] * (x.dim() - 1))) for path, x in internals.items()
             }
-            step, internals = self.network.step(
-                {name: x[t] for name, x in states.items()}, internals, t
-            )
+            step, internals = network.step({name: x[t] for name, x in states.items()}, internals, t)
             features.append(step)
         return torch.stack(features)
 
+    def sequence_features(
+        self, states: Tensors, internals: Tensors, starts: torch.Tensor
+    ) -> torch.Tensor:
+        """Re-run the recurrent network over ``(T, K, ...)`` states; features ``(T, K, F)``.
+
+        A feed-forward policy network (with a recurrent baseline) runs on all rows at once.
+
+        Args:
+            states: Normalized states ``{name: (T, K, *shape)}``.
+            internals: Internals before step 0, ``{path: (K, *internal_shape)}``.
+            starts: ``(T, K)`` bool, True where an episode starts (internals reset to zero).
+        """
+        if not self._policy_paths:
+            steps, slots = starts.shape
+            flat = {name: x.flatten(0, 1) for name, x in states.items()}
+            return self.network(flat).view(steps, slots, -1)
+        return self._rerun(self.network, self._policy_paths, states, internals, starts)
+
+    def sequence_values(
+        self, states: Tensors, internals: Tensors, starts: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Values ``(T, K)`` of a recurrent baseline re-run as ``sequence_features`` does."""
+        if not self._baseline_paths:
+            return None
+        features = self._rerun(self.baseline, self._baseline_paths, states, internals, starts)
+        return self.value_head(features).squeeze(-1)
+
     def evaluate_features(
-        self, features: torch.Tensor, states: Tensors, actions: Tensors, masks: Tensors
+        self,
+        features: torch.Tensor,
+        states: Tensors,
+        actions: Tensors,
+        masks: Tensors,
+        value: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """As ``evaluate`` from precomputed policy features ``(B, F)``."""
+        """As ``evaluate`` from precomputed policy features ``(B, F)`` (and values, if given)."""
         dists = self.distributions(features, masks)
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
         entropy = sum(dist.entropy() for dist in dists.values())
-        return log_prob, entropy, self.value_from(features, states)  # type: ignore[return-value]
+        if value is None:
+            value = self.value_from(features, states)
+        return log_prob, entropy, value  # type: ignore[return-value]
 
     def evaluate(
         self, states: Tensors, actions: Tensors, masks: Tensors
@@ -174,8 +293,21 @@ class ActorCritic(nn.Module):
         entropy = sum(dist.entropy() for dist in dists.values())
         return log_prob, entropy, self.value_from(features, states)  # type: ignore[return-value]
 
-    def value(self, states: Tensors) -> torch.Tensor:
-        """State values ``(B,)`` for normalized states."""
+    def value(self, states: Tensors, internals: Tensors | None = None) -> torch.Tensor:
+        """State values ``(B,)`` for normalized states.
+
+        A recurrent baseline steps from ``internals`` (``{path: (B, ...)}``; None: zeros).
+        """
+        if self._baseline_paths:
+            if internals is None:
+                size = next(iter(states.values())).shape[0]
+                device = self.value_head.weight.device
+                internals = {
+                    path: torch.zeros((size, *self.internal_shapes[path]), device=device)
+                    for path in self._baseline_paths
+                }
+            features, _ = self._step(self.baseline, self._baseline_paths, states, internals)
+            return self.value_head(features).squeeze(-1)
         if self.baseline is not None:
             return self.value_head(self.baseline(states)).squeeze(-1)
         return self.value_head(self.network(states)).squeeze(-1)

@@ -6,9 +6,11 @@ import torch
 from torch import nn
 
 from forceexp.core.init import orthogonal_
+from forceexp.core.layers.base import float_spec
 from forceexp.core.layers.conv import Conv1d, Conv2d
 from forceexp.core.layers.dense import Embedding
 from forceexp.core.layers.misc import Flatten
+from forceexp.core.layers.recurrent import LSTM
 from forceexp.errors import ConfigError, message
 from forceexp.specs import Specs, TensorSpec
 
@@ -84,6 +86,11 @@ class AutoNetwork(nn.Module):
         init: Dense-layer weights: ``'orthogonal'`` (gain sqrt 2, zero bias: SB3's on-policy
             ``ortho_init``) or ``'torch'`` (PyTorch's default: what SB3's DQN, SAC, TD3 and
             DDPG use; on CartPole DQN learned markedly better with it).
+        rnn: False, or the horizon (an int >= 0) of an LSTM of ``size`` units (tanh output,
+            as Tensorforce's) added after the dense stack: the ``lstm`` layer of the layer
+            library, so the network carries its internals like a layer list with ``lstm``
+            (``internal_shapes``, ``step``; only on-policy agents accept them).
+        path: Config path (``network``/``baseline``), naming the LSTM's internals.
     """
 
     def __init__(
@@ -93,6 +100,8 @@ class AutoNetwork(nn.Module):
         depth: int = 2,
         activation: str = "tanh",
         init: str = "orthogonal",
+        rnn: int | bool = False,
+        path: str = "network",
     ):
         super().__init__()
         if init not in INITS:
@@ -117,9 +126,22 @@ class AutoNetwork(nn.Module):
             width = units
         self.mlp = nn.Sequential(*layers)
         self.output_size = width
+        self.internal_shapes: dict[str, tuple[int, ...]] = {}
+        self.lstm: LSTM | None = None
+        if rnn is not False:
+            if isinstance(rnn, bool) or not isinstance(rnn, int) or rnn < 0:
+                raise ConfigError(message(f"{path}.rnn", rnn, "False or an int >= 0 (horizon)"))
+            lstm_path = f"{path}.lstm"
+            self.lstm = LSTM(float_spec((width,)), lstm_path, width, horizon=rnn, activation="tanh")
+            self.internal_shapes[lstm_path] = self.lstm.internal_shape
 
     def forward(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Encode ``{name: (B, *shape)}`` into ``(B, output_size)``."""
+        """Encode ``{name: (B, *shape)}`` into ``(B, output_size)`` (LSTM from zero internals)."""
+        x = self._features(states)
+        return x if self.lstm is None else self.lstm(x)
+
+    def _features(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The encoders and the dense stack: ``(B, output_size)``."""
         parts = []
         for name, _ in self.specs:
             x = states[name]
@@ -128,3 +150,15 @@ class AutoNetwork(nn.Module):
             parts.append(x.reshape(x.shape[0], -1).float())
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return self.mlp(x)
+
+    def step(
+        self,
+        states: dict[str, torch.Tensor],
+        internals: dict[str, torch.Tensor],
+        t: int | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step with the LSTM's internals (as ``LayeredNetwork.step``; needs ``rnn``)."""
+        assert self.lstm is not None, "step() needs rnn="
+        path = self.lstm.path
+        x, following = self.lstm.step(self._features(states), internals[path], t)
+        return x, {path: following}
