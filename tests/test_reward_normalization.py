@@ -73,12 +73,20 @@ def test_scale_and_clip_without_normalization_keep_no_statistics():
     assert "reward_normalizer" not in agent.state_dict()
 
 
+def test_a_clip_pair_bounds_each_side():  # Tensorforce's clipping: lower and upper apart
+    normalizer = reward_normalizer(False, 1.0, [-1.0, 0.5], 0.99, 1)
+    np.testing.assert_allclose(normalizer(np.array([-3.0, 0.2, 2.0])), [-1.0, 0.2, 0.5])
+    clipped = normalizer(torch.tensor([-3.0, 2.0]))
+    assert clipped.tolist() == [-1.0, 0.5]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
         ({"normalize_rewards": "yes"}, r"agent.normalize_rewards: 'yes' is invalid"),
         ({"reward_scale": 0}, r"agent.reward_scale: 0 is invalid; expected a number > 0"),
         ({"reward_clip": -1.0}, r"agent.reward_clip: -1.0 is invalid"),
+        ({"reward_clip": (1.0, -1.0)}, r"agent.reward_clip: \(1.0, -1.0\) is invalid"),
     ],
 )
 def test_bad_reward_arguments_are_named(kwargs, pattern):

@@ -313,7 +313,7 @@ PPO: dict[str, Translation] = {
     ),
     "state_preprocessing": _state_preprocessing,
     "preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing", clipping="reward_clipping"),
+    "reward_processing": _processing("reward_processing", clipping="reward_clip"),
     "return_processing": _processing("return_processing", clipping="return_clipping"),
     "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
     "exploration": _rename("exploration"),

@@ -63,7 +63,8 @@ class DDPGAgent(ContinuousAgent):
         normalize_rewards: Scale sampled rewards by the running std of the discounted return
             (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
         reward_scale: Factor on every sampled reward.
-        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
+            (None: off).
     """
 
     name = "dpg"
@@ -97,7 +98,7 @@ class DDPGAgent(ContinuousAgent):
         torch_threads: int | str | None = "auto",
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
     ) -> None:
         super().__init__(num_critics=1, **self.shared_arguments())
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)

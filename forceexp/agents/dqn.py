@@ -76,7 +76,8 @@ class DQNAgent(OffPolicyAgent):
         normalize_rewards: Scale sampled rewards by the running std of the discounted return
             (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
         reward_scale: Factor on every sampled reward.
-        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
+            (None: off).
     """
 
     name = "dqn"
@@ -114,7 +115,7 @@ class DQNAgent(OffPolicyAgent):
         torch_threads: int | str | None = "auto",
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
     ) -> None:
         check_int("agent.target_update_interval", target_update_interval, 1)
         check_number("agent.tau", tau, 0.0, 1.0)

@@ -85,7 +85,8 @@ class OffPolicyAgent(Agent):
             statistics (SB3's replay buffer with ``VecNormalize``); an n-step transition's
             discounted reward sum is scaled (and clipped) as one reward.
         reward_scale: Factor on every sampled reward (after normalization).
-        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
+            (None: off).
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         saver: Checkpoint spec.
@@ -117,7 +118,7 @@ class OffPolicyAgent(Agent):
         torch_threads: int | str | None,
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
     ) -> None:
         check_int("agent.batch_size", batch_size, 1)
         check_int("agent.learning_starts", learning_starts, 0)

@@ -99,35 +99,25 @@ class OnPolicyAgent(Agent):
         self._sde_freq = -1 if sde is None else sde.get("sample_freq", -1)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
 
-    #: ``(lower, upper)`` the stored rewards are clipped to (None: off)
-    reward_clipping: tuple[float, float] | None = None
-
     def _build_processing(
         self,
         horizon: int | None,
-        reward_clipping: tuple[float, float] | None,
         return_clipping: tuple[float, float] | None,
     ) -> None:
         """Tensorforce's ``reward_estimation`` options that have a counterpart here.
 
         Args:
             horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE.
-            reward_clipping: ``(lower, upper)`` for the rewards as they are stored (the episode
-                returns reported stay raw).
             return_clipping: ``(lower, upper)`` for the returns before the advantages.
         """
         if horizon is not None:
             check_sizes(horizon=horizon)
-        for name, bounds in (
-            ("reward_clipping", reward_clipping),
-            ("return_clipping", return_clipping),
-        ):
-            if bounds is not None and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
-                raise ConfigError(
-                    message(f"agent.{name}", bounds, "(lower, upper), lower <= upper")
-                )
+        bounds = return_clipping
+        if bounds is not None and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
+            raise ConfigError(
+                message("agent.return_clipping", bounds, "(lower, upper), lower <= upper")
+            )
         self.horizon = horizon
-        self.reward_clipping = None if reward_clipping is None else tuple(reward_clipping)
         self.return_clipping = None if return_clipping is None else tuple(return_clipping)
 
     def _build_extras(
@@ -387,8 +377,6 @@ class OnPolicyAgent(Agent):
     ) -> dict[str, float] | None:
         metrics, self._pending_metrics = self._pending_metrics, None
         buffer = self.buffer
-        if self.reward_clipping is not None:
-            rewards = np.clip(rewards, *self.reward_clipping)
         buffer.add_observe(slots, rewards, terminals)
         truncated = terminals == 2
         if truncated.any():  # before the internals reset: a recurrent baseline steps from them

@@ -52,8 +52,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_rewards: Scale rewards by the running std of the discounted return (SB3
             ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
         reward_scale: Factor on every learning reward (after normalization).
-        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off; SB3
-            clips normalized rewards at 10).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]``, or to
+            ``[lower, upper]`` given a pair (Tensorforce's clipping; None: off; SB3 clips
+            normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
             'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
@@ -65,7 +66,6 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
-        reward_clipping: ``(lower, upper)`` to clip rewards to as they are stored (None: off).
         return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
         l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
         variable_noise: Std of Gaussian noise on the policy parameters while acting
@@ -114,7 +114,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         normalize_states: bool = False,
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
         bounded_actions: Bounding = "clip",
         distributions: dict[str, dict[str, Any]] | None = None,
         sde: dict[str, Any] | None = None,
@@ -123,7 +123,6 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
         horizon: int | None = None,
-        reward_clipping: tuple[float, float] | None = None,
         return_clipping: tuple[float, float] | None = None,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
@@ -172,7 +171,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self._build_policy(
             network, policy, baseline, normalize_states, bounded_actions, sde, distributions
         )
-        self._build_processing(horizon, reward_clipping, return_clipping)
+        self._build_processing(horizon, return_clipping)
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )

@@ -168,15 +168,9 @@ def _to_tensors(agent: PPOAgent, traces: list[Trace]) -> dict[str, Any]:
         "states": normalized,
         "masks": masks,
         "actions": _raw_actions(agent, cat("actions")),
-        "reward": _clipped(agent, reward).to(device),
+        "reward": torch.as_tensor(reward).to(device),
         "terminal": torch.as_tensor(np.concatenate([t.terminal for t in traces])).to(device),
     }
-
-
-def _clipped(agent: PPOAgent, reward: np.ndarray) -> torch.Tensor:
-    """Rewards as a tensor, clipped to the agent's ``reward_clipping`` if it has one."""
-    bounds = getattr(agent, "reward_clipping", None)
-    return torch.as_tensor(reward if bounds is None else np.clip(reward, *bounds))
 
 
 def _raw_actions(agent: PPOAgent, actions: Tensors) -> Tensors:

@@ -75,7 +75,8 @@ class SACAgent(ContinuousAgent):
         normalize_rewards: Scale sampled rewards by the running std of the discounted return
             (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
         reward_scale: Factor on every sampled reward.
-        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
+            (None: off).
     """
 
     name = "sac"
@@ -118,7 +119,7 @@ class SACAgent(ContinuousAgent):
         torch_threads: int | str | None = "auto",
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
     ) -> None:
         initial, learned = _temperature(entropy_coef)
         check_int("agent.target_update_interval", target_update_interval, 1)

@@ -72,7 +72,8 @@ class TD3Agent(ContinuousAgent):
         normalize_rewards: Scale sampled rewards by the running std of the discounted return
             (``OffPolicyAgent``; SB3 ``VecNormalize(norm_reward=True)``).
         reward_scale: Factor on every sampled reward.
-        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` (None: off).
+        reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
+            (None: off).
     """
 
     name = "td3"
@@ -109,7 +110,7 @@ class TD3Agent(ContinuousAgent):
         torch_threads: int | str | None = "auto",
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
     ) -> None:
         check_int("agent.policy_delay", policy_delay, 1)
         check_number("agent.target_policy_noise", target_policy_noise, 0.0, math.inf)

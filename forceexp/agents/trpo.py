@@ -72,7 +72,8 @@ class TRPOAgent(OnPolicyAgent):
         normalize_rewards: Scale rewards by the running std of the discounted return (SB3
             ``VecNormalize(norm_reward=True)``; ``forceexp.core.normalization``).
         reward_scale: Factor on every learning reward (after normalization).
-        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` (None: off).
+        reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
+            (None: off).
         bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
         fast_update: For plain MLPs on the CPU: act with NumPy and fit the value with
             hand-derived gradient steps (``forceexp.core.dense``); same maths as autograd.
@@ -110,7 +111,7 @@ class TRPOAgent(OnPolicyAgent):
         normalize_states: bool = False,
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
-        reward_clip: float | None = None,
+        reward_clip: float | tuple[float, float] | None = None,
         bounded_actions: Bounding = "clip",
         fast_update: bool = True,
         seed: int | None = None,

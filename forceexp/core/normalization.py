@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -54,7 +55,7 @@ class RunningNormalizer(nn.Module):
 class RewardNormalizer(nn.Module):
     """Scales rewards for learning: by the running std of the discounted return, then clips.
 
-    The learning reward is ``clip(scale * r / sqrt(var(R) + eps), -clip, clip)``, where ``R``
+    The learning reward is ``clip(scale * r / sqrt(var(R) + eps), low, high)``, where ``R``
     is each slot's running discounted return ``R <- discount * R + r`` (reset to 0 when an
     episode ends) and ``var(R)`` its running variance over all slots and steps, as
     Stable-Baselines3's ``VecNormalize(norm_reward=True)`` does. Without ``normalize`` it is
@@ -66,7 +67,8 @@ class RewardNormalizer(nn.Module):
         discount: Discount of the running return (the agent's gamma), in [0, 1].
         normalize: Divide by the running return std.
         scale: Factor applied to every reward (after normalization), > 0.
-        clip: Learning rewards are clipped to ``[-clip, clip]``; None: no clipping.
+        clip: Learning rewards are clipped to ``[-clip, clip]`` (a number) or to
+            ``[lower, upper]`` (a pair, Tensorforce's clipping processing); None: no clipping.
         epsilon: Added to the variance for numerical safety.
     """
 
@@ -76,12 +78,14 @@ class RewardNormalizer(nn.Module):
         discount: float,
         normalize: bool = True,
         scale: float = 1.0,
-        clip: float | None = None,
+        clip: float | tuple[float, float] | None = None,
         epsilon: float = 1e-8,
     ) -> None:
         super().__init__()
         self.discount, self.normalize, self.scale = discount, normalize, scale
         self.clip, self.epsilon = clip, epsilon
+        bounds = (-clip, clip) if isinstance(clip, int | float) else clip
+        self.low, self.high = (None, None) if bounds is None else map(float, bounds)
         self.register_buffer("returns", torch.zeros(slots, dtype=torch.float64))
         self.return_stats = RunningNormalizer(()).double()
 
@@ -111,27 +115,36 @@ class RewardNormalizer(nn.Module):
         if self.clip is None:
             return out
         if isinstance(out, torch.Tensor):
-            return out.clamp(-self.clip, self.clip)
-        return np.clip(out, -self.clip, self.clip).astype(rewards.dtype, copy=False)
+            return out.clamp(self.low, self.high)
+        return np.clip(out, self.low, self.high).astype(rewards.dtype, copy=False)
 
 
 def reward_normalizer(
-    normalize: bool, scale: float, clip: float | None, discount: float, slots: int
+    normalize: bool,
+    scale: float,
+    clip: float | Sequence[float] | None,
+    discount: float,
+    slots: int,
 ) -> RewardNormalizer | None:
     """The agent's ``RewardNormalizer`` from its arguments; None when it would change nothing.
 
     Raises:
         ConfigError: ``normalize_rewards`` is not a bool, ``reward_scale`` not a number > 0 or
-            ``reward_clip`` not None or a number > 0.
+            ``reward_clip`` not None, a number > 0 or a pair ``lower <= upper``.
     """
     if not isinstance(normalize, bool):
         raise ConfigError(message("agent.normalize_rewards", normalize, "true or false"))
     if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
         raise ConfigError(message("agent.reward_scale", scale, "a number > 0"))
-    if clip is not None and (
-        isinstance(clip, bool) or not isinstance(clip, int | float) or not clip > 0
-    ):
-        raise ConfigError(message("agent.reward_clip", clip, "None or a number > 0"))
+    number = isinstance(clip, int | float) and not isinstance(clip, bool)
+    pair = isinstance(clip, Sequence) and len(clip) == 2
+    if pair:
+        clip = tuple(clip)
+        pair = all(isinstance(x, int | float) and not isinstance(x, bool) for x in clip)
+    if clip is not None and not ((number and clip > 0) or (pair and clip[0] <= clip[1])):
+        raise ConfigError(
+            message("agent.reward_clip", clip, "None, a number > 0 or [lower, upper]")
+        )
     if not normalize and scale == 1 and clip is None:
         return None
     return RewardNormalizer(slots, discount, normalize, float(scale), clip)
