@@ -53,6 +53,11 @@ CASES = {
     ),
     "td3": dict(agent="td3", states=VEC, actions=BOX),
     "dpg": dict(agent="dpg", states=VEC, actions=BOX),
+    # the other on-policy agents share PPO's policy (one export path)
+    "a2c": dict(agent="a2c", states=VEC, actions={"type": "int", "num_values": 4}),
+    "vpg": dict(agent="vpg", states=VEC, actions=BOX),
+    "ac": dict(agent="ac", states=VEC, actions={"type": "int", "num_values": 3}),
+    "trpo": dict(agent="trpo", states=VEC, actions=BOX, normalize_states=True),
 }
 LAYERED = dict(
     agent="ppo",
@@ -169,7 +174,8 @@ def test_torchscript_matches_act(case: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "case", ["ppo-categorical", "ppo-named", "ppo-beta", "dueling_dqn", "sac", "td3", "layered"]
+    "case",
+    ["ppo-categorical", "ppo-named", "ppo-beta", "dueling_dqn", "sac", "td3", "trpo", "layered"],
 )
 def test_onnx_matches_act_in_onnxruntime(case: str, tmp_path: Path) -> None:
     ort = pytest.importorskip("onnxruntime")
