@@ -59,10 +59,17 @@ def split_runner(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def parallel_slots(runner_kwargs: dict[str, Any]) -> int:
-    """The agent's parallel slots: ``num_parallel``, or every Ray worker's environments."""
-    if "num_workers" in runner_kwargs:
-        return int(runner_kwargs["num_workers"]) * int(runner_kwargs.get("envs_per_worker", 1))
-    return int(runner_kwargs.get("num_parallel") or 1)
+    """The agent's parallel slots: ``num_parallel``, or every Ray worker's environments.
+
+    A tuning's ``runner.num_parallel`` does not apply to ``runner=ray`` (its workers hold
+    ``num_workers * envs_per_worker`` environments): it is removed from ``runner_kwargs``.
+    """
+    if "num_workers" not in runner_kwargs:
+        return int(runner_kwargs.get("num_parallel") or 1)
+    slots = int(runner_kwargs["num_workers"]) * int(runner_kwargs.get("envs_per_worker", 1))
+    if runner_kwargs.pop("num_parallel", None) is not None:
+        log.info("runner=ray: runner.num_parallel ignored; the workers hold %d environments", slots)
+    return slots
 
 
 def observer_specs(cfg: DictConfig, run: RunInfo | None = None) -> dict[str, Any]:

@@ -127,6 +127,7 @@ class DistributedRunner:
         self.episode_returns: list[float] = []
         self.episode_timesteps: list[int] = []
         self.episode_seconds: list[float] = []
+        self.evaluation_returns: list[float] = []  # periodic evaluations (milestones) append
         self.timesteps = self.episodes = self.updates = 0
         self.history: list[dict[str, Any]] = []  # per round: seconds, bytes, per-worker steps
         self._ray = init_ray(address, **(ray_init or {}))
