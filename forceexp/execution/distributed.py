@@ -1,4 +1,4 @@
-"""Distributed PPO: Ray rollout workers with CPU policy copies, one learner that updates.
+"""Ray rollout workers with CPU agent copies (PPO, off-policy agents), one learner that updates.
 
 Each ``RolloutWorker`` actor holds ``envs_per_worker`` environments and a CPU copy of the agent,
 and collects exactly what a local ``Runner`` would (the batched loop, same seeds); where the
@@ -8,6 +8,10 @@ local agent would update, the worker hands its rollout (GAE already computed) to
 order of a local run with ``N = num_workers * envs_per_worker`` slots, and runs the agent's own
 update on them. A worker that dies is reported with its index and node, replaced, and its
 rollout collected again, up to ``max_worker_restarts`` times; nothing waits forever.
+
+Off-policy agents (DQN family, DPG/DDPG, TD3, SAC) get ``ReplayWorker`` actors instead, served
+asynchronously: whichever worker delivers its steps first is replayed into the learner's memory
+(training as due) and sent the new weights (``replay_worker.py``).
 """
 
 from __future__ import annotations
@@ -76,10 +80,11 @@ def check_learner(agent: Any, num_parallel: int) -> bool:
 
 
 class DistributedRunner:
-    """Trains a PPO agent with ``num_workers`` Ray rollout workers (``runner=ray``).
+    """Trains PPO or an off-policy agent with ``num_workers`` Ray rollout workers (``runner=ray``).
 
     Args:
-        agent: The learner ``Agent`` (PPO); its weights are broadcast before every rollout.
+        agent: The learner ``Agent`` (PPO: its weights are broadcast before every rollout;
+            off-policy: sent with every request, ``parallel_interactions`` = all environments).
         environment: Environment spec each worker creates ``envs_per_worker`` times.
         num_workers: Rollout worker actors.
         envs_per_worker: Environments per worker (the local equivalent has
