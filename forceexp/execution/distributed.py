@@ -342,9 +342,7 @@ class DistributedRunner:
                 "worker_seconds": [result["seconds"]],
                 "worker_steps": [result["timesteps"]],
                 "weights_bytes": nbytes(self._weights),
-                "rollout_bytes": [
-                    sum(nbytes(step[1]) + nbytes(step[4]) for step in result["steps"])
-                ],
+                "rollout_bytes": [sum(nbytes(part) for step in result["steps"] for part in step)],
             }
         )
         return stop
