@@ -58,6 +58,20 @@ def split_runner(node: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return container, run_kwargs
 
 
+def parallel_slots(runner_kwargs: dict[str, Any]) -> int:
+    """The agent's parallel slots: ``num_parallel``, or every Ray worker's environments.
+
+    A tuning's ``runner.num_parallel`` does not apply to ``runner=ray`` (its workers hold
+    ``num_workers * envs_per_worker`` environments): it is removed from ``runner_kwargs``.
+    """
+    if "num_workers" not in runner_kwargs:
+        return int(runner_kwargs.get("num_parallel") or 1)
+    slots = int(runner_kwargs["num_workers"]) * int(runner_kwargs.get("envs_per_worker", 1))
+    if runner_kwargs.pop("num_parallel", None) is not None:
+        log.info("runner=ray: runner.num_parallel ignored; the workers hold %d environments", slots)
+    return slots
+
+
 def observer_specs(cfg: DictConfig, run: RunInfo | None = None) -> dict[str, Any]:
     """Saver, summarizer and recorder specs (None when off), named after the run.
 
@@ -251,7 +265,7 @@ def _train(
         if run_kwargs.get("num_timesteps") is not None:
             run_kwargs["num_timesteps"] = max(1, run_kwargs["num_timesteps"] - agent.timesteps)
     else:
-        agent = build_agent(cfg, probe, int(runner_kwargs.get("num_parallel") or 1), run)
+        agent = build_agent(cfg, probe, parallel_slots(runner_kwargs), run)
     boards = [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
     solve = _solve_watch(cfg, probe)
     periodic = _periodic_evaluation(cfg, on_evaluation)

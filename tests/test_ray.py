@@ -32,7 +32,11 @@ ray = pytest.importorskip("ray")
 
 from forceexp import Agent, Environment, Runner  # noqa: E402
 from forceexp.environments.remote import RemoteEnvironmentError  # noqa: E402
-from forceexp.environments.testing import HangingEnvironment  # noqa: E402
+from forceexp.environments.testing import (  # noqa: E402
+    HangingEnvironment,
+    IdentityEnvironment,
+    TargetEnvironment,
+)
 from forceexp.errors import ConfigError  # noqa: E402
 from forceexp.execution.distributed import DistributedRunner  # noqa: E402
 
@@ -142,12 +146,90 @@ def test_train_with_runner_ray(local_ray, compose_cfg):
     [
         ({"agent": "random"}, r"agent: 'random' is invalid; expected 'ppo'"),
         ({"agent": "ppo", "normalize_states": True}, "normalize_states are not supported"),
+        ({"agent": "dqn"}, r"parallel_interactions: 1 is invalid; expected 8 \(num_workers"),
     ],
 )
 def test_runner_ray_refuses_agents_it_cannot_copy(spec, match):
     agent = Agent.create(spec, environment="CartPole-v1")
     with pytest.raises(ConfigError, match=match):
         DistributedRunner(agent, "CartPole-v1")
+
+
+DQN_FAST = {  # tests/test_dqn.py's identity settings
+    "agent": "dqn",
+    "seed": 0,
+    "network": {"type": "auto", "size": 64, "depth": 1, "activation": "relu"},
+    "memory": 5000,
+    "batch_size": 32,
+    "learning_rate": 3e-3,
+    "learning_starts": 200,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "target_update_interval": 50,
+    "discount": 0.5,
+    "exploration": {"type": "linear", "num_steps": 1500, "initial_value": 1.0, "final_value": 0.02},
+}
+
+
+def test_off_policy_workers_keep_slots_apart_and_survive_a_kill(local_ray):
+    """Every CartPole episode is cut at 5 steps (truncated), so per episode the 3-step memory
+    holds three transitions (1 + .9 + .81, discount .729), one (1.9, .81) and one (1, .9), all
+    ending in the episode's true final state: a mixed-up slot would break this pattern."""
+    spec = {"agent": "dqn", "seed": 1, "n_step": 3, "discount": 0.9, "learning_starts": 10_000}
+    agent = Agent.create(spec, environment="CartPole-v1", parallel_interactions=4)
+    runner = DistributedRunner(
+        agent, "CartPole-v1", 2, 2, max_episode_timesteps=5, seed=0, steps_per_round=7
+    )
+    try:
+        runner.run(num_timesteps=200, use_tqdm=False)
+        assert runner.timesteps == agent.timesteps >= 200 and runner.episodes >= 36
+        memory = agent.memory
+        size = len(memory)
+        assert agent.timesteps - 2 * 4 <= size <= agent.timesteps  # <= n - 1 pending per slot
+        discounts = memory.storage["discounts"][:size].astype(np.float64).round(4)
+        rewards = memory.storage["rewards"][:size]
+        nexts = memory.storage["next_states/state"][:size]
+        for discount, reward in ((0.729, 2.71), (0.81, 1.9), (0.9, 1.0)):
+            np.testing.assert_allclose(rewards[discounts == discount], reward, rtol=1e-5)
+        assert set(discounts.tolist()) == {0.729, 0.81, 0.9}  # no step was terminated
+        assert (discounts == 0.81).sum() == (discounts == 0.9).sum() == runner.episodes
+        finals = {row.tobytes() for row in nexts[discounts == 0.9]}
+        assert finals == {row.tobytes() for row in nexts[discounts == 0.81]}
+        assert finals <= {row.tobytes() for row in nexts[discounts == 0.729]}
+        ray.kill(runner.workers[1])
+        runner.run(num_timesteps=100, use_tqdm=False)  # worker 1 replaced, windows cleared
+        assert runner.timesteps >= 100 and runner._restarts_left == 1
+        assert runner.nodes[1].startswith("127.0.0.1")
+    finally:
+        runner.close()
+
+
+def test_dqn_with_asynchronous_workers_learns_identity(local_ray):
+    agent = Agent.create(DQN_FAST, environment=IdentityEnvironment, parallel_interactions=2)
+    runner = DistributedRunner(agent, IdentityEnvironment, 2, 1, seed=0, steps_per_round=8)
+    try:
+        runner.run(num_timesteps=3000, use_tqdm=False)
+        assert np.mean(runner.episode_returns[:20]) < 4.0  # random play scores about 2 of 8
+        assert runner.updates == agent.updates >= 2500  # train_freq 1 past learning_starts
+        assert runner.evaluate(num_episodes=10)["return_mean"] >= 7.0
+    finally:
+        runner.close()
+
+
+def test_td3_with_asynchronous_workers_learns_a_continuous_target(local_ray):
+    small = {"type": "auto", "size": 32, "depth": 2, "activation": "relu"}
+    spec = {"agent": "td3", "seed": 0, "network": small, "critic": small, "discount": 0.0}
+    spec.update(learning_starts=200, batch_size=64, learning_rate=3e-3)
+    environment = {"environment": TargetEnvironment, "episode_length": 1}
+    agent = Agent.create(spec, environment=environment, parallel_interactions=2)
+    runner = DistributedRunner(agent, environment, 2, 1, seed=0, steps_per_round=8)
+    try:
+        runner.run(num_timesteps=1200, use_tqdm=False)
+        assert len(agent.memory) == agent.timesteps == runner.timesteps >= 1200
+        assert np.mean(runner.episode_returns[:100]) < -0.4  # random play: about -0.67
+        assert runner.evaluate(num_episodes=50)["return_mean"] > -0.15
+    finally:
+        runner.close()
 
 
 @pytest.mark.slow

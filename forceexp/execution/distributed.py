@@ -1,4 +1,4 @@
-"""Distributed PPO: Ray rollout workers with CPU policy copies, one learner that updates.
+"""Ray rollout workers with CPU agent copies (PPO, off-policy agents), one learner that updates.
 
 Each ``RolloutWorker`` actor holds ``envs_per_worker`` environments and a CPU copy of the agent,
 and collects exactly what a local ``Runner`` would (the batched loop, same seeds); where the
@@ -8,6 +8,10 @@ local agent would update, the worker hands its rollout (GAE already computed) to
 order of a local run with ``N = num_workers * envs_per_worker`` slots, and runs the agent's own
 update on them. A worker that dies is reported with its index and node, replaced, and its
 rollout collected again, up to ``max_worker_restarts`` times; nothing waits forever.
+
+Off-policy agents (DQN family, DPG/DDPG, TD3, SAC) get ``ReplayWorker`` actors instead, served
+asynchronously: whichever worker delivers its steps first is replayed into the learner's memory
+(training as due) and sent the new weights (``replay_worker.py``).
 """
 
 from __future__ import annotations
@@ -30,38 +34,57 @@ from forceexp.environments.ray_remote import (
 from forceexp.environments.remote import RemoteEnvironmentError
 from forceexp.errors import ConfigError, check_int, message
 from forceexp.execution.progress import Progress
+from forceexp.execution.replay_worker import ReplayWorker, module_weights, replay_step
 from forceexp.execution.rollout_worker import RolloutWorker, merge_rollouts, nbytes
 
 log = logging.getLogger(__name__)
 WORKER_SEED_STRIDE = 7919  # agent seeds of workers 1, 2, ...: seed + k * stride
 
 
-def check_learner(agent: Any) -> None:
-    """Raise unless ``agent`` is a PPO agent the workers can copy (feed-forward, no normalizer)."""
+def check_learner(agent: Any, num_parallel: int) -> bool:
+    """Raise unless the workers can copy ``agent``; return whether it is off-policy.
+
+    PPO and the off-policy agents (DQN family, DPG/DDPG, TD3, SAC) with a feed-forward network
+    and no ``normalize_states`` are accepted; an off-policy learner needs one slot per worker
+    environment (``parallel_interactions = num_workers * envs_per_worker``) for its memory.
+    """
+    from forceexp.agents.off_policy import OffPolicyAgent
     from forceexp.agents.ppo import PPOAgent
 
-    if not isinstance(agent, PPOAgent):
+    off_policy = isinstance(agent, OffPolicyAgent)
+    if not isinstance(agent, PPOAgent) and not off_policy:
         raise ConfigError(
             message(
                 "agent",
                 getattr(agent, "name", agent),
-                "'ppo' (runner=ray collects PPO "
-                "rollouts; other agents: runner=default or Runner(remote='ray'))",
+                "'ppo' or an off-policy agent (dqn family, dpg, ddpg, td3, sac) for runner=ray; "
+                "other agents: runner=default or Runner(remote='ray')",
             )
         )
-    if agent._internals or agent.policy.normalizers:
+    if not off_policy and (agent._internals or agent.policy.normalizers):
         raise ConfigError(
             "agent: recurrent layers and normalize_states are not supported by runner=ray "
             "(their state lives in each worker); use a feed-forward network without "
             "normalize_states"
         )
+    if off_policy and agent.parallel_interactions != num_parallel:
+        raise ConfigError(
+            message(
+                "agent.parallel_interactions",
+                agent.parallel_interactions,
+                f"{num_parallel} (num_workers * envs_per_worker: one replay slot per worker "
+                "environment)",
+            )
+        )
+    return off_policy
 
 
 class DistributedRunner:
-    """Trains a PPO agent with ``num_workers`` Ray rollout workers (``runner=ray``).
+    """Trains PPO or an off-policy agent with ``num_workers`` Ray rollout workers (``runner=ray``).
 
     Args:
-        agent: The learner ``Agent`` (PPO); its weights are broadcast before every rollout.
+        agent: The learner ``Agent`` (PPO: its weights are broadcast before every rollout;
+            off-policy: sent with every request, ``parallel_interactions`` = all environments).
         environment: Environment spec each worker creates ``envs_per_worker`` times.
         num_workers: Rollout worker actors.
         envs_per_worker: Environments per worker (the local equivalent has
@@ -75,6 +98,8 @@ class DistributedRunner:
         ray_init: Extra ``ray.init`` arguments (``num_cpus``, ...).
         max_worker_restarts: Dead workers replaced in a run before giving up with an error.
         timeout: Seconds one rollout (or a worker's start) may take before it is reported.
+        steps_per_round: Off-policy agents: steps per environment a worker takes between two
+            deliveries of transitions (and two weight loads).
     """
 
     def __init__(
@@ -90,13 +115,16 @@ class DistributedRunner:
         ray_init: dict[str, Any] | None = None,
         max_worker_restarts: int = 2,
         timeout: float = 600.0,
+        steps_per_round: int = 16,
     ) -> None:
         check_int("runner.num_workers", num_workers, 1)
         check_int("runner.envs_per_worker", envs_per_worker, 1)
         check_int("runner.max_worker_restarts", max_worker_restarts, 0)
         check_int("runner.seed", seed, optional=True)
-        check_learner(agent)
+        check_int("runner.steps_per_round", steps_per_round, 1)
+        self.off_policy = check_learner(agent, num_workers * envs_per_worker)
         self.agent, self.seed, self.timeout = agent, seed, timeout
+        self.steps_per_round = steps_per_round
         self._env_spec, self._max_episode_timesteps = environment, max_episode_timesteps
         self.counts = [envs_per_worker] * num_workers
         self._options = actor_options(worker_options, num_workers, "runner.worker_options")
@@ -104,6 +132,7 @@ class DistributedRunner:
         self.episode_returns: list[float] = []
         self.episode_timesteps: list[int] = []
         self.episode_seconds: list[float] = []
+        self.evaluation_returns: list[float] = []  # periodic evaluations (milestones) append
         self.timesteps = self.episodes = self.updates = 0
         self.history: list[dict[str, Any]] = []  # per round: seconds, bytes, per-worker steps
         self._ray = init_ray(address, **(ray_init or {}))
@@ -130,7 +159,7 @@ class DistributedRunner:
             agent_seed += k * WORKER_SEED_STRIDE
         options = {**DEFAULT_OPTIONS, **self._options[k]}
         self.workers[k] = (
-            remote_class(RolloutWorker)
+            remote_class(ReplayWorker if self.off_policy else RolloutWorker)
             .options(**options)
             .remote(
                 self.agent.spec,
@@ -185,7 +214,9 @@ class DistributedRunner:
         progress = Progress(num_episodes, num_timesteps, use_tqdm)
         stop = False
         try:
-            while not stop:
+            if self.off_policy:
+                self._run_asynchronous(callback, progress, num_episodes, num_timesteps)
+            while not stop and not self.off_policy:
                 stop = self._round(callback, progress)
                 stop = stop or (num_timesteps is not None and self.timesteps >= num_timesteps)
                 stop = stop or (num_episodes is not None and self.episodes >= num_episodes)
@@ -203,7 +234,7 @@ class DistributedRunner:
         results = self._collect_all(ref)
         collected = time.perf_counter()
         batch = merge_rollouts([r["rollout"] for r in results], self.counts, self.agent.device)
-        stop = self._account(results, callback, progress)
+        stop = any([self._account(k, r, callback, progress) for k, r in enumerate(results)])
         metrics = self.agent._update_batch(batch)
         self.agent.updates += 1
         self.updates += 1
@@ -229,19 +260,92 @@ class DistributedRunner:
         pending = {self.workers[k].collect.remote(weights): k for k in range(len(self.workers))}
         results: list[dict[str, Any] | None] = [None] * len(self.workers)
         while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=self.timeout)
-            if not ready:
-                late = sorted(pending.values())
-                raise RemoteEnvironmentError(
-                    f"runner.workers{late}: no rollout within {self.timeout} s "
-                    f"(nodes {[self.nodes[k] for k in late]})"
-                )
-            k = pending.pop(ready[0])
+            k, ready = self._next_ready(pending)
             try:
                 results[k] = ray.get(ready[0])
             except RayActorError as exc:
                 pending[self._replace(k, exc).collect.remote(weights)] = k
         return results
+
+    def _next_ready(self, pending: dict[Any, int]) -> tuple[int, Any]:
+        """The first finished request of ``pending`` (removed) and its worker index."""
+        ready, _ = self._ray.wait(list(pending), num_returns=1, timeout=self.timeout)
+        if not ready:
+            late = sorted(pending.values())
+            raise RemoteEnvironmentError(
+                f"runner.workers{late}: no rollout within {self.timeout} s "
+                f"(nodes {[self.nodes[k] for k in late]})"
+            )
+        return pending.pop(ready[0]), ready
+
+    def _run_asynchronous(
+        self,
+        callback: Callable[[Any, int], bool] | None,
+        progress: Progress,
+        num_episodes: int | None,
+        num_timesteps: int | None,
+    ) -> None:
+        """Off-policy: serve whichever worker delivers first; it goes on with the new weights.
+
+        At a budget no new requests go out and the ones in flight are still replayed (nothing
+        collected is dropped, so the budget may be overshot by one round per worker). A dead
+        worker's unfinished n-step windows are cleared and the worker replaced.
+        """
+        from ray.exceptions import RayActorError
+
+        self._weights_ref: Any = None  # put again after each update
+        pending = {self._request(k): k for k in range(len(self.workers))}
+        stop = False
+        while pending:
+            k, ready = self._next_ready(pending)
+            try:
+                result = self._ray.get(ready[0])
+            except RayActorError as exc:
+                self._replace(k, exc)
+                first = sum(self.counts[:k])
+                self.agent.memory.clear_pending(np.arange(first, first + self.counts[k]))
+                if not stop:
+                    pending[self._request(k)] = k
+                continue
+            stop = self._serve(k, result, callback, progress) or stop
+            stop = stop or (num_timesteps is not None and self.timesteps >= num_timesteps)
+            stop = stop or (num_episodes is not None and self.episodes >= num_episodes)
+            if not stop:
+                pending[self._request(k)] = k
+
+    def _request(self, k: int) -> Any:
+        """Ask worker ``k`` for its next steps with the learner's current weights and counters."""
+        if self._weights_ref is None or self._weights_updates != self.agent.updates:  # new
+            self._weights = module_weights(self.agent)
+            self._weights_ref = self._ray.put(self._weights)
+            self._weights_updates = self.agent.updates
+        counters = (self.agent.timesteps, self.agent.episodes, self.agent.updates)
+        return self.workers[k].collect.remote(self._weights_ref, counters, self.steps_per_round)
+
+    def _serve(
+        self,
+        k: int,
+        result: dict[str, Any],
+        callback: Callable[[Any, int], bool] | None,
+        progress: Progress,
+    ) -> bool:
+        """Replay worker ``k``'s steps into the learner (training as due); account them."""
+        start, first = time.perf_counter(), sum(self.counts[:k])
+        for step in result["steps"]:
+            if replay_step(self.agent, step, first) is not None:
+                self.updates += 1
+        stop = self._account(k, result, callback, progress)
+        self.history.append(
+            {
+                "worker": k,
+                "update_seconds": time.perf_counter() - start,
+                "worker_seconds": [result["seconds"]],
+                "worker_steps": [result["timesteps"]],
+                "weights_bytes": nbytes(self._weights),
+                "rollout_bytes": [sum(nbytes(part) for step in result["steps"] for part in step)],
+            }
+        )
+        return stop
 
     def _replace(self, k: int, exc: BaseException) -> Any:
         """Report dead worker ``k`` and start a replacement (or raise when none are left)."""
@@ -257,28 +361,32 @@ class DistributedRunner:
 
     def _account(
         self,
-        results: list[dict[str, Any]],
+        k: int,
+        result: dict[str, Any],
         callback: Callable[[Any, int], bool] | None,
         progress: Progress,
     ) -> bool:
-        """Add the round's steps and episodes (agent counters too, for schedules and savers)."""
-        stop = False
-        for k, result in enumerate(results):
-            first = sum(self.counts[:k])
-            self.timesteps += result["steps"]
-            self.agent.timesteps += result["steps"]
-            progress.step(result["steps"])
-            for slot, ret, length, seconds in result["episodes"]:
-                self.episode_returns.append(ret)
-                self.episode_timesteps.append(length)
-                self.episode_seconds.append(seconds)
-                self.episodes += 1
-                self.agent.episodes += 1
-                for observer in self.agent.observers:
-                    observer.on_episode(self.agent, first + slot, ret, length)
-                progress.episode(ret)
-                if callback is not None and callback(self, first + slot) is False:
-                    stop = True
+        """Add worker ``k``'s steps and episodes (agent counters too, for schedules and savers).
+
+        Off-policy steps reach the agent's ``timesteps`` when they are replayed.
+        """
+        stop, first = False, sum(self.counts[:k])
+        steps = result["timesteps"] if self.off_policy else result["steps"]
+        self.timesteps += steps
+        if not self.off_policy:
+            self.agent.timesteps += steps
+        progress.step(steps)
+        for slot, ret, length, seconds in result["episodes"]:
+            self.episode_returns.append(ret)
+            self.episode_timesteps.append(length)
+            self.episode_seconds.append(seconds)
+            self.episodes += 1
+            self.agent.episodes += 1
+            for observer in self.agent.observers:
+                observer.on_episode(self.agent, first + slot, ret, length)
+            progress.episode(ret)
+            if callback is not None and callback(self, first + slot) is False:
+                stop = True
         return stop
 
     def evaluate(

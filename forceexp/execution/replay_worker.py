@@ -1,0 +1,170 @@
+"""ReplayWorker (a Ray actor: environments + a CPU off-policy agent copy) and learner-side replay.
+
+The worker acts with exploration and steps its environments exactly as a local ``Runner``
+would, but where the local agent would store a transition and train, it records the step
+(slots, acted states/masks/actions, rewards, terminals, next states/masks) instead. The learner
+feeds each recorded step, with the worker's slots shifted to its own, through the agent's own
+``_observe``: the same memory insertion (per-slot n-step windows), target syncs and
+``train_freq``/``gradient_steps``/``learning_starts`` cadence as a local run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from forceexp.execution.progress import EpisodeStats
+
+Step = tuple[np.ndarray, dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray, Any, Any]
+
+
+def module_weights(agent: Any) -> dict[str, dict[str, np.ndarray]]:
+    """The agent's networks (every ``torch.nn.Module`` attribute) as NumPy state dicts."""
+    return {
+        name: {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+        for name, module in vars(agent).items()
+        if isinstance(module, torch.nn.Module)
+    }
+
+
+def _numpy(tensors: Any) -> dict[str, np.ndarray]:
+    return {n: x.cpu().numpy() for n, x in (tensors or {}).items()}
+
+
+def replay_step(agent: Any, step: Step, first: int) -> dict[str, float] | None:
+    """Feed one recorded step to the learner ``agent`` as its slots ``first + slot``.
+
+    The step's timesteps count (schedules, ``learning_starts``) before it is observed, as a
+    local ``act`` counts them; a training phase that falls due runs and is reported to the
+    observers. Returns its metrics, or None.
+    """
+    slots, rows, rewards, terminals, nexts, next_masks = step
+    slots = slots + first
+    for kind, arrays in rows.items():
+        for name, x in arrays.items():
+            agent._last[kind][name][slots] = x
+    agent.timesteps += len(slots)
+    if agent.reward_normalizer is not None:
+        agent.reward_normalizer.observe(slots, rewards, terminals)
+    metrics = agent._observe(slots, rewards, terminals, nexts, next_masks)
+    if metrics is not None:
+        agent.updates += 1
+        for observer in agent.observers:
+            observer.on_update(agent, metrics)
+    return metrics
+
+
+class ReplayWorker:
+    """Ray actor: environments plus a CPU off-policy agent copy; ``collect`` returns steps.
+
+    Args:
+        agent_spec: The learner agent's ``spec`` (rebuilt here on the CPU, without observers,
+            with a one-batch memory it never fills).
+        environment: Environment spec, copied per slot.
+        count: Environments in this worker.
+        max_episode_timesteps: Episode limit.
+        seed: Seed of this worker's first environment (the others count up), or None.
+        agent_seed: Seed of this worker's agent (its exploration), or None.
+    """
+
+    def __init__(
+        self,
+        agent_spec: dict[str, Any],
+        environment: Any,
+        count: int,
+        max_episode_timesteps: int | None,
+        seed: int | None,
+        agent_seed: int | None,
+    ) -> None:
+        from forceexp.agents.agent import Agent
+        from forceexp.execution.runner import Runner
+
+        spec = {**agent_spec, "parallel_interactions": count, "device": "cpu"}
+        spec.update(seed=agent_seed, saver=None, summarizer=None, recorder=None)
+        spec["memory"] = max(int(spec.get("batch_size", 1)), 1)
+        self.agent = Agent.create(spec)
+        self.agent._observe = self._record  # where a local agent stores and trains, record
+        self.runner = Runner(
+            self.agent, environment, max_episode_timesteps, count, seed=seed, remote=None
+        )
+        self.stats = EpisodeStats(count)
+        self.states: list[Any] | None = None
+        self.steps: list[Step] = []
+
+    def node(self) -> str:
+        """The Ray node id this worker runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def _record(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        next_states: Any,
+        next_masks: Any = None,
+    ) -> None:
+        """Stands in for the agent's ``_observe``: keep the step's transition rows."""
+        if terminals.any():
+            self.agent._episodes_ended(slots[terminals > 0])  # per-episode noise (OU)
+        last = self.agent._last
+        rows = {
+            kind: {n: x[slots].copy() for n, x in arrays.items()} for kind, arrays in last.items()
+        }
+        self.steps.append(
+            (
+                slots.copy(),
+                rows,
+                rewards.copy(),
+                terminals.copy(),
+                _numpy(next_states),
+                _numpy(next_masks),
+            )
+        )
+
+    def collect(
+        self, weights: dict[str, dict[str, np.ndarray]], counters: tuple[int, int, int], steps: int
+    ) -> dict[str, Any]:
+        """Load the learner's networks and counters, take ``steps`` steps per environment.
+
+        Args:
+            weights: ``module_weights`` of the learner.
+            counters: The learner's ``(timesteps, episodes, updates)``: exploration schedules
+                and the uniform warm-up (``learning_starts``) follow the learner's position.
+            steps: Steps per environment.
+
+        Returns:
+            ``steps`` (recorded steps), ``episodes`` (slot, return, length, seconds),
+            ``timesteps`` and ``seconds``.
+        """
+        start = time.perf_counter()
+        agent, runner, count = self.agent, self.runner, self.runner.num_parallel
+        with torch.no_grad():
+            for name, state in weights.items():
+                getattr(agent, name).load_state_dict(
+                    {k: torch.from_numpy(v) for k, v in state.items()}
+                )
+        agent.timesteps, agent.episodes, agent.updates = counters
+        if self.states is None:
+            self.states = runner._reset_all()
+        slots, episodes, self.steps = np.arange(count), [], []
+        for _ in range(steps):
+            rewards, terminals = runner._step(self.states, slots, False, False)
+            self.stats.add(None, rewards)
+            for i in np.flatnonzero(terminals).tolist():
+                episodes.append((i, *self.stats.finish(i)))
+                self.states[i] = runner._reset(i)
+        return {
+            "steps": self.steps,
+            "episodes": episodes,
+            "timesteps": steps * count,
+            "seconds": time.perf_counter() - start,
+        }
+
+    def close(self) -> None:
+        """Close the environments."""
+        self.runner.close()
