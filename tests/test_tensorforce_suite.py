@@ -178,6 +178,38 @@ def test_reward_and_return_clipping_and_horizon_reach_the_update():
         )
 
 
+def test_batch_normalized_returns_have_mean_zero_and_unit_std():
+    agent = _a2c(return_processing="batch_normalization", rollout_length=50)
+    assert agent.normalize_returns
+    _run(agent, 10)
+    batch = agent._targets(agent.buffer.batch(agent._bootstrap, agent.discount, 1.0))
+    assert float(batch.returns.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(batch.returns.std(correction=0)) == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(batch.advantages, batch.returns - batch.value)
+    assert _run(_a2c(return_processing="batch_normalization", rollout_length=10), 10) == 1
+    with pytest.raises(ConfigError, match=r"agent.normalize_returns: 1 is invalid"):
+        _a2c(normalize_returns=1)
+
+
+def test_predict_terminal_values_bootstraps_terminated_episodes():
+    """With it a terminated step's target is reward + gamma V(final state), as a truncation."""
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    for predict in (False, True):
+        agent = _a2c(predict_terminal_values=predict, rollout_length=50, gae_lambda=0.0)
+        final = np.full(3, 2.0, np.float32)
+        for t, reward in enumerate(rewards):
+            agent.act(states=np.full(3, 0.1 * t, np.float32))
+            agent.observe(reward=reward, terminal=t == 4, next_states=final if t == 4 else None)
+        batch = agent.buffer.batch(agent._bootstrap, agent.discount, 0.0)
+        with torch.inference_mode():
+            v_final = float(agent.policy.value({"state": torch.as_tensor(final)[None]})[0])
+        assert abs(v_final) > 1e-3  # the two targets differ
+        bootstrap = agent.discount * v_final if predict else 0.0
+        assert float(batch.returns[4]) == pytest.approx(5.0 + bootstrap, abs=1e-5)
+    with pytest.raises(ConfigError, match=r"agent.predict_terminal_values: True is invalid"):
+        Agent.create(agent="trpo", states=STATES, actions=ACTIONS, predict_terminal_values=True)
+
+
 MIXED = {
     "int_global": {"type": "int", "shape": (2,), "num_values": 3},
     "int_predicted": {"type": "int", "num_values": 4},
