@@ -281,6 +281,41 @@ def test_tensorforce_distributions_refuse_what_has_no_counterpart():
     }
 
 
+def test_skip_linear_uses_the_network_output_as_logits():
+    network = [dict(type="dense", size=8), dict(type="reshape", shape=(2, 4))]
+    actions = {"type": "int", "shape": (2,), "num_values": 4}
+    agent = _a2c(actions=actions, network=network, distributions={"action": {"skip_linear": True}})
+    states = {"state": torch.randn(5, 3)}
+    with torch.no_grad():
+        logits = agent.policy.heads["action"](agent.policy.network(states)).logits
+        expected = agent.policy.network(states).view(5, 2, 4)
+    torch.testing.assert_close(logits, torch.log_softmax(expected, -1))
+    assert agent._fused is None  # the fast path needs a linear head
+    assert _run(agent, 5) == 1
+
+
+def test_skip_linear_refuses_a_mismatched_output_and_other_options():
+    categorical = dict(type="categorical", skip_linear=True)
+    with pytest.raises(ConfigError, match=r"skip_linear: True is invalid; expected a network outp"):
+        Agent.create(
+            agent="tensorforce",
+            states=STATES,
+            actions=ACTIONS,
+            objective="policy_gradient",
+            policy=dict(network=[dict(type="dense", size=5)], distributions=categorical),
+        )
+    with pytest.raises(ConfigError, match=r"temperature: 'global' is invalid; expected None with"):
+        _a2c(
+            network=[dict(type="dense", size=3)],
+            distributions={"action": {"skip_linear": True, "temperature": "global"}},
+        )
+    with pytest.raises(ConfigError, match=r"skip_linear: True applies to int actions only"):
+        _a2c(
+            actions={"type": "float", "shape": (3,)},
+            distributions={"action": {"skip_linear": True}},
+        )
+
+
 def test_a2c_learns_from_given_experience_with_its_own_targets():
     agent = _a2c(reward_processing=dict(type="clipping", lower=-0.1, upper=0.1), horizon=2)
     rng = np.random.default_rng(0)

@@ -70,8 +70,9 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
-            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
-            temperature: learned, or predicted from the state).
+            'squash' | 'beta', 'temperature': 'global' | 'predicted', 'skip_linear':
+            bool}}`` (a categorical temperature: learned, or predicted from the state;
+            ``skip_linear``: the network output is the logits, no head layer).
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
         return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.

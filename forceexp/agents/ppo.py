@@ -57,8 +57,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
-            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
-            temperature: learned, or predicted from the state).
+            'squash' | 'beta', 'temperature': 'global' | 'predicted', 'skip_linear':
+            bool}}`` (a categorical temperature: learned, or predicted from the state;
+            ``skip_linear``: the network output is the logits, no head layer).
         sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
             of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
             each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default

@@ -89,9 +89,7 @@ def _distribution(name: str, spec: Any) -> dict[str, Any]:
     if kind == "beta":
         out["bounded_actions"] = "beta"
     elif kind == "categorical":
-        mode = spec.pop("temperature_mode", None)
-        if mode is not None:
-            out["temperature"] = mode
+        out.update(_categorical(spec))
     elif kind == "gaussian":
         if spec.pop("stddev_mode", "global") != "global":
             raise ConfigError(
@@ -109,6 +107,17 @@ def _distribution(name: str, spec: Any) -> dict[str, Any]:
         raise ConfigError(message(f"{path}.type", kind, "bernoulli, beta, categorical or gaussian"))
     if spec:
         raise ConfigError(f"{path}: unsupported keys {sorted(spec)}")
+    return out
+
+
+def _categorical(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pop a categorical's ``temperature_mode`` and ``skip_linear`` as our head options."""
+    out: dict[str, Any] = {}
+    mode = spec.pop("temperature_mode", None)
+    if mode is not None:
+        out["temperature"] = mode
+    if spec.pop("skip_linear", False):
+        out["skip_linear"] = True
     return out
 
 
