@@ -38,6 +38,21 @@ def test_tracking_all_reports_the_latest_update_under_tensorforce_names():
     assert 0.0 < tracked["agent/entropy"] <= np.log(3) + 1e-6
 
 
+def test_value_objective_is_the_named_form_of_the_value_objectives():
+    base = dict(agent="tensorforce", states=STATES, actions=ACTIONS, max_episode_timesteps=5)
+    agent = Agent.create(**base, objective=dict(type="value", value="action", huber_loss=None))
+    assert agent.name == "dqn" and agent.spec["loss"] == "mse"
+    state_value = dict(type="value", value="state")
+    agent = Agent.create(**base, objective="policy_gradient", baseline_objective=state_value)
+    assert agent.name == "vpg"
+    with pytest.raises(
+        ConfigError, match=r"agent.objective: {'type': 'value', 'value': 'state'} is invalid"
+    ):
+        Agent.create(**base, objective=state_value)
+    with pytest.raises(ConfigError, match=r"agent.baseline_objective.value: None is invalid"):
+        Agent.create(**base, objective="policy_gradient", baseline_objective=dict(type="value"))
+
+
 def test_tracking_a_list_keeps_only_those_names():
     agent = _a2c(tracking=["agent/entropy", "losses/value_loss"])
     _run(agent, 5)
