@@ -285,6 +285,14 @@ def test_export_refuses_recurrent_policies(tmp_path: Path) -> None:
             {**CASES["ppo-categorical"], "states": {"type": "int", "shape": (2,), "num_values": 4}},
             "state 'state' is an int state",
         ),
+        (
+            {
+                **CASES["ppo-categorical"],
+                "network": {"type": "auto", "size": 4, "depth": 1},
+                "distributions": {"action": {"skip_linear": True}},
+            },
+            r"a categorical head uses the network output as logits \(skip_linear\)",
+        ),
     ],
 )
 def test_numpy_policy_refuses_what_it_cannot_run(spec: dict, match: str, tmp_path: Path) -> None:

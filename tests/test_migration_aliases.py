@@ -56,7 +56,7 @@ def test_unit_conversions():
 
 def test_aliases_without_meaning_name_the_argument():
     cases = {
-        "predict_terminal_values": True,
+        "return_processing": "exponential_normalization",
         "reward_processing": dict(type="deltafier"),
         "baseline_objective": dict(type="value"),
         "state_preprocessing": "image",

@@ -38,6 +38,21 @@ def test_tracking_all_reports_the_latest_update_under_tensorforce_names():
     assert 0.0 < tracked["agent/entropy"] <= np.log(3) + 1e-6
 
 
+def test_value_objective_is_the_named_form_of_the_value_objectives():
+    base = dict(agent="tensorforce", states=STATES, actions=ACTIONS, max_episode_timesteps=5)
+    agent = Agent.create(**base, objective=dict(type="value", value="action", huber_loss=None))
+    assert agent.name == "dqn" and agent.spec["loss"] == "mse"
+    state_value = dict(type="value", value="state")
+    agent = Agent.create(**base, objective="policy_gradient", baseline_objective=state_value)
+    assert agent.name == "vpg"
+    with pytest.raises(
+        ConfigError, match=r"agent.objective: {'type': 'value', 'value': 'state'} is invalid"
+    ):
+        Agent.create(**base, objective=state_value)
+    with pytest.raises(ConfigError, match=r"agent.baseline_objective.value: None is invalid"):
+        Agent.create(**base, objective="policy_gradient", baseline_objective=dict(type="value"))
+
+
 def test_tracking_a_list_keeps_only_those_names():
     agent = _a2c(tracking=["agent/entropy", "losses/value_loss"])
     _run(agent, 5)
@@ -178,6 +193,38 @@ def test_reward_and_return_clipping_and_horizon_reach_the_update():
         )
 
 
+def test_batch_normalized_returns_have_mean_zero_and_unit_std():
+    agent = _a2c(return_processing="batch_normalization", rollout_length=50)
+    assert agent.normalize_returns
+    _run(agent, 10)
+    batch = agent._targets(agent.buffer.batch(agent._bootstrap, agent.discount, 1.0))
+    assert float(batch.returns.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(batch.returns.std(correction=0)) == pytest.approx(1.0, abs=1e-4)
+    torch.testing.assert_close(batch.advantages, batch.returns - batch.value)
+    assert _run(_a2c(return_processing="batch_normalization", rollout_length=10), 10) == 1
+    with pytest.raises(ConfigError, match=r"agent.normalize_returns: 1 is invalid"):
+        _a2c(normalize_returns=1)
+
+
+def test_predict_terminal_values_bootstraps_terminated_episodes():
+    """With it a terminated step's target is reward + gamma V(final state), as a truncation."""
+    rewards = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    for predict in (False, True):
+        agent = _a2c(predict_terminal_values=predict, rollout_length=50, gae_lambda=0.0)
+        final = np.full(3, 2.0, np.float32)
+        for t, reward in enumerate(rewards):
+            agent.act(states=np.full(3, 0.1 * t, np.float32))
+            agent.observe(reward=reward, terminal=t == 4, next_states=final if t == 4 else None)
+        batch = agent.buffer.batch(agent._bootstrap, agent.discount, 0.0)
+        with torch.inference_mode():
+            v_final = float(agent.policy.value({"state": torch.as_tensor(final)[None]})[0])
+        assert abs(v_final) > 1e-3  # the two targets differ
+        bootstrap = agent.discount * v_final if predict else 0.0
+        assert float(batch.returns[4]) == pytest.approx(5.0 + bootstrap, abs=1e-5)
+    with pytest.raises(ConfigError, match=r"agent.predict_terminal_values: True is invalid"):
+        Agent.create(agent="trpo", states=STATES, actions=ACTIONS, predict_terminal_values=True)
+
+
 MIXED = {
     "int_global": {"type": "int", "shape": (2,), "num_values": 3},
     "int_predicted": {"type": "int", "num_values": 4},
@@ -247,6 +294,41 @@ def test_tensorforce_distributions_refuse_what_has_no_counterpart():
         "CategoricalHead",
         "BetaHead",
     }
+
+
+def test_skip_linear_uses_the_network_output_as_logits():
+    network = [dict(type="dense", size=8), dict(type="reshape", shape=(2, 4))]
+    actions = {"type": "int", "shape": (2,), "num_values": 4}
+    agent = _a2c(actions=actions, network=network, distributions={"action": {"skip_linear": True}})
+    states = {"state": torch.randn(5, 3)}
+    with torch.no_grad():
+        logits = agent.policy.heads["action"](agent.policy.network(states)).logits
+        expected = agent.policy.network(states).view(5, 2, 4)
+    torch.testing.assert_close(logits, torch.log_softmax(expected, -1))
+    assert agent._fused is None  # the fast path needs a linear head
+    assert _run(agent, 5) == 1
+
+
+def test_skip_linear_refuses_a_mismatched_output_and_other_options():
+    categorical = dict(type="categorical", skip_linear=True)
+    with pytest.raises(ConfigError, match=r"skip_linear: True is invalid; expected a network outp"):
+        Agent.create(
+            agent="tensorforce",
+            states=STATES,
+            actions=ACTIONS,
+            objective="policy_gradient",
+            policy=dict(network=[dict(type="dense", size=5)], distributions=categorical),
+        )
+    with pytest.raises(ConfigError, match=r"temperature: 'global' is invalid; expected None with"):
+        _a2c(
+            network=[dict(type="dense", size=3)],
+            distributions={"action": {"skip_linear": True, "temperature": "global"}},
+        )
+    with pytest.raises(ConfigError, match=r"skip_linear: True applies to int actions only"):
+        _a2c(
+            actions={"type": "float", "shape": (3,)},
+            distributions={"action": {"skip_linear": True}},
+        )
 
 
 def test_a2c_learns_from_given_experience_with_its_own_targets():

@@ -308,13 +308,13 @@ PPO: dict[str, Translation] = {
     "memory": _accepted("memory", "PPO's rollout buffer is sized by rollout_length"),
     "baseline_optimizer": _baseline_optimizer,
     "baseline_objective": _only_off("baseline_objective", "the value loss is fixed (MSE)"),
-    "predict_terminal_values": _only_off(
-        "predict_terminal_values", "only truncated episodes bootstrap from the value"
-    ),
+    "predict_terminal_values": _rename("predict_terminal_values"),
     "state_preprocessing": _state_preprocessing,
     "preprocessing": _state_preprocessing,
     "reward_processing": _processing("reward_processing", clipping="reward_clip"),
-    "return_processing": _processing("return_processing", clipping="return_clipping"),
+    "return_processing": _processing(
+        "return_processing", "normalize_returns", clipping="return_clipping"
+    ),
     "advantage_processing": _processing("advantage_processing", "normalize_advantages"),
     "exploration": _rename("exploration"),
     "l2_regularization": _rename("l2_regularization"),
@@ -426,6 +426,9 @@ TRPO: dict[str, Translation] = {
         key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
         for key in ("l2_regularization", "variable_noise")
     },
+    "predict_terminal_values": _only_off(
+        "predict_terminal_values", "only truncated episodes bootstrap from the value"
+    ),
     "reward_processing": _processing("reward_processing"),
     "return_processing": _processing("return_processing"),
 }

@@ -62,6 +62,9 @@ class OnPolicyAgent(Agent):
     a full rollout in ``self.buffer`` and bootstrap values in ``self._bootstrap``.
     """
 
+    #: terminated episodes bootstrap from their final state's value (``_build_processing``)
+    predict_terminal_values: bool = False
+
     def _build_policy(
         self,
         network: Any,
@@ -103,12 +106,19 @@ class OnPolicyAgent(Agent):
         self,
         horizon: int | None,
         return_clipping: tuple[float, float] | None,
+        normalize_returns: bool = False,
+        predict_terminal_values: bool = False,
     ) -> None:
         """Tensorforce's ``reward_estimation`` options that have a counterpart here.
 
         Args:
             horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE.
             return_clipping: ``(lower, upper)`` for the returns before the advantages.
+            normalize_returns: Normalize the (clipped) returns of each update to mean 0,
+                std 1 before the advantages (Tensorforce's ``return_processing=
+                'batch_normalization'``); the baseline then learns the normalized returns.
+            predict_terminal_values: Terminated episodes bootstrap from the value of their
+                final state like truncated ones, instead of from 0.
         """
         if horizon is not None:
             check_sizes(horizon=horizon)
@@ -117,8 +127,16 @@ class OnPolicyAgent(Agent):
             raise ConfigError(
                 message("agent.return_clipping", bounds, "(lower, upper), lower <= upper")
             )
+        for name, flag in (
+            ("normalize_returns", normalize_returns),
+            ("predict_terminal_values", predict_terminal_values),
+        ):
+            if not isinstance(flag, bool):
+                raise ConfigError(message(f"agent.{name}", flag, "True or False"))
         self.horizon = horizon
         self.return_clipping = None if return_clipping is None else tuple(return_clipping)
+        self.normalize_returns = normalize_returns
+        self.predict_terminal_values = predict_terminal_values
 
     def _build_extras(
         self,
@@ -377,6 +395,8 @@ class OnPolicyAgent(Agent):
     ) -> dict[str, float] | None:
         metrics, self._pending_metrics = self._pending_metrics, None
         buffer = self.buffer
+        if self.predict_terminal_values:  # stored as truncations: bootstrap from the value
+            terminals = np.where(terminals == 1, 2, terminals)
         buffer.add_observe(slots, rewards, terminals)
         truncated = terminals == 2
         if truncated.any():  # before the internals reset: a recurrent baseline steps from them
@@ -401,9 +421,10 @@ class OnPolicyAgent(Agent):
         return metrics
 
     def _uses_next_states(self, slots: np.ndarray, terminals: np.ndarray) -> bool:
-        """Only truncated episodes and a completed rollout bootstrap from next states."""
+        """Only episode ends that bootstrap and a completed rollout use next states."""
         rows = self.rollout_length * self.parallel_interactions
-        return bool((terminals == 2).any()) or self.buffer.is_full(rows, pending=slots)
+        ends = terminals > 0 if self.predict_terminal_values else terminals == 2
+        return bool(ends.any()) or self.buffer.is_full(rows, pending=slots)
 
     def _truncation_values(
         self, slots: np.ndarray, truncated: np.ndarray, next_states: Tensors | None

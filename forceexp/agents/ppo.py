@@ -57,8 +57,9 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             normalized rewards at 10).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         distributions: Per-action head options, ``{action: {'bounded_actions': 'clip' |
-            'squash' | 'beta', 'temperature': 'global' | 'predicted'}}`` (a categorical
-            temperature: learned, or predicted from the state).
+            'squash' | 'beta', 'temperature': 'global' | 'predicted', 'skip_linear':
+            bool}}`` (a categorical temperature: learned, or predicted from the state;
+            ``skip_linear``: the network output is the logits, no head layer).
         sde: gSDE exploration for float actions (SB3 ``use_sde``; ``docs/agents.md``), a dict
             of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
             each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default
@@ -67,6 +68,10 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
         return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
+        normalize_returns: Normalize each update's returns to mean 0, std 1 (after clipping)
+            before the advantages (Tensorforce's ``return_processing='batch_normalization'``).
+        predict_terminal_values: Terminated episodes bootstrap from their final state's
+            value like truncated ones (Tensorforce's ``predict_terminal_values``).
         l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
         variable_noise: Std of Gaussian noise on the policy parameters while acting
             stochastically (Tensorforce's ``variable_noise``; 0: off).
@@ -124,6 +129,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         exploration: float | dict[str, Any] = 0.0,
         horizon: int | None = None,
         return_clipping: tuple[float, float] | None = None,
+        normalize_returns: bool = False,
+        predict_terminal_values: bool = False,
         fast_update: bool = True,
         schedule_timesteps: int | None = None,
         seed: int | None = None,
@@ -171,7 +178,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         self._build_policy(
             network, policy, baseline, normalize_states, bounded_actions, sde, distributions
         )
-        self._build_processing(horizon, return_clipping)
+        self._build_processing(horizon, return_clipping, normalize_returns, predict_terminal_values)
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )

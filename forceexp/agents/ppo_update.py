@@ -37,6 +37,8 @@ class PPOUpdate:
     horizon: int | None = None
     #: ``(lower, upper)`` the returns are clipped to before advantages (None: off)
     return_clipping: tuple[float, float] | None = None
+    #: normalize the returns of each update to mean 0, std 1 before the advantages
+    normalize_returns: bool = False
 
     def learn_from_traces(
         self, traces: list[Trace], objective: Objective, num_updates: int
@@ -60,13 +62,20 @@ class PPOUpdate:
         return self._update_batch(Batch(*(fresh(x) for x in batch)))
 
     def _targets(self, batch: Any) -> Any:
-        """A ``Batch`` or ``Sequences`` with the returns clipped and the advantages set.
+        """A ``Batch`` or ``Sequences`` with the returns processed and the advantages set.
 
-        ``return_clipping`` clips the returns (the advantages become returns minus values);
-        without a baseline the returns are the advantages.
+        ``return_clipping`` clips the returns and ``normalize_returns`` then scales them to
+        mean 0, std 1 over the update's (valid) rows; either makes the advantages the
+        processed returns minus the values. Without a baseline the returns are the advantages.
         """
+        returns = batch.returns
         if self.return_clipping is not None:
-            returns = batch.returns.clamp(*self.return_clipping)
+            returns = returns.clamp(*self.return_clipping)
+        if self.normalize_returns:
+            valid = getattr(batch, "valid", torch.ones_like(returns, dtype=torch.bool))
+            mean, std = returns[valid].mean(), returns[valid].std(correction=0)
+            returns = torch.where(valid, (returns - mean) / (std + 1e-8), 0.0)
+        if returns is not batch.returns:
             batch = batch._replace(returns=returns, advantages=returns - batch.value)
         if not self.subtract_baseline:
             batch = batch._replace(advantages=batch.returns)

@@ -55,9 +55,20 @@ def _type(spec: Any, key: str = "type") -> Any:
     return spec
 
 
+def _objective_type(spec: Any, path: str) -> Any:
+    """An objective's type; ``dict(type='value', value='state'|'action')`` is its named form."""
+    kind = _type(spec)
+    if kind != "value":
+        return kind
+    value = spec.get("value") if isinstance(spec, Mapping) else None
+    if value not in ("state", "action"):
+        raise ConfigError(message(f"{path}.value", value, "'state' or 'action'"))
+    return f"{value}_value"
+
+
 def _choose(objective: Any, optimizer: Any, estimation: Mapping[str, Any]) -> str:
     """The agent whose update the objective, optimizer and reward estimation describe."""
-    kind = _type(objective)
+    kind = _objective_type(objective, "agent.objective")
     if kind not in OBJECTIVES:
         raise ConfigError(
             message("agent.objective", objective, f"one of {', '.join(OBJECTIVES)}")
@@ -89,9 +100,7 @@ def _distribution(name: str, spec: Any) -> dict[str, Any]:
     if kind == "beta":
         out["bounded_actions"] = "beta"
     elif kind == "categorical":
-        mode = spec.pop("temperature_mode", None)
-        if mode is not None:
-            out["temperature"] = mode
+        out.update(_categorical(spec))
     elif kind == "gaussian":
         if spec.pop("stddev_mode", "global") != "global":
             raise ConfigError(
@@ -109,6 +118,17 @@ def _distribution(name: str, spec: Any) -> dict[str, Any]:
         raise ConfigError(message(f"{path}.type", kind, "bernoulli, beta, categorical or gaussian"))
     if spec:
         raise ConfigError(f"{path}: unsupported keys {sorted(spec)}")
+    return out
+
+
+def _categorical(spec: dict[str, Any]) -> dict[str, Any]:
+    """Pop a categorical's ``temperature_mode`` and ``skip_linear`` as our head options."""
+    out: dict[str, Any] = {}
+    mode = spec.pop("temperature_mode", None)
+    if mode is not None:
+        out["temperature"] = mode
+    if spec.pop("skip_linear", False):
+        out["skip_linear"] = True
     return out
 
 
@@ -222,7 +242,7 @@ def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]
 
 def _baseline_args(name: str, baseline: Any, optimizer: Any, objective: Any) -> dict[str, Any]:
     """The baseline (critic) spec, its optimizer and objective as the agent's arguments."""
-    if _type(objective) not in _DEFAULT_BASELINE_OBJECTIVES:
+    if _objective_type(objective, "agent.baseline_objective") not in _DEFAULT_BASELINE_OBJECTIVES:
         raise ConfigError(
             message("agent.baseline_objective", objective, "None, 'state_value' or 'action_value'")
         )
@@ -267,12 +287,14 @@ def tensorforce_agent(
         update: ``dict(unit, batch_size, frequency, start)`` or an int (timesteps).
         optimizer: ``dict(type|optimizer='adam'|'natural_gradient', learning_rate, ...)``.
         objective: ``'policy_gradient'``, ``'action_value'``, ``'deterministic_policy_gradient'``
-            or a dict with that ``type`` (``clipping_value``, ``huber_loss``, ...).
+            or a dict with that ``type`` (``clipping_value``, ``huber_loss``, ...);
+            ``dict(type='value', value='action')`` is ``'action_value'``.
         reward_estimation: ``dict(horizon, discount, estimate_advantage, ...)``.
         policy: A network spec or ``dict(type='parametrized_distributions', network=...)``.
         baseline: The baseline/critic network (or ``parametrized_*`` dict).
         baseline_optimizer: The baseline's optimizer (or DQN's ``synchronization``).
-        baseline_objective: None, ``'state_value'`` or ``'action_value'``.
+        baseline_objective: None, ``'state_value'`` or ``'action_value'`` (or
+            ``dict(type='value', value='state'|'action')``).
         **kwargs: Other Tensorforce agent arguments (``memory``, ``exploration``, ``saver``, ...).
 
     Returns:

@@ -230,13 +230,24 @@ class CategoricalHead(nn.Module):
 
     With ``temperature`` the logits are divided by a positive temperature (``softplus + 0.01``,
     starting near 1) per action component: a learned parameter (``'global'``) or a linear
-    function of the features (``'predicted'``), Tensorforce's ``temperature_mode``.
+    function of the features (``'predicted'``), Tensorforce's ``temperature_mode``. With
+    ``skip_linear`` the features are the logits themselves (Tensorforce's ``skip_linear``; the
+    caller checked there are ``size * num_values`` of them).
     """
 
-    def __init__(self, input_size: int, spec: TensorSpec, temperature: str | None = None) -> None:
+    def __init__(
+        self,
+        input_size: int,
+        spec: TensorSpec,
+        temperature: str | None = None,
+        skip_linear: bool = False,
+    ) -> None:
         super().__init__()
         self.shape, self.num_values = spec.shape, int(spec.num_values)  # type: ignore[arg-type]
-        self.linear = orthogonal_(nn.Linear(input_size, spec.size * self.num_values), 0.01)
+        size = spec.size * self.num_values
+        self.linear = (
+            nn.Identity() if skip_linear else orthogonal_(nn.Linear(input_size, size), 0.01)
+        )
         self.temperature_mode = temperature
         if temperature == "global":
             self.temperature = nn.Parameter(torch.full((*spec.shape, 1), _SOFTPLUS_ONE))
@@ -444,31 +455,32 @@ def make_head(
     sde: dict[str, Any] | None = None,
     slots: int = 1,
     temperature: str | None = None,
+    skip_linear: bool = False,
 ) -> ActionHead:
     """Choose the head for an action spec: int -> categorical, float -> Gaussian, bool -> Bernoulli.
 
     Bounded float actions use a Beta head when ``bounded_actions='beta'``; unbounded float actions
     always use a Gaussian. ``sde`` (``StateDependentHead`` options: ``log_std_init``,
     ``full_std``) gives float actions gSDE exploration, with one matrix per slot.
-    ``temperature`` (``'global'``/``'predicted'``) is for int actions.
+    ``temperature`` (``'global'``/``'predicted'``) and ``skip_linear`` (the features are the
+    logits: ``input_size`` must be the action's ``size * num_values``) are for int actions.
 
     Raises:
         ConfigError: an int action without ``num_values``, an unknown ``bounded_actions``,
-            ``sde`` with the Beta head, or a temperature for a non-int action.
+            ``sde`` with the Beta head, a temperature or ``skip_linear`` for a non-int action,
+            or ``skip_linear`` with a temperature or the wrong number of features.
     """
     if bounded_actions not in BOUNDINGS:
         raise ConfigError(
             f"bounded_actions: {bounded_actions!r} is invalid; expected {', '.join(BOUNDINGS)}"
         )
-    if temperature is not None and spec.type != "int":
-        raise ConfigError(
-            f"distributions.{name}.temperature: {temperature!r} applies to int actions only; "
-            f"{name} is a {spec.type} action"
-        )
+    _check_int_options(name, spec, temperature=temperature, skip_linear=skip_linear or None)
     if spec.type == "int":
         if spec.num_values is None:
             raise ConfigError(f"actions.{name}: int actions need num_values (or num_actions)")
-        return CategoricalHead(input_size, spec, temperature)
+        if skip_linear:
+            _check_logit_features(name, input_size, spec, temperature)
+        return CategoricalHead(input_size, spec, temperature, skip_linear)
     if spec.type == "float":
         if bounded_actions == "beta" and spec.is_bounded:
             if sde is not None:
@@ -483,3 +495,33 @@ def make_head(
             input_size, spec, "clip" if bounded_actions == "beta" else bounded_actions
         )
     return BernoulliHead(input_size, spec)
+
+
+def _check_int_options(name: str, spec: TensorSpec, **options: Any) -> None:
+    """Raise ``ConfigError`` if an int-only head option (not None) is given for ``spec``."""
+    for option, value in options.items():
+        if value is not None and spec.type != "int":
+            raise ConfigError(
+                f"distributions.{name}.{option}: {value!r} applies to int actions only; "
+                f"{name} is a {spec.type} action"
+            )
+
+
+def _check_logit_features(
+    name: str, input_size: int, spec: TensorSpec, temperature: str | None
+) -> None:
+    """Raise ``ConfigError`` unless ``input_size`` features can be the logits of ``spec``."""
+    if temperature is not None:
+        raise ConfigError(
+            message(f"distributions.{name}.temperature", temperature, "None with skip_linear")
+        )
+    logits = spec.size * int(spec.num_values)  # type: ignore[arg-type]
+    if input_size != logits:
+        raise ConfigError(
+            message(
+                f"distributions.{name}.skip_linear",
+                True,
+                f"a network output of {logits} features (shape {spec.shape} x {spec.num_values} "
+                f"values) to use as logits, not {input_size}",
+            )
+        )

@@ -96,6 +96,8 @@ def unsupported_reason(policy: nn.Module) -> str | None:
         return f"the action head is {type(head).__name__}"
     if getattr(head, "temperature_mode", None) is not None:
         return "the categorical head has a temperature"
+    if not isinstance(head.linear, nn.Linear):
+        return "the categorical head skips its linear layer"
     if any(spec.type != "float" for _, spec in policy.state_specs.items):
         return "a state is not float"
     return None

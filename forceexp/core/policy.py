@@ -15,7 +15,7 @@ from forceexp.errors import ConfigError
 from forceexp.specs import Specs
 
 Tensors = dict[str, torch.Tensor]
-_HEAD_OPTIONS = ("bounded_actions", "temperature")
+_HEAD_OPTIONS = ("bounded_actions", "temperature", "skip_linear")
 
 
 def action_options(

@@ -92,6 +92,9 @@ def _normalizers(policy: DeterministicPolicy, arrays: _Arrays) -> dict[str, Any]
 def _heads(agent: Any, policy: DeterministicPolicy, arrays: _Arrays) -> list[dict[str, Any]]:
     body = policy.body
     if policy.kind == "ppo":
+        if any(not isinstance(head.linear, nn.Linear) for head in body.heads.values()):
+            reason = "a categorical head uses the network output as logits (skip_linear)"
+            raise refuse(agent, FORMAT, reason + " (use format='onnx' or 'torchscript')")
         return [_ppo_head(name, head, arrays) for name, head in body.heads.items()]
     if policy.kind == "q":
         heads = []
