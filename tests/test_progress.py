@@ -37,6 +37,16 @@ def test_without_a_terminal_a_line_is_logged_every_interval(caplog):
     ), line
 
 
+def test_the_eta_follows_the_recent_rate(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("forceexp.execution.progress.time.perf_counter", lambda: now[0])
+    progress = Progress(None, 1000, enabled=False, interval=0.0)
+    now[0], progress.steps = 10.0, 500  # a fast warm-up: 500 steps in the first 10 s
+    assert progress.line().endswith("| 50 steps/s | ETA 0:00:10")
+    now[0], progress.steps = 20.0, 550  # then 50 steps in 10 s: 450 left take 90 s, not 16 s
+    assert progress.line().endswith("| 28 steps/s | ETA 0:01:30")
+
+
 def test_runner_logs_progress_off_a_terminal_only_when_enabled(caplog, monkeypatch):
     monkeypatch.setattr(Progress, "INTERVAL", 0.0)  # a line after every step
     monkeypatch.setattr("sys.stderr", io.StringIO())  # not a terminal

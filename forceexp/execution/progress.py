@@ -80,6 +80,7 @@ class Progress:
         self.count = 0  # episodes finished
         self.interval = self.INTERVAL if interval is None else interval
         self.next_log = self.start + self.interval
+        self._mark = (self.start, 0)  # (time, done) at the last log line: the ETA's recent rate
         self.logging = enabled  # off a terminal; the bar replaces it on one
         if enabled and (sys.stderr.isatty() if terminal is None else terminal):
             from tqdm import tqdm
@@ -116,14 +117,22 @@ class Progress:
         return self.steps / max(time.perf_counter() - self.start, 1e-9)
 
     def line(self) -> str:
-        """The log line: done/total, rolling mean return, steps/s, estimated time left."""
+        """The log line: done/total, rolling mean return, steps/s, estimated time left.
+
+        steps/s is the whole run's (the ``charts/SPS`` figure); the ETA extrapolates the rate
+        since the previous line instead, because the rate changes during a run (a replay
+        agent's random warm-up steps are many times faster than its training steps).
+        """
         done, unit = (self.count, "episodes") if self.by_episodes else (self.steps, "timesteps")
         mean = f"{np.mean(self.returns):.1f}" if self.returns else "-"
         text = f"{unit} {done}/{self.total} ({100 * done / self.total:.0f}%) | return {mean}"
         text += f" | {self.rate():.0f} steps/s"
-        elapsed = time.perf_counter() - self.start
-        if 0 < done < self.total:
-            left = elapsed * (self.total - done) / done
+        now, (then, before) = time.perf_counter(), self._mark
+        if done <= before or now <= then:  # nothing new since the last line: the whole run
+            then, before = self.start, 0
+        self._mark = (now, done)
+        if 0 < done < self.total and now > then:
+            left = (now - then) * (self.total - done) / (done - before)
             text += f" | ETA {datetime.timedelta(seconds=round(left))}"
         return text
 
