@@ -412,19 +412,37 @@ class Agent(InputConversion):
             nexts, next_masks, _ = self._to_batch(
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
+        metrics = self._learn(slots, rewards, terminals, nexts, next_masks)
+        self._acting[columns] = False
+        self._track_episodes(slots, columns, rewards, terminals)  # raw rewards: reported returns
+        self._report_update(metrics)
+        return metrics is not None
+
+    def _learn(
+        self,
+        slots: np.ndarray,
+        rewards: np.ndarray,
+        terminals: np.ndarray,
+        nexts: Tensors | None,
+        next_masks: Tensors | None,
+    ) -> dict[str, float] | None:
+        """Store one checked step of raw ``rewards`` (normalized for learning) and train if due.
+
+        Shared by ``observe`` and the Ray learner, which replays its workers' steps through it.
+        """
         learning = rewards
         if self.reward_normalizer is not None:
             self.reward_normalizer.observe(slots, rewards, terminals)
             if not self.normalizes_sampled_rewards:
                 learning = self.reward_normalizer(rewards)
-        metrics = self._observe(slots, learning, terminals, nexts, next_masks)
-        self._acting[columns] = False
-        self._track_episodes(slots, columns, rewards, terminals)  # raw rewards: reported returns
+        return self._observe(slots, learning, terminals, nexts, next_masks)
+
+    def _report_update(self, metrics: dict[str, float] | None) -> None:
+        """Count an update that ran (``metrics`` not None) and tell the observers."""
         if metrics is not None:
             self.updates += 1
             for observer in self.observers:
                 observer.on_update(self, metrics)
-        return metrics is not None
 
     def _track_episodes(
         self, slots: np.ndarray, columns: Any, rewards: np.ndarray, terminals: np.ndarray

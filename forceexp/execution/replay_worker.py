@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from forceexp.execution.progress import EpisodeStats
+from forceexp.execution.rollout_worker import Worker
 
 Step = tuple[np.ndarray, dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarray, Any, Any]
 
@@ -47,58 +47,22 @@ def replay_step(agent: Any, step: Step, first: int) -> dict[str, float] | None:
         for name, x in arrays.items():
             agent._last[kind][name][slots] = x
     agent.timesteps += len(slots)
-    if agent.reward_normalizer is not None:
-        agent.reward_normalizer.observe(slots, rewards, terminals)
-    metrics = agent._observe(slots, rewards, terminals, nexts, next_masks)
-    if metrics is not None:
-        agent.updates += 1
-        for observer in agent.observers:
-            observer.on_update(agent, metrics)
+    metrics = agent._learn(slots, rewards, terminals, nexts, next_masks)
+    agent._report_update(metrics)
     return metrics
 
 
-class ReplayWorker:
+class ReplayWorker(Worker):
     """Ray actor: environments plus a CPU off-policy agent copy; ``collect`` returns steps.
 
-    Args:
-        agent_spec: The learner agent's ``spec`` (rebuilt here on the CPU, without observers,
-            with a one-batch memory it never fills).
-        environment: Environment spec, copied per slot.
-        count: Environments in this worker.
-        max_episode_timesteps: Episode limit.
-        seed: Seed of this worker's first environment (the others count up), or None.
-        agent_seed: Seed of this worker's agent (its exploration), or None.
+    Takes ``Worker``'s arguments; the agent copy gets a one-batch memory it never fills.
     """
 
-    def __init__(
-        self,
-        agent_spec: dict[str, Any],
-        environment: Any,
-        count: int,
-        max_episode_timesteps: int | None,
-        seed: int | None,
-        agent_seed: int | None,
-    ) -> None:
-        from forceexp.agents.agent import Agent
-        from forceexp.execution.runner import Runner
-
-        spec = {**agent_spec, "parallel_interactions": count, "device": "cpu"}
-        spec.update(seed=agent_seed, saver=None, summarizer=None, recorder=None)
-        spec["memory"] = max(int(spec.get("batch_size", 1)), 1)
-        self.agent = Agent.create(spec)
+    def __init__(self, *args: Any) -> None:
+        agent_spec = args[0]
+        super().__init__(*args, memory=max(int(agent_spec.get("batch_size", 1)), 1))
         self.agent._observe = self._record  # where a local agent stores and trains, record
-        self.runner = Runner(
-            self.agent, environment, max_episode_timesteps, count, seed=seed, remote=None
-        )
-        self.stats = EpisodeStats(count)
-        self.states: list[Any] | None = None
         self.steps: list[Step] = []
-
-    def node(self) -> str:
-        """The Ray node id this worker runs on."""
-        import ray
-
-        return ray.get_runtime_context().get_node_id()
 
     def _record(
         self,

@@ -66,8 +66,8 @@ def merge_rollouts(rollouts: list[dict[str, Any]], counts: list[int], device: An
     return Batch(**fields)
 
 
-class RolloutWorker:
-    """Ray actor: environments plus a CPU agent copy; ``collect`` returns one rollout.
+class Worker:
+    """What both Ray worker actors hold: a CPU agent copy without observers and a local Runner.
 
     Args:
         agent_spec: The learner agent's ``spec`` (rebuilt here on the CPU, without observers).
@@ -76,6 +76,7 @@ class RolloutWorker:
         max_episode_timesteps: Episode limit.
         seed: Seed of this worker's first environment (the others count up), or None.
         agent_seed: Seed of this worker's agent (its action sampling), or None.
+        spec_overrides: Further agent arguments of this kind of worker.
     """
 
     def __init__(
@@ -86,26 +87,38 @@ class RolloutWorker:
         max_episode_timesteps: int | None,
         seed: int | None,
         agent_seed: int | None,
+        **spec_overrides: Any,
     ) -> None:
         from forceexp.agents.agent import Agent
         from forceexp.execution.runner import Runner
 
         spec = {**agent_spec, "parallel_interactions": count, "device": "cpu"}
         spec.update(seed=agent_seed, saver=None, summarizer=None, recorder=None)
+        spec.update(spec_overrides)
         self.agent = Agent.create(spec)
-        self.agent._update = self._capture  # where a local agent updates, hand over the rollout
         self.runner = Runner(
             self.agent, environment, max_episode_timesteps, count, seed=seed, remote=None
         )
         self.stats = EpisodeStats(count)
         self.states: list[Any] | None = None
-        self.rollout: dict[str, Any] | None = None
 
     def node(self) -> str:
         """The Ray node id this worker runs on."""
         import ray
 
         return ray.get_runtime_context().get_node_id()
+
+
+class RolloutWorker(Worker):
+    """Ray actor: environments plus a CPU agent copy; ``collect`` returns one rollout.
+
+    Takes ``Worker``'s arguments.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.agent._update = self._capture  # where a local agent updates, hand over the rollout
+        self.rollout: dict[str, Any] | None = None
 
     def _capture(self) -> dict[str, float]:
         """Stands in for the agent's update: keep the rollout (with GAE), clear the buffer."""
