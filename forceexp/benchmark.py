@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import subprocess
@@ -28,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from forceexp.compare import read_job
 from forceexp.errors import ConfigError, message
 from forceexp.statistics import (
     normalized,
@@ -123,18 +122,17 @@ def collect(directory: Path) -> list[Run]:
     """Every run below ``directory`` that wrote ``results.json``, with its env/agent/seed."""
     runs = []
     for results_file in sorted(Path(directory).rglob("results.json")):
-        run_dir = results_file.parent
-        overrides_file = run_dir / ".hydra" / "overrides.yaml"
-        if not overrides_file.is_file():
+        overrides, results = read_job(results_file)
+        if overrides is None:  # not a Hydra job folder
             continue
-        chosen = dict(o.split("=", 1) for o in yaml.safe_load(overrides_file.read_text()) or [])
+        chosen = dict(o.split("=", 1) for o in overrides if "=" in o)
         runs.append(
             Run(
                 env=chosen.get("env", "cartpole"),
                 agent=chosen.get("agent", "ppo"),
                 seed=int(chosen.get("seed", 0)),
-                results=json.loads(results_file.read_text()),
-                directory=run_dir,
+                results=results,
+                directory=results_file.parent,
             )
         )
     return runs

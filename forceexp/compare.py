@@ -16,6 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,15 +131,39 @@ def render(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def sweep_jobs(sweep: Path) -> list[tuple[str, str, dict]]:
-    """(job folder, overrides, results.json) of each finished job of a multirun dir, in order."""
+def read_job(results_file: Path) -> tuple[list[str] | None, dict[str, Any]]:
+    """A run folder's Hydra overrides (None without ``.hydra/overrides.yaml``) and results.
+
+    Raises:
+        ConfigError: ``results.json`` or the overrides file is unreadable or malformed (the
+            message names the file).
+    """
     import yaml
 
+    overrides_file = results_file.parent / ".hydra" / "overrides.yaml"
+    try:
+        results = json.loads(results_file.read_text())
+        overrides = (
+            yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else None
+        )
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{results_file.parent}: cannot read the run's files ({exc})") from exc
+    if not isinstance(results, dict) or not (
+        overrides is None or all(isinstance(o, str) for o in overrides)
+    ):
+        raise ConfigError(
+            f"{results_file.parent}: results.json must hold an object and overrides.yaml a "
+            "list of strings"
+        )
+    return overrides, results
+
+
+def sweep_jobs(sweep: Path) -> list[tuple[str, str, dict]]:
+    """(job folder, overrides, results.json) of each finished job of a multirun dir, in order."""
     jobs = []
-    for results in sweep.glob("*/results.json"):
-        overrides = results.parent / ".hydra" / "overrides.yaml"
-        names = yaml.safe_load(overrides.read_text()) if overrides.is_file() else []
-        jobs.append((results.parent.name, " ".join(names or []), json.loads(results.read_text())))
+    for results_file in sweep.glob("*/results.json"):
+        overrides, results = read_job(results_file)
+        jobs.append((results_file.parent.name, " ".join(overrides or []), results))
     return sorted(jobs, key=lambda job: (len(job[0]), job[0]))  # 0, 1, ..., 10
 
 

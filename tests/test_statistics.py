@@ -106,3 +106,20 @@ def test_benchmark_runs_a_two_seed_grid_end_to_end(tmp_path):
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("cartpole,ppo,0 1,")
     assert (tmp_path / "curves-cartpole.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("results", "overrides"),
+    [('{"eval_return_mean": 1', "- seed=0\n"), ("[1, 2]", "- seed=0\n"), ("{}", "seed: [\n")],
+)
+def test_a_damaged_run_folder_is_named_not_a_traceback(tmp_path, results, overrides):
+    from forceexp.benchmark import collect
+    from forceexp.compare import sweep_groups
+
+    job = tmp_path / "0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "results.json").write_text(results)  # truncated, wrong shape, or fine
+    (job / ".hydra" / "overrides.yaml").write_text(overrides)
+    for read in (lambda: collect(tmp_path), lambda: sweep_groups(tmp_path, "eval_return_mean")):
+        with pytest.raises(ConfigError, match=str(job)):
+            read()
