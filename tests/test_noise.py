@@ -78,7 +78,7 @@ def test_ornstein_uhlenbeck_per_slot_state_shape_and_mu():
         ({"type": "ou", "sigma": 1, "theta": 0}, r"n.theta: 0 is invalid; expected a number > 0"),
         ({"type": "ou", "sigma": 1, "dt": "x"}, r"n.dt: 'x' is invalid; expected a number"),
         ({"type": "ou", "sigma": 1, "mu": np.inf}, r"n.mu: inf is invalid; expected a finite"),
-        ({"type": "ou", "sigma": {"type": "cosine"}}, r"n.sigma.type: unknown schedule type"),
+        ({"type": "ou", "sigma": {"type": "sawtooth"}}, r"n.sigma.type: unknown schedule type"),
     ],
 )
 def test_noise_errors(spec, match):

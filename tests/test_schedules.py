@@ -226,7 +226,7 @@ def test_ppo_linear_lr_schedule_name_is_unchanged():
             {"learning_rate": {**LIN, "initial_value": 2.0}},
             r"agent.learning_rate: .* is invalid; expected a schedule with values in \[0.0, 1.0\]",
         ),
-        ({"clip_ratio": {"type": "cosine"}}, r"agent.clip_ratio.type: unknown schedule type"),
+        ({"clip_ratio": {"type": "sawtooth"}}, r"agent.clip_ratio.type: unknown schedule type"),
         (
             {"learning_rate": LIN, "lr_schedule": "linear", "schedule_timesteps": 10},
             r"agent.learning_rate: .* expected a number with the 'linear' schedule name",

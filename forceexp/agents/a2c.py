@@ -74,7 +74,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             bool}}`` (a categorical temperature: learned, or predicted from the state;
             ``skip_linear``: the network output is the logits, no head layer).
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
-            (Tensorforce's ``reward_estimation.horizon``; None: GAE).
+            (Tensorforce's ``reward_estimation.horizon``; None: GAE); an int or an int
+            parameter dict (``docs/schedules.md``), whose value at each update is used.
         return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
         normalize_returns: Normalize each update's returns to mean 0, std 1 (after clipping)
             before the advantages (Tensorforce's ``return_processing='batch_normalization'``).
@@ -127,7 +128,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
-        horizon: int | None = None,
+        horizon: int | dict[str, Any] | None = None,
         return_clipping: tuple[float, float] | None = None,
         normalize_returns: bool = False,
         predict_terminal_values: bool = False,

@@ -22,7 +22,9 @@ from forceexp.agents.inputs import (
     reward_array,
     terminal_array,
 )
+from forceexp.agents.model_view import ModelView
 from forceexp.core.normalization import RewardNormalizer
+from forceexp.core.schedules import Schedule
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
@@ -529,9 +531,17 @@ class Agent(InputConversion):
         )
 
     @property
-    def model(self) -> Agent:
-        """Tensorforce's ``agent.model``: the agent holds its networks itself."""
-        return self
+    def model(self) -> ModelView:
+        """Tensorforce's ``agent.model``: the agent's attributes and its parameter values.
+
+        ``agent.model.exploration.value()`` is the current exploration as a torch scalar
+        (``forceexp.agents.model_view``); other attributes are the agent's own.
+        """
+        return ModelView(self)
+
+    def parameter_schedules(self) -> dict[str, Schedule]:
+        """The agent's scheduled hyperparameters by Tensorforce name (``agent.model``'s)."""
+        return {}
 
     def get_architecture(self) -> str:
         """The agent's networks, one ``name: module`` entry each (Tensorforce's wording)."""

@@ -333,12 +333,15 @@ def _timesteps_batch(value: Any, ctx: Context) -> dict[str, Any]:
 def _horizon(value: Any, ctx: Context) -> dict[str, Any]:
     """Reward-estimation ``horizon`` as GAE lambda or n-step advantages.
 
-    'episode' -> ``gae_lambda=1``; 1 -> one-step TD (``gae_lambda=0``); n > 1 -> ``horizon=n``.
+    'episode' -> ``gae_lambda=1``; 1 -> one-step TD (``gae_lambda=0``); n > 1 -> ``horizon=n``;
+    an int parameter dict (a schedule) -> ``horizon`` (its value at each update).
     """
     if value is None:
         return {}
     if value == "episode":
         return {"gae_lambda": 1.0}
+    if isinstance(value, Mapping):
+        return {"horizon": value}
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(message("agent.horizon", value, "an int >= 1 or 'episode'"))
     return {"gae_lambda": 0.0} if value == 1 else {"horizon": value}
@@ -465,12 +468,23 @@ def _target_sync_frequency(value: Any, ctx: Context) -> dict[str, Any]:
     return {"target_update_interval": value * ctx.get("train_freq")}
 
 
+def _n_step(value: Any, ctx: Context) -> dict[str, Any]:
+    """``horizon`` (an int) -> ``n_step``; a parameter dict cannot vary stored n-step returns."""
+    if isinstance(value, Mapping):
+        raise ConfigError(
+            message("agent.horizon", value, f"an int >= 1 for {ctx.agent}")
+            + " (the replay memory fixes each transition's n-step return when it is stored, "
+            "so the horizon cannot follow a schedule)"
+        )
+    return {"n_step": value}
+
+
 REPLAY: dict[str, Translation] = {
     "network": _network("network"),
     "update_frequency": _train_freq,
     "start_updating": _start_updating,
     "learning_rate": lambda value, ctx: {"learning_rate": _optimizer_rate(value)},
-    "horizon": _rename("n_step"),
+    "horizon": _n_step,
     "predict_terminal_values": _only_off(
         "predict_terminal_values", "only truncated episodes bootstrap from the target"
     ),

@@ -8,9 +8,7 @@ subclass builds its optimizer(s) and implements ``_update() -> metrics``, its al
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -21,8 +19,10 @@ from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
 from forceexp.core.numpy_actor import NumpyActor
+from forceexp.core.parameters import Process
 from forceexp.core.policy import ActorCritic
-from forceexp.core.schedules import Schedule, ScheduleName, named_schedule
+from forceexp.core.regularizers import check_regularizers, perturbed
+from forceexp.core.schedules import Clipped, Schedule, ScheduleName, named_schedule, parse_schedule
 from forceexp.core.sde import ResampleSchedule, head_options
 from forceexp.errors import ConfigError, message
 
@@ -43,10 +43,15 @@ def check_sizes(**sizes: Any) -> None:
 def bounded_schedule(
     name: str, spec: Any, kind: ScheduleName, horizon: int | None, low: float, high: float
 ) -> Schedule:
-    """``agent.<name>`` (a number or schedule dict) as a schedule with values in [low, high]."""
+    """``agent.<name>`` (a number or schedule dict) as a schedule with values in [low, high].
+
+    A random process (``ornstein_uhlenbeck``, ``random``) is clipped to the range instead.
+    """
     if isinstance(spec, int | float):
         check_range(name, spec, low, high)
     schedule = named_schedule(spec, kind, f"agent.{name}", horizon)
+    if isinstance(schedule, Process):
+        return Clipped(schedule, low, high)
     smallest, largest = schedule.bounds()
     if smallest < low or largest > high:
         expected = f"a schedule with values in [{low}, {high}]"
@@ -64,6 +69,8 @@ class OnPolicyAgent(Agent):
 
     #: terminated episodes bootstrap from their final state's value (``_build_processing``)
     predict_terminal_values: bool = False
+    #: n of n-step advantages as an int schedule (``_build_processing``; None: GAE)
+    horizon_schedule: Schedule | None = None
 
     def _build_policy(
         self,
@@ -104,7 +111,7 @@ class OnPolicyAgent(Agent):
 
     def _build_processing(
         self,
-        horizon: int | None,
+        horizon: int | dict[str, Any] | None,
         return_clipping: tuple[float, float] | None,
         normalize_returns: bool = False,
         predict_terminal_values: bool = False,
@@ -112,7 +119,9 @@ class OnPolicyAgent(Agent):
         """Tensorforce's ``reward_estimation`` options that have a counterpart here.
 
         Args:
-            horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE.
+            horizon: n of n-step advantages (``returns.nstep_advantages``) instead of GAE: an
+                int, or an int parameter dict (``docs/schedules.md``) whose value at the
+                update is used.
             return_clipping: ``(lower, upper)`` for the returns before the advantages.
             normalize_returns: Normalize the (clipped) returns of each update to mean 0,
                 std 1 before the advantages (Tensorforce's ``return_processing=
@@ -121,7 +130,11 @@ class OnPolicyAgent(Agent):
                 final state like truncated ones, instead of from 0.
         """
         if horizon is not None:
-            check_sizes(horizon=horizon)
+            schedule = parse_schedule(horizon, "agent.horizon", integer=True)
+            if isinstance(horizon, bool | float) or schedule.bounds()[0] < 1:
+                expected = "an int >= 1 (or an int parameter dict with values >= 1)"
+                raise ConfigError(message("agent.horizon", horizon, expected))
+            horizon = schedule
         bounds = return_clipping
         if bounds is not None and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
             raise ConfigError(
@@ -133,7 +146,7 @@ class OnPolicyAgent(Agent):
         ):
             if not isinstance(flag, bool):
                 raise ConfigError(message(f"agent.{name}", flag, "True or False"))
-        self.horizon = horizon
+        self.horizon_schedule = horizon
         self.return_clipping = None if return_clipping is None else tuple(return_clipping)
         self.normalize_returns = normalize_returns
         self.predict_terminal_values = predict_terminal_values
@@ -156,8 +169,7 @@ class OnPolicyAgent(Agent):
                 per stochastic act (masks respected), stored as the action taken.
             schedule_timesteps: Training budget that ``'linear'`` schedules decay over.
         """
-        check_range("l2_regularization", l2_regularization, 0.0, math.inf)
-        check_range("variable_noise", variable_noise, 0.0, math.inf)
+        check_regularizers(l2_regularization, variable_noise)
         self.l2_regularization, self.variable_noise = l2_regularization, variable_noise
         self.schedules["exploration"] = bounded_schedule(
             "exploration", exploration, "constant", schedule_timesteps, 0.0, 1.0
@@ -168,23 +180,27 @@ class OnPolicyAgent(Agent):
         """The current exploration probability."""
         return self.schedules["exploration"].value(self.timesteps, self.episodes, self.updates)
 
-    @contextmanager
-    def _perturbed(self, deterministic: bool) -> Iterator[None]:
+    def parameter_schedules(self) -> dict[str, Schedule]:
+        """``self.schedules`` plus the n-step ``horizon`` (also as ``reward_horizon``)."""
+        out = dict(self.schedules)
+        if self.horizon_schedule is not None:
+            out["horizon"] = out["reward_horizon"] = self.horizon_schedule
+        return out
+
+    @property
+    def horizon(self) -> int | None:
+        """N of the n-step advantages at the current counters (None: GAE).
+
+        The value of ``horizon_schedule``, so an update uses the horizon current at its start.
+        """
+        if self.horizon_schedule is None:
+            return None
+        return int(self.horizon_schedule.value(self.timesteps, self.episodes, self.updates))
+
+    def _perturbed(self, deterministic: bool) -> AbstractContextManager[None]:
         """Within the block, the acting parameters carry ``variable_noise`` (not when greedy)."""
-        if not self.variable_noise or deterministic:
-            yield
-            return
-        params = self.policy.acting_parameters()
-        with torch.no_grad():
-            saved = [p.clone() for p in params]
-            for p in params:
-                p.add_(torch.randn_like(p), alpha=self.variable_noise)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, original in zip(params, saved, strict=True):
-                    p.copy_(original)
+        noise = 0.0 if deterministic else self.variable_noise
+        return perturbed(self.policy.acting_parameters(), noise)
 
     def _build_rollout(
         self, rollout_length: int, discount: float, gae_lambda: float, numpy_acting: bool

@@ -17,6 +17,7 @@ from forceexp import tags
 from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.fused import STEP_METRICS, Rows, normalized
+from forceexp.core.regularizers import l2_penalty
 from forceexp.observers.recorder import Trace
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
@@ -33,8 +34,6 @@ class PPOUpdate:
     subtract_baseline: bool = True
     #: weight of ``l2 / 2 * sum(w ** 2)`` over ``policy.weights()`` in the loss
     l2_regularization: float = 0.0
-    #: n of n-step advantages instead of GAE (None: GAE)
-    horizon: int | None = None
     #: ``(lower, upper)`` the returns are clipped to before advantages (None: off)
     return_clipping: tuple[float, float] | None = None
     #: normalize the returns of each update to mean 0, std 1 before the advantages
@@ -278,9 +277,7 @@ class PPOUpdate:
             norm = torch.zeros((), device=kl.device)  # too far from the rollout's policy
         else:
             loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
-            if self.l2_regularization:
-                penalty = sum(w.pow(2).sum() for w in self.policy.weights())
-                loss = loss + 0.5 * self.l2_regularization * penalty
+            loss = loss + l2_penalty(self.l2_regularization, self.policy.weights())
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             params = [p for group in self.optimizer.param_groups for p in group["params"]]

@@ -11,6 +11,7 @@ from forceexp.core.distributions import Bounding, Distribution, StateDependentHe
 from forceexp.core.exploration import epsilon_greedy, uniform_actions
 from forceexp.core.init import orthogonal_
 from forceexp.core.normalization import RunningNormalizer
+from forceexp.core.regularizers import weight_matrices
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs
 
@@ -110,7 +111,7 @@ class ActorCritic(nn.Module):
 
     def weights(self) -> list[nn.Parameter]:
         """The weight matrices (no biases, no log-std): what L2 regularization penalizes."""
-        return [p for name, p in self.named_parameters() if name.endswith("weight")]
+        return weight_matrices([self])
 
     def acting_parameters(self) -> list[nn.Parameter]:
         """Parameters of the policy network and action heads (what variable noise perturbs)."""

@@ -105,6 +105,44 @@ class Piecewise(Schedule):
         return min(self.values), max(self.values)
 
 
+@dataclass(frozen=True)
+class Truncated(Schedule):
+    """An int parameter: ``schedule``'s value truncated toward zero (as Tensorforce casts)."""
+
+    schedule: Schedule
+
+    @property
+    def unit(self) -> Unit:  # type: ignore[override]  # noqa: D102
+        return self.schedule.unit
+
+    def value(self, timesteps: int, episodes: int, updates: int) -> float:  # noqa: D102
+        return float(math.trunc(self.schedule.value(timesteps, episodes, updates)))
+
+    def bounds(self) -> tuple[float, float]:  # noqa: D102
+        low, high = self.schedule.bounds()
+        return tuple(float(math.trunc(x)) if math.isfinite(x) else x for x in (low, high))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Clipped(Schedule):
+    """``schedule``'s value clipped to ``[low, high]`` (a random process in a bounded argument)."""
+
+    schedule: Schedule
+    low: float
+    high: float
+
+    @property
+    def unit(self) -> Unit:  # type: ignore[override]  # noqa: D102
+        return self.schedule.unit
+
+    def value(self, timesteps: int, episodes: int, updates: int) -> float:  # noqa: D102
+        return min(max(self.schedule.value(timesteps, episodes, updates), self.low), self.high)
+
+    def bounds(self) -> tuple[float, float]:  # noqa: D102
+        low, high = self.schedule.bounds()
+        return max(low, self.low), min(high, self.high)
+
+
 # ---------------------------------------------------------------------------- parsing
 def _finite(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -182,23 +220,42 @@ _BUILDERS = {
     "linear": (_linear, {"initial_value", "final_value", "num_steps", "fraction"}),
     "exponential": (_exponential, {"initial_value", "decay_rate", "num_steps", "final_value"}),
     "piecewise": (_piecewise, {"boundaries", "values"}),
+    "piecewise_constant": (_piecewise, {"boundaries", "values"}),  # Tensorforce's name
 }
-TYPES = tuple(_BUILDERS)
+#: Tensorforce's parameter types built by ``forceexp.core.parameters`` (decays, processes)
+TENSORFORCE_TYPES = (
+    "decaying",
+    "cosine",
+    "cosine_restarts",
+    "inverse_time",
+    "linear_cosine",
+    "natural_exponential",
+    "polynomial",
+    "ornstein_uhlenbeck",
+    "random",
+)
+TYPES = (*_BUILDERS, *TENSORFORCE_TYPES)
 
 
-def parse_schedule(spec: Any, path: str, horizon: int | None = None) -> Schedule:
+def parse_schedule(
+    spec: Any, path: str, horizon: int | None = None, integer: bool = False
+) -> Schedule:
     """Build a schedule from a number (constant), a schedule dict or a ``Schedule``.
 
     Args:
-        spec: A number; a ``Schedule``; or a dict with ``type`` (``'constant'``, ``'linear'``,
-            ``'exponential'`` or ``'piecewise'``), ``unit`` (``'timesteps'``, ``'episodes'``
-            or ``'updates'``; default timesteps) and that type's keys (see
-            ``docs/schedules.md``).
+        spec: A number; a ``Schedule``; or a dict with ``type`` (``TYPES``: ``'constant'``,
+            ``'linear'``, ``'exponential'``, ``'piecewise'``, Tensorforce's ``'decaying'`` and
+            its decays, ``'piecewise_constant'``, ``'ornstein_uhlenbeck'``, ``'random'``),
+            ``unit`` (``'timesteps'``, ``'episodes'`` or ``'updates'``; default timesteps),
+            ``dtype`` (``'float'`` or ``'int'``) and that type's keys (``docs/schedules.md``).
         path: Config path used in error messages, e.g. ``'agent.learning_rate'``.
         horizon: Training budget in timesteps; needed only by a linear ``fraction``.
+        integer: An int parameter (Tensorforce's ``horizon``): values are truncated to ints
+            and ``linear``/``exponential`` are read as Tensorforce reads them (``Decaying``).
+            ``dtype='int'`` in the dict does the same.
 
     Returns:
-        The schedule (a frozen dataclass).
+        The schedule.
 
     Raises:
         ConfigError: For an unknown type, unit or key, or a missing or invalid value.
@@ -210,16 +267,32 @@ def parse_schedule(spec: Any, path: str, horizon: int | None = None) -> Schedule
     if not isinstance(spec, dict):
         raise ConfigError(message(path, spec, "a number or a schedule dict with 'type'"))
     kind = spec.get("type")
-    if kind not in _BUILDERS:
+    if kind not in TYPES:
         raise unknown_name(f"{path}.type", str(kind), TYPES, "schedule type")
-    build, keys = _BUILDERS[kind]
-    for key in spec:
-        if key not in keys | {"type", "unit"}:
-            valid = ", ".join(sorted(keys | {"type", "unit"}))
-            raise ConfigError(message(f"{path}.{key}", spec[key], f"no such key; valid: {valid}"))
+    dtype = spec.get("dtype", "int" if integer else "float")
+    if dtype not in ("int", "float"):
+        raise ConfigError(message(f"{path}.dtype", dtype, "'float' or 'int'"))
+    spec = {key: value for key, value in spec.items() if key != "dtype"}
     if spec.get("unit", "timesteps") not in UNITS:
         raise ConfigError(message(f"{path}.unit", spec["unit"], f"one of {', '.join(UNITS)}"))
-    return build(spec, path, horizon)
+    if kind in TENSORFORCE_TYPES or (dtype == "int" and kind in ("linear", "exponential")):
+        from forceexp.core.parameters import parse_parameter  # it builds on this module
+
+        schedule = parse_parameter(spec, path)
+    else:
+        build, keys = _BUILDERS[kind]
+        _check_keys(spec, path, keys)
+        schedule = build(spec, path, horizon)
+    return Truncated(schedule) if dtype == "int" else schedule
+
+
+def _check_keys(spec: dict[str, Any], path: str, keys: set[str]) -> None:
+    """Refuse any key of ``spec`` outside ``keys`` (and ``type``/``unit``), listing the valid."""
+    valid = keys | {"type", "unit"}
+    for key in spec:
+        if key not in valid:
+            expected = f"no such key; valid: {', '.join(sorted(valid))}"
+            raise ConfigError(message(f"{path}.{key}", spec[key], expected))
 
 
 # ---------------------------------------------------------------------------- PPO's names
