@@ -100,8 +100,13 @@ _CONFIG_NO_OPS = (
 
 COMMON: dict[str, Translation] = {
     "config": _config,
-    "variable_noise": _only_off("variable_noise", "offered by ppo, a2c, vpg and ac"),
-    "l2_regularization": _only_off("l2_regularization", "offered by ppo, a2c, vpg and ac"),
+    "variable_noise": _only_off("variable_noise", "this agent has no network to perturb"),
+    "l2_regularization": _only_off("l2_regularization", "this agent has no weights"),
+}
+#: Tensorforce's per-agent regularizers, offered by every agent with a network
+_REGULARIZERS: dict[str, Translation] = {
+    "l2_regularization": _rename("l2_regularization"),
+    "variable_noise": _rename("variable_noise"),
 }
 
 
@@ -424,11 +429,6 @@ TRPO: dict[str, Translation] = {
     "baseline_optimizer": _trpo_baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
     "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
-    "exploration": _only_off("exploration", "TRPO explores by sampling its policy"),
-    **{
-        key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
-        for key in ("l2_regularization", "variable_noise")
-    },
     "predict_terminal_values": _only_off(
         "predict_terminal_values", "only truncated episodes bootstrap from the value"
     ),
@@ -492,6 +492,7 @@ REPLAY: dict[str, Translation] = {
     "reward_processing": _processing("reward_processing"),
     "return_processing": _processing("return_processing"),
     "entropy_regularization": _only_off("entropy_regularization", "no entropy term here"),
+    **_REGULARIZERS,
 }
 DQN = {
     **REPLAY,
@@ -516,6 +517,7 @@ AGENT_ALIASES: dict[str, dict[str, Translation]] = {
     "trpo": TRPO,
     **dict.fromkeys(("dqn", "double_dqn", "dueling_dqn"), DQN),
     **dict.fromkeys(("dpg", "ddpg"), DPG),
+    **dict.fromkeys(("td3", "sac"), _REGULARIZERS),
 }
 
 

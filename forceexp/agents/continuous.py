@@ -25,7 +25,7 @@ from forceexp.agents.off_policy import OffPolicyAgent, check_number
 from forceexp.config import build_network
 from forceexp.core.memory import ReplaySample
 from forceexp.core.noise import make_noise
-from forceexp.core.schedules import parse_schedule
+from forceexp.core.schedules import Schedule, parse_schedule
 from forceexp.core.targets import Polyak, frozen_copy
 from forceexp.core.value_functions import ActionScaling, Critic, critic_specs
 from forceexp.specs import Specs, parse_specs
@@ -132,8 +132,23 @@ class ContinuousAgent(OffPolicyAgent):
             self.targets["actor_target"] = self.actor
 
     def fast_critics(self, enabled: bool) -> FastCritics | None:
-        """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it."""
+        """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it.
+
+        Not with ``l2_regularization``: its actor penalty is on the autograd path.
+        """
+        enabled = enabled and not self.l2_regularization
         return FastCritics(self) if enabled and fast_unsupported(self) is None else None
+
+    def acting_modules(self) -> list[nn.Module]:
+        """The actor."""
+        return [self.actor]
+
+    def parameter_schedules(self) -> dict[str, Schedule]:
+        """``learning_rate`` and, with action noise, its scale as ``exploration``."""
+        out = {"learning_rate": self.learning_rate}
+        if self.noise is not None:
+            out["exploration"] = self.noise.scale
+        return out
 
     def sync_targets(self, actor: bool) -> None:
         """Polyak-average the target critics (and the target actor) toward the online ones."""

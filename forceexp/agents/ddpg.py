@@ -65,6 +65,10 @@ class DDPGAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
+            actor loss (0: off; Tensorforce's; gradient steps then take the autograd path).
+        variable_noise: Std of Gaussian noise on the actor's parameters for each
+            non-deterministic act (0: off; Tensorforce's).
     """
 
     name = "dpg"
@@ -99,6 +103,8 @@ class DDPGAgent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
     ) -> None:
         super().__init__(num_critics=1, **self.shared_arguments())
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)
@@ -127,7 +133,7 @@ class DDPGAgent(ContinuousAgent):
         self.minimize(self.critic_optimizer, critic_loss)
 
         actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
-        self.minimize(self.actor_optimizer, actor_loss)
+        self.minimize(self.actor_optimizer, actor_loss + self.l2_term())
 
         self._steps += 1
         self.sync_targets(actor=True)

@@ -27,7 +27,8 @@ from forceexp.core.dense import DenseStack, FastOptimizer, parse_dense
 from forceexp.core.exploration import epsilon_greedy, uniform_actions
 from forceexp.core.memory import ReplaySample
 from forceexp.core.networks import AutoNetwork
-from forceexp.core.schedules import parse_schedule
+from forceexp.core.parameters import bounded
+from forceexp.core.schedules import Schedule, parse_schedule
 from forceexp.core.targets import frozen_copy, polyak_update
 from forceexp.core.value_functions import QFunction, masked_values
 from forceexp.errors import ConfigError, message
@@ -58,7 +59,8 @@ class DQNAgent(OffPolicyAgent):
         n_step: Steps per TD target.
         target_update_interval: Timesteps between target-network syncs.
         tau: Sync coefficient (1: copy; < 1: Polyak averaging).
-        exploration: Epsilon of epsilon-greedy acting: a number or a schedule spec.
+        exploration: Epsilon of epsilon-greedy acting: a number or a schedule spec with values
+            in [0, 1] (a random process is clipped to it).
         double_q: Double Q-learning targets.
         dueling: Dueling value/advantage heads.
         loss: ``'huber'`` (smooth L1) or ``'mse'``.
@@ -78,6 +80,10 @@ class DQNAgent(OffPolicyAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        l2_regularization: L2 penalty weight on the Q network's weight matrices (0: off;
+            Tensorforce's; the TD steps then take the autograd path).
+        variable_noise: Std of Gaussian noise on the Q network's parameters for each
+            non-deterministic act (0: off; Tensorforce's).
     """
 
     name = "dqn"
@@ -116,6 +122,8 @@ class DQNAgent(OffPolicyAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
     ) -> None:
         check_int("agent.target_update_interval", target_update_interval, 1)
         check_number("agent.tau", tau, 0.0, 1.0)
@@ -123,7 +131,10 @@ class DQNAgent(OffPolicyAgent):
             raise ConfigError(message("agent.loss", loss, f"one of {LOSSES}"))
         if exploration is None:  # SB3: 1.0 -> 0.05 over the first 10% of training
             exploration = _default_exploration(schedule_timesteps)
-        self.exploration = parse_schedule(exploration, "agent.exploration", schedule_timesteps)
+        epsilon = parse_schedule(exploration, "agent.exploration", schedule_timesteps)
+        self.exploration = bounded(
+            epsilon, exploration, "agent.exploration", 0.0, 1.0, "probabilities in [0, 1]"
+        )
         self.learning_rate = parse_schedule(
             learning_rate, "agent.learning_rate", schedule_timesteps
         )
@@ -148,6 +159,8 @@ class DQNAgent(OffPolicyAgent):
             normalize_rewards,
             reward_scale,
             reward_clip,
+            l2_regularization,
+            variable_noise,
         )
         self.target_update_interval, self.tau = target_update_interval, tau
         self.double_q, self.dueling, self.loss = double_q, dueling, loss
@@ -161,6 +174,14 @@ class DQNAgent(OffPolicyAgent):
 
     def _lr(self) -> float:
         return self.learning_rate.value(self.timesteps, self.episodes, self.updates)
+
+    def acting_modules(self) -> list[nn.Module]:
+        """The Q network."""
+        return [self.q]
+
+    def parameter_schedules(self) -> dict[str, Schedule]:
+        """``learning_rate`` and ``exploration`` (epsilon)."""
+        return {"learning_rate": self.learning_rate, "exploration": self.exploration}
 
     def state_dict(self) -> dict[str, Any]:
         """Q network, target network and optimizer state (the memory only on request)."""
@@ -288,7 +309,7 @@ class DQNAgent(OffPolicyAgent):
             errors.append(error.abs().mean(1))
             taken_sum = taken_sum + taken.detach().mean()
         per_row = torch.stack(losses).mean(0)
-        loss = (batch.weights * per_row).mean()
+        loss = (batch.weights * per_row).mean() + self.l2_term()
         norm = self._step(loss)
         td = torch.stack(errors).mean(0).detach()
         stats = torch.stack((loss.detach(), taken_sum / len(q), td.mean(), norm))
@@ -302,6 +323,8 @@ def fast_unsupported(agent: DQNAgent) -> str | None:
         return f"the Q network is on {agent.device}"
     if agent.dueling:
         return "dueling heads"
+    if agent.l2_regularization:
+        return "l2_regularization (its penalty is on the autograd path)"
     if type(body) is not AutoNetwork or len(body.encoders):
         return "the Q network is not a plain auto MLP"
     if any(spec.type != "float" for spec in agent.state_specs.values()):

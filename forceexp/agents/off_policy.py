@@ -11,10 +11,12 @@ their action selection and their loss.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from forceexp import tags
 from forceexp.agents.agent import Agent, Tensors
@@ -22,6 +24,7 @@ from forceexp.core.dense import denormals_flushed
 from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
 from forceexp.core.normalization import reward_normalizer
+from forceexp.core.regularizers import check_regularizers, l2_penalty, perturbed, weight_matrices
 from forceexp.errors import ConfigError, message
 from forceexp.observers.recorder import Trace
 
@@ -87,6 +90,10 @@ class OffPolicyAgent(Agent):
         reward_scale: Factor on every sampled reward (after normalization).
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        l2_regularization: Weight of ``l2 / 2 * sum(w ** 2)`` over the acting network's weight
+            matrices (Q network, actor), added to its loss (Tensorforce's; 0: off).
+        variable_noise: Std of Gaussian noise added to the acting network's parameters for
+            each non-deterministic act, removed right after it (Tensorforce's; 0: off).
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         saver: Checkpoint spec.
@@ -119,8 +126,11 @@ class OffPolicyAgent(Agent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
     ) -> None:
         check_int("agent.batch_size", batch_size, 1)
+        check_regularizers(l2_regularization, variable_noise)
         check_int("agent.learning_starts", learning_starts, 0)
         check_int("agent.train_freq", train_freq, 1)
         check_int("agent.n_step", n_step, 1)
@@ -142,6 +152,7 @@ class OffPolicyAgent(Agent):
         self.batch_size, self.learning_starts = batch_size, learning_starts
         self.train_freq, self.gradient_steps = train_freq, gradient_steps
         self.discount, self.n_step = discount, n_step
+        self.l2_regularization, self.variable_noise = l2_regularization, variable_noise
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
@@ -190,7 +201,8 @@ class OffPolicyAgent(Agent):
         deterministic: bool,
     ) -> Tensors:
         if independent:
-            return self._select(states, masks, slots, independent=True, deterministic=deterministic)
+            with self._perturbed(deterministic):
+                return self._select(states, masks, slots, True, deterministic)
         if self._waiting[slots].any():
             self._complete_waiting(states, masks, slots)
         if self.timesteps < self.learning_starts and not deterministic:
@@ -198,7 +210,8 @@ class OffPolicyAgent(Agent):
                 self.action_specs, masks, len(slots), self._generator, self.device
             )
         else:
-            actions = self._select(states, masks, slots, False, deterministic)
+            with self._perturbed(deterministic):
+                actions = self._select(states, masks, slots, False, deterministic)
         columns = self._columns(slots)
         last = self._last
         for name, x in states.items():
@@ -209,6 +222,21 @@ class OffPolicyAgent(Agent):
         for name, a in actions.items():
             last["actions"][name][columns] = a if isinstance(a, np.ndarray) else a.cpu().numpy()
         return actions
+
+    def acting_modules(self) -> list[nn.Module]:
+        """The networks that choose actions (what variable noise and L2 regularization touch)."""
+        raise NotImplementedError
+
+    def _perturbed(self, deterministic: bool) -> AbstractContextManager[None]:
+        """Within the block, the acting networks carry ``variable_noise`` (not when greedy)."""
+        if deterministic or not self.variable_noise:
+            return nullcontext()
+        params = [p for module in self.acting_modules() for p in module.parameters()]
+        return perturbed(params, self.variable_noise)
+
+    def l2_term(self) -> torch.Tensor | float:
+        """``l2_regularization / 2 * sum(w ** 2)`` over the acting networks' weight matrices."""
+        return l2_penalty(self.l2_regularization, weight_matrices(self.acting_modules()))
 
     def _select(
         self,

@@ -19,10 +19,10 @@ from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
 from forceexp.core.numpy_actor import NumpyActor
-from forceexp.core.parameters import Process
+from forceexp.core.parameters import bounded
 from forceexp.core.policy import ActorCritic
 from forceexp.core.regularizers import check_regularizers, perturbed
-from forceexp.core.schedules import Clipped, Schedule, ScheduleName, named_schedule, parse_schedule
+from forceexp.core.schedules import Schedule, ScheduleName, named_schedule, parse_schedule
 from forceexp.core.sde import ResampleSchedule, head_options
 from forceexp.errors import ConfigError, message
 
@@ -50,13 +50,8 @@ def bounded_schedule(
     if isinstance(spec, int | float):
         check_range(name, spec, low, high)
     schedule = named_schedule(spec, kind, f"agent.{name}", horizon)
-    if isinstance(schedule, Process):
-        return Clipped(schedule, low, high)
-    smallest, largest = schedule.bounds()
-    if smallest < low or largest > high:
-        expected = f"a schedule with values in [{low}, {high}]"
-        raise ConfigError(message(f"agent.{name}", spec, expected))
-    return schedule
+    expected = f"a schedule with values in [{low}, {high}]"
+    return bounded(schedule, spec, f"agent.{name}", low, high, expected)
 
 
 class OnPolicyAgent(Agent):

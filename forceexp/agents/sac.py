@@ -77,6 +77,12 @@ class SACAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
+            actor loss (0: off; Tensorforce's; gradient steps then take the autograd path).
+        variable_noise: Std of Gaussian noise on the actor's parameters for each
+            non-deterministic act (0: off; Tensorforce's).
+        exploration: Extra action noise on the unit scale after sampling (a ``make_noise``
+            spec: None, a Gaussian std, a schedule dict; Tensorforce's ``exploration``).
     """
 
     name = "sac"
@@ -120,6 +126,9 @@ class SACAgent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
+        exploration: Any = None,
     ) -> None:
         initial, learned = _temperature(entropy_coef)
         check_int("agent.target_update_interval", target_update_interval, 1)
@@ -178,7 +187,7 @@ class SACAgent(ContinuousAgent):
 
         new_q = torch.stack([critic(batch.states, new_actions) for critic in self.critics])
         actor_loss = (alpha * log_prob - new_q.amin(0)).mean()
-        self.minimize(self.actor_optimizer, actor_loss)
+        self.minimize(self.actor_optimizer, actor_loss + self.l2_term())
 
         self._steps += 1
         if self._steps % self.target_update_interval == 0:

@@ -74,6 +74,10 @@ class TD3Agent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
+            actor loss (0: off; Tensorforce's; gradient steps then take the autograd path).
+        variable_noise: Std of Gaussian noise on the actor's parameters for each
+            non-deterministic act (0: off; Tensorforce's).
     """
 
     name = "td3"
@@ -111,6 +115,8 @@ class TD3Agent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
     ) -> None:
         check_int("agent.policy_delay", policy_delay, 1)
         check_number("agent.target_policy_noise", target_policy_noise, 0.0, math.inf)
@@ -158,7 +164,7 @@ class TD3Agent(ContinuousAgent):
 
         if self._steps % self.policy_delay == 0:
             actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
-            self.minimize(self.actor_optimizer, actor_loss)
+            self.minimize(self.actor_optimizer, actor_loss + self.l2_term())
             self._actor_loss = actor_loss.detach()
             self.sync_targets(actor=True)
         stats = torch.stack((critic_loss.detach(), self._actor_loss, q, td.mean()))

@@ -40,6 +40,8 @@ from forceexp.core.natural_gradient import (
     kl_divergence,
 )
 from forceexp.core.normalization import reward_normalizer
+from forceexp.core.regularizers import l2_penalty, weight_matrices
+from forceexp.core.schedules import Schedule
 from forceexp.errors import ConfigError, message
 
 
@@ -83,6 +85,12 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        l2_regularization: L2 penalty weight on the policy's weight matrices, subtracted from
+            the surrogate the natural-gradient step maximizes (Tensorforce's; 0: off).
+        variable_noise: Std of Gaussian noise on the policy's parameters for each stochastic
+            act (Tensorforce's; 0: off).
+        exploration: Probability (a number or schedule dict) of a uniformly random action per
+            stochastic act, stored as the action taken (Tensorforce's; 0: off).
     """
 
     name = "trpo"
@@ -120,6 +128,9 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        l2_regularization: float = 0.0,
+        variable_noise: float = 0.0,
+        exploration: float | dict[str, Any] = 0.0,
     ) -> None:
         check_sizes(
             rollout_length=rollout_length,
@@ -158,10 +169,13 @@ class TRPOAgent(OnPolicyAgent):
         )
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
         _check_policy(self.policy)
+        self.schedules: dict[str, Schedule] = {}
+        plain_acting = self._build_extras(l2_regularization, variable_noise, exploration, None)
         self._policy_params = [
             *self.policy.network.parameters(),
             *self.policy.heads.parameters(),
         ]
+        self._policy_weights = weight_matrices([self.policy.network, self.policy.heads])
         value_params = [*self.policy.baseline.parameters(), *self.policy.value_head.parameters()]
         self.optimizer = torch.optim.Adam(value_params, lr=value_learning_rate, eps=1e-5)
         self._fast_value = None
@@ -169,7 +183,8 @@ class TRPOAgent(OnPolicyAgent):
             fast = FastOptimizer(self.optimizer)
             stack = DenseStack([self.policy.baseline.mlp, self.policy.value_head], fast)
             self._fast_value = (stack, fast)
-        self._build_rollout(rollout_length, discount, gae_lambda, self._fast_value is not None)
+        numpy_acting = self._fast_value is not None and plain_acting
+        self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
     def _update(self) -> dict[str, float]:
         """One natural-gradient policy step, then the value fit, on the stored rollout."""
@@ -193,6 +208,7 @@ class TRPOAgent(OnPolicyAgent):
         dists = self.policy.distributions(features, batch.masks)
         log_prob = sum(d.log_prob(batch.actions[name]) for name, d in dists.items())
         surrogate = (advantages * (log_prob - batch.log_prob).exp()).mean()
+        surrogate = surrogate - l2_penalty(self.l2_regularization, self._policy_weights)
         kl = sum(kl_divergence(old[name], d) for name, d in dists.items()).mean()
         return surrogate, kl, dists
 

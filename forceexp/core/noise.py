@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from forceexp.core.schedules import Schedule, parse_schedule
+from forceexp.core.parameters import bounded
+from forceexp.core.schedules import TYPES, Schedule, parse_schedule
 from forceexp.errors import ConfigError, message, unknown_name
 
 
@@ -174,10 +175,8 @@ _ALIASES = {"normal": "gaussian", "ou": "ornstein_uhlenbeck"}
 
 
 def _scale(spec: Any, path: str) -> Schedule:
-    schedule = parse_schedule(spec, path)
-    if schedule.bounds()[0] < 0.0:
-        raise ConfigError(message(path, spec, "a number >= 0 or a schedule of numbers >= 0"))
-    return schedule
+    expected = "a number >= 0 or a schedule of numbers >= 0"
+    return bounded(parse_schedule(spec, path), spec, path, 0.0, math.inf, expected)
 
 
 def _check_options(options: dict[str, Any], path: str) -> None:
@@ -198,7 +197,9 @@ def make_noise(
     Args:
         spec: None (no noise); a number (Gaussian ``std``); or a dict with ``type``
             (``'gaussian'``/``'normal'``: ``std``, ``mean``; ``'ornstein_uhlenbeck'``/``'ou'``:
-            ``sigma``, ``theta``, ``dt``, ``mu``), where ``std``/``sigma`` may be a schedule dict.
+            ``sigma``, ``theta``, ``dt``, ``mu``), where ``std``/``sigma`` may be a schedule dict;
+            or a schedule dict itself (Tensorforce's float ``exploration``): Gaussian noise
+            with that ``std``.
         shape: One action's shape, e.g. ``(2,)``.
         parallel: Number of parallel slots.
         path: Config path used in error messages, e.g. ``'agent.exploration'``.
@@ -219,6 +220,8 @@ def make_noise(
     options = dict(spec)
     kind = str(options.pop("type", None))
     kind = _ALIASES.get(kind, kind)
+    if kind not in _KEYS and kind in TYPES:  # a schedule: Tensorforce's exploration std
+        return GaussianNoise(_scale(spec, path), shape, parallel, seed=seed)
     if kind not in _KEYS:
         raise unknown_name(f"{path}.type", str(spec.get("type")), [*_KEYS, *_ALIASES], "noise")
     cls, scale_key, keys = _KEYS[kind]

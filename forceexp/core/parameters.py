@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from forceexp.core.schedules import Schedule, Unit, _check_keys, _num_steps, _number
+from forceexp.core.schedules import Clipped, Schedule, Unit, _check_keys, _num_steps, _number
 from forceexp.errors import ConfigError, message, unknown_name
 
 #: Tensorforce's ``decaying`` parameter kinds (Keras's learning-rate schedule formulas)
@@ -359,3 +359,27 @@ def parse_parameter(spec: dict[str, Any], path: str) -> Schedule:
     if spec["type"] == "random":
         return _random(spec, path)
     return _decaying(spec, path)
+
+
+def bounded(
+    schedule: Schedule, spec: Any, path: str, low: float, high: float, expected: str
+) -> Schedule:
+    """``schedule`` if its values stay in ``[low, high]``; a random process clipped to it.
+
+    Args:
+        schedule: The parsed schedule.
+        spec: What the user gave (for the error message).
+        path: Config path, e.g. ``'agent.exploration'``.
+        low: Smallest valid value.
+        high: Largest valid value.
+        expected: The error's expectation, e.g. ``'a schedule with values in [0, 1]'``.
+
+    Raises:
+        ConfigError: A deterministic schedule leaves the range.
+    """
+    if isinstance(schedule, Process):
+        return Clipped(schedule, low, high)
+    smallest, largest = schedule.bounds()
+    if smallest < low or largest > high:
+        raise ConfigError(message(path, spec, expected))
+    return schedule
