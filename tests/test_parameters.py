@@ -327,7 +327,7 @@ def test_l2_regularization_shrinks_the_acting_weights(name, actions, kwargs):
     if name != "trpo":
         weights = [w for w in _params(penalized) if w.dim() == 2]
         expected = 2.5 * sum(float(w.detach().pow(2).sum()) for w in weights)
-        assert float(penalized.l2_term()) == pytest.approx(expected, rel=1e-5)
+        assert float(penalized.l2_term().detach()) == pytest.approx(expected, rel=1e-5)
         assert penalized._fast is None  # the penalty is on the autograd path
     _run(plain, 40)
     _run(penalized, 40)
@@ -336,3 +336,17 @@ def test_l2_regularization_shrinks_the_acting_weights(name, actions, kwargs):
         return sum(float(w.detach().pow(2).sum()) for w in _params(agent) if w.dim() == 2)
 
     assert size(penalized) < size(plain)
+
+
+def test_tracking_reports_the_parameters_of_each_act_under_tensorforce_names():
+    exploration = {"type": "exponential", "num_steps": 5, "initial_value": 0.1, "decay_rate": 0.5}
+    horizon = {"type": "linear", "unit": "episodes", "num_steps": 2, "initial_value": 2}
+    agent = _agent(
+        "a2c", exploration=exploration, horizon={**horizon, "final_value": 4}, tracking="all"
+    )
+    _run(agent, 7, episode=3)  # values after the 7th act: 7 timesteps, 2 episodes
+    tracked = agent.tracked_tensors()
+    assert tracked["agent/exploration/exploration"] == pytest.approx(0.1 * 0.5 ** (7 / 5))
+    assert tracked["agent/reward_horizon/reward_horizon"] == 3  # 2 + 2 * 2 / 3, truncated
+    lr = agent.model.learning_rate.value().item()
+    assert tracked["agent/policy_optimizer/policy_optimizer/learning_rate/learning_rate"] == pytest.approx(lr)

@@ -4,8 +4,9 @@
 observer; ``agent.tracked_tensors()`` returns ``{name: latest value}``. Our metric tags that
 have a Tensorforce counterpart are reported under Tensorforce's name (``TENSORFORCE_NAMES``,
 e.g. ``losses/policy_loss`` as ``agent/policy-objective-loss``); the others under their own
-tag. Values are those of the last update (losses, entropy, KL, learning rate) and of the last
-finished episode (return, length).
+tag. Values are those of the last update (losses, entropy, KL), of the last finished episode
+(return, length) and of the last act (the agent's parameters: learning rate, exploration,
+reward horizon, under Tensorforce's ``agent/<name>/<name>`` names).
 """
 
 from __future__ import annotations
@@ -27,10 +28,17 @@ TENSORFORCE_NAMES = {
     tags.LOSS_TOTAL: "agent/policy-loss",
     tags.ENTROPY: "agent/entropy",
     tags.KL_DIVERGENCE: "agent/kl-divergence",
-    tags.LEARNING_RATE: "agent/policy_optimizer/learning_rate",
-    tags.EXPLORATION: "agent/exploration",
+    tags.LEARNING_RATE: "agent/policy_optimizer/policy_optimizer/learning_rate/learning_rate",
+    tags.EXPLORATION: "agent/exploration/exploration",
     tags.EPISODE_RETURN: "agent/episode-return",
     tags.EPISODE_LENGTH: "agent/episode-length",
+}
+
+#: ``agent.parameter_schedules()`` name -> Tensorforce's tracked-tensor name (read at every act)
+PARAMETER_NAMES = {
+    "learning_rate": TENSORFORCE_NAMES[tags.LEARNING_RATE],
+    "exploration": TENSORFORCE_NAMES[tags.EXPLORATION],
+    "reward_horizon": "agent/reward_horizon/reward_horizon",
 }
 
 
@@ -65,6 +73,14 @@ class TrackedValues(Observer):
         for tag, value in metrics.items():
             name = TENSORFORCE_NAMES.get(tag, tag)
             if self.names is None or name in self.names or tag in self.names:
+                self.values[name] = float(value)
+
+    def on_act(self, agent: Agent, *args: Any) -> None:
+        """Keep the agent's parameter values (learning rate, exploration, horizon) of this act."""
+        schedules = agent.parameter_schedules()
+        for key, name in PARAMETER_NAMES.items():
+            if key in schedules and (self.names is None or name in self.names):
+                value = schedules[key].value(agent.timesteps, agent.episodes, agent.updates)
                 self.values[name] = float(value)
 
     def on_update(self, agent: Agent, metrics: dict[str, float]) -> None:
