@@ -349,4 +349,5 @@ def test_tracking_reports_the_parameters_of_each_act_under_tensorforce_names():
     assert tracked["agent/exploration/exploration"] == pytest.approx(0.1 * 0.5 ** (7 / 5))
     assert tracked["agent/reward_horizon/reward_horizon"] == 3  # 2 + 2 * 2 / 3, truncated
     lr = agent.model.learning_rate.value().item()
-    assert tracked["agent/policy_optimizer/policy_optimizer/learning_rate/learning_rate"] == pytest.approx(lr)
+    name = "agent/policy_optimizer/policy_optimizer/learning_rate/learning_rate"
+    assert tracked[name] == pytest.approx(lr)
