@@ -107,6 +107,7 @@ def test_ornstein_uhlenbeck_statistics():
     absolute = parse_schedule({**spec, "mu": 0.0, "absolute": True}, "p")
     assert min(absolute.value(t, 0, 0) for t in range(2000)) >= 0.0
     assert absolute.bounds() == (0.0, math.inf)
+    assert repr(absolute).startswith("OrnsteinUhlenbeck(unit='timesteps', seed=0, theta=0.15")
 
 
 def test_processes_draw_once_per_step_reproducibly():
@@ -132,6 +133,7 @@ def test_processes_draw_once_per_step_reproducibly():
     ("spec", "match"),
     [
         ({"type": "decaying", **D, "decay": "sine"}, r"p.decay: unknown decay 'sine'"),
+        ({"type": "cosine", **D, "decay": "linear"}, r"p.decay: 'linear' is invalid; expected no"),
         (
             {"type": "decaying", **D, "decay": "exponential"},
             r"p: .* is invalid; expected a dict with 'decay_rate'",

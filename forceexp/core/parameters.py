@@ -166,7 +166,8 @@ def _decaying(spec: dict[str, Any], path: str) -> Decaying:
     if decay not in DECAYS:
         raise unknown_name(f"{path}.decay", str(decay), DECAYS, "decay")
     allowed = _DECAY_OPTIONS[decay]
-    _check_keys(spec, path, _DECAYING_KEYS | set(allowed))
+    keys = _DECAYING_KEYS | set(allowed)
+    _check_keys(spec, path, keys if spec["type"] == "decaying" else keys - {"decay"})
     for key in _FLAGS:
         if key in spec and not isinstance(spec[key], bool):
             raise ConfigError(message(f"{path}.{key}", spec[key], "True or False"))
@@ -242,7 +243,8 @@ class Process(Schedule):
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        shown = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "rng"}
+        fields = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"{type(self).__name__}({fields})"
 
 
