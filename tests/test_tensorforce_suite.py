@@ -135,7 +135,8 @@ def test_l2_regularization_adds_the_weight_penalty_gradient():
 
 def test_regularizers_are_refused_by_name_where_not_offered():
     for key in ("l2_regularization", "variable_noise"):
-        with pytest.raises(ConfigError, match=rf"agent\.{key}: 0.1 is invalid; expected None or 0"):
+        expected = rf"agent\.{key}: 0.1 is invalid; expected None or 0 \(agent 'random' has no"
+        with pytest.raises(ConfigError, match=expected):
             Agent.create(agent="random", states=STATES, actions=ACTIONS, **{key: 0.1})
     with pytest.raises(ConfigError, match=r"agent 'random': got an unexpected keyword .*explor"):
         Agent.create(agent="random", states=STATES, actions=ACTIONS, exploration=0.1)

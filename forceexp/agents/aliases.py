@@ -56,6 +56,18 @@ def _only_off(name: str, reason: str) -> Translation:
     return translate
 
 
+def _without_network(name: str) -> Translation:
+    """Only "off" for agents without a network (the table of every agent with one renames)."""
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if value not in _OFF:
+            expected = f"None or 0 (agent {ctx.agent!r} has no network)"
+            raise ConfigError(message(f"agent.{name}", value, expected))
+        return {}
+
+    return translate
+
+
 def _accepted(name: str, note: str) -> Translation:
     """Accept any value that has no effect here, logging what is not reproduced."""
 
@@ -100,8 +112,8 @@ _CONFIG_NO_OPS = (
 
 COMMON: dict[str, Translation] = {
     "config": _config,
-    "variable_noise": _only_off("variable_noise", "this agent has no network to perturb"),
-    "l2_regularization": _only_off("l2_regularization", "this agent has no weights"),
+    "variable_noise": _without_network("variable_noise"),
+    "l2_regularization": _without_network("l2_regularization"),
 }
 #: Tensorforce's per-agent regularizers, offered by every agent with a network
 _REGULARIZERS: dict[str, Translation] = {
