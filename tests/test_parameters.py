@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from forceexp import Agent
+from forceexp.core.noise import GaussianNoise, make_noise
 from forceexp.core.parameters import Decaying
 from forceexp.core.schedules import Piecewise, Truncated, parse_schedule
 from forceexp.errors import ConfigError
@@ -353,3 +354,27 @@ def test_tracking_reports_the_parameters_of_each_act_under_tensorforce_names():
     lr = agent.model.learning_rate.value().item()
     name = "agent/policy_optimizer/policy_optimizer/learning_rate/learning_rate"
     assert tracked[name] == pytest.approx(lr)
+
+
+def test_a_schedule_dict_is_a_continuous_agents_exploration_std():
+    spec = {"type": "exponential", "num_steps": 10, "initial_value": 0.5, "decay_rate": 0.5}
+    noise = make_noise(spec, (1,), 1, "agent.exploration", seed=0)
+    assert isinstance(noise, GaussianNoise) and noise.current_scale(10) == pytest.approx(0.25)
+    process = {"type": "ornstein_uhlenbeck", "theta": 0.5}  # a noise type: OU action noise
+    with pytest.raises(ConfigError, match=r"agent.exploration: .* a dict with 'sigma'"):
+        make_noise(process, (1,), 1, "agent.exploration")
+    agent = _agent("sac", FLOAT_ACTION, exploration={**spec, "initial_value": 0.3})
+    assert agent.model.exploration.value().item() == pytest.approx(0.3)
+
+
+def test_a_seeded_agent_draws_the_same_process_values():
+    def exploration_values() -> list[float]:
+        agent = _agent("ppo", exploration={"type": "ornstein_uhlenbeck", "absolute": True})
+        values = []
+        for _ in range(5):
+            _run(agent, 1)
+            values.append(agent.model.exploration.value().item())
+        return values
+
+    first = exploration_values()
+    assert first == exploration_values() and len(set(first)) == 5
