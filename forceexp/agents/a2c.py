@@ -19,8 +19,10 @@ gradient buffer. ``VPGAgent`` and ``ACAgent`` are this agent with other defaults
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -30,8 +32,11 @@ from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
 from forceexp.core.normalization import reward_normalizer
+from forceexp.core.optimizers import Synchronization, build_optimizer
 from forceexp.core.schedules import Constant, ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
+
+log = logging.getLogger(__name__)
 
 OptimizerName = Literal["rmsprop", "adam"]
 
@@ -52,7 +57,11 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         rollout_length: Steps per slot between updates (SB3 ``n_steps``).
         learning_rate: Step size: a number or a schedule dict (``docs/schedules.md``).
         lr_schedule: ``'constant'`` or ``'linear'`` (to 0 at ``schedule_timesteps``).
-        optimizer: ``'rmsprop'`` (alpha 0.99, eps 1e-5, SB3's default) or ``'adam'`` (eps 1e-5).
+        optimizer: ``'rmsprop'`` (alpha 0.99, eps 1e-5, SB3's default) or ``'adam'`` (eps 1e-5),
+            or a Tensorforce optimizer spec (``forceexp.core.optimizers``: another torch
+            optimizer, ``evolutionary``, ``plus``, the wrapper keys ``clipping_threshold``,
+            ``multi_step``, ``subsampling_fraction``, ``linesearch_iterations``,
+            ``doublecheck_update``), stepped on the autograd path.
         discount: Discount factor gamma in [0, 1].
         gae_lambda: GAE lambda in [0, 1] (1: n-step returns to the rollout end; 0: one-step TD).
         entropy_coef: Entropy bonus weight: a number or a schedule dict.
@@ -80,6 +89,12 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             before the advantages (Tensorforce's ``return_processing='batch_normalization'``).
         predict_terminal_values: Terminated episodes bootstrap from their final state's
             value like truncated ones (Tensorforce's ``predict_terminal_values``).
+        baseline_sync: ``{'update_weight': w, 'sync_frequency': n}``: the baseline network
+            takes no gradient steps; every ``n`` updates it moves ``w`` of the way to the policy
+            network (Tensorforce's ``synchronization`` baseline optimizer; same shapes needed).
+        action_value_loss: Add Tensorforce's action-value loss ``0.5 * (log pi(a|s) - A)^2``
+            to the policy's (its ``plus`` objective of ``policy_gradient`` and
+            ``action_value``; the action value of a distribution is its log-probability here).
         l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
         variable_noise: Std of Gaussian noise on the policy parameters while acting
             stochastically (Tensorforce's ``variable_noise``; 0: off).
@@ -110,7 +125,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         rollout_length: int = 5,
         learning_rate: float | dict[str, Any] = 7e-4,
         lr_schedule: ScheduleName = "constant",
-        optimizer: OptimizerName = "rmsprop",
+        optimizer: OptimizerName | dict[str, Any] | str = "rmsprop",
         discount: float = 0.99,
         gae_lambda: float = 1.0,
         entropy_coef: float | dict[str, Any] = 0.0,
@@ -124,6 +139,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         reward_clip: float | tuple[float, float] | None = None,
         bounded_actions: Bounding = "clip",
         distributions: dict[str, dict[str, Any]] | None = None,
+        baseline_sync: dict[str, Any] | None = None,
+        action_value_loss: bool = False,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
@@ -142,8 +159,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
     ) -> None:
         check_sizes(rollout_length=rollout_length)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
-        if optimizer not in ("rmsprop", "adam"):
-            raise ConfigError(message("agent.optimizer", optimizer, "'rmsprop' or 'adam'"))
+        if not isinstance(optimizer, str | Mapping):
+            raise ConfigError(message("agent.optimizer", optimizer, "a name or optimizer spec"))
         self.schedules = {  # read by PPOUpdate at the start of each update
             "learning_rate": bounded_schedule(
                 "learning_rate", learning_rate, lr_schedule, schedule_timesteps, 0.0, 1.0
@@ -185,9 +202,16 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )
-        self.optimizer = _optimizer(optimizer, self.policy, self.schedules["learning_rate"])
+        self._build_optimizer(optimizer, baseline_sync, action_value_loss)
         self._fused = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        reason = unsupported_reason(self.policy) if fast_update else None
+        if reason is None and not isinstance(self.optimizer, torch.optim.Optimizer):
+            reason = f"optimizer {self.optimizer.description}"
+        reason = reason or ("baseline synchronization" if baseline_sync else None)
+        reason = reason or ("the plus objective's action-value loss" if action_value_loss else None)
+        if fast_update and reason is not None:
+            log.info("%s update: autograd path (no fast path: %s)", self.name, reason)
+        if fast_update and reason is None:
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,
@@ -201,10 +225,35 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
-
-def _optimizer(name: OptimizerName, policy: torch.nn.Module, rate: Any) -> torch.optim.Optimizer:
-    """RMSprop as Stable-Baselines3's A2C builds it (alpha 0.99, eps 1e-5), or Adam (eps 1e-5)."""
-    lr = rate.value(0, 0, 0)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(policy.parameters(), lr=lr, alpha=0.99, eps=1e-5)
-    return torch.optim.Adam(policy.parameters(), lr=lr, eps=1e-5)
+    def _build_optimizer(
+        self, optimizer: str | Mapping[str, Any], sync: dict[str, Any] | None, action_value: bool
+    ) -> None:
+        """The optimizer over the trained parameters; the baseline's synchronization, if any."""
+        params = list(self.policy.parameters())
+        if sync is not None:
+            if self.policy.baseline is None:
+                raise ConfigError("agent.baseline_sync: needs a separate baseline network")
+            unknown = set(sync) - {"update_weight", "sync_frequency"}
+            if unknown:
+                raise ConfigError(f"agent.baseline_sync: unsupported keys {sorted(unknown)}")
+            self.baseline_sync = Synchronization(
+                self.policy.network,
+                self.policy.baseline,
+                sync.get("update_weight"),
+                sync.get("sync_frequency"),
+                "agent.baseline_sync",
+            )
+            synced = {id(p) for p in self.policy.baseline.parameters()}
+            params = [p for p in params if id(p) not in synced]
+        if not isinstance(action_value, bool):
+            raise ConfigError(message("agent.action_value_loss", action_value, "True or False"))
+        self.action_value_loss = action_value
+        lr = self.schedules["learning_rate"].value(0, 0, 0)
+        if optimizer == "rmsprop":  # as Stable-Baselines3's A2C builds it
+            self.optimizer = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
+        elif optimizer == "adam":
+            self.optimizer = torch.optim.Adam(params, lr=lr, eps=1e-5)
+        else:
+            self.optimizer = build_optimizer(optimizer, params)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
