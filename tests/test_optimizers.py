@@ -1,0 +1,228 @@
+"""Tensorforce's optimizers (``forceexp.core.optimizers``) and the generic agent's use of them."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from forceexp import Agent
+from forceexp.core.optimizers import (
+    TORCH_OPTIMIZERS,
+    Synchronization,
+    build_optimizer,
+    is_default,
+)
+from forceexp.errors import ConfigError
+
+TARGET = torch.tensor([1.0, -2.0, 0.5])
+
+
+def _quadratic(size: int = 8):
+    """A parameter and ``loss(rows)``: mean over rows of ``|w - target|^2`` (rows are copies)."""
+    weight = nn.Parameter(torch.zeros(3))
+    calls: list[int] = []
+
+    def loss(rows):
+        count = size if rows is None else len(rows)
+        calls.append(count)
+        return (weight - TARGET).pow(2).sum() * torch.ones(count).mean()
+
+    return weight, loss, calls
+
+
+def _distance(weight: nn.Parameter) -> float:
+    return float((weight.detach() - TARGET).pow(2).sum())
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_OPTIMIZERS))
+def test_each_torch_optimizer_lowers_a_quadratic(name):
+    weight, loss, _ = _quadratic()
+    optimizer = build_optimizer({"type": name, "learning_rate": 0.05}, [weight])
+    start = _distance(weight)
+    for _ in range(20):
+        deltas = optimizer.step(loss, 8)
+    assert _distance(weight) < start
+    assert deltas[0].shape == weight.shape
+
+
+def test_evolutionary_lowers_a_quadratic_without_gradients():
+    torch.manual_seed(0)
+    weight, loss, _ = _quadratic()
+    optimizer = build_optimizer(
+        dict(type="evolutionary", learning_rate=0.1, num_samples=5), [weight]
+    )
+    for _ in range(50):
+        optimizer.step(loss, 8)
+    assert _distance(weight) < 0.5 * _distance(torch.zeros(3))
+    assert weight.grad is None
+
+
+def test_line_search_shrinks_an_overshooting_step():
+    weight, loss, _ = _quadratic()
+    # SGD at 0.9 jumps to w = 1.8 * target (distance 0.64 |t|^2); 0.75 of it lands nearer
+    plain = build_optimizer(dict(type="sgd", learning_rate=0.9), [nn.Parameter(torch.zeros(3))])
+    searched = build_optimizer(
+        dict(type="sgd", learning_rate=0.9, linesearch_iterations=3), [weight]
+    )
+    deltas = searched.step(loss, 8)
+    full = plain.torch_steps[0].params[0]
+    plain.step(lambda rows: (full - TARGET).pow(2).sum(), 8)
+    assert _distance(weight) < _distance(full)
+    assert torch.allclose(deltas[0], weight.detach())  # the returned update is the one applied
+    assert torch.allclose(deltas[0], 1.8 * 0.75**2 * TARGET)  # two shrinks improve, a third not
+
+
+def test_doublecheck_reverts_a_step_that_raises_the_loss():
+    weight, loss, _ = _quadratic()
+    optimizer = build_optimizer(
+        dict(type="sgd", learning_rate=5.0, doublecheck_update=True), [weight]
+    )
+    deltas = optimizer.step(loss, 8)  # w = 10 * target: the loss rises 81-fold
+    assert torch.equal(weight.detach(), torch.zeros(3)) and not deltas[0].any()
+    good = build_optimizer(dict(type="sgd", learning_rate=0.1, doublecheck_update=True), [weight])
+    assert good.step(loss, 8)[0].any() and _distance(weight) < _distance(torch.zeros(3))
+
+
+@pytest.mark.parametrize(("fraction", "rows"), [(2, 2), (0.5, 5), (0.01, 1), (1.0, 10), (20, 10)])
+def test_subsampling_steps_on_the_given_number_of_rows(fraction, rows):
+    weight, loss, calls = _quadratic(size=10)
+    optimizer = build_optimizer(dict(type="sgd", subsampling_fraction=fraction), [weight])
+    optimizer.step(loss, 10)
+    assert calls == [rows]
+
+
+def test_clipping_multi_step_and_plus_combine_updates():
+    weight, loss, _ = _quadratic()
+    clipped = build_optimizer(dict(type="sgd", learning_rate=0.5, clipping_threshold=0.1), [weight])
+    deltas = clipped.step(loss, 8)
+    assert np.isclose(float(deltas[0].norm()), 0.1) and torch.allclose(weight.detach(), deltas[0])
+    by_value = dict(type="clipping_step", optimizer="sgd", threshold=0.05, mode="value")
+    assert float(build_optimizer(by_value, [weight]).step(loss, 8)[0].abs().max()) <= 0.05
+    weight, loss, _ = _quadratic()
+    repeated = build_optimizer(dict(type="sgd", learning_rate=0.1, multi_step=3), [weight])
+    assert torch.allclose(repeated.step(loss, 8)[0], (1 - 0.8**3) * TARGET)
+    weight, loss, _ = _quadratic()
+    two = [{"type": "sgd", "learning_rate": 0.1}, {"type": "sgd", "learning_rate": 0.1}]
+    plus = build_optimizer(dict(type="plus", optimizer1=two[0], optimizer2=two[1]), [weight])
+    assert torch.allclose(plus.step(loss, 8)[0], (0.2 + 0.8 * 0.2) * TARGET)
+    assert torch.allclose(weight.detach(), 0.36 * TARGET)
+
+
+def test_optimizer_specs_without_a_counterpart_are_named():
+    weight = [nn.Parameter(torch.zeros(3))]
+    cases = [
+        ("adamm", r"agent.optimizer.type: unknown optimizer 'adamm'; did you mean 'adam'"),
+        ("natural_gradient", r"natural_gradient' is invalid.*trpo agent's update"),
+        (dict(type="synchronization", update_weight=1.0), r"baseline optimizer"),
+        (dict(type="adam", subsampling_fraction=1.5), r"subsampling_fraction: 1.5 is invalid"),
+        (dict(type="adam", multi_step=0), r"agent.optimizer.multi_step: 0 is invalid"),
+        (dict(type="evolutionary"), r"agent.optimizer: learning_rate= is required"),
+        (dict(type="plus", optimizer1="adam", optimizer2="sgd", x=1), r"unsupported keys \['x'\]"),
+        (dict(type="adam", betas=3), r"agent.optimizer: adam options \['betas'\]"),
+    ]
+    for spec, match in cases:
+        with pytest.raises(ConfigError, match=match):
+            build_optimizer(spec, weight)
+    assert is_default(dict(optimizer="adam", learning_rate=1e-3)) and not is_default("sgd")
+
+
+def test_synchronization_moves_the_baseline_toward_the_policy_by_its_weight():
+    policy, baseline = nn.Linear(2, 2), nn.Linear(2, 2)
+    gap = [
+        (p - b).detach() for p, b in zip(policy.parameters(), baseline.parameters(), strict=True)
+    ]
+    sync = Synchronization(policy, baseline, update_weight=0.5, sync_frequency=2)
+    assert [sync() for _ in range(4)] == [True, False, True, False]
+    for p, b, g in zip(policy.parameters(), baseline.parameters(), gap, strict=True):
+        assert torch.allclose(p - b, 0.25 * g, atol=1e-6)  # halved twice
+    with pytest.raises(ConfigError, match=r"parameter shapes"):
+        Synchronization(policy, nn.Linear(2, 3), 1.0)
+    with pytest.raises(ConfigError, match=r"update_weight: 0.0 is invalid"):
+        Synchronization(policy, baseline, 0.0)
+
+
+# ---------------------------------------------------------------- the generic agent, upstream specs
+STATES = {"type": "float", "shape": (3,)}
+ACTIONS = dict(
+    bool_action=dict(type="bool", shape=(1,)),
+    int_action=dict(type="int", shape=(2,), num_values=3),
+    gaussian_action=dict(type="float", shape=(1,), min_value=-2.0, max_value=1.0),
+)
+BASE = dict(
+    agent="tensorforce",
+    states=STATES,
+    actions=ACTIONS,
+    max_episode_timesteps=5,
+    policy=dict(network=dict(type="auto", size=8, depth=1, rnn=2)),
+    baseline=dict(network=dict(type="auto", size=8, depth=1, rnn=1)),
+    update=4,
+    objective="policy_gradient",
+    reward_estimation=dict(horizon=3, estimate_advantage=True),
+    seed=0,
+)
+UPSTREAM = {
+    "evolutionary": dict(optimizer=dict(type="evolutionary", learning_rate=1e-3, num_samples=5)),
+    "wrapper": dict(
+        optimizer=dict(
+            optimizer="adam",
+            learning_rate=1e-1,
+            clipping_threshold=1e-2,
+            multi_step=5,
+            subsampling_fraction=0.5,
+            linesearch_iterations=3,
+            doublecheck_update=True,
+        )
+    ),
+    "rows": dict(optimizer=dict(optimizer="adam", subsampling_fraction=2)),
+    "plus": dict(
+        optimizer=dict(
+            type="plus",
+            optimizer1=dict(type="adam", learning_rate=1e-3),
+            optimizer2=dict(type="adagrad", learning_rate=1e-3),
+        )
+    ),
+    "synchronization": dict(
+        baseline_optimizer=dict(type="synchronization", update_weight=1.0, sync_frequency=2),
+        baseline_objective="policy_gradient",
+    ),
+    "plus objective": dict(
+        objective=dict(type="plus", objective1="policy_gradient", objective2="action_value")
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UPSTREAM))
+def test_generic_agent_runs_each_upstream_optimizer_spec(case):
+    agent = Agent.create(**{**BASE, **UPSTREAM[case]})
+    assert agent.name == "a2c" and agent._fused is None  # the autograd path
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    rng = np.random.default_rng(0)
+    for t in range(13):  # three updates of 4 timesteps (each waits for its bootstrap act)
+        agent.act(rng.normal(size=3).astype(np.float32))
+        agent.observe(reward=float(rng.normal()), terminal=(t + 1) % 5 == 0)
+    assert agent.updates == 3
+    moved = [not torch.equal(b, p) for b, p in zip(before, agent.policy.parameters(), strict=True)]
+    assert any(moved)
+    if case == "synchronization":  # synced at updates 1 and 3: the baseline is the policy
+        network, baseline = agent.policy.network, agent.policy.baseline
+        assert all(
+            torch.equal(p, b)
+            for p, b in zip(network.parameters(), baseline.parameters(), strict=True)
+        )
+    if case == "plus objective":
+        assert agent.action_value_loss
+
+
+def test_plus_objective_adds_the_action_value_loss_to_the_policy_gradient():
+    agent = Agent.create(
+        **{**BASE, "policy": "auto", "baseline": "auto", **UPSTREAM["plus objective"]}
+    )
+    log_prob, advantages = torch.tensor([-1.0, -2.0]), torch.tensor([0.5, -0.5])
+    evaluated = (log_prob, torch.zeros(2), torch.zeros(2))
+    stored = (log_prob, advantages, torch.zeros(2), torch.zeros(2))
+    with_value, _ = agent._loss(evaluated, stored, float("inf"))
+    agent.action_value_loss = False
+    plain, _ = agent._loss(evaluated, stored, float("inf"))
+    assert torch.isclose(with_value - plain, 0.5 * (log_prob - advantages).pow(2).mean())
+    with pytest.raises(ConfigError, match=r"expected plus of objective1='policy_gradient'"):
+        Agent.create(**{**BASE, "objective": dict(type="plus", objective1="action_value")})
