@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from forceexp import Agent
+from forceexp import Agent, tags
 from forceexp.core.optimizers import (
     TORCH_OPTIMIZERS,
     Synchronization,
@@ -226,3 +226,61 @@ def test_plus_objective_adds_the_action_value_loss_to_the_policy_gradient():
     assert torch.isclose(with_value - plain, 0.5 * (log_prob - advantages).pow(2).mean())
     with pytest.raises(ConfigError, match=r"expected plus of objective1='policy_gradient'"):
         Agent.create(**{**BASE, "objective": dict(type="plus", objective1="action_value")})
+
+
+# ---------------------------------------------------------------- natural_gradient (trpo)
+def _trpo(**kwargs) -> Agent:
+    spec = dict(
+        agent="tensorforce",
+        states=STATES,
+        actions={**ACTIONS, "beta_action": dict(type="float", min_value=1.0, max_value=2.0)},
+        max_episode_timesteps=5,
+        policy=dict(network="auto", distributions=dict(beta_action="beta")),
+        update=4,
+        objective="policy_gradient",
+        optimizer=dict(type="natural_gradient", learning_rate=1e-2, only_positive_updates=False),
+        reward_estimation=dict(
+            reward_processing=dict(type="clipping", lower=-1.0, upper=1.0),
+            return_processing=dict(type="clipping", lower=-0.5, upper=0.5),
+        ),
+        entropy_regularization=0.01,
+        seed=0,
+    )
+    return Agent.create(**{**spec, **kwargs})
+
+
+def test_natural_gradient_options_reach_trpo_with_every_head():
+    agent = _trpo(optimizer=dict(type="natural_gradient", learning_rate=1e-2, cg_max_iterations=4))
+    assert agent.name == "trpo" and agent.cg_max_steps == 4 and agent.only_positive_updates
+    agent = _trpo()
+    assert not agent.only_positive_updates and agent.entropy_coef == 0.01
+    assert agent.return_clipping == (-0.5, 0.5)
+    rng = np.random.default_rng(0)
+    episode = {"states": [], "actions": [], "reward": [], "terminal": []}
+    for t in range(9):
+        states = rng.normal(size=3).astype(np.float32)
+        actions = agent.act(states)
+        agent.observe(reward=float(rng.normal()), terminal=(t + 1) % 5 == 0)
+        for key, value in zip(episode, (states, actions, 1.0, (t + 1) % 5 == 0), strict=True):
+            episode[key].append(value)
+    assert agent.updates == 2
+    before = [p.detach().clone() for p in agent.policy.parameters()]
+    agent.experience(**{key: values[:5] for key, values in episode.items()})
+    metrics = agent.update()  # TRPO learns from given episodes too
+    assert np.isfinite(metrics[tags.LOSS_VALUE]) and agent.updates == 3
+    after = list(agent.policy.parameters())
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+
+
+def test_natural_gradient_kl_covers_bernoulli_and_beta():
+    from forceexp.core.distributions import Bernoulli, Beta
+    from forceexp.core.natural_gradient import kl_divergence
+
+    logits = torch.tensor([[0.3, -1.0]])
+    assert torch.allclose(kl_divergence(Bernoulli(logits, 1), Bernoulli(logits, 1)), torch.zeros(1))
+    p, q = torch.sigmoid(torch.tensor(0.3)), torch.sigmoid(torch.tensor(-0.2))
+    expected = p * torch.log(p / q) + (1 - p) * torch.log((1 - p) / (1 - q))
+    got = kl_divergence(Bernoulli(torch.tensor([0.3]), 0), Bernoulli(torch.tensor([-0.2]), 0))
+    assert torch.allclose(got, expected[None])
+    a, b = torch.tensor([[2.0]]), torch.tensor([[3.0]])
+    assert float(kl_divergence(Beta(a, b, 1), Beta(b, a, 1))) > 0.0

@@ -244,6 +244,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
                 "agent.baseline_sync",
             )
             synced = {id(p) for p in self.policy.baseline.parameters()}
+            synced -= {id(p) for p in self.policy.network.parameters()}  # layers both reuse
             params = [p for p in params if id(p) not in synced]
         if not isinstance(action_value, bool):
             raise ConfigError(message("agent.action_value_loss", action_value, "True or False"))

@@ -420,7 +420,7 @@ TRPO: dict[str, Translation] = {
     "baseline_network": _network("baseline_network"),
     "baseline_optimizer": _trpo_baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
-    "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
+    "entropy_regularization": _rename("entropy_coef"),
     "exploration": _only_off("exploration", "TRPO explores by sampling its policy"),
     **{
         key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
@@ -429,8 +429,6 @@ TRPO: dict[str, Translation] = {
     "predict_terminal_values": _only_off(
         "predict_terminal_values", "only truncated episodes bootstrap from the value"
     ),
-    "reward_processing": _processing("reward_processing"),
-    "return_processing": _processing("return_processing"),
 }
 
 

@@ -71,24 +71,10 @@ class PPOUpdate:
         return self._update_batch(Batch(*(fresh(x) for x in batch)))
 
     def _targets(self, batch: Any) -> Any:
-        """A ``Batch`` or ``Sequences`` with the returns processed and the advantages set.
-
-        ``return_clipping`` clips the returns and ``normalize_returns`` then scales them to
-        mean 0, std 1 over the update's (valid) rows; either makes the advantages the
-        processed returns minus the values. Without a baseline the returns are the advantages.
-        """
-        returns = batch.returns
-        if self.return_clipping is not None:
-            returns = returns.clamp(*self.return_clipping)
-        if self.normalize_returns:
-            valid = getattr(batch, "valid", torch.ones_like(returns, dtype=torch.bool))
-            mean, std = returns[valid].mean(), returns[valid].std(correction=0)
-            returns = torch.where(valid, (returns - mean) / (std + 1e-8), 0.0)
-        if returns is not batch.returns:
-            batch = batch._replace(returns=returns, advantages=returns - batch.value)
-        if not self.subtract_baseline:
-            batch = batch._replace(advantages=batch.returns)
-        return batch
+        """``batch`` with this agent's return processing (``process_targets``)."""
+        return process_targets(
+            batch, self.return_clipping, self.normalize_returns, self.subtract_baseline
+        )
 
     def _update_batch(self, batch: Batch) -> dict[str, float]:
         """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
@@ -344,6 +330,32 @@ class PPOUpdate:
             clipped_fraction = ((ratio - 1).abs() > clip).float().mean()
         terms = (policy_loss.detach(), value_loss.detach(), entropy_mean.detach())
         return loss, (*terms, kl, clipped_fraction)
+
+
+def process_targets(
+    batch: Any,
+    return_clipping: tuple[float, float] | None,
+    normalize_returns: bool,
+    subtract_baseline: bool = True,
+) -> Any:
+    """A ``Batch`` or ``Sequences`` with the returns processed and the advantages set.
+
+    ``return_clipping`` clips the returns and ``normalize_returns`` then scales them to
+    mean 0, std 1 over the update's (valid) rows; either makes the advantages the processed
+    returns minus the values. Without a baseline the returns are the advantages.
+    """
+    returns = batch.returns
+    if return_clipping is not None:
+        returns = returns.clamp(*return_clipping)
+    if normalize_returns:
+        valid = getattr(batch, "valid", torch.ones_like(returns, dtype=torch.bool))
+        mean, std = returns[valid].mean(), returns[valid].std(correction=0)
+        returns = torch.where(valid, (returns - mean) / (std + 1e-8), 0.0)
+    if returns is not batch.returns:
+        batch = batch._replace(returns=returns, advantages=returns - batch.value)
+    if not subtract_baseline:
+        batch = batch._replace(advantages=batch.returns)
+    return batch
 
 
 def _take(batch: Batch, idx: torch.Tensor) -> Batch:

@@ -47,6 +47,16 @@ _ESTIMATION_ARGS = (
 #: ``reward_estimation`` keys that select the agent (or are implied by it)
 _ESTIMATION_SHAPE = ("horizon", "predict_horizon_values", "estimate_advantage", "gae_decay")
 _DEFAULT_BASELINE_OBJECTIVES = (None, "state_value", "action_value")
+#: ``natural_gradient`` options and the trpo arguments they are (Tensorforce-named ones are
+#: translated by ``aliases``: ``learning_rate`` is the KL bound)
+_NATURAL_GRADIENT_ARGS = (
+    ("learning_rate", "learning_rate"),
+    ("linesearch_iterations", "linesearch_iterations"),
+    ("subsampling_fraction", "subsampling_fraction"),
+    ("only_positive_updates", "only_positive_updates"),
+    ("cg_max_iterations", "cg_max_steps"),
+    ("cg_damping", "cg_damping"),
+)
 #: agents with Tensorforce's optimizer specs, baseline synchronization and the plus objective
 _PLUS_AGENTS = ("a2c", "ac", "vpg")
 
@@ -223,18 +233,14 @@ def _optimizer_args(name: str, optimizer: Any) -> dict[str, Any]:
     if name in _PLUS_AGENTS and not is_default(spec):  # runs on the autograd path
         rate = spec.get("learning_rate")
         return {"optimizer": spec, **({"learning_rate": rate} if _is_number(rate) else {})}
-    if "subsampling_fraction" in spec:
-        out["subsampling_fraction"] = spec.pop("subsampling_fraction")
     if name == "trpo":
-        spec.pop("only_positive_updates", None)
         spec.pop("optimizer", spec.pop("type", None))
-        if "linesearch_iterations" in spec:
-            out["linesearch_iterations"] = spec.pop("linesearch_iterations")
-        if "learning_rate" in spec:
-            out["learning_rate"] = spec.pop("learning_rate")  # the KL bound
+        out = {key: spec.pop(source) for source, key in _NATURAL_GRADIENT_ARGS if source in spec}
         if spec:
             raise ConfigError(f"agent.optimizer: unsupported natural_gradient keys {sorted(spec)}")
         return out
+    if "subsampling_fraction" in spec:
+        out["subsampling_fraction"] = spec.pop("subsampling_fraction")
     if name == "a2c":
         out["optimizer"] = "adam"  # Tensorforce's a2c steps with Adam
     out["optimizer" if name == "ppo" else "learning_rate"] = spec
