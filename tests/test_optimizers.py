@@ -6,12 +6,8 @@ import torch
 from torch import nn
 
 from forceexp import Agent, tags
-from forceexp.core.optimizers import (
-    TORCH_OPTIMIZERS,
-    Synchronization,
-    build_optimizer,
-    is_default,
-)
+from forceexp.core.optimizer_specs import build_optimizer, is_default
+from forceexp.core.optimizers import TORCH_OPTIMIZERS, Synchronization
 from forceexp.errors import ConfigError
 
 TARGET = torch.tensor([1.0, -2.0, 0.5])

@@ -32,7 +32,8 @@ from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
 from forceexp.core.fused import FusedPPOStep, unsupported_reason
 from forceexp.core.normalization import reward_normalizer
-from forceexp.core.optimizers import Synchronization, build_optimizer
+from forceexp.core.optimizer_specs import build_optimizer
+from forceexp.core.optimizers import Synchronization
 from forceexp.core.schedules import Constant, ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
 

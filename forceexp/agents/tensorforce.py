@@ -17,6 +17,11 @@ objective / optimizer / reward_estimation                           agent
 ``deterministic_policy_gradient``                                    ``dpg``
 ==================================================================  ==========
 
+For ``a2c``/``ac``/``vpg`` an optimizer spec other than plain Adam is passed on whole (their
+autograd path, ``forceexp.core.optimizers``), a ``synchronization`` baseline optimizer is
+``baseline_sync``, and ``plus`` of ``policy_gradient`` and ``action_value`` is the policy
+gradient with ``action_value_loss=True``.
+
 Anything else raises a ``ConfigError`` naming the component that does not map. The agent
 returned is the mapped one (``agent.name`` is e.g. ``'ppo'``, and so is its saved spec).
 """
@@ -27,7 +32,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from forceexp.core.optimizers import is_default
+from forceexp.core.optimizer_specs import is_default
 from forceexp.errors import ConfigError, message
 from forceexp.specs import parse_specs
 
@@ -354,14 +359,17 @@ def tensorforce_agent(
         states: State spec.
         actions: Action spec.
         update: ``dict(unit, batch_size, frequency, start)`` or an int (timesteps).
-        optimizer: ``dict(type|optimizer='adam'|'natural_gradient', learning_rate, ...)``.
+        optimizer: ``dict(type|optimizer='adam'|'natural_gradient', learning_rate, ...)`` or
+            any other Tensorforce optimizer spec (``forceexp.core.optimizers``).
         objective: ``'policy_gradient'``, ``'action_value'``, ``'deterministic_policy_gradient'``
             or a dict with that ``type`` (``clipping_value``, ``huber_loss``, ...);
-            ``dict(type='value', value='action')`` is ``'action_value'``.
+            ``dict(type='value', value='action')`` is ``'action_value'``;
+            ``dict(type='plus', objective1='policy_gradient', objective2='action_value')``.
         reward_estimation: ``dict(horizon, discount, estimate_advantage, ...)``.
         policy: A network spec or ``dict(type='parametrized_distributions', network=...)``.
         baseline: The baseline/critic network (or ``parametrized_*`` dict).
-        baseline_optimizer: The baseline's optimizer (or DQN's ``synchronization``).
+        baseline_optimizer: The baseline's optimizer, or ``synchronization`` (DQN's target
+            network; ``baseline_sync`` of ``a2c``/``ac``/``vpg``).
         baseline_objective: None, ``'state_value'`` or ``'action_value'`` (or
             ``dict(type='value', value='state'|'action')``).
         **kwargs: Other Tensorforce agent arguments (``memory``, ``exploration``, ``saver``, ...).

@@ -3,21 +3,21 @@
 An update step changes parameters given ``loss(rows)``, the loss over rows ``rows`` of the
 update's data (None: all of them), and returns the change it made (one delta per parameter):
 modifiers clip, repeat, subsample, line-search or revert the change of the step they wrap,
-as Tensorforce's do. ``build_optimizer`` reads Tensorforce's optimizer specs; the on-policy
-agents run the result on their autograd path (their default Adam keeps its fast path).
+as Tensorforce's do. ``core/optimizer_specs.py`` builds them from Tensorforce's specs; the
+on-policy agents run them on their autograd path (their default Adam keeps its fast path).
 ``Synchronization`` is Tensorforce's baseline "optimizer" that copies the policy instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from forceexp.core.targets import Polyak
-from forceexp.errors import ConfigError, check_int, message, unknown_name
+from forceexp.errors import ConfigError, check_int, message
 
 #: ``loss(rows)``: the scalar loss over rows ``rows`` (a 1-D index tensor) of the data, or all
 Loss = Callable[[torch.Tensor | None], torch.Tensor]
@@ -34,26 +34,6 @@ TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam": torch.optim.RAdam,
     "rmsprop": torch.optim.RMSprop,
     "sgd": torch.optim.SGD,
-}
-#: the ``optimizer_wrapper`` keys, outermost first (Tensorforce's nesting order)
-WRAPPER_KEYS = (
-    "clipping_threshold",
-    "multi_step",
-    "subsampling_fraction",
-    "linesearch_iterations",
-    "doublecheck_update",
-)
-_MODIFIERS = (
-    "clipping_step",
-    "multi_step",
-    "subsampling_step",
-    "linesearch_step",
-    "doublecheck_step",
-)
-_REFUSED = {
-    "natural_gradient": "the natural gradient is the trpo agent's update",
-    "synchronization": "synchronization is a baseline optimizer (baseline_optimizer=)",
-    "global_optimizer": "there is one process here: no global model",
 }
 
 
@@ -79,6 +59,7 @@ class TorchStep(UpdateStep):
         name: A ``TORCH_OPTIMIZERS`` name.
         learning_rate: Step size; None follows the agent's ``learning_rate`` (schedule).
         gradient_norm_clipping: Clip the gradient to this global norm first (None: off).
+        path: Where the spec came from, for errors.
         **options: Further keyword arguments of the torch optimizer (``betas``, ``eps``, ...).
     """
 
@@ -93,8 +74,6 @@ class TorchStep(UpdateStep):
     ) -> None:
         self.params, self.scheduled = params, learning_rate is None
         self.max_norm = gradient_norm_clipping
-        if self.max_norm is not None:
-            _check_positive(f"{path}.gradient_norm_clipping", self.max_norm)
         try:
             self.optimizer = TORCH_OPTIMIZERS[name](params, lr=learning_rate or 1e-3, **options)
         except TypeError as error:
@@ -150,6 +129,7 @@ class Plus(UpdateStep):
         return torch._foreach_add(self.first.step(loss, size), self.second.step(loss, size))
 
     def children(self) -> tuple[UpdateStep, ...]:
+        """Both optimizers."""
         return (self.first, self.second)
 
 
@@ -160,6 +140,7 @@ class Modifier(UpdateStep):
         self.inner, self.params = inner, inner.params
 
     def children(self) -> tuple[UpdateStep, ...]:
+        """The wrapped step."""
         return (self.inner,)
 
     @torch.no_grad()
@@ -314,158 +295,6 @@ def _walk(step: UpdateStep) -> Iterator[UpdateStep]:
         yield from _walk(child)
 
 
-def is_default(spec: Any) -> bool:
-    """Whether ``spec`` is plain Adam with at most a learning rate (the agents' fast default)."""
-    if spec is None or isinstance(spec, int | float) or spec == "adam":
-        return True
-    if not isinstance(spec, Mapping):
-        return False
-    kind = spec.get("type", spec.get("optimizer", "adam"))
-    if kind in ("optimizer_wrapper", "default"):
-        kind = spec.get("optimizer", "adam")
-    return kind == "adam" and set(spec) <= {"type", "optimizer", "learning_rate"}
-
-
-def build_optimizer(
-    spec: Any, params: list[nn.Parameter], path: str = "agent.optimizer"
-) -> UpdateOptimizer:
-    """Build a Tensorforce optimizer spec over ``params``.
-
-    Args:
-        spec: A name (``'adam'``, ``'evolutionary'``, ...) or a dict: ``type`` (or
-            ``optimizer``) plus that optimizer's arguments, and any of the ``optimizer_wrapper``
-            keys ``clipping_threshold``, ``multi_step``, ``subsampling_fraction``,
-            ``linesearch_iterations``, ``doublecheck_update`` (nested in Tensorforce's order).
-        params: The parameters it steps.
-        path: Where the spec came from, for errors.
-
-    Raises:
-        ConfigError: Unknown types or keys, or values out of range, named with the path.
-    """
-    return UpdateOptimizer(_build(spec, list(params), path), repr(spec))
-
-
-def _build(spec: Any, params: list[nn.Parameter], path: str) -> UpdateStep:
-    """One spec (wrapper keys included) as an update step."""
-    spec = {"type": spec} if isinstance(spec, str) else dict(_as_mapping(spec, path))
-    kind = spec.pop("type", None)
-    if kind in (None, "optimizer_wrapper", "default", "tf_optimizer"):
-        kind = spec.pop("optimizer", "adam")
-    if isinstance(kind, Mapping):  # dict(optimizer=dict(type=...), <wrapper keys>)
-        inner = {**kind, **{k: v for k, v in spec.items() if k not in WRAPPER_KEYS}}
-        spec = {k: v for k, v in spec.items() if k in WRAPPER_KEYS}
-        return _wrap(_build(inner, params, path), spec, path)
-    wrappers = {key: spec.pop(key) for key in WRAPPER_KEYS if key in spec}
-    return _wrap(_base(kind, spec, params, path), wrappers, path)
-
-
-def _base(kind: Any, spec: dict[str, Any], params: list[nn.Parameter], path: str) -> UpdateStep:
-    """The optimizer or explicit modifier ``kind`` with its own arguments ``spec``."""
-    if kind in _REFUSED:
-        raise ConfigError(message(f"{path}.type", kind, "not here", _REFUSED[kind]))
-    if kind == "plus":
-        first = _build(_required(spec, "optimizer1", path), params, f"{path}.optimizer1")
-        second = _build(_required(spec, "optimizer2", path), params, f"{path}.optimizer2")
-        _no_more(spec, path)
-        return Plus(first, second)
-    if kind in _MODIFIERS:
-        return _modifier(kind, spec, params, path)
-    if kind == "evolutionary":
-        rate = _required(spec, "learning_rate", path)
-        _check_positive(f"{path}.learning_rate", rate)
-        samples = spec.pop("num_samples", None) or 1
-        check_int(f"{path}.num_samples", samples, 1)
-        _no_more(spec, path)
-        return Evolutionary(params, float(rate), samples)
-    if kind not in TORCH_OPTIMIZERS:
-        valid = [*TORCH_OPTIMIZERS, "evolutionary", "plus", *_MODIFIERS]
-        raise unknown_name(f"{path}.type", kind, valid, "optimizer")
-    rate = spec.pop("learning_rate", None)
-    if rate is not None:
-        _check_positive(f"{path}.learning_rate", rate)
-    return TorchStep(params, kind, rate, spec.pop("gradient_norm_clipping", None), path, **spec)
-
-
-def _modifier(kind: str, spec: dict[str, Any], params: list[nn.Parameter], path: str):
-    """An explicit ``clipping_step``/``multi_step``/... spec as the wrapper key it equals."""
-    inner = _build(_required(spec, "optimizer", path), params, f"{path}.optimizer")
-    if kind == "clipping_step":
-        threshold = _required(spec, "threshold", path)
-        mode = spec.pop("mode", "global_norm")
-        if mode not in ("global_norm", "norm", "value"):
-            raise ConfigError(message(f"{path}.mode", mode, "'global_norm', 'norm' or 'value'"))
-        _no_more(spec, path)
-        _check_positive(f"{path}.threshold", threshold)
-        return ClippingStep(inner, float(threshold), mode)
-    if kind == "linesearch_step":
-        factor = spec.pop("backtracking_factor", 0.75)
-        if not isinstance(factor, int | float) or not 0.0 < factor < 1.0:
-            raise ConfigError(message(f"{path}.backtracking_factor", factor, "a float in (0, 1)"))
-        step = _wrap(
-            inner, {"linesearch_iterations": _required(spec, "max_iterations", path)}, path
-        )
-        step.factor = factor
-    else:
-        key, argument = {
-            "multi_step": ("multi_step", "num_steps"),
-            "subsampling_step": ("subsampling_fraction", "fraction"),
-            "doublecheck_step": ("doublecheck_update", None),
-        }[kind]
-        value = True if argument is None else _required(spec, argument, path)
-        step = _wrap(inner, {key: value}, path)
-    _no_more(spec, path)
-    return step
-
-
-def _wrap(step: UpdateStep, keys: dict[str, Any], path: str = "agent.optimizer") -> UpdateStep:
-    """Apply the ``optimizer_wrapper`` keys, innermost (``doublecheck_update``) first."""
-    if keys.get("doublecheck_update"):
-        step = DoublecheckStep(step)
-    iterations = keys.get("linesearch_iterations", 0)
-    check_int(f"{path}.linesearch_iterations", iterations, 0)
-    if iterations > 0:
-        step = LinesearchStep(step, iterations)
-    fraction = keys.get("subsampling_fraction", 1.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or fraction <= 0:
-        raise ConfigError(
-            message(f"{path}.subsampling_fraction", fraction, "a float in (0, 1] or an int >= 1")
-        )
-    if isinstance(fraction, float) and fraction > 1.0:
-        raise ConfigError(message(f"{path}.subsampling_fraction", fraction, "a float in (0, 1]"))
-    if fraction != 1.0 or isinstance(fraction, int):
-        step = SubsamplingStep(step, fraction)
-    steps = keys.get("multi_step", 1)
-    check_int(f"{path}.multi_step", steps, 1)
-    if steps > 1:
-        step = MultiStep(step, steps)
-    if keys.get("clipping_threshold") is not None:
-        _check_positive(f"{path}.clipping_threshold", keys["clipping_threshold"])
-        step = ClippingStep(step, float(keys["clipping_threshold"]))
-    return step
-
-
-def _as_mapping(spec: Any, path: str) -> Mapping[str, Any]:
-    if not isinstance(spec, Mapping):
-        raise ConfigError(message(path, spec, "an optimizer name or dict(type=..., ...)"))
-    return spec
-
-
-def _required(spec: dict[str, Any], key: str, path: str) -> Any:
-    if key not in spec:
-        raise ConfigError(f"{path}: {key}= is required")
-    return spec.pop(key)
-
-
-def _no_more(spec: dict[str, Any], path: str) -> None:
-    if spec:
-        raise ConfigError(f"{path}: unsupported keys {sorted(spec)}")
-
-
-def _check_positive(path: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ConfigError(message(path, value, "a number > 0"))
-
-
 def update_norm(deltas: list[torch.Tensor]) -> torch.Tensor:
     """Global norm of an update (Tensorforce's ``update-norm``)."""
     if not deltas:
@@ -498,9 +327,8 @@ class Synchronization:
         sync_frequency: int | None = None,
         path: str = "agent.baseline_optimizer",
     ) -> None:
-        if isinstance(update_weight, bool) or not isinstance(update_weight, int | float):
-            raise ConfigError(message(f"{path}.update_weight", update_weight, "a float in (0, 1]"))
-        if not 0.0 < update_weight <= 1.0:
+        number = isinstance(update_weight, int | float) and not isinstance(update_weight, bool)
+        if not number or not 0.0 < update_weight <= 1.0:
             raise ConfigError(message(f"{path}.update_weight", update_weight, "a float in (0, 1]"))
         sync_frequency = 1 if sync_frequency is None else sync_frequency
         check_int(f"{path}.sync_frequency", sync_frequency, 1)
@@ -523,14 +351,3 @@ class Synchronization:
         self.countdown = self.sync_frequency
         self.polyak(self.update_weight)
         return True
-
-
-__all__ = [
-    "TORCH_OPTIMIZERS",
-    "WRAPPER_KEYS",
-    "Synchronization",
-    "UpdateOptimizer",
-    "build_optimizer",
-    "is_default",
-    "update_norm",
-]
