@@ -280,3 +280,27 @@ def test_natural_gradient_kl_covers_bernoulli_and_beta():
     assert torch.allclose(got, expected[None])
     a, b = torch.tensor([[2.0]]), torch.tensor([[3.0]])
     assert float(kl_divergence(Beta(a, b, 1), Beta(b, a, 1))) > 0.0
+
+
+def test_an_optimizer_spec_and_its_state_survive_save_and_load(tmp_path):
+    spec = dict(type="plus", optimizer1=dict(type="adam", learning_rate=1e-3), optimizer2="adagrad")
+    agent = Agent.create(
+        "a2c",
+        states=STATES,
+        actions=dict(type="int", num_values=2),
+        optimizer=spec,
+        rollout_length=4,
+    )
+    for t in range(9):
+        agent.act(np.zeros(3, np.float32))
+        agent.observe(reward=1.0, terminal=t % 4 == 3)
+    agent.save(tmp_path)
+    loaded = Agent.load(tmp_path)
+    assert loaded.spec["optimizer"] == spec
+    for mine, theirs in zip(agent.optimizer.torch_steps, loaded.optimizer.torch_steps, strict=True):
+        state, restored = (
+            mine.optimizer.state_dict()["state"],
+            theirs.optimizer.state_dict()["state"],
+        )
+        assert state.keys() == restored.keys()
+        assert all(torch.equal(state[0][k], restored[0][k]) for k in state[0])
