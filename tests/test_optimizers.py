@@ -291,9 +291,7 @@ def test_an_optimizer_spec_and_its_state_survive_save_and_load(tmp_path):
         optimizer=spec,
         rollout_length=4,
     )
-    for t in range(9):
-        agent.act(np.zeros(3, np.float32))
-        agent.observe(reward=1.0, terminal=t % 4 == 3)
+    _run_steps(agent, 9)
     agent.save(tmp_path)
     loaded = Agent.load(tmp_path)
     assert loaded.spec["optimizer"] == spec
@@ -304,3 +302,29 @@ def test_an_optimizer_spec_and_its_state_survive_save_and_load(tmp_path):
         )
         assert state.keys() == restored.keys()
         assert all(torch.equal(state[0][k], restored[0][k]) for k in state[0])
+
+
+def test_ppo_keeps_adam_fast_and_runs_other_optimizer_specs_on_autograd():
+    base = dict(states=STATES, actions=dict(type="int", num_values=2), seed=0)
+    adam = dict(optimizer="adam", learning_rate=3e-4, multi_step=4, subsampling_fraction=0.5)
+    agent = Agent.create("ppo", **base, rollout_length=8, optimizer=adam)
+    assert agent._fused is not None and isinstance(agent.optimizer, torch.optim.Adam)
+    assert (agent.spec["epochs"], agent.spec["minibatch_size"]) == (4, 4)
+    spec = dict(optimizer="sgd", learning_rate=0.01, multi_step=3, doublecheck_update=True)
+    agent = Agent.create("ppo", **base, rollout_length=8, optimizer=spec)
+    assert agent._fused is None and agent.spec["epochs"] == 3  # multi_step stays PPO's epochs
+    assert agent.spec["optimizer"] == dict(
+        optimizer="sgd", learning_rate=0.01, doublecheck_update=True
+    )
+    _run_steps(agent, 9)
+    assert agent.updates == 1
+    plus = dict(type="plus", objective1=dict(type="policy_gradient", clipping_value=0.2))
+    plus["objective2"] = "action_value"
+    agent = Agent.create(**{**BASE, "objective": plus, "reward_estimation": {}})
+    assert agent.name == "ppo" and agent.action_value_loss and agent._fused is None
+
+
+def _run_steps(agent: Agent, steps: int) -> None:
+    for t in range(steps):
+        agent.act(np.zeros(3, np.float32))
+        agent.observe(reward=1.0, terminal=t % 4 == 3)

@@ -19,7 +19,6 @@ gradient buffer. ``VPGAgent`` and ``ACAgent`` are this agent with other defaults
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from collections.abc import Mapping
@@ -27,17 +26,14 @@ from typing import Any, Literal
 
 import torch
 
-from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
+from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_flag, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.fused import FusedPPOStep
 from forceexp.core.normalization import reward_normalizer
-from forceexp.core.optimizer_specs import build_optimizer
 from forceexp.core.optimizers import Synchronization
 from forceexp.core.schedules import Constant, ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
-
-log = logging.getLogger(__name__)
 
 OptimizerName = Literal["rmsprop", "adam"]
 
@@ -203,16 +199,11 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )
-        self._build_optimizer(optimizer, baseline_sync, action_value_loss)
+        self._build_sync(baseline_sync)
+        self.action_value_loss = check_flag("action_value_loss", action_value_loss)
+        self._build_optimizer(optimizer, self._trained_parameters(), _OPTIMIZERS)
         self._fused = None
-        reason = unsupported_reason(self.policy) if fast_update else None
-        if reason is None and not isinstance(self.optimizer, torch.optim.Optimizer):
-            reason = f"optimizer {self.optimizer.description}"
-        reason = reason or ("baseline synchronization" if baseline_sync else None)
-        reason = reason or ("the plus objective's action-value loss" if action_value_loss else None)
-        if fast_update and reason is not None:
-            log.info("%s update: autograd path (no fast path: %s)", self.name, reason)
-        if fast_update and reason is None:
+        if self._autograd_reason(fast_update) is None:
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,
@@ -226,36 +217,35 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
-    def _build_optimizer(
-        self, optimizer: str | Mapping[str, Any], sync: dict[str, Any] | None, action_value: bool
-    ) -> None:
-        """The optimizer over the trained parameters; the baseline's synchronization, if any."""
+    def _build_sync(self, sync: dict[str, Any] | None) -> None:
+        """The baseline's ``Synchronization`` with the policy network, if asked."""
+        if sync is None:
+            return
+        if self.policy.baseline is None:
+            raise ConfigError("agent.baseline_sync: needs a separate baseline network")
+        unknown = set(sync) - {"update_weight", "sync_frequency"}
+        if unknown:
+            raise ConfigError(f"agent.baseline_sync: unsupported keys {sorted(unknown)}")
+        self.baseline_sync = Synchronization(
+            self.policy.network,
+            self.policy.baseline,
+            sync.get("update_weight"),
+            sync.get("sync_frequency"),
+            "agent.baseline_sync",
+        )
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters gradient steps move (not a synchronized baseline's own)."""
         params = list(self.policy.parameters())
-        if sync is not None:
-            if self.policy.baseline is None:
-                raise ConfigError("agent.baseline_sync: needs a separate baseline network")
-            unknown = set(sync) - {"update_weight", "sync_frequency"}
-            if unknown:
-                raise ConfigError(f"agent.baseline_sync: unsupported keys {sorted(unknown)}")
-            self.baseline_sync = Synchronization(
-                self.policy.network,
-                self.policy.baseline,
-                sync.get("update_weight"),
-                sync.get("sync_frequency"),
-                "agent.baseline_sync",
-            )
-            synced = {id(p) for p in self.policy.baseline.parameters()}
-            synced -= {id(p) for p in self.policy.network.parameters()}  # layers both reuse
-            params = [p for p in params if id(p) not in synced]
-        if not isinstance(action_value, bool):
-            raise ConfigError(message("agent.action_value_loss", action_value, "True or False"))
-        self.action_value_loss = action_value
-        lr = self.schedules["learning_rate"].value(0, 0, 0)
-        if optimizer == "rmsprop":  # as Stable-Baselines3's A2C builds it
-            self.optimizer = torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
-        elif optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=lr, eps=1e-5)
-        else:
-            self.optimizer = build_optimizer(optimizer, params)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        if self.baseline_sync is None:
+            return params
+        synced = {id(p) for p in self.policy.baseline.parameters()}
+        synced -= {id(p) for p in self.policy.network.parameters()}  # layers both reuse
+        return [p for p in params if id(p) not in synced]
+
+
+#: A2C's named optimizers: RMSprop as Stable-Baselines3's A2C builds it, or Adam (eps 1e-5)
+_OPTIMIZERS = {
+    "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, eps=1e-5),
+}

@@ -6,7 +6,8 @@ hyperparameters, ``_fused`` and ``_internals``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -16,9 +17,12 @@ import torch
 from forceexp import tags
 from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
-from forceexp.core.fused import STEP_METRICS, Rows, normalized
+from forceexp.core.fused import STEP_METRICS, Rows, normalized, unsupported_reason
+from forceexp.core.optimizer_specs import build_optimizer
 from forceexp.core.optimizers import Synchronization, UpdateOptimizer, update_norm
 from forceexp.observers.recorder import Trace
+
+log = logging.getLogger(__name__)
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 #: ``(log_prob, entropy, value)`` of rows under the current policy
@@ -58,6 +62,37 @@ class PPOUpdate:
         ``'imitation'``: behaviour cloning.
         """
         return ppo_objective(self, traces, objective, num_updates)
+
+    def _build_optimizer(
+        self, spec: str | Mapping[str, Any], params: list[torch.nn.Parameter], default: Any
+    ) -> None:
+        """``self.optimizer``: ``default(params, lr)`` for its name, else a Tensorforce spec.
+
+        A spec (``forceexp.core.optimizer_specs``) runs on the autograd path; its torch
+        optimizers without a rate of their own follow the ``learning_rate`` schedule.
+        """
+        lr = self.schedules["learning_rate"].value(0, 0, 0)
+        if isinstance(spec, str) and spec in default:
+            self.optimizer = default[spec](params, lr)
+            return
+        self.optimizer = build_optimizer(spec, params)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _autograd_reason(self, fast_update: bool) -> str | None:
+        """Why updates take the autograd path (None: the fast path applies); logged."""
+        if not fast_update:
+            return "fast_update=False"
+        reason = unsupported_reason(self.policy)
+        if reason is None and not isinstance(self.optimizer, torch.optim.Optimizer):
+            reason = f"optimizer {self.optimizer.description}"
+        if reason is None and self.baseline_sync is not None:
+            reason = "baseline synchronization"
+        if reason is None and self.action_value_loss:
+            reason = "the plus objective's action-value loss"
+        if reason is not None:
+            log.info("%s update: autograd path (no fast path: %s)", self.name, reason)
+        return reason
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""

@@ -18,9 +18,10 @@ objective / optimizer / reward_estimation                           agent
 ==================================================================  ==========
 
 For ``a2c``/``ac``/``vpg`` an optimizer spec other than plain Adam is passed on whole (their
-autograd path, ``forceexp.core.optimizers``), a ``synchronization`` baseline optimizer is
-``baseline_sync``, and ``plus`` of ``policy_gradient`` and ``action_value`` is the policy
-gradient with ``action_value_loss=True``.
+autograd path, ``forceexp.core.optimizers``; ``ppo`` keeps ``multi_step`` and
+``subsampling_fraction`` as its epochs and minibatches) and a ``synchronization`` baseline
+optimizer is ``baseline_sync``. ``plus`` of ``policy_gradient`` and ``action_value`` is the
+policy gradient with ``action_value_loss=True`` (``ppo``, ``a2c``, ``ac``, ``vpg``).
 
 Anything else raises a ``ConfigError`` naming the component that does not map. The agent
 returned is the mapped one (``agent.name`` is e.g. ``'ppo'``, and so is its saved spec).
@@ -62,8 +63,10 @@ _NATURAL_GRADIENT_ARGS = (
     ("cg_max_iterations", "cg_max_steps"),
     ("cg_damping", "cg_damping"),
 )
-#: agents with Tensorforce's optimizer specs, baseline synchronization and the plus objective
-_PLUS_AGENTS = ("a2c", "ac", "vpg")
+#: agents taking an optimizer spec whole and baseline synchronization (``baseline_sync``)
+_SPEC_AGENTS = ("a2c", "ac", "vpg")
+#: agents with the plus objective's ``action_value_loss``
+_PLUS_AGENTS = ("ppo", *_SPEC_AGENTS)
 
 
 def _type(spec: Any, key: str = "type") -> Any:
@@ -235,7 +238,7 @@ def _optimizer_args(name: str, optimizer: Any) -> dict[str, Any]:
         return {} if optimizer is None else {"learning_rate": optimizer}
     spec = dict(optimizer)
     out: dict[str, Any] = {}
-    if name in _PLUS_AGENTS and not is_default(spec):  # runs on the autograd path
+    if name in _SPEC_AGENTS and not is_default(spec):  # runs on the autograd path
         rate = spec.get("learning_rate")
         return {"optimizer": spec, **({"learning_rate": rate} if _is_number(rate) else {})}
     if name == "trpo":
@@ -292,7 +295,7 @@ def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]
 
 def _baseline_args(name: str, baseline: Any, optimizer: Any, objective: Any) -> dict[str, Any]:
     """The baseline (critic) spec, its optimizer and objective as the agent's arguments."""
-    if _type(optimizer, "optimizer") == "synchronization" and name in _PLUS_AGENTS:
+    if _type(optimizer, "optimizer") == "synchronization" and name in _SPEC_AGENTS:
         return _synchronized_baseline(name, baseline, optimizer)
     if _objective_type(objective, "agent.baseline_objective") not in _DEFAULT_BASELINE_OBJECTIVES:
         raise ConfigError(

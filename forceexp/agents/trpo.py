@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from forceexp import tags
-from forceexp.agents.on_policy import OnPolicyAgent, check_range, check_sizes
+from forceexp.agents.on_policy import OnPolicyAgent, check_flag, check_range, check_sizes
 from forceexp.agents.ppo_update import explained_variance, fresh, process_targets
 from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch
@@ -151,10 +151,6 @@ class TRPOAgent(OnPolicyAgent):
         check_range("line_search_shrinking_factor", line_search_shrinking_factor, 1e-3, 0.999)
         check_range("value_learning_rate", value_learning_rate, 0.0, 1.0)
         check_range("entropy_coef", entropy_coef, 0.0, math.inf)
-        if not isinstance(only_positive_updates, bool):
-            raise ConfigError(
-                message("agent.only_positive_updates", only_positive_updates, "True or False")
-            )
         if baseline is None:
             raise ConfigError(
                 message("agent.baseline", None, "a value network spec such as 'auto'")
@@ -176,7 +172,8 @@ class TRPOAgent(OnPolicyAgent):
         self.shrink, self.line_search_max_iter = line_search_shrinking_factor, line_search_max_iter
         self.value_epochs, self.minibatch_size = value_epochs, minibatch_size
         self.normalize_advantages = normalize_advantages
-        self.entropy_coef, self.only_positive_updates = entropy_coef, only_positive_updates
+        self.entropy_coef = entropy_coef
+        self.only_positive_updates = check_flag("only_positive_updates", only_positive_updates)
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
