@@ -304,14 +304,16 @@ def test_an_optimizer_spec_and_its_state_survive_save_and_load(tmp_path):
         assert all(torch.equal(state[0][k], restored[0][k]) for k in state[0])
 
 
-def test_ppo_keeps_adam_fast_and_runs_other_optimizer_specs_on_autograd():
+def test_ppo_keeps_adam_fast_and_runs_other_optimizer_specs_on_autograd(caplog):
     base = dict(states=STATES, actions=dict(type="int", num_values=2), seed=0)
     adam = dict(optimizer="adam", learning_rate=3e-4, multi_step=4, subsampling_fraction=0.5)
     agent = Agent.create("ppo", **base, rollout_length=8, optimizer=adam)
     assert agent._fused is not None and isinstance(agent.optimizer, torch.optim.Adam)
     assert (agent.spec["epochs"], agent.spec["minibatch_size"]) == (4, 4)
     spec = dict(optimizer="sgd", learning_rate=0.01, multi_step=3, doublecheck_update=True)
-    agent = Agent.create("ppo", **base, rollout_length=8, optimizer=spec)
+    with caplog.at_level("INFO", logger="forceexp.agents.ppo_update"):
+        agent = Agent.create("ppo", **base, rollout_length=8, optimizer=spec)
+    assert "ppo update: autograd path (no fast path: optimizer {'optimizer': 'sgd'" in caplog.text
     assert agent._fused is None and agent.spec["epochs"] == 3  # multi_step stays PPO's epochs
     assert agent.spec["optimizer"] == dict(
         optimizer="sgd", learning_rate=0.01, doublecheck_update=True
