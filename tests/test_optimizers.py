@@ -104,6 +104,22 @@ def test_clipping_multi_step_and_plus_combine_updates():
     assert torch.allclose(weight.detach(), 0.36 * TARGET)
 
 
+def test_explicit_modifier_types_equal_the_wrapper_keys():
+    weight, loss, _ = _quadratic()
+    inner = dict(type="sgd", learning_rate=0.9)
+    spec = dict(type="linesearch_step", optimizer=inner, max_iterations=3, backtracking_factor=0.5)
+    deltas = build_optimizer(spec, [weight]).step(loss, 8)
+    assert torch.allclose(deltas[0], 1.8 * 0.5 * TARGET)  # one halving lands on 0.9 * target
+    weight, loss, calls = _quadratic(size=10)
+    spec = dict(
+        type="multi_step",
+        num_steps=2,
+        optimizer=dict(type="subsampling_step", optimizer="sgd", fraction=3),
+    )
+    build_optimizer(spec, [weight]).step(loss, 10)
+    assert calls == [3, 3]
+
+
 def test_optimizer_specs_without_a_counterpart_are_named():
     weight = [nn.Parameter(torch.zeros(3))]
     cases = [

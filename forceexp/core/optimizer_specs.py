@@ -121,7 +121,7 @@ def _base(kind: Any, spec: dict[str, Any], params: list[nn.Parameter], path: str
     return TorchStep(params, kind, rate, clipping, path, **spec)
 
 
-def _modifier(kind: str, spec: dict[str, Any], params: list[nn.Parameter], path: str):
+def _modifier(kind: str, spec: dict[str, Any], params: list[nn.Parameter], path: str) -> UpdateStep:
     """An explicit ``clipping_step``/``multi_step``/... spec as the wrapper key it equals."""
     inner = _build(_required(spec, "optimizer", path), params, f"{path}.optimizer")
     if kind == "clipping_step":
@@ -136,10 +136,9 @@ def _modifier(kind: str, spec: dict[str, Any], params: list[nn.Parameter], path:
         factor = spec.pop("backtracking_factor", 0.75)
         if not isinstance(factor, int | float) or not 0.0 < factor < 1.0:
             raise ConfigError(message(f"{path}.backtracking_factor", factor, "a float in (0, 1)"))
-        step = _wrap(
-            inner, {"linesearch_iterations": _required(spec, "max_iterations", path)}, path
-        )
-        step.factor = factor
+        iterations = _required(spec, "max_iterations", path)
+        check_int(f"{path}.max_iterations", iterations, 1)
+        step = LinesearchStep(inner, iterations, factor)
     else:
         key, argument = {
             "multi_step": ("multi_step", "num_steps"),
