@@ -298,6 +298,18 @@ def test_natural_gradient_kl_covers_bernoulli_and_beta():
     assert float(kl_divergence(Beta(a, b, 1), Beta(b, a, 1))) > 0.0
 
 
+def test_a_baseline_sync_countdown_survives_save_and_load(tmp_path):
+    sync = dict(update_weight=0.5, sync_frequency=3)
+    agent = Agent.create(
+        "a2c", states=STATES, actions=dict(type="int", num_values=2), baseline_sync=sync
+    )
+    _run_steps(agent, 11)  # two updates of 5 steps: synced at the first, next in one update
+    assert agent.updates == 2 and agent.baseline_sync.countdown == 2
+    for format in ("checkpoint", "numpy"):
+        agent.save(tmp_path / format, format=format)
+        assert Agent.load(tmp_path / format, format=format).baseline_sync.countdown == 2
+
+
 def test_an_optimizer_spec_and_its_state_survive_save_and_load(tmp_path):
     spec = dict(type="plus", optimizer1=dict(type="adam", learning_rate=1e-3), optimizer2="adagrad")
     agent = Agent.create(

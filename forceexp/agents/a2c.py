@@ -234,6 +234,19 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             "agent.baseline_sync",
         )
 
+    def state_dict(self) -> dict[str, Any]:
+        """``OnPolicyAgent``'s state, plus the updates until the next baseline sync."""
+        state = super().state_dict()
+        if self.baseline_sync is not None:
+            state["baseline_sync_countdown"] = torch.tensor(self.baseline_sync.countdown)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load ``state_dict``'s entries (a missing countdown keeps the current one)."""
+        super().load_state_dict(state)
+        if self.baseline_sync is not None and "baseline_sync_countdown" in state:
+            self.baseline_sync.countdown = int(state["baseline_sync_countdown"])
+
     def _trained_parameters(self) -> list[torch.nn.Parameter]:
         """The parameters gradient steps move (not a synchronized baseline's own)."""
         params = list(self.policy.parameters())
