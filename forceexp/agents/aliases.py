@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from forceexp.core.optimizer_specs import is_default
 from forceexp.errors import ConfigError, message
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,30 @@ def _optimizer(name: str) -> Translation:
     return translate
 
 
+def _ppo_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
+    """PPO's ``optimizer``: Adam (the fast path) as before; another name or spec passed on.
+
+    ``multi_step`` and ``subsampling_fraction`` stay PPO's epochs and minibatches.
+    """
+    if value in (None, "adam"):
+        return {}
+    if isinstance(value, str):
+        return {"optimizer": value}
+    if not isinstance(value, Mapping) or isinstance(value.get("optimizer"), Mapping):
+        return _optimizer("optimizer")(value, ctx)  # a rate, or a nested multi_step spec
+    spec, out = dict(value), {}
+    if "multi_step" in spec:
+        out["epochs"] = spec.pop("multi_step")
+    if "subsampling_fraction" in spec:
+        out.update(_subsampling_fraction(spec.pop("subsampling_fraction"), ctx))
+    rate = spec.get("learning_rate")
+    if is_default(spec):
+        return {**out, **({"learning_rate": rate} if "learning_rate" in spec else {})}
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        out["learning_rate"] = rate  # the rate logged; the spec keeps it
+    return {**out, "optimizer": spec}
+
+
 def _optimizer_rate(value: Any) -> Any:
     """A learning rate given as a number/schedule or an Adam optimizer dict (its rate)."""
     if isinstance(value, Mapping) and ({"optimizer", "learning_rate"} & set(value)):
@@ -316,7 +341,7 @@ PPO: dict[str, Translation] = {
     "update": _update,
     "update_frequency": _update_frequency,
     "learning_rate": _optimizer("learning_rate"),
-    "optimizer": _optimizer("optimizer"),
+    "optimizer": _ppo_optimizer,
     "multi_step": _rename("epochs"),
     "subsampling_fraction": _subsampling_fraction,
     "likelihood_ratio_clipping": _rename("clip_ratio"),
@@ -440,12 +465,10 @@ TRPO: dict[str, Translation] = {
     "baseline_network": _network("baseline_network"),
     "baseline_optimizer": _trpo_baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
-    "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
+    "entropy_regularization": _rename("entropy_coef"),
     "predict_terminal_values": _only_off(
         "predict_terminal_values", "only truncated episodes bootstrap from the value"
     ),
-    "reward_processing": _processing("reward_processing"),
-    "return_processing": _processing("return_processing"),
 }
 
 

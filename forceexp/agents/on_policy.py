@@ -40,6 +40,13 @@ def check_sizes(**sizes: Any) -> None:
             raise ConfigError(message(f"agent.{key}", value, "an int >= 1"))
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """``agent.<name>`` if it is True or False; else a ``ConfigError``."""
+    if not isinstance(value, bool):
+        raise ConfigError(message(f"agent.{name}", value, "True or False"))
+    return value
+
+
 def bounded_schedule(
     name: str, spec: Any, kind: ScheduleName, horizon: int | None, low: float, high: float
 ) -> Schedule:

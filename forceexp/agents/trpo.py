@@ -3,13 +3,15 @@
 Every ``rollout_length`` steps per parallel slot, on the ``B`` rows of the rollout:
 
     A_t     = GAE(gamma, lambda), normalized to mean 0, std 1; R_t = A_t + V(s_t)
-    L(th)   = mean(A_t * pi_th(a_t | s_t) / pi_old(a_t | s_t))         surrogate, L(old) = 0
+    L(th)   = mean(A_t * pi_th(a_t | s_t) / pi_old(a_t | s_t))         surrogate
+              + entropy_coef * mean(H[pi_th(. | s_t)])                 (Tensorforce's entropy)
     KL(th)  = mean KL(pi_old(. | s_t) || pi_th(. | s_t))
     g       = grad L;  F = Hessian of KL at th_old (the Fisher matrix), damped: F + cg_damping I
     s       = F^-1 g   by ``cg_max_steps`` conjugate-gradient steps on products F v
     step    = sqrt(2 max_kl / s.F s) * s                             (KL ~ max_kl if quadratic)
     th      = th_old + c * step, c = 1, shrink, shrink^2, ... (``line_search_max_iter`` tries):
               the first with KL <= max_kl and L > L(old) is kept; none: th stays th_old
+              (``only_positive_updates=False``: the first with KL <= max_kl)
     value:  ``value_epochs`` passes of shuffled minibatches of Adam on mean((V(s_t) - R_t)^2)
 
 Tensorforce's ``trpo`` calls ``max_kl`` its ``learning_rate`` and the line search length
@@ -21,17 +23,19 @@ and the value fit takes hand-derived steps on the shared dense stacks (``core/de
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from forceexp import tags
-from forceexp.agents.on_policy import OnPolicyAgent, check_range, check_sizes
-from forceexp.agents.ppo_update import explained_variance, fresh
+from forceexp.agents.on_policy import OnPolicyAgent, check_flag, check_range, check_sizes
+from forceexp.agents.ppo_update import explained_variance, fresh, process_targets
+from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch
 from forceexp.core.dense import DenseStack, FastOptimizer
-from forceexp.core.distributions import Bounding, CategoricalHead, GaussianHead
+from forceexp.core.distributions import Bounding
 from forceexp.core.fused import unsupported_reason
 from forceexp.core.natural_gradient import (
     conjugate_gradient,
@@ -43,6 +47,7 @@ from forceexp.core.normalization import reward_normalizer
 from forceexp.core.regularizers import l2_penalty, weight_matrices
 from forceexp.core.schedules import Schedule
 from forceexp.errors import ConfigError, message
+from forceexp.observers.recorder import Trace
 
 
 class TRPOAgent(OnPolicyAgent):
@@ -76,7 +81,15 @@ class TRPOAgent(OnPolicyAgent):
         reward_scale: Factor on every learning reward (after normalization).
         reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
-        bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
+        bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options (``PPOAgent``'s ``distributions``).
+        entropy_coef: Weight of the mean entropy added to the surrogate (Tensorforce's
+            ``entropy_regularization``; 0: off).
+        only_positive_updates: The line search keeps only steps that raise the surrogate
+            (Tensorforce's natural-gradient option); False: also steps that do not.
+        return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
+        normalize_returns: Normalize each update's returns to mean 0, std 1 (after clipping)
+            before the advantages (Tensorforce's ``return_processing='batch_normalization'``).
         fast_update: For plain MLPs on the CPU: act with NumPy and fit the value with
             hand-derived gradient steps (``forceexp.core.dense``); same maths as autograd.
         seed: Random seed.
@@ -121,6 +134,11 @@ class TRPOAgent(OnPolicyAgent):
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
+        entropy_coef: float = 0.0,
+        only_positive_updates: bool = True,
+        return_clipping: tuple[float, float] | None = None,
+        normalize_returns: bool = False,
         fast_update: bool = True,
         seed: int | None = None,
         device: str = "auto",
@@ -143,6 +161,7 @@ class TRPOAgent(OnPolicyAgent):
         check_range("cg_damping", cg_damping, 0.0, 1e3)
         check_range("line_search_shrinking_factor", line_search_shrinking_factor, 1e-3, 0.999)
         check_range("value_learning_rate", value_learning_rate, 0.0, 1.0)
+        check_range("entropy_coef", entropy_coef, 0.0, math.inf)
         if baseline is None:
             raise ConfigError(
                 message("agent.baseline", None, "a value network spec such as 'auto'")
@@ -164,10 +183,15 @@ class TRPOAgent(OnPolicyAgent):
         self.shrink, self.line_search_max_iter = line_search_shrinking_factor, line_search_max_iter
         self.value_epochs, self.minibatch_size = value_epochs, minibatch_size
         self.normalize_advantages = normalize_advantages
+        self.entropy_coef = entropy_coef
+        self.only_positive_updates = check_flag("only_positive_updates", only_positive_updates)
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
+        self._build_policy(
+            network, policy, baseline, normalize_states, bounded_actions, None, distributions
+        )
+        self._build_processing(None, return_clipping, normalize_returns)
         _check_policy(self.policy)
         self.schedules: dict[str, Schedule] = {}
         plain_acting = self._build_extras(l2_regularization, variable_noise, exploration, None)
@@ -190,8 +214,16 @@ class TRPOAgent(OnPolicyAgent):
         """One natural-gradient policy step, then the value fit, on the stored rollout."""
         with torch.inference_mode():
             batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
+            batch = self._targets(batch)
         self.buffer.carry_over()
-        batch = Batch(*(fresh(x) for x in batch))
+        return self._update_batch(Batch(*(fresh(x) for x in batch)))
+
+    def _targets(self, batch: Batch) -> Batch:
+        """``batch`` with the returns clipped / normalized as asked (``process_targets``)."""
+        return process_targets(batch, self.return_clipping, self.normalize_returns)
+
+    def _update_batch(self, batch: Batch) -> dict[str, float]:
+        """The policy step and value fit on a flattened batch of rows."""
         advantages = batch.advantages
         if self.normalize_advantages and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -202,12 +234,28 @@ class TRPOAgent(OnPolicyAgent):
         metrics[tags.EXPLAINED_VARIANCE] = explained_variance(batch.value, batch.returns)
         return metrics
 
+    def learn_from_traces(
+        self, traces: list[Trace], objective: Objective, num_updates: int
+    ) -> dict[str, float]:
+        """Recorded episodes as on-policy experience for TRPO's update (``'replay'`` only).
+
+        Raises:
+            ConfigError: ``objective='imitation'``.
+        """
+        if objective != "replay":
+            raise ConfigError(message("pretrain.objective", objective, "'replay' for trpo"))
+        return ppo_objective(self, traces, objective, num_updates)
+
     def _surrogate(self, batch: Batch, advantages: torch.Tensor, old: dict) -> tuple:
         """``(L, mean KL(old || current), current distributions)`` on the rollout rows."""
         features = self.policy.network(batch.states)
         dists = self.policy.distributions(features, batch.masks)
         log_prob = sum(d.log_prob(batch.actions[name]) for name, d in dists.items())
         surrogate = (advantages * (log_prob - batch.log_prob).exp()).mean()
+        if self.entropy_coef:
+            surrogate = (
+                surrogate + self.entropy_coef * sum(d.entropy() for d in dists.values()).mean()
+            )
         surrogate = surrogate - l2_penalty(self.l2_regularization, self._policy_weights)
         kl = sum(kl_divergence(old[name], d) for name, d in dists.items()).mean()
         return surrogate, kl, dists
@@ -230,7 +278,8 @@ class TRPOAgent(OnPolicyAgent):
             for _ in range(self.line_search_max_iter):
                 _assign(params, start + scale * step)
                 trial, trial_kl, _ = self._surrogate(batch, advantages, old)
-                if trial_kl <= self.max_kl and trial > surrogate:
+                improves = trial > surrogate or not self.only_positive_updates
+                if trial_kl <= self.max_kl and improves:
                     accepted, accepted_kl, surrogate = True, float(trial_kl), trial
                     break
                 scale *= self.shrink
@@ -284,16 +333,9 @@ class TRPOAgent(OnPolicyAgent):
 
 
 def _check_policy(policy: torch.nn.Module) -> None:
-    """TRPO's KL is written for categorical and Gaussian heads on a feed-forward network."""
+    """TRPO's update is written for a feed-forward policy network."""
     if policy.recurrent:
         raise ConfigError("agent.network: TRPO does not support recurrent policy networks")
-    for name, head in policy.heads.items():
-        if not isinstance(head, CategoricalHead | GaussianHead):
-            raise ConfigError(
-                f"agent.actions[{name!r}]: TRPO supports int (categorical) and float (Gaussian) "
-                f"actions, not a {type(head).__name__}; for bounded floats use "
-                "bounded_actions='clip' or 'squash'"
-            )
 
 
 def _assign(params: list[torch.Tensor], flat: torch.Tensor) -> None:

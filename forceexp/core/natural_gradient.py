@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
-from forceexp.core.distributions import Categorical, Distribution, Gaussian
+from forceexp.core.distributions import Bernoulli, Beta, Categorical, Distribution, Gaussian
 
 
 def conjugate_gradient(
@@ -74,7 +75,7 @@ def kl_divergence(old: Distribution, new: Distribution) -> torch.Tensor:
     """``KL(old || new)`` per row ``(B,)``, summed over the action's dimensions.
 
     Raises:
-        TypeError: For distributions other than categorical and Gaussian.
+        TypeError: For distributions other than categorical, Gaussian, Bernoulli and Beta.
     """
     if isinstance(old, Categorical) and isinstance(new, Categorical):
         p = old.logits.exp()  # masked entries: probability 0, no contribution
@@ -86,6 +87,17 @@ def kl_divergence(old: Distribution, new: Distribution) -> torch.Tensor:
             - old.log_std
             + (variance_old + (old.mean - new.mean).pow(2)) / (2 * variance_new)
             - 0.5
+        )
+    elif isinstance(old, Bernoulli) and isinstance(new, Bernoulli):
+        p = torch.sigmoid(old.logits)
+        log_p, log_q = nn.functional.logsigmoid(old.logits), nn.functional.logsigmoid(new.logits)
+        log_not_p = nn.functional.logsigmoid(-old.logits)
+        log_not_q = nn.functional.logsigmoid(-new.logits)
+        terms = p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)
+    elif isinstance(old, Beta) and isinstance(new, Beta):
+        terms = torch.distributions.kl_divergence(
+            torch.distributions.Beta(old.alpha, old.beta, validate_args=False),
+            torch.distributions.Beta(new.alpha, new.beta, validate_args=False),
         )
     else:
         raise TypeError(f"no KL for {type(old).__name__} and {type(new).__name__}")
