@@ -23,6 +23,12 @@ from forceexp.agents.inputs import (
     terminal_array,
 )
 from forceexp.core.normalization import RewardNormalizer
+from forceexp.core.preprocessing import (
+    INTERNALS_KEY,
+    RewardProcessing,
+    StatePreprocessing,
+    load_preprocessing,
+)
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
@@ -129,6 +135,11 @@ class Agent(InputConversion):
         recorder: Trace recording spec (a directory or a dict), or None.
         torch_threads: torch's intra-op threads (process-wide): ``'auto'`` (one thread for small
             networks on the CPU), an int, or None to leave torch's setting alone.
+        state_preprocessing: Layers run on states before the networks (Tensorforce's
+            ``state_preprocessing``, ``forceexp.core.preprocessing``): one spec or list for
+            every state, or a dict of them by state name or type; None: raw states.
+        reward_processing: Layers run on each observed reward before learning (a spec or a
+            list); reported episode returns stay raw.
     """
 
     #: registry name, set by ``AGENTS.register``
@@ -162,11 +173,14 @@ class Agent(InputConversion):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
-        self.state_specs: Specs = parse_specs(states, "state")
+        #: the states ``act`` receives (checked against these)
+        self.input_specs: Specs = parse_specs(states, "state")
         self.action_specs: Specs = parse_specs(actions, "action")
-        for name in self.state_specs:
-            if name in self.action_specs and not self.state_specs.single:
+        for name in self.input_specs:
+            if name in self.action_specs and not self.input_specs.single:
                 raise ConfigError(f"states.{name}: state and action names must differ")
         if not isinstance(parallel_interactions, int) or parallel_interactions < 1:
             raise ConfigError(
@@ -174,8 +188,9 @@ class Agent(InputConversion):
             )
         self.max_episode_timesteps = max_episode_timesteps
         self.parallel_interactions = parallel_interactions
-        self.device = resolve_device(device, self.state_specs)
-        apply_torch_threads(torch_threads, self.device, self.state_specs)
+        self.device = resolve_device(device, self.input_specs)
+        apply_torch_threads(torch_threads, self.device, self.input_specs)
+        self._build_preprocessing(state_preprocessing, reward_processing)
         self.seed = seed
         seed_everything(seed)
         self.timesteps = self.episodes = self.updates = 0
@@ -200,6 +215,19 @@ class Agent(InputConversion):
         self.observers = build_observers(saver=saver, summarizer=summarizer, recorder=recorder)
         for observer in self.observers:
             observer.attach(self)
+
+    def _build_preprocessing(self, states: Any, rewards: Any) -> None:
+        """The state and reward pipelines; ``state_specs`` becomes what the networks see."""
+        self.preprocessing: StatePreprocessing | None = None
+        self.state_specs: Specs = self.input_specs
+        if states not in (None, False):
+            preprocessing = StatePreprocessing(states, self.input_specs, self.parallel_interactions)
+            if preprocessing.pipelines:
+                self.preprocessing = preprocessing.to(self.device)
+                self.state_specs = preprocessing.output_specs
+        self.reward_processing: RewardProcessing | None = None
+        if rewards not in (None, False, []):
+            self.reward_processing = RewardProcessing(rewards, self.parallel_interactions)
 
     # ------------------------------------------------------------------ creation
     @staticmethod
@@ -308,15 +336,31 @@ class Agent(InputConversion):
 
         Subclasses add their weights, optimizers and generators to this dict.
         """
+        out: dict[str, Any] = {}
         normalizer = self.reward_normalizer
-        if normalizer is None or not normalizer.normalize:
-            return {}
-        return {"reward_normalizer": normalizer.state_dict()}
+        if normalizer is not None and normalizer.normalize:
+            out["reward_normalizer"] = normalizer.state_dict()
+        for key, module in self._pipelines().items():
+            if module.state_dict():  # internals of temporal layers, running statistics
+                out[key] = module.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (entries it lacks keep their current value)."""
         if self.reward_normalizer is not None and "reward_normalizer" in state:
             self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        for key, module in self._pipelines().items():
+            if key in state:
+                load_preprocessing(module, state[key])
+
+    def _pipelines(self) -> dict[str, torch.nn.Module]:
+        """The preprocessing modules by their ``state_dict`` key."""
+        out: dict[str, torch.nn.Module] = {}
+        if self.preprocessing is not None:
+            out["state_preprocessing"] = self.preprocessing
+        if self.reward_processing is not None:
+            out["reward_processing"] = self.reward_processing
+        return out
 
     # ------------------------------------------------------------------ interaction
     def act(
@@ -359,12 +403,17 @@ class Agent(InputConversion):
                 )
             self._acting[columns] = True
         following = internals
+        carried = None  # the preprocessing internals of an independent act with internals
+        if self.preprocessing is not None:
+            batch, internals, carried = self._preprocess(batch, internals, slots, independent)
         if internals is not None and independent and self.initial_internals():
             actions, following = self._act_internals(
                 batch, masks, internals, batched, deterministic
             )
         else:
             actions = self._act(batch, masks, slots, independent, deterministic)
+        if carried is not None:
+            following = {**following, INTERNALS_KEY: carried}
         out = {
             name: a if isinstance(a, np.ndarray) else a.cpu().numpy() for name, a in actions.items()
         }
@@ -376,6 +425,23 @@ class Agent(InputConversion):
                 observer.on_act(self, batch, masks, out, slots)
         result = self._format_actions(out, batched)
         return result if internals is None else (result, following)
+
+    def _preprocess(
+        self, batch: Tensors, internals: Any, slots: np.ndarray, independent: bool
+    ) -> tuple[Tensors, Any, dict[str, Any] | None]:
+        """Run the state pipelines: per slot, or from internals the caller carries.
+
+        An independent act given an internals dict carries the temporal pipelines' rows under
+        ``INTERNALS_KEY`` (absent: an episode start); without one, independent acts read the
+        slot's history without advancing it (as Tensorforce). Returns the processed states,
+        the internals left for the networks and the carried rows (None when not carried).
+        """
+        assert self.preprocessing is not None
+        if independent and isinstance(internals, Mapping) and self.preprocessing.temporal:
+            batch, carried = self.preprocessing.independent(batch, internals)
+            internals = {k: v for k, v in internals.items() if k != INTERNALS_KEY}
+            return batch, internals, carried
+        return self.preprocessing(batch, slots, not independent), internals, None
 
     def observe(
         self,
@@ -412,7 +478,12 @@ class Agent(InputConversion):
             nexts, next_masks, _ = self._to_batch(
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
+            if self.preprocessing is not None:  # the slots' histories continue into them
+                nexts = self.preprocessing(nexts, slots, False)
         metrics = self._learn(slots, rewards, terminals, nexts, next_masks)
+        if terminals.any():
+            for module in self._pipelines().values():
+                module.reset(slots[terminals > 0])
         self._acting[columns] = False
         self._track_episodes(slots, columns, rewards, terminals)  # raw rewards: reported returns
         self._report_update(metrics)
@@ -426,15 +497,17 @@ class Agent(InputConversion):
         nexts: Tensors | None,
         next_masks: Tensors | None,
     ) -> dict[str, float] | None:
-        """Store one checked step of raw ``rewards`` (normalized for learning) and train if due.
+        """Store one checked step of raw ``rewards`` (processed for learning) and train if due.
 
         Shared by ``observe`` and the Ray learner, which replays its workers' steps through it.
         """
         learning = rewards
+        if self.reward_processing is not None:
+            learning = self.reward_processing.process(rewards, slots)
         if self.reward_normalizer is not None:
-            self.reward_normalizer.observe(slots, rewards, terminals)
+            self.reward_normalizer.observe(slots, learning, terminals)
             if not self.normalizes_sampled_rewards:
-                learning = self.reward_normalizer(rewards)
+                learning = self.reward_normalizer(learning)
         return self._observe(slots, learning, terminals, nexts, next_masks)
 
     def _report_update(self, metrics: dict[str, float] | None) -> None:
@@ -555,6 +628,8 @@ class Agent(InputConversion):
         self._acting[:] = False
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
+        for module in self._pipelines().values():
+            module.reset()
 
     def initial_internals(self) -> dict[str, Any]:
         """Initial recurrent internals for independent acts (empty when not recurrent)."""

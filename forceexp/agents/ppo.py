@@ -89,6 +89,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "ppo"
@@ -139,6 +141,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(rollout_length=rollout_length, minibatch_size=minibatch_size, epochs=epochs)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
@@ -165,6 +169,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.minibatch_size, self.epochs = minibatch_size, epochs
         self.value_clip = value_clip

@@ -83,6 +83,8 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "trpo"
@@ -120,6 +122,8 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(
             rollout_length=rollout_length,
@@ -148,6 +152,8 @@ class TRPOAgent(OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.max_kl, self.cg_max_steps, self.cg_damping = max_kl, cg_max_steps, cg_damping
         self.shrink, self.line_search_max_iter = line_search_shrinking_factor, line_search_max_iter
