@@ -86,11 +86,15 @@ class OnPolicyAgent(Agent):
         """
         if policy is not None and network not in ("auto", None):
             raise ConfigError("agent: give either network= or policy= (they are aliases), not both")
+        body = build_network(policy if policy is not None else network, self.state_specs)
+        shared = getattr(body, "named", None)  # the baseline may reuse policy layers by name
         self.policy = ActorCritic(
             self.state_specs,
             self.action_specs,
-            build_network(policy if policy is not None else network, self.state_specs, "network"),
-            None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
+            body,
+            None
+            if baseline is None
+            else build_network(baseline, self.state_specs, "baseline", shared=shared),
             normalize_states,
             bounded_actions,
             head_options(sde),
