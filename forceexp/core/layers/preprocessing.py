@@ -220,7 +220,8 @@ class Sequence(_Temporal):
         length: Number of inputs stacked (>= 2).
         axis: Non-batch axis: the concatenation axis, or where the new axis goes (-1: last).
         concatenate: True: concatenate along ``axis`` (its size times ``length``); False: add
-            a new axis of size ``length`` at ``axis``.
+            a new axis of size ``length`` at ``axis``. Scalars are always stacked (shape
+            ``(length,)``): their concatenation.
     """
 
     def __init__(
@@ -235,6 +236,7 @@ class Sequence(_Temporal):
         spec = self.require_float("sequence")
         if not isinstance(length, int) or isinstance(length, bool) or length < 2:
             raise ConfigError(message(f"{path}.length", length, "an int >= 2"))
+        concatenate = concatenate and bool(spec.shape)
         self.history, self.length, self.concatenate = length - 1, length, concatenate
         self._init_history(spec)
         rank = len(spec.shape)
