@@ -496,13 +496,15 @@ class Agent(InputConversion):
         terminals: np.ndarray,
         nexts: Tensors | None,
         next_masks: Tensors | None,
+        processed: bool = False,
     ) -> dict[str, float] | None:
         """Store one checked step of raw ``rewards`` (processed for learning) and train if due.
 
-        Shared by ``observe`` and the Ray learner, which replays its workers' steps through it.
+        Shared by ``observe`` and the Ray learner, which replays its workers' steps through it
+        (``processed``: their rewards went through the worker's ``reward_processing``).
         """
         learning = rewards
-        if self.reward_processing is not None:
+        if self.reward_processing is not None and not processed:
             learning = self.reward_processing.process(rewards, slots)
         if self.reward_normalizer is not None:
             self.reward_normalizer.observe(slots, learning, terminals)
