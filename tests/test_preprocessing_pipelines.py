@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -178,7 +180,7 @@ def test_baseline_reuses_a_policy_layer_with_the_same_parameters():
 
 
 # ------------------------------------------------------------------ single_output=False
-def test_single_output_false_routes_each_action_embedding_to_its_head(tmp_path):
+def test_single_output_false_routes_each_action_embedding_to_its_head(tmp_path, caplog):
     network = [
         [
             dict(type="retrieve", tensors=["a"]),
@@ -187,6 +189,7 @@ def test_single_output_false_routes_each_action_embedding_to_its_head(tmp_path):
         ],
         [dict(type="retrieve", tensors=["b", "first-embedding"]), dict(type="dense", size=5)],
     ]
+    caplog.set_level(logging.INFO, logger="forceexp.agents.on_policy")
     agent = Agent.create(
         "tensorforce",
         states=TWO_STATES,
@@ -198,6 +201,7 @@ def test_single_output_false_routes_each_action_embedding_to_its_head(tmp_path):
         max_episode_timesteps=5,
     )
     policy = agent.policy
+    assert agent._fused is None and "a2c update: autograd path (no fast path" in caplog.text
     assert policy.heads["first"].linear.in_features == 6
     assert policy.heads["second"].linear.in_features == 5
     states = {"a": torch.rand(4, 3) + 1.0, "b": torch.rand(4, 2)}

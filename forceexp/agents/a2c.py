@@ -28,7 +28,7 @@ import torch
 from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.fused import FusedPPOStep
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import Constant, ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
@@ -193,7 +193,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         )
         self.optimizer = _optimizer(optimizer, self.policy, self.schedules["learning_rate"])
         self._fused = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        if self._fast_path(fast_update):
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

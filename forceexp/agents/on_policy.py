@@ -8,6 +8,7 @@ subclass builds its optimizer(s) and implements ``_update() -> metrics``, its al
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,14 @@ from forceexp.agents.agent import Agent, Tensors
 from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
+from forceexp.core.fused import unsupported_reason
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, named_schedule
 from forceexp.core.sde import ResampleSchedule, head_options
 from forceexp.errors import ConfigError, message
+
+log = logging.getLogger(__name__)
 
 
 def check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -105,6 +109,13 @@ class OnPolicyAgent(Agent):
             raise ConfigError(message("agent.sde", sde, "null: no action is float"))
         self._sde_freq = -1 if sde is None else sde.get("sample_freq", -1)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
+
+    def _fast_path(self, fast_update: bool) -> bool:
+        """Whether the update takes the hand-derived fast path; logs why not when asked for."""
+        reason = unsupported_reason(self.policy) if fast_update else None
+        if reason is not None:
+            log.info("%s update: autograd path (no fast path: %s)", self.name, reason)
+        return fast_update and reason is None
 
     def _build_processing(
         self,

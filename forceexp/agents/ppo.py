@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
@@ -11,11 +10,9 @@ import torch
 from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.fused import FusedPPOStep
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import ScheduleName, check_schedule
-
-log = logging.getLogger(__name__)
 
 
 class PPOAgent(PPOUpdate, OnPolicyAgent):
@@ -196,10 +193,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             fused=fused,
         )
         self._fused = None
-        reason = unsupported_reason(self.policy) if fast_update else None
-        if reason is not None:
-            log.info("PPO update: autograd path (no fast path: %s)", reason)
-        if fast_update and reason is None:
+        if self._fast_path(fast_update):
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

@@ -32,7 +32,6 @@ from forceexp.agents.ppo_update import explained_variance, fresh
 from forceexp.core.buffers import Batch
 from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.distributions import Bounding, CategoricalHead, GaussianHead
-from forceexp.core.fused import unsupported_reason
 from forceexp.core.natural_gradient import (
     conjugate_gradient,
     fisher_vector_product,
@@ -171,7 +170,7 @@ class TRPOAgent(OnPolicyAgent):
         value_params = [*self.policy.baseline.parameters(), *self.policy.value_head.parameters()]
         self.optimizer = torch.optim.Adam(value_params, lr=value_learning_rate, eps=1e-5)
         self._fast_value = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        if self._fast_path(fast_update):
             fast = FastOptimizer(self.optimizer)
             stack = DenseStack([self.policy.baseline.mlp, self.policy.value_head], fast)
             self._fast_value = (stack, fast)
