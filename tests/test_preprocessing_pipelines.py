@@ -224,3 +224,28 @@ def test_single_output_false_routes_each_action_embedding_to_its_head(tmp_path, 
             objective="policy_gradient",
             policy=dict(network="auto", single_output=False),
         )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["ppo", "dqn"])
+def test_pipelines_run_on_cuda(tmp_path, name):
+    from forceexp import Runner
+    from forceexp.environments.testing import IdentityEnvironment
+
+    spec = dict(
+        agent=name,
+        device="cuda",
+        seed=0,
+        state_preprocessing=[dict(type="sequence", length=2), "exponential_normalization"],
+        reward_processing="deltafier",
+    )
+    runner = Runner(agent=spec, environment=IdentityEnvironment, num_parallel=2, seed=0)
+    runner.run(num_timesteps=300, use_tqdm=False)
+    agent = runner.agent
+    assert runner.updates > 0 and agent.preprocessing.pipelines["state"].internals0.is_cuda
+    agent.save(tmp_path)
+    loaded = Agent.load(tmp_path)
+    for key, value in agent.preprocessing.state_dict().items():
+        torch.testing.assert_close(loaded.preprocessing.state_dict()[key], value)
+    runner.close()
