@@ -99,6 +99,9 @@ def test_statistics_and_sequence_buffers_are_saved_and_restored(tmp_path):
         torch.testing.assert_close(loaded.preprocessing.state_dict()[key], value)
     history = loaded.preprocessing.pipelines["state"].internals0
     assert history.tolist() == [[1.0, 2.0, 2.0]]  # flag, then the last input (2.0, 2.0)
+    wider = Agent.load(tmp_path, parallel_interactions=3)  # histories restart, statistics kept
+    assert wider.preprocessing.pipelines["state"].internals0.abs().sum() == 0
+    torch.testing.assert_close(wider.preprocessing.pipelines["state"].layers[1].mean, norm.mean)
     with pytest.raises(ConfigError, match=r"exports the networks alone"):
         agent.save(tmp_path, format="onnx")
 
