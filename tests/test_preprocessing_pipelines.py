@@ -192,7 +192,7 @@ def test_single_output_false_routes_each_action_embedding_to_its_head(tmp_path, 
         ],
         [dict(type="retrieve", tensors=["b", "first-embedding"]), dict(type="dense", size=5)],
     ]
-    caplog.set_level(logging.INFO, logger="forceexp.agents.on_policy")
+    caplog.set_level(logging.INFO, logger="forceexp.agents.agent")
     agent = Agent.create(
         "tensorforce",
         states=TWO_STATES,

@@ -6,9 +6,10 @@ No learning maths lives here: subclasses implement ``_act`` and ``_observe``.
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -32,6 +33,8 @@ from forceexp.core.preprocessing import (
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
+
+log = logging.getLogger(__name__)
 
 #: ``device='auto'`` uses CUDA only for states at least this large with rank >= 2 (images):
 #: small MLPs run faster on the CPU (a GPU act costs ~0.7 ms of launches and copies).
@@ -228,6 +231,18 @@ class Agent(InputConversion):
         self.reward_processing: RewardProcessing | None = None
         if rewards not in (None, False, []):
             self.reward_processing = RewardProcessing(rewards, self.parallel_interactions)
+
+    def _use_fast_path(self, requested: bool, reason: Callable[[], str | None]) -> bool:
+        """Whether updates take the hand-derived fast path; logs why not when it was requested.
+
+        ``reason()`` says why the agent's networks or features rule it out (None: they do not).
+        """
+        if not requested:
+            return False
+        why = reason()
+        if why is not None:
+            log.info("%s update: autograd path (no fast path: %s)", self.name, why)
+        return why is None
 
     # ------------------------------------------------------------------ creation
     @staticmethod

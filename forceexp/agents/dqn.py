@@ -163,7 +163,8 @@ class DQNAgent(OffPolicyAgent):
         self.target = frozen_copy(self.q)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
         self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
-        self._fast = FastTD(self) if fast_update and fast_unsupported(self) is None else None
+        fast = self._use_fast_path(fast_update, lambda: fast_unsupported(self))
+        self._fast = FastTD(self) if fast else None
 
     def _lr(self) -> float:
         return self.learning_rate.value(self.timesteps, self.episodes, self.updates)

@@ -8,7 +8,6 @@ subclass builds its optimizer(s) and implements ``_update() -> metrics``, its al
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +26,6 @@ from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, named_schedule
 from forceexp.core.sde import ResampleSchedule, head_options
 from forceexp.errors import ConfigError, message
-
-log = logging.getLogger(__name__)
 
 
 def check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -111,11 +108,8 @@ class OnPolicyAgent(Agent):
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
 
     def _fast_path(self, fast_update: bool) -> bool:
-        """Whether the update takes the hand-derived fast path; logs why not when asked for."""
-        reason = unsupported_reason(self.policy) if fast_update else None
-        if reason is not None:
-            log.info("%s update: autograd path (no fast path: %s)", self.name, reason)
-        return fast_update and reason is None
+        """Whether the update takes the hand-derived fast path (the reason logged if not)."""
+        return self._use_fast_path(fast_update, lambda: unsupported_reason(self.policy))
 
     def _build_processing(
         self,
