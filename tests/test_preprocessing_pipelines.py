@@ -7,8 +7,9 @@ import logging
 import numpy as np
 import pytest
 import torch
+from test_recurrent import CueEnvironment
 
-from forceexp import Agent
+from forceexp import Agent, Runner
 from forceexp.core.preprocessing import INTERNALS_KEY
 from forceexp.errors import ConfigError
 
@@ -123,6 +124,36 @@ def test_replay_agent_stores_processed_states_and_keeps_its_fast_path():
     assert stored == [[0, 0, 0, 0], [0, 0, 1, -1], [1, -1, 2, -2]]
     following = agent.memory.storage["next_states/state"][2].tolist()
     assert following == [2, -2, 3, -3]  # the final state continues the episode's history
+
+
+def test_dqn_with_frame_stacking_recalls_a_cue_a_memoryless_dqn_cannot():
+    """The cue is shown at step 0 of 4; stacking 4 states keeps it in view (evaluation carries
+    its own history through independent acts). Memoryless best: 2.5, recalling: 4."""
+    agent = {
+        "agent": "dqn",
+        "seed": 0,
+        "network": {"type": "auto", "size": 64, "depth": 1, "activation": "relu"},
+        "memory": 5000,
+        "learning_rate": 3e-3,
+        "learning_starts": 200,
+        "target_update_interval": 100,
+        "discount": 0.9,
+        "exploration": {
+            "type": "linear",
+            "num_steps": 1500,
+            "initial_value": 1.0,
+            "final_value": 0.05,
+        },
+    }
+    returns = {}
+    for stacked in (False, True):
+        preprocessing = dict(type="sequence", length=4) if stacked else None
+        spec = {**agent, "state_preprocessing": preprocessing}
+        runner = Runner(agent=spec, environment=CueEnvironment, num_parallel=4, seed=0)
+        runner.run(num_timesteps=3000, use_tqdm=False)
+        returns[stacked] = runner.evaluate(num_episodes=20)["return_mean"]
+        runner.close()
+    assert returns[False] <= 2.5 + 1e-6 and returns[True] >= 3.8, returns
 
 
 def test_independent_acts_carry_their_own_history_and_experience_processes_episodes():
