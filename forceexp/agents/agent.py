@@ -23,13 +23,9 @@ from forceexp.agents.inputs import (
     reward_array,
     terminal_array,
 )
+from forceexp.agents.pipelines import Pipelines
 from forceexp.core.normalization import RewardNormalizer
-from forceexp.core.preprocessing import (
-    INTERNALS_KEY,
-    RewardProcessing,
-    StatePreprocessing,
-    load_preprocessing,
-)
+from forceexp.core.preprocessing import INTERNALS_KEY
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
@@ -123,7 +119,7 @@ def _canonical_kwargs(target: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return translate(name, kwargs, defaults)
 
 
-class Agent(InputConversion):
+class Agent(InputConversion, Pipelines):
     """Base class of all agents; also the entry point ``Agent.create`` / ``Agent.load``.
 
     Args:
@@ -218,19 +214,6 @@ class Agent(InputConversion):
         self.observers = build_observers(saver=saver, summarizer=summarizer, recorder=recorder)
         for observer in self.observers:
             observer.attach(self)
-
-    def _build_preprocessing(self, states: Any, rewards: Any) -> None:
-        """The state and reward pipelines; ``state_specs`` becomes what the networks see."""
-        self.preprocessing: StatePreprocessing | None = None
-        self.state_specs: Specs = self.input_specs
-        if states not in (None, False):
-            preprocessing = StatePreprocessing(states, self.input_specs, self.parallel_interactions)
-            if preprocessing.pipelines:
-                self.preprocessing = preprocessing.to(self.device)
-                self.state_specs = preprocessing.output_specs
-        self.reward_processing: RewardProcessing | None = None
-        if rewards not in (None, False, []):
-            self.reward_processing = RewardProcessing(rewards, self.parallel_interactions)
 
     def _use_fast_path(self, requested: bool, reason: Callable[[], str | None]) -> bool:
         """Whether updates take the hand-derived fast path; logs why not when it was requested.
@@ -347,35 +330,21 @@ class Agent(InputConversion):
         return persistence.save(self, directory, filename, format, append, memory)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
-        """Learned state beyond the counters: here the reward statistics, if normalized.
+        """Learned state beyond the counters: reward statistics (if normalized) and pipelines.
 
         Subclasses add their weights, optimizers and generators to this dict.
         """
-        out: dict[str, Any] = {}
+        out = self._pipeline_state()
         normalizer = self.reward_normalizer
         if normalizer is not None and normalizer.normalize:
             out["reward_normalizer"] = normalizer.state_dict()
-        for key, module in self._pipelines().items():
-            if module.state_dict():  # internals of temporal layers, running statistics
-                out[key] = module.state_dict()
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (entries it lacks keep their current value)."""
         if self.reward_normalizer is not None and "reward_normalizer" in state:
             self.reward_normalizer.load_state_dict(state["reward_normalizer"])
-        for key, module in self._pipelines().items():
-            if key in state:
-                load_preprocessing(module, state[key])
-
-    def _pipelines(self) -> dict[str, torch.nn.Module]:
-        """The preprocessing modules by their ``state_dict`` key."""
-        out: dict[str, torch.nn.Module] = {}
-        if self.preprocessing is not None:
-            out["state_preprocessing"] = self.preprocessing
-        if self.reward_processing is not None:
-            out["reward_processing"] = self.reward_processing
-        return out
+        self._load_pipeline_state(state)
 
     # ------------------------------------------------------------------ interaction
     def act(
@@ -440,23 +409,6 @@ class Agent(InputConversion):
                 observer.on_act(self, batch, masks, out, slots)
         result = self._format_actions(out, batched)
         return result if internals is None else (result, following)
-
-    def _preprocess(
-        self, batch: Tensors, internals: Any, slots: np.ndarray, independent: bool
-    ) -> tuple[Tensors, Any, dict[str, Any] | None]:
-        """Run the state pipelines: per slot, or from internals the caller carries.
-
-        An independent act given an internals dict carries the temporal pipelines' rows under
-        ``INTERNALS_KEY`` (absent: an episode start); without one, independent acts read the
-        slot's history without advancing it (as Tensorforce). Returns the processed states,
-        the internals left for the networks and the carried rows (None when not carried).
-        """
-        assert self.preprocessing is not None
-        if independent and isinstance(internals, Mapping) and self.preprocessing.temporal:
-            batch, carried = self.preprocessing.independent(batch, internals)
-            internals = {k: v for k, v in internals.items() if k != INTERNALS_KEY}
-            return batch, internals, carried
-        return self.preprocessing(batch, slots, not independent), internals, None
 
     def observe(
         self,
