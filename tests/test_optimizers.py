@@ -339,7 +339,7 @@ def test_ppo_keeps_adam_fast_and_runs_other_optimizer_specs_on_autograd(caplog):
     assert agent._fused is not None and isinstance(agent.optimizer, torch.optim.Adam)
     assert (agent.spec["epochs"], agent.spec["minibatch_size"]) == (4, 4)
     spec = dict(optimizer="sgd", learning_rate=0.01, multi_step=3, doublecheck_update=True)
-    with caplog.at_level("INFO", logger="forceexp.agents.ppo_update"):
+    with caplog.at_level("INFO", logger="forceexp.agents.agent"):
         agent = Agent.create("ppo", **base, rollout_length=8, optimizer=spec)
     assert "ppo update: autograd path (no fast path: optimizer {'optimizer': 'sgd'" in caplog.text
     assert agent._fused is None and agent.spec["epochs"] == 3  # multi_step stays PPO's epochs

@@ -107,6 +107,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "a2c"
@@ -154,6 +156,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(rollout_length=rollout_length)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
@@ -179,6 +183,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.epochs, self.minibatch_size = 1, sys.maxsize  # one step on the whole rollout
         self.value_clip, self.target_kl = None, None
@@ -204,7 +210,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         self.action_value_loss = check_flag("action_value_loss", action_value_loss)
         self._build_optimizer(optimizer, self._trained_parameters(), _OPTIMIZERS)
         self._fused = None
-        if self._autograd_reason(fast_update) is None:
+        if self._fast_path(fast_update):
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

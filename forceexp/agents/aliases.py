@@ -277,19 +277,25 @@ _NORMALIZATIONS = ("linear_normalization", "normalization", "batch_normalization
 
 
 def _state_preprocessing(value: Any, ctx: Context) -> dict[str, Any]:
-    """``linear_normalization`` (Tensorforce's default): we keep states raw; others refused."""
-    kind = value.get("type") if isinstance(value, Mapping) else value
-    if value in _OFF or kind == "linear_normalization":
-        return {}
-    if kind in ("exponential_normalization", "instance_normalization"):
-        return {"normalize_states": True}  # running statistics, the closest we have
-    raise ConfigError(
-        message(
-            "agent.state_preprocessing",
-            value,
-            "None, 'linear_normalization' or 'exponential_normalization'",
-        )
-    )
+    """Tensorforce's ``state_preprocessing`` is ours (``forceexp.core.preprocessing``)."""
+    return {} if value in _OFF else {"state_preprocessing": value}
+
+
+def _reward_processing(clipping: bool) -> Translation:
+    """One clipping layer -> ``reward_clip`` (where the agent has it); other layers a pipeline.
+
+    Any other layer or list of layers runs as ``reward_processing`` on each observed reward.
+    """
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if value in _OFF:
+            return {}
+        single = value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
+        if clipping and isinstance(single, Mapping) and single.get("type") == "clipping":
+            return _processing("reward_processing", clipping="reward_clip")(single, ctx)
+        return {"reward_processing": value}
+
+    return translate
 
 
 def _update(value: Any, ctx: Context) -> dict[str, Any]:
@@ -353,7 +359,7 @@ PPO: dict[str, Translation] = {
     "predict_terminal_values": _rename("predict_terminal_values"),
     "state_preprocessing": _state_preprocessing,
     "preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing", clipping="reward_clip"),
+    "reward_processing": _reward_processing(clipping=True),
     "return_processing": _processing(
         "return_processing", "normalize_returns", clipping="return_clipping"
     ),
@@ -524,7 +530,7 @@ REPLAY: dict[str, Translation] = {
         "predict_terminal_values", "only truncated episodes bootstrap from the target"
     ),
     "state_preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing"),
+    "reward_processing": _reward_processing(clipping=True),
     "return_processing": _processing("return_processing"),
     "entropy_regularization": _only_off("entropy_regularization", "no entropy term here"),
     **_REGULARIZERS,

@@ -132,12 +132,9 @@ class ContinuousAgent(OffPolicyAgent):
             self.targets["actor_target"] = self.actor
 
     def fast_critics(self, enabled: bool) -> FastCritics | None:
-        """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it.
-
-        Not with ``l2_regularization``: its actor penalty is on the autograd path.
-        """
-        enabled = enabled and not self.l2_regularization
-        return FastCritics(self) if enabled and fast_unsupported(self) is None else None
+        """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it."""
+        fast = self._use_fast_path(enabled, lambda: fast_unsupported(self))
+        return FastCritics(self) if fast else None
 
     def acting_modules(self) -> list[nn.Module]:
         """The actor."""

@@ -54,6 +54,8 @@ def fast_unsupported(agent: ContinuousAgent) -> str | None:
         return f"the networks are on {agent.device}"
     if any(spec.type != "float" for spec in agent.state_specs.values()):
         return "a state is not float"
+    if agent.l2_regularization:
+        return "l2_regularization (its actor penalty is on the autograd path)"
     bodies = [("network", agent.actor.network)]
     bodies += [(f"critic[{i}]", c.network) for i, c in enumerate(agent.critics)]
     for path, body in bodies:

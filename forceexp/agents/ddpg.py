@@ -65,6 +65,8 @@ class DDPGAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
             actor loss (0: off; Tensorforce's; gradient steps then take the autograd path).
         variable_noise: Std of Gaussian noise on the actor's parameters for each
@@ -103,6 +105,8 @@ class DDPGAgent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
     ) -> None:

@@ -80,6 +80,8 @@ class DQNAgent(OffPolicyAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the Q network's weight matrices (0: off;
             Tensorforce's; the TD steps then take the autograd path).
         variable_noise: Std of Gaussian noise on the Q network's parameters for each
@@ -122,6 +124,8 @@ class DQNAgent(OffPolicyAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
     ) -> None:
@@ -159,6 +163,8 @@ class DQNAgent(OffPolicyAgent):
             normalize_rewards,
             reward_scale,
             reward_clip,
+            state_preprocessing,
+            reward_processing,
             l2_regularization,
             variable_noise,
         )
@@ -170,7 +176,8 @@ class DQNAgent(OffPolicyAgent):
         self.target = frozen_copy(self.q)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
         self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
-        self._fast = FastTD(self) if fast_update and fast_unsupported(self) is None else None
+        fast = self._use_fast_path(fast_update, lambda: fast_unsupported(self))
+        self._fast = FastTD(self) if fast else None
 
     def _lr(self) -> float:
         return self.learning_rate.value(self.timesteps, self.episodes, self.updates)

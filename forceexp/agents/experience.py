@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from forceexp.agents.inputs import reward_array, terminal_array
 from forceexp.errors import ConfigError, ProtocolError, message
@@ -45,6 +46,11 @@ def to_trace(agent: Agent, states: Any, actions: Any, terminal: Any, reward: Any
     size = next(iter(batch.values())).shape[0]
     if size != steps:
         raise ConfigError(f"experience: {size} states for {steps} terminals")
+    if agent.preprocessing is not None:  # each episode's history from its first step
+        with torch.no_grad():
+            batch = agent.preprocessing.episodes(batch, terminal)
+    if agent.reward_processing is not None:
+        reward = agent.reward_processing.process_episodes(reward, terminal)
     taken = _actions(agent, actions, steps)
     mask_arrays = {name: m.cpu().numpy() for name, m in masks.items()}
     for name, mask in mask_arrays.items():

@@ -90,6 +90,8 @@ class OffPolicyAgent(Agent):
         reward_scale: Factor on every sampled reward (after normalization).
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: Weight of ``l2 / 2 * sum(w ** 2)`` over the acting network's weight
             matrices (Q network, actor), added to its loss (Tensorforce's; 0: off).
         variable_noise: Std of Gaussian noise added to the acting network's parameters for
@@ -126,6 +128,8 @@ class OffPolicyAgent(Agent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
     ) -> None:
@@ -148,6 +152,8 @@ class OffPolicyAgent(Agent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.batch_size, self.learning_starts = batch_size, learning_starts
         self.train_freq, self.gradient_steps = train_freq, gradient_steps

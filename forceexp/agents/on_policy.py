@@ -18,6 +18,7 @@ from forceexp.agents.agent import Agent, Tensors
 from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
+from forceexp.core.fused import unsupported_reason
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.parameters import bounded
 from forceexp.core.policy import ActorCritic
@@ -95,11 +96,15 @@ class OnPolicyAgent(Agent):
         """
         if policy is not None and network not in ("auto", None):
             raise ConfigError("agent: give either network= or policy= (they are aliases), not both")
+        body = build_network(policy if policy is not None else network, self.state_specs)
+        shared = getattr(body, "named", None)  # the baseline may reuse policy layers by name
         self.policy = ActorCritic(
             self.state_specs,
             self.action_specs,
-            build_network(policy if policy is not None else network, self.state_specs, "network"),
-            None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
+            body,
+            None
+            if baseline is None
+            else build_network(baseline, self.state_specs, "baseline", shared=shared),
             normalize_states,
             bounded_actions,
             head_options(sde),
@@ -110,6 +115,10 @@ class OnPolicyAgent(Agent):
             raise ConfigError(message("agent.sde", sde, "null: no action is float"))
         self._sde_freq = -1 if sde is None else sde.get("sample_freq", -1)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
+
+    def _fast_path(self, fast_update: bool) -> bool:
+        """Whether the update takes the hand-derived fast path (the reason logged if not)."""
+        return self._use_fast_path(fast_update, lambda: unsupported_reason(self.policy))
 
     def _build_processing(
         self,

@@ -91,6 +91,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "ppo"
@@ -143,6 +145,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(rollout_length=rollout_length, minibatch_size=minibatch_size, epochs=epochs)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
@@ -169,6 +173,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.minibatch_size, self.epochs = minibatch_size, epochs
         self.value_clip = value_clip
@@ -191,7 +197,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         adam = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr, eps=1e-5, fused=fused)}
         self._build_optimizer(optimizer, list(self.policy.parameters()), adam)
         self._fused = None
-        if self._autograd_reason(fast_update) is None:
+        if self._fast_path(fast_update):
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

@@ -6,7 +6,6 @@ hyperparameters, ``_fused`` and ``_internals``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -22,8 +21,6 @@ from forceexp.core.optimizer_specs import build_optimizer
 from forceexp.core.optimizers import Synchronization, UpdateOptimizer, update_norm
 from forceexp.core.regularizers import l2_penalty
 from forceexp.observers.recorder import Trace
-
-log = logging.getLogger(__name__)
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
 #: ``(log_prob, entropy, value)`` of rows under the current policy
@@ -78,10 +75,16 @@ class PPOUpdate:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def _autograd_reason(self, fast_update: bool) -> str | None:
-        """Why updates take the autograd path (None: the fast path applies); logged."""
-        if not fast_update:
-            return "fast_update=False"
+    def _fast_path(self, fast_update: bool) -> bool:
+        """Whether updates take the hand-derived fast path (why not is logged)."""
+        return self._use_fast_path(fast_update, self._autograd_reason)
+
+    def _autograd_reason(self) -> str | None:
+        """Why updates need autograd (None: the fast path applies).
+
+        The policy's own limits, an optimizer spec, baseline synchronization or the plus
+        objective's action-value loss.
+        """
         reason = unsupported_reason(self.policy)
         if reason is None and not isinstance(self.optimizer, torch.optim.Optimizer):
             reason = f"optimizer {self.optimizer.description}"
@@ -89,8 +92,6 @@ class PPOUpdate:
             reason = "baseline synchronization"
         if reason is None and self.action_value_loss:
             reason = "the plus objective's action-value loss"
-        if reason is not None:
-            log.info("%s update: autograd path (no fast path: %s)", self.name, reason)
         return reason
 
     def _update(self) -> dict[str, float]:

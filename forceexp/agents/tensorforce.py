@@ -226,10 +226,25 @@ def _network(spec: Any, path: str, actions: Any = None) -> tuple[Any, dict[str, 
             for name, item in _per_action(spec["distributions"], actions).items()
         }
     unknown = set(spec) - {"type", "network", "temperature", "use_beta_distribution"}
-    unknown -= {"state_value_mode", "distributions"}
+    unknown -= {"state_value_mode", "distributions", "single_output"}
     if unknown:
         raise ConfigError(f"agent.{path}: unsupported keys {sorted(unknown)}")
-    return spec.get("network", "auto"), extra
+    network = spec.get("network", "auto")
+    if spec.get("single_output", True) is False:
+        network = _multi_output(network, path)
+    return network, extra
+
+
+def _multi_output(network: Any, path: str) -> dict[str, Any]:
+    """``single_output=False``: the layered network spec that also outputs its embeddings."""
+    if isinstance(network, list | tuple):
+        return {"type": "layered", "layers": list(network), "single_output": False}
+    if isinstance(network, Mapping) and network.get("type") == "layered":
+        return {**network, "single_output": False}
+    raise ConfigError(
+        message(f"agent.{path}.network", network, "a list of layers")
+        + " (single_output=False reads registered '<action>-embedding' tensors)"
+    )
 
 
 def _optimizer_args(name: str, optimizer: Any) -> dict[str, Any]:

@@ -36,7 +36,6 @@ from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch
 from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import unsupported_reason
 from forceexp.core.natural_gradient import (
     conjugate_gradient,
     fisher_vector_product,
@@ -98,6 +97,8 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the policy's weight matrices, subtracted from
             the surrogate the natural-gradient step maximizes (Tensorforce's; 0: off).
         variable_noise: Std of Gaussian noise on the policy's parameters for each stochastic
@@ -146,6 +147,8 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
@@ -178,6 +181,8 @@ class TRPOAgent(OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.max_kl, self.cg_max_steps, self.cg_damping = max_kl, cg_max_steps, cg_damping
         self.shrink, self.line_search_max_iter = line_search_shrinking_factor, line_search_max_iter
@@ -203,7 +208,7 @@ class TRPOAgent(OnPolicyAgent):
         value_params = [*self.policy.baseline.parameters(), *self.policy.value_head.parameters()]
         self.optimizer = torch.optim.Adam(value_params, lr=value_learning_rate, eps=1e-5)
         self._fast_value = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        if self._fast_path(fast_update):
             fast = FastOptimizer(self.optimizer)
             stack = DenseStack([self.policy.baseline.mlp, self.policy.value_head], fast)
             self._fast_value = (stack, fast)
