@@ -46,8 +46,8 @@ def build_network(
         states: The agent's state specs.
         path: Config path used in error messages.
         feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
-            sequence): only the on-policy agents carry internals; elsewhere they would run
-            from zeros at every step.
+            sequence): only the on-policy agents, TRPO and the DQN family carry internals;
+            elsewhere they would run from zeros at every step.
 
     Raises:
         ConfigError: For an unknown network or layer, a bad layer argument or a shape mismatch.
@@ -81,7 +81,8 @@ def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:
     if feed_forward and internals:
         raise ConfigError(
             f"{next(iter(internals))}: this layer keeps internals between steps, which only "
-            "the on-policy agents (ppo, a2c, vpg, ac) carry; use a feed-forward network here"
+            "ppo, a2c, vpg, ac, trpo and dqn/double_dqn/dueling_dqn carry; use a feed-forward "
+            "network here"
         )
     if not isinstance(getattr(network, "output_size", None), int):
         raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")

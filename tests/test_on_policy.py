@@ -308,23 +308,3 @@ def test_bad_arguments_are_refused(agent, kwargs, match):
             device="cpu",
             **kwargs,
         )
-
-
-def test_trpo_refuses_beta_actions_and_recurrent_networks():
-    states = dict(type="float", shape=(3,))
-    with pytest.raises(ConfigError, match=r"TRPO supports int \(categorical\) and float"):
-        Agent.create(
-            "trpo",
-            states=states,
-            actions=dict(type="float", min_value=0.0, max_value=1.0),
-            bounded_actions="beta",
-            device="cpu",
-        )
-    with pytest.raises(ConfigError, match=r"TRPO does not support recurrent"):
-        Agent.create(
-            "trpo",
-            states=states,
-            actions=dict(type="int", num_values=2),
-            network=[dict(type="lstm", size=8)],
-            device="cpu",
-        )

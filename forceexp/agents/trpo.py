@@ -15,12 +15,15 @@ Every ``rollout_length`` steps per parallel slot, on the ``B`` rows of the rollo
 Tensorforce's ``trpo`` calls ``max_kl`` its ``learning_rate`` and the line search length
 ``linesearch_iterations``; Stable-Baselines3-contrib's ``TRPO`` calls them ``target_kl`` and
 ``line_search_max_iter``. The policy and value networks are separate (the value fit must not
-move the policy). The policy step runs on autograd; for plain MLPs on the CPU acting is NumPy's
-and the value fit takes hand-derived steps on the shared dense stacks (``core/dense.py``).
+move the policy). Recurrent networks re-run the rollout's per-slot sequences from the internals
+stored with their first rows, as PPO's update does. The policy step runs on autograd; for plain
+MLPs on the CPU acting is NumPy's and the value fit takes hand-derived steps on the shared dense
+stacks (``core/dense.py``).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -29,9 +32,10 @@ import torch
 from forceexp import tags
 from forceexp.agents.on_policy import OnPolicyAgent, check_range, check_sizes
 from forceexp.agents.ppo_update import explained_variance, fresh
-from forceexp.core.buffers import Batch
+from forceexp.agents.pretraining import ppo_objective
+from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.dense import DenseStack, FastOptimizer
-from forceexp.core.distributions import Bounding, CategoricalHead, GaussianHead
+from forceexp.core.distributions import Bounding
 from forceexp.core.fused import unsupported_reason
 from forceexp.core.natural_gradient import (
     conjugate_gradient,
@@ -41,6 +45,7 @@ from forceexp.core.natural_gradient import (
 )
 from forceexp.core.normalization import reward_normalizer
 from forceexp.errors import ConfigError, message
+from forceexp.observers.recorder import Trace
 
 
 class TRPOAgent(OnPolicyAgent):
@@ -50,7 +55,8 @@ class TRPOAgent(OnPolicyAgent):
 
     Args:
         states: State spec.
-        actions: Action spec: int (categorical, masks respected) or float (Gaussian) actions.
+        actions: Action spec: int (categorical, masks respected), bool (Bernoulli) or float
+            (Gaussian; Beta with ``bounded_actions='beta'``) actions.
         max_episode_timesteps: Episode length limit (informational).
         parallel_interactions: Number of parallel slots.
         network: Policy network spec (``'auto'``, a layer list, a dict, a module).
@@ -74,7 +80,7 @@ class TRPOAgent(OnPolicyAgent):
         reward_scale: Factor on every learning reward (after normalization).
         reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
-        bounded_actions: ``'clip'`` or ``'squash'`` for bounded float actions.
+        bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
         fast_update: For plain MLPs on the CPU: act with NumPy and fit the value with
             hand-derived gradient steps (``forceexp.core.dense``); same maths as autograd.
         seed: Random seed.
@@ -157,7 +163,8 @@ class TRPOAgent(OnPolicyAgent):
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
         self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
-        _check_policy(self.policy)
+        self.schedules: dict[str, Any] = {}
+        self._build_extras(0.0, 0.0, 0.0, None)  # autograd acting reads them: all off
         self._policy_params = [
             *self.policy.network.parameters(),
             *self.policy.heads.parameters(),
@@ -172,36 +179,80 @@ class TRPOAgent(OnPolicyAgent):
         self._build_rollout(rollout_length, discount, gae_lambda, self._fast_value is not None)
 
     def _update(self) -> dict[str, float]:
-        """One natural-gradient policy step, then the value fit, on the stored rollout."""
+        """One natural-gradient policy step, then the value fit, on the stored rollout.
+
+        With recurrent networks the rollout stays as per-slot sequences, re-run from the
+        internals stored with their first rows (as PPO's update does).
+        """
+        rollout = self.buffer.sequences if self._internals else self.buffer.batch
         with torch.inference_mode():
-            batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
+            raw = rollout(self._bootstrap, self.discount, self.gae_lambda)
         self.buffer.carry_over()
-        batch = Batch(*(fresh(x) for x in batch))
+        if self._internals:
+            return self._update_sequence_batch(Sequences(*(fresh(x) for x in raw)))
+        return self._update_batch(Batch(*(fresh(x) for x in raw)))
+
+    def learn_from_traces(
+        self, traces: list[Trace], objective: str, num_updates: int
+    ) -> dict[str, float]:
+        """Learn from recorded episodes (``Agent.pretrain``, ``experience``/``update``).
+
+        ``'replay'``: the episodes as on-policy experience (log-probs and values from the
+        current policy, as for PPO) for ``num_updates`` of TRPO's updates.
+
+        Raises:
+            ConfigError: ``objective`` is not ``'replay'`` (the value-only optimizer cannot
+                clone actions).
+        """
+        if objective != "replay":
+            raise ConfigError(message("pretrain.objective", objective, "'replay' for trpo"))
+        return ppo_objective(self, traces, objective, num_updates)
+
+    def _targets(self, batch: Any) -> Any:
+        """The rows as they are (TRPO processes no returns); the hook pretraining calls."""
+        return batch
+
+    def _update_sequence_batch(self, seq: Sequences) -> dict[str, float]:
+        """TRPO's update on per-slot sequences (recurrent networks)."""
+        return self._update_batch(seq.rows(), seq)
+
+    def _update_batch(self, batch: Batch, seq: Sequences | None = None) -> dict[str, float]:
+        """TRPO's update on rollout rows (``seq``: the same rows as sequences, if recurrent)."""
         advantages = batch.advantages
         if self.normalize_advantages and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         self.policy.train()
-        metrics = self._policy_step(batch, advantages)
-        metrics[tags.LOSS_VALUE] = self._fit_value(batch)
+        metrics = self._policy_step(batch, advantages, seq)
+        metrics[tags.LOSS_VALUE] = self._fit_value(batch, seq)
         self.policy.eval()
         metrics[tags.EXPLAINED_VARIANCE] = explained_variance(batch.value, batch.returns)
         return metrics
 
-    def _surrogate(self, batch: Batch, advantages: torch.Tensor, old: dict) -> tuple:
+    def _features(self, batch: Batch, seq: Sequences | None) -> torch.Tensor:
+        """Policy features ``(B, F)`` of the rollout rows (re-run sequences if recurrent)."""
+        if seq is None:
+            return self.policy.network(batch.states)
+        return self.policy.sequence_features(seq.states, seq.internals, seq.starts)[seq.valid]
+
+    def _surrogate(
+        self, batch: Batch, advantages: torch.Tensor, old: dict, seq: Sequences | None
+    ) -> tuple:
         """``(L, mean KL(old || current), current distributions)`` on the rollout rows."""
-        features = self.policy.network(batch.states)
+        features = self._features(batch, seq)
         dists = self.policy.distributions(features, batch.masks)
         log_prob = sum(d.log_prob(batch.actions[name]) for name, d in dists.items())
         surrogate = (advantages * (log_prob - batch.log_prob).exp()).mean()
         kl = sum(kl_divergence(old[name], d) for name, d in dists.items()).mean()
         return surrogate, kl, dists
 
-    def _policy_step(self, batch: Batch, advantages: torch.Tensor) -> dict[str, float]:
+    def _policy_step(
+        self, batch: Batch, advantages: torch.Tensor, seq: Sequences | None
+    ) -> dict[str, float]:
         """Conjugate-gradient natural step scaled to ``max_kl``, then the backtracking search."""
         params = self._policy_params
         with torch.no_grad():
-            old = self.policy.distributions(self.policy.network(batch.states), batch.masks)
-        surrogate, kl, dists = self._surrogate(batch, advantages, old)
+            old = self.policy.distributions(self._features(batch, seq), batch.masks)
+        surrogate, kl, dists = self._surrogate(batch, advantages, old, seq)
         entropy = float(sum(d.entropy() for d in dists.values()).mean().detach())
         gradient = flat_grad(surrogate, params)
         fisher = fisher_vector_product(kl, params, self.cg_damping)
@@ -213,7 +264,7 @@ class TRPOAgent(OnPolicyAgent):
         with torch.no_grad():
             for _ in range(self.line_search_max_iter):
                 _assign(params, start + scale * step)
-                trial, trial_kl, _ = self._surrogate(batch, advantages, old)
+                trial, trial_kl, _ = self._surrogate(batch, advantages, old, seq)
                 if trial_kl <= self.max_kl and trial > surrogate:
                     accepted, accepted_kl, surrogate = True, float(trial_kl), trial
                     break
@@ -228,27 +279,46 @@ class TRPOAgent(OnPolicyAgent):
             tags.UPDATE_NORM: norm,
         }
 
-    def _fit_value(self, batch: Batch) -> float:
-        """``value_epochs`` passes of Adam minibatch steps on the squared error to the returns."""
-        size, total, steps = len(batch.returns), 0.0, 0
-        if self._fast_value is None:
-            states, step = batch.states, self._value_step
+    def _fit_value(self, batch: Batch, seq: Sequences | None = None) -> float:
+        """``value_epochs`` passes of Adam minibatch steps on the squared error to the returns.
+
+        A recurrent baseline steps on minibatches of whole sequences (about ``minibatch_size``
+        rows each), re-run from their stored first internals.
+        """
+        size, chunk, total, steps = len(batch.returns), self.minibatch_size, 0.0, 0
+        if seq is not None and getattr(self.policy.baseline, "internal_shapes", None):
+            size, length = seq.valid.shape[1], seq.valid.shape[0]
+            chunk, step = max(1, self.minibatch_size // length), partial(self._sequence_step, seq)
+        elif self._fast_value is None:
+            step = partial(self._value_step, batch.states, batch.returns)
         else:
             names = self.policy.state_specs.names()
             states = torch.cat([batch.states[name].flatten(1) for name in names], 1)
-            step = self._fast_value_step
+            step = partial(self._fast_value_step, states, batch.returns)
         for _ in range(self.value_epochs):
             order = torch.randperm(size, device=self.device)
-            for start in range(0, size, self.minibatch_size):
-                idx = order[start : start + self.minibatch_size]
-                total += step(states, batch.returns, idx)
+            for start in range(0, size, chunk):
+                total += step(order[start : start + chunk])
                 steps += 1
         return total / steps
 
     def _value_step(self, states: dict, returns: torch.Tensor, idx: torch.Tensor) -> float:
         """One autograd Adam step on rows ``idx``; their mean squared value error."""
         value = self.policy.value({name: x[idx] for name, x in states.items()})
-        loss = (value - returns[idx]).pow(2).mean()
+        return self._descend((value - returns[idx]).pow(2).mean())
+
+    def _sequence_step(self, seq: Sequences, cols: torch.Tensor) -> float:
+        """One Adam step of a recurrent baseline on the sequences of slots ``cols``."""
+        values = self.policy.sequence_values(
+            {name: x[:, cols] for name, x in seq.states.items()},
+            {path: x[cols] for path, x in seq.internals.items()},
+            seq.starts[:, cols],
+        )
+        valid = seq.valid[:, cols]
+        return self._descend((values[valid] - seq.returns[:, cols][valid]).pow(2).mean())
+
+    def _descend(self, loss: torch.Tensor) -> float:
+        """One Adam step of the value parameters on ``loss``; its value."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -265,19 +335,6 @@ class TRPOAgent(OnPolicyAgent):
         stack.backward()
         fast.step()
         return float(np.vdot(diff, diff)) / len(diff)
-
-
-def _check_policy(policy: torch.nn.Module) -> None:
-    """TRPO's KL is written for categorical and Gaussian heads on a feed-forward network."""
-    if policy.recurrent:
-        raise ConfigError("agent.network: TRPO does not support recurrent policy networks")
-    for name, head in policy.heads.items():
-        if not isinstance(head, CategoricalHead | GaussianHead):
-            raise ConfigError(
-                f"agent.actions[{name!r}]: TRPO supports int (categorical) and float (Gaussian) "
-                f"actions, not a {type(head).__name__}; for bounded floats use "
-                "bounded_actions='clip' or 'squash'"
-            )
 
 
 def _assign(params: list[torch.Tensor], flat: torch.Tensor) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch.nn.functional import logsigmoid
 
-from forceexp.core.distributions import Categorical, Distribution, Gaussian
+from forceexp.core.distributions import Bernoulli, Beta, Categorical, Distribution, Gaussian
 
 
 def conjugate_gradient(
@@ -74,9 +75,23 @@ def kl_divergence(old: Distribution, new: Distribution) -> torch.Tensor:
     """``KL(old || new)`` per row ``(B,)``, summed over the action's dimensions.
 
     Raises:
-        TypeError: For distributions other than categorical and Gaussian.
+        TypeError: For distributions other than categorical, Gaussian, Bernoulli and Beta.
     """
-    if isinstance(old, Categorical) and isinstance(new, Categorical):
+    if isinstance(old, Bernoulli) and isinstance(new, Bernoulli):
+        p = torch.sigmoid(old.logits)
+        terms = p * (logsigmoid(old.logits) - logsigmoid(new.logits)) + (1 - p) * (
+            logsigmoid(-old.logits) - logsigmoid(-new.logits)
+        )
+    elif isinstance(old, Beta) and isinstance(new, Beta):
+        a, b, total = old.alpha, old.beta, old.alpha + old.beta
+        terms = (
+            new._log_norm()
+            - old._log_norm()
+            + (a - new.alpha) * torch.digamma(a)
+            + (b - new.beta) * torch.digamma(b)
+            + (new.alpha - a + new.beta - b) * torch.digamma(total)
+        )
+    elif isinstance(old, Categorical) and isinstance(new, Categorical):
         p = old.logits.exp()  # masked entries: probability 0, no contribution
         terms = torch.where(p > 0, p * (old.logits - new.logits), 0.0).sum(-1)
     elif isinstance(old, Gaussian) and isinstance(new, Gaussian):

@@ -65,9 +65,27 @@ class QFunction(nn.Module):
             }
         )
 
-    def forward(self, states: Tensors) -> Tensors:
-        """Q values ``{action: (B, *shape, num_values)}`` for states ``{name: (B, *shape)}``."""
-        features = self.network(states)
+    @property
+    def internal_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{layer path: shape}`` of the body's recurrent internals (empty: feed-forward)."""
+        return getattr(self.network, "internal_shapes", {})
+
+    def step(self, states: Tensors, internals: Tensors) -> tuple[Tensors, Tensors]:
+        """Q values from a recurrent body's ``{path: (B, *shape)}`` internals; next internals."""
+        features, following = self.network.step(states, internals)
+        return self._values(features), following
+
+    def forward(self, states: Tensors, internals: Tensors | None = None) -> Tensors:
+        """Q values ``{action: (B, *shape, num_values)}`` for states ``{name: (B, *shape)}``.
+
+        A recurrent body steps from ``internals`` (None: from zeros, an episode's first step).
+        """
+        if internals:
+            return self.step(states, internals)[0]
+        return self._values(self.network(states))
+
+    def _values(self, features: torch.Tensor) -> Tensors:
+        """The heads (and dueling streams) on body features ``(B, F)``."""
         out = {}
         for name, head in self.heads.items():
             q = head(features).view(-1, *self.shapes[name])

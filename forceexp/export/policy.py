@@ -147,6 +147,8 @@ def _kind(agent: Any, format: str) -> str:
             raise refuse(agent, format, "its policy network is recurrent (internals)")
         return "ppo"
     if hasattr(agent, "q") and hasattr(agent, "target"):
+        if agent.q.internal_shapes:
+            raise refuse(agent, format, "its Q network is recurrent (internals)")
         return "q"
     if hasattr(agent, "actor") and hasattr(agent, "scaling"):
         return "actor"
