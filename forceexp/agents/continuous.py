@@ -178,6 +178,7 @@ class ContinuousAgent(OffPolicyAgent):
         raise NotImplementedError
 
     def _episodes_ended(self, slots: np.ndarray) -> None:
+        super()._episodes_ended(slots)
         if self.noise is not None:
             self.noise.reset(slots)
 

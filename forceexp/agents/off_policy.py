@@ -323,10 +323,6 @@ class OffPolicyAgent(Agent):
             self._store_without_next(slots, rewards, terminals)
         if terminals.any():
             self._episodes_ended(slots[terminals > 0])
-            if self._internals:
-                ended = torch.as_tensor(slots[terminals > 0], device=self.device)
-                for x in self._internals.values():
-                    x[ended] = 0.0
         self._since_train += len(slots)
         return self._maybe_train()
 
@@ -391,7 +387,14 @@ class OffPolicyAgent(Agent):
         self._waiting[waiting] = False
 
     def _episodes_ended(self, slots: np.ndarray) -> None:
-        """Hook for per-episode exploration state (e.g. Ornstein-Uhlenbeck noise)."""
+        """Zero the recurrent internals of ``slots`` (their next act starts an episode).
+
+        Subclasses with per-episode exploration state (Ornstein-Uhlenbeck noise) extend it.
+        """
+        if self._internals:
+            ended = torch.as_tensor(slots, device=self.device)
+            for x in self._internals.values():
+                x[ended] = 0.0
 
     def reset(self) -> None:
         """Forget unfinished act/observe cycles and n-step windows; zero the internals."""
