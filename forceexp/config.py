@@ -46,8 +46,9 @@ def build_network(
         states: The agent's state specs.
         path: Config path used in error messages.
         feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
-            sequence): only the on-policy agents, TRPO and the DQN family carry internals;
-            elsewhere they would run from zeros at every step.
+            sequence): for networks whose internals no agent carries (the critics of dpg,
+            td3 and sac, which read states and actions); they would run from zeros at every
+            step.
 
     Raises:
         ConfigError: For an unknown network or layer, a bad layer argument or a shape mismatch.
@@ -80,9 +81,9 @@ def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:
     internals = getattr(network, "internal_shapes", None)
     if feed_forward and internals:
         raise ConfigError(
-            f"{next(iter(internals))}: this layer keeps internals between steps, which only "
-            "ppo, a2c, vpg, ac, trpo and dqn/double_dqn/dueling_dqn carry; use a feed-forward "
-            "network here"
+            f"{next(iter(internals))}: this layer keeps internals between steps, which this "
+            "network cannot carry (critics of dpg, td3 and sac read states and actions; their "
+            "actor network may be recurrent); use a feed-forward network here"
         )
     if not isinstance(getattr(network, "output_size", None), int):
         raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")

@@ -31,6 +31,7 @@ RNN = {"type": "auto", "size": 16, "depth": 1, "rnn": 2}
         ({"agent": "td3", **SMALL}, TargetEnvironment),
         ({"agent": "dpg", **SMALL}, TargetEnvironment),
         ({"agent": "dqn", **SMALL, "network": RNN}, IdentityEnvironment),  # stored internals
+        ({"agent": "sac", **SMALL, "network": RNN}, TargetEnvironment),  # recurrent actor
         (  # recurrent TRPO: Fisher-vector products double-backward through the LSTM cell
             {"agent": "trpo", "seed": 0, "device": "cuda", "rollout_length": 32, "network": RNN},
             IdentityEnvironment,

@@ -337,3 +337,44 @@ def test_trpo_pretraining_offers_replay_only():
     agent = _trpo()
     with pytest.raises(ConfigError, match=r"pretrain.objective: 'imitation' is invalid"):
         agent.learn_from_traces([], "imitation", 1)
+
+
+@pytest.mark.parametrize("kind", ["dpg", "td3", "sac"])
+def test_recurrent_actors_of_the_continuous_agents(tmp_path, kind):
+    agent = Agent.create(
+        agent=kind,
+        states=STATES,
+        actions={"type": "float", "shape": (2,), "min_value": -1.0, "max_value": 2.0},
+        network=RNN,
+        critic={"type": "auto", "size": 8, "depth": 1},
+        memory=100,
+        batch_size=4,
+        learning_starts=4,
+        seed=0,
+        device="cpu",
+    )
+    assert agent._fast is None and set(agent.initial_internals()) == {LSTM}
+    before = [p.detach().clone() for p in agent.actor.network.parameters()]
+    _episodes(agent, 2, parallel=1)
+    assert agent.updates > 0
+    after = agent.actor.network.parameters()
+    assert any(not torch.equal(p, q) for p, q in zip(after, before, strict=True))
+    stored = agent.memory.storage[f"internals/{LSTM}"][: len(agent.memory)]
+    assert (stored[[0, 5]] == 0).all() and (stored[[1, 2, 3, 4]] != 0).any(axis=(1, 2)).all()
+    state = np.ones(3, np.float32)
+    acted, internals = agent.act(
+        states=state, internals=agent.initial_internals(), independent=True, deterministic=True
+    )
+    agent.save(directory=str(tmp_path), format="numpy")
+    loaded = Agent.load(directory=str(tmp_path))
+    again, following = loaded.act(
+        states=state, internals=loaded.initial_internals(), independent=True, deterministic=True
+    )
+    assert np.allclose(again, acted) and np.allclose(following[LSTM], internals[LSTM])
+    agent.experience(
+        states=[state] * 3, actions=[np.zeros(2)] * 3, terminal=[0, 0, 1], reward=[0, 0, 1.0]
+    )
+    agent.update()
+    assert len(agent.memory) == 13
+    with pytest.raises(ConfigError, match=r"actor network is recurrent"):
+        agent.save(directory=str(tmp_path), format="onnx")

@@ -202,7 +202,12 @@ class DQNAgent(OffPolicyAgent):
         return self._choose(q, masks, deterministic)
 
     def _select_recurrent(
-        self, states: Tensors, masks: Tensors, internals: Tensors, deterministic: bool
+        self,
+        states: Tensors,
+        masks: Tensors,
+        internals: Tensors,
+        deterministic: bool,
+        slots: np.ndarray,
     ) -> tuple[Tensors, Tensors]:
         """As ``_select`` from the recurrent Q network's internals; also the next internals."""
         with torch.inference_mode():

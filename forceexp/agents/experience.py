@@ -114,13 +114,13 @@ def trace_internals(
         running, rows = zeros, []
         for t, ended in enumerate(trace.terminal):
             rows.append(running)
-            _, running = agent._select_recurrent(
-                {n: x[t : t + 1] for n, x in states.items()}, {}, running, True
-            )
+            row = {n: x[t : t + 1] for n, x in states.items()}
+            _, running = agent._select_recurrent(row, {}, running, True, np.zeros(1, np.int64))
             if ended:
                 running = zeros
         acted = {p: torch.cat([row[p] for row in rows]) for p in zeros}
-    _, following = agent._select_recurrent(states, {}, acted, True)
+    slots = np.zeros(len(trace.terminal), dtype=np.int64)
+    _, following = agent._select_recurrent(states, {}, acted, True, slots)
     return (
         {p: x.cpu().numpy() for p, x in acted.items()},
         {p: x.cpu().numpy() for p, x in following.items()},

@@ -261,7 +261,7 @@ class OffPolicyAgent(Agent):
         """
         index = torch.as_tensor(slots, device=self.device)
         internals = {path: x[index] for path, x in self._internals.items()}
-        actions, following = self._select_recurrent(states, masks, internals, deterministic)
+        actions, following = self._select_recurrent(states, masks, internals, deterministic, slots)
         if warming_up:
             actions = uniform_actions(
                 self.action_specs, masks, len(slots), self._generator, self.device
@@ -280,7 +280,8 @@ class OffPolicyAgent(Agent):
         """Independent act from user internals; returns actions and the next internals."""
         shapes = {path: tuple(x.shape[1:]) for path, x in self._internals.items()}
         given = self._given_internals(internals, shapes, states)
-        actions, following = self._select_recurrent(states, masks, given, deterministic)
+        slots = np.zeros(len(next(iter(given.values()))), dtype=np.int64)
+        actions, following = self._select_recurrent(states, masks, given, deterministic, slots)
         return actions, self._returned_internals(following, batched)
 
     def _select(
@@ -300,11 +301,17 @@ class OffPolicyAgent(Agent):
         raise NotImplementedError
 
     def _select_recurrent(
-        self, states: Tensors, masks: Tensors, internals: Tensors, deterministic: bool
+        self,
+        states: Tensors,
+        masks: Tensors,
+        internals: Tensors,
+        deterministic: bool,
+        slots: np.ndarray,
     ) -> tuple[Tensors, Tensors]:
         """Actions and the following internals, acting from ``{path: (B, *shape)}`` internals.
 
-        Only agents that call ``_carry_internals`` with internals implement it.
+        As ``_select`` otherwise (``slots`` pick per-slot exploration state); only agents that
+        call ``_carry_internals`` with internals implement it.
         """
         raise NotImplementedError
 

@@ -151,6 +151,8 @@ def _kind(agent: Any, format: str) -> str:
             raise refuse(agent, format, "its Q network is recurrent (internals)")
         return "q"
     if hasattr(agent, "actor") and hasattr(agent, "scaling"):
+        if agent._internals:
+            raise refuse(agent, format, "its actor network is recurrent (internals)")
         return "actor"
     raise refuse(agent, format, "only ppo, dqn/double_dqn/dueling_dqn, sac, td3 and dpg export")
 
