@@ -235,20 +235,10 @@ class GaussianActor(nn.Module):
         The log-prob ``(B,)`` includes the tanh change of variables,
         ``log N(u) - sum log(1 - tanh(u)^2)``, computed stably as
         ``2 (log 2 - u - softplus(-2u))``. ``generator`` draws the noise (on the states' device).
-        A recurrent body steps from ``internals`` (see ``step``).
+        A recurrent body steps from ``internals`` (see ``act``).
         """
-        return self.step(states, internals, deterministic, generator)[0]
-
-    def step(
-        self,
-        states: Tensors,
-        internals: Tensors | None,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], Tensors]:
-        """``(unit actions, log-probs)`` as ``forward``, and the body's next internals."""
-        features, following = body_features(self.network, states, internals)
-        return self._sample(features, deterministic, generator), following
+        features, _ = body_features(self.network, states, internals)
+        return self._sample(features, deterministic, generator)
 
     def act(
         self,
@@ -258,12 +248,13 @@ class GaussianActor(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, Tensors]:
         """Unit actions ``(B, A)`` (a sample, or tanh of the mean) and the next internals."""
-        (actions, _), following = self.step(states, internals, deterministic, generator)
-        return actions, following
+        features, following = body_features(self.network, states, internals)
+        return self._sample(features, deterministic, generator)[0], following
 
     def _sample(
         self, features: torch.Tensor, deterministic: bool, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit actions and log-probs ``(B,)`` from body features ``(B, F)``."""
         mean = self.mean(features)
         log_std = self.log_std(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:
