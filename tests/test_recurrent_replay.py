@@ -378,3 +378,33 @@ def test_recurrent_actors_of_the_continuous_agents(tmp_path, kind):
     assert len(agent.memory) == 13
     with pytest.raises(ConfigError, match=r"actor network is recurrent"):
         agent.save(directory=str(tmp_path), format="onnx")
+
+
+def _trpo_cue(rnn: int | bool) -> float:
+    env = CueMemoryEnvironment(delay=1, seed=0)
+    network = {"type": "auto", "size": 16, "depth": 1, "rnn": rnn}
+    agent = Agent.create(
+        agent="trpo",
+        environment=env,
+        network=network,
+        baseline=network,
+        rollout_length=64,
+        minibatch_size=64,
+        max_kl=0.05,
+        seed=0,
+        device="cpu",
+    )
+    states = env.reset()
+    for _ in range(1000):
+        action = agent.act(states=states)
+        states, terminal, reward = env.execute(actions=action)
+        agent.observe(reward=reward, terminal=terminal)
+        if terminal:
+            states = env.reset()
+    return _greedy_return(agent, env, 100)
+
+
+@pytest.mark.slow
+def test_recurrent_trpo_remembers_a_cue_that_a_feed_forward_trpo_cannot():
+    assert _trpo_cue(1) >= 0.95  # about 15 s: every CG product re-runs the sequences
+    assert _trpo_cue(False) <= 0.7
