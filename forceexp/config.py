@@ -34,7 +34,11 @@ def build(node: Any, **runtime: Any) -> Any:
 
 
 def build_network(
-    spec: Any, states: Specs, path: str = "network", feed_forward: bool = False
+    spec: Any,
+    states: Specs,
+    path: str = "network",
+    feed_forward: bool = False,
+    shared: dict[str, nn.Module] | None = None,
 ) -> nn.Module:
     """Build a network for ``states``.
 
@@ -49,6 +53,8 @@ def build_network(
             sequence): for networks whose internals no agent carries (the critics of dpg,
             td3 and sac, which read states and actions); they would run from zeros at every
             step.
+        shared: Named layers of another network of the agent (``network.named``) that this
+            layered network may ``reuse``: the layers are shared, not copied.
 
     Raises:
         ConfigError: For an unknown network or layer, a bad layer argument or a shape mismatch.
@@ -60,7 +66,7 @@ def build_network(
     if isinstance(spec, nn.Module):
         network = spec
     elif isinstance(spec, list | tuple):
-        network = LayeredNetwork(states, list(spec), path)
+        network = LayeredNetwork(states, list(spec), path, shared)
     elif isinstance(spec, dict) and "_target_" in spec:
         network = build({**spec, "_partial_": True})(states=states)
     else:
@@ -69,6 +75,8 @@ def build_network(
             raise ConfigError(f"{path}: {spec!r} is not a network spec")
         if target in (LayeredNetwork, AutoNetwork):
             kwargs.setdefault("path", path)
+        if target is LayeredNetwork:
+            kwargs.setdefault("shared", shared)
         network = target(states=states, **kwargs)
     _check_network(network, path, feed_forward)
     if hasattr(network, "summary"):

@@ -290,7 +290,7 @@ def test_tensorforce_aliases():
 @pytest.mark.parametrize(
     ("agent", "kwargs", "match"),
     [
-        ("a2c", {"optimizer": "sgd"}, r"agent.optimizer: 'sgd' is invalid; expected 'rmsprop'"),
+        ("a2c", {"optimizer": "sgdd"}, r"agent.optimizer.type: unknown optimizer 'sgdd'"),
         ("a2c", {"rollout_length": 0}, r"agent.rollout_length: 0 is invalid; expected an int"),
         ("trpo", {"baseline": None}, r"agent.baseline: None is invalid; expected a value network"),
         ("trpo", {"max_kl": 0.0}, r"agent.max_kl: 0.0 is invalid"),

@@ -204,6 +204,29 @@ def test_off_policy_workers_keep_slots_apart_and_survive_a_kill(local_ray):
         runner.close()
 
 
+def test_off_policy_workers_run_the_preprocessing_pipelines_once(local_ray):
+    """Workers stack their own slots' frames and negate rewards once; the learner stores them."""
+    spec = {"agent": "dqn", "seed": 1, "learning_starts": 10_000}
+    pipelines = {
+        "state_preprocessing": {"type": "sequence", "length": 2},
+        "reward_processing": {"type": "function", "function": "torch.neg"},
+    }
+    agent = Agent.create(spec, environment="CartPole-v1", parallel_interactions=4, **pipelines)
+    runner = DistributedRunner(
+        agent, "CartPole-v1", 2, 2, max_episode_timesteps=5, seed=0, steps_per_round=7
+    )
+    try:
+        runner.run(num_timesteps=100, use_tqdm=False)
+        size = len(agent.memory)
+        states = agent.memory.storage["states/state"][:size]
+        nexts = agent.memory.storage["next_states/state"][:size]
+        assert states.shape[1] == 8 and size >= 80
+        np.testing.assert_array_equal(nexts[:, :4], states[:, 4:])  # each slot's own history
+        assert set(agent.memory.storage["rewards"][:size].tolist()) == {-1.0}
+    finally:
+        runner.close()
+
+
 def test_recurrent_dqn_workers_send_their_slots_internals(local_ray):
     """Each worker environment's slot keeps its LSTM internals (zero at its episode starts);
     the learner's memory gets them with every transition."""

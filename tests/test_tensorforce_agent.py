@@ -99,7 +99,7 @@ def test_action_value_is_dqn_with_its_target_sync():
         ({}, r"objective= is required"),
         (
             {"objective": "plus"},
-            r"agent.objective: 'plus' is invalid; expected one of policy_gradient, action_value",
+            r"agent.objective: 'plus' is invalid; expected plus of objective1='policy_gradient'",
         ),
         (
             {"objective": "policy_gradient", "reward_estimation": {"foo": 1}},

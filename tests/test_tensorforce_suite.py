@@ -188,9 +188,9 @@ def test_reward_and_return_clipping_and_horizon_reach_the_update():
     assert agent.episodes == 2  # episode returns are reported raw
     with pytest.raises(ConfigError, match=r"agent.horizon: 0 is invalid"):
         _a2c(horizon=0)
-    with pytest.raises(ConfigError, match=r"agent.reward_processing: .* is invalid; expected None"):
+    with pytest.raises(ConfigError, match=r"reward_processing\[0\].min_value: the input has no"):
         Agent.create(
-            agent="trpo", states=STATES, actions=ACTIONS, reward_processing=dict(type="clipping")
+            agent="trpo", states=STATES, actions=ACTIONS, reward_processing="linear_normalization"
         )
 
 

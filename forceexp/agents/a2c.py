@@ -21,15 +21,17 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 
-from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
+from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_flag, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.fused import FusedPPOStep
 from forceexp.core.normalization import reward_normalizer
+from forceexp.core.optimizers import Synchronization
 from forceexp.core.schedules import Constant, ScheduleName, check_schedule
 from forceexp.errors import ConfigError, message
 
@@ -52,7 +54,11 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         rollout_length: Steps per slot between updates (SB3 ``n_steps``).
         learning_rate: Step size: a number or a schedule dict (``docs/schedules.md``).
         lr_schedule: ``'constant'`` or ``'linear'`` (to 0 at ``schedule_timesteps``).
-        optimizer: ``'rmsprop'`` (alpha 0.99, eps 1e-5, SB3's default) or ``'adam'`` (eps 1e-5).
+        optimizer: ``'rmsprop'`` (alpha 0.99, eps 1e-5, SB3's default) or ``'adam'`` (eps 1e-5),
+            or a Tensorforce optimizer spec (``forceexp.core.optimizers``: another torch
+            optimizer, ``evolutionary``, ``plus``, the wrapper keys ``clipping_threshold``,
+            ``multi_step``, ``subsampling_fraction``, ``linesearch_iterations``,
+            ``doublecheck_update``), stepped on the autograd path.
         discount: Discount factor gamma in [0, 1].
         gae_lambda: GAE lambda in [0, 1] (1: n-step returns to the rollout end; 0: one-step TD).
         entropy_coef: Entropy bonus weight: a number or a schedule dict.
@@ -80,6 +86,12 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             before the advantages (Tensorforce's ``return_processing='batch_normalization'``).
         predict_terminal_values: Terminated episodes bootstrap from their final state's
             value like truncated ones (Tensorforce's ``predict_terminal_values``).
+        baseline_sync: ``{'update_weight': w, 'sync_frequency': n}``: the baseline network
+            takes no gradient steps; every ``n`` updates it moves ``w`` of the way to the policy
+            network (Tensorforce's ``synchronization`` baseline optimizer; same shapes needed).
+        action_value_loss: Add Tensorforce's action-value loss ``0.5 * (log pi(a|s) - A)^2``
+            to the policy's (its ``plus`` objective of ``policy_gradient`` and
+            ``action_value``; the action value of a distribution is its log-probability here).
         l2_regularization: Tensorforce's L2 penalty weight on the weight matrices (0: off).
         variable_noise: Std of Gaussian noise on the policy parameters while acting
             stochastically (Tensorforce's ``variable_noise``; 0: off).
@@ -94,6 +106,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "a2c"
@@ -110,7 +124,7 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         rollout_length: int = 5,
         learning_rate: float | dict[str, Any] = 7e-4,
         lr_schedule: ScheduleName = "constant",
-        optimizer: OptimizerName = "rmsprop",
+        optimizer: OptimizerName | dict[str, Any] | str = "rmsprop",
         discount: float = 0.99,
         gae_lambda: float = 1.0,
         entropy_coef: float | dict[str, Any] = 0.0,
@@ -124,6 +138,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         reward_clip: float | tuple[float, float] | None = None,
         bounded_actions: Bounding = "clip",
         distributions: dict[str, dict[str, Any]] | None = None,
+        baseline_sync: dict[str, Any] | None = None,
+        action_value_loss: bool = False,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
@@ -139,11 +155,13 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(rollout_length=rollout_length)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
-        if optimizer not in ("rmsprop", "adam"):
-            raise ConfigError(message("agent.optimizer", optimizer, "'rmsprop' or 'adam'"))
+        if not isinstance(optimizer, str | Mapping):
+            raise ConfigError(message("agent.optimizer", optimizer, "a name or optimizer spec"))
         self.schedules = {  # read by PPOUpdate at the start of each update
             "learning_rate": bounded_schedule(
                 "learning_rate", learning_rate, lr_schedule, schedule_timesteps, 0.0, 1.0
@@ -164,6 +182,8 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.epochs, self.minibatch_size = 1, sys.maxsize  # one step on the whole rollout
         self.value_clip, self.target_kl = None, None
@@ -185,9 +205,11 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )
-        self.optimizer = _optimizer(optimizer, self.policy, self.schedules["learning_rate"])
+        self._build_sync(baseline_sync)
+        self.action_value_loss = check_flag("action_value_loss", action_value_loss)
+        self._build_optimizer(optimizer, self._trained_parameters(), _OPTIMIZERS)
         self._fused = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        if self._fast_path(fast_update):
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,
@@ -201,10 +223,48 @@ class A2CAgent(PPOUpdate, OnPolicyAgent):
         numpy_acting = self._fused is not None and self.device.type == "cpu" and plain_acting
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
+    def _build_sync(self, sync: dict[str, Any] | None) -> None:
+        """The baseline's ``Synchronization`` with the policy network, if asked."""
+        if sync is None:
+            return
+        if self.policy.baseline is None:
+            raise ConfigError("agent.baseline_sync: needs a separate baseline network")
+        unknown = set(sync) - {"update_weight", "sync_frequency"}
+        if unknown:
+            raise ConfigError(f"agent.baseline_sync: unsupported keys {sorted(unknown)}")
+        self.baseline_sync = Synchronization(
+            self.policy.network,
+            self.policy.baseline,
+            sync.get("update_weight"),
+            sync.get("sync_frequency"),
+            "agent.baseline_sync",
+        )
 
-def _optimizer(name: OptimizerName, policy: torch.nn.Module, rate: Any) -> torch.optim.Optimizer:
-    """RMSprop as Stable-Baselines3's A2C builds it (alpha 0.99, eps 1e-5), or Adam (eps 1e-5)."""
-    lr = rate.value(0, 0, 0)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(policy.parameters(), lr=lr, alpha=0.99, eps=1e-5)
-    return torch.optim.Adam(policy.parameters(), lr=lr, eps=1e-5)
+    def state_dict(self) -> dict[str, Any]:
+        """``OnPolicyAgent``'s state, plus the updates until the next baseline sync."""
+        state = super().state_dict()
+        if self.baseline_sync is not None:
+            state["baseline_sync_countdown"] = torch.tensor(self.baseline_sync.countdown)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load ``state_dict``'s entries (a missing countdown keeps the current one)."""
+        super().load_state_dict(state)
+        if self.baseline_sync is not None and "baseline_sync_countdown" in state:
+            self.baseline_sync.countdown = int(state["baseline_sync_countdown"])
+
+    def _trained_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters gradient steps move (not a synchronized baseline's own)."""
+        params = list(self.policy.parameters())
+        if self.baseline_sync is None:
+            return params
+        synced = {id(p) for p in self.policy.baseline.parameters()}
+        synced -= {id(p) for p in self.policy.network.parameters()}  # layers both reuse
+        return [p for p in params if id(p) not in synced]
+
+
+#: A2C's named optimizers: RMSprop as Stable-Baselines3's A2C builds it, or Adam (eps 1e-5)
+_OPTIMIZERS = {
+    "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, eps=1e-5),
+}

@@ -6,9 +6,10 @@ No learning maths lives here: subclasses implement ``_act`` and ``_observe``.
 from __future__ import annotations
 
 import inspect
+import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,10 +23,14 @@ from forceexp.agents.inputs import (
     reward_array,
     terminal_array,
 )
+from forceexp.agents.pipelines import Pipelines
 from forceexp.core.normalization import RewardNormalizer
+from forceexp.core.preprocessing import INTERNALS_KEY
 from forceexp.errors import ConfigError, ProtocolError, check_int, message
 from forceexp.registry import is_spec_file, load_spec_file
 from forceexp.specs import Specs, parse_specs
+
+log = logging.getLogger(__name__)
 
 #: ``device='auto'`` uses CUDA only for states at least this large with rank >= 2 (images):
 #: small MLPs run faster on the CPU (a GPU act costs ~0.7 ms of launches and copies).
@@ -114,7 +119,7 @@ def _canonical_kwargs(target: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     return translate(name, kwargs, defaults)
 
 
-class Agent(InputConversion):
+class Agent(InputConversion, Pipelines):
     """Base class of all agents; also the entry point ``Agent.create`` / ``Agent.load``.
 
     Args:
@@ -129,6 +134,11 @@ class Agent(InputConversion):
         recorder: Trace recording spec (a directory or a dict), or None.
         torch_threads: torch's intra-op threads (process-wide): ``'auto'`` (one thread for small
             networks on the CPU), an int, or None to leave torch's setting alone.
+        state_preprocessing: Layers run on states before the networks (Tensorforce's
+            ``state_preprocessing``, ``forceexp.core.preprocessing``): one spec or list for
+            every state, or a dict of them by state name or type; None: raw states.
+        reward_processing: Layers run on each observed reward before learning (a spec or a
+            list); reported episode returns stay raw.
     """
 
     #: registry name, set by ``AGENTS.register``
@@ -162,11 +172,14 @@ class Agent(InputConversion):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
-        self.state_specs: Specs = parse_specs(states, "state")
+        #: the states ``act`` receives (checked against these)
+        self.input_specs: Specs = parse_specs(states, "state")
         self.action_specs: Specs = parse_specs(actions, "action")
-        for name in self.state_specs:
-            if name in self.action_specs and not self.state_specs.single:
+        for name in self.input_specs:
+            if name in self.action_specs and not self.input_specs.single:
                 raise ConfigError(f"states.{name}: state and action names must differ")
         if not isinstance(parallel_interactions, int) or parallel_interactions < 1:
             raise ConfigError(
@@ -174,8 +187,9 @@ class Agent(InputConversion):
             )
         self.max_episode_timesteps = max_episode_timesteps
         self.parallel_interactions = parallel_interactions
-        self.device = resolve_device(device, self.state_specs)
-        apply_torch_threads(torch_threads, self.device, self.state_specs)
+        self.device = resolve_device(device, self.input_specs)
+        apply_torch_threads(torch_threads, self.device, self.input_specs)
+        self._build_preprocessing(state_preprocessing, reward_processing)
         self.seed = seed
         seed_everything(seed)
         self.timesteps = self.episodes = self.updates = 0
@@ -200,6 +214,18 @@ class Agent(InputConversion):
         self.observers = build_observers(saver=saver, summarizer=summarizer, recorder=recorder)
         for observer in self.observers:
             observer.attach(self)
+
+    def _use_fast_path(self, requested: bool, reason: Callable[[], str | None]) -> bool:
+        """Whether updates take the hand-derived fast path; logs why not when it was requested.
+
+        ``reason()`` says why the agent's networks or features rule it out (None: they do not).
+        """
+        if not requested:
+            return False
+        why = reason()
+        if why is not None:
+            log.info("%s update: autograd path (no fast path: %s)", self.name, why)
+        return why is None
 
     # ------------------------------------------------------------------ creation
     @staticmethod
@@ -304,19 +330,21 @@ class Agent(InputConversion):
         return persistence.save(self, directory, filename, format, append, memory)  # type: ignore[arg-type]
 
     def state_dict(self) -> dict[str, Any]:
-        """Learned state beyond the counters: here the reward statistics, if normalized.
+        """Learned state beyond the counters: reward statistics (if normalized) and pipelines.
 
         Subclasses add their weights, optimizers and generators to this dict.
         """
+        out = self._pipeline_state()
         normalizer = self.reward_normalizer
-        if normalizer is None or not normalizer.normalize:
-            return {}
-        return {"reward_normalizer": normalizer.state_dict()}
+        if normalizer is not None and normalizer.normalize:
+            out["reward_normalizer"] = normalizer.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned (entries it lacks keep their current value)."""
         if self.reward_normalizer is not None and "reward_normalizer" in state:
             self.reward_normalizer.load_state_dict(state["reward_normalizer"])
+        self._load_pipeline_state(state)
 
     # ------------------------------------------------------------------ interaction
     def act(
@@ -359,12 +387,17 @@ class Agent(InputConversion):
                 )
             self._acting[columns] = True
         following = internals
+        carried = None  # the preprocessing internals of an independent act with internals
+        if self.preprocessing is not None:
+            batch, internals, carried = self._preprocess(batch, internals, slots, independent)
         if internals is not None and independent and self.initial_internals():
             actions, following = self._act_internals(
                 batch, masks, internals, batched, deterministic
             )
         else:
             actions = self._act(batch, masks, slots, independent, deterministic)
+        if carried is not None:
+            following = {**following, INTERNALS_KEY: carried}
         out = {
             name: a if isinstance(a, np.ndarray) else a.cpu().numpy() for name, a in actions.items()
         }
@@ -412,7 +445,12 @@ class Agent(InputConversion):
             nexts, next_masks, _ = self._to_batch(
                 next_states, batched=len(slots) > 1 or np.ndim(reward) == 1
             )
+            if self.preprocessing is not None:  # the slots' histories continue into them
+                nexts = self.preprocessing(nexts, slots, False)
         metrics = self._learn(slots, rewards, terminals, nexts, next_masks)
+        if terminals.any():
+            for module in self._pipelines().values():
+                module.reset(slots[terminals > 0])
         self._acting[columns] = False
         self._track_episodes(slots, columns, rewards, terminals)  # raw rewards: reported returns
         self._report_update(metrics)
@@ -425,16 +463,20 @@ class Agent(InputConversion):
         terminals: np.ndarray,
         nexts: Tensors | None,
         next_masks: Tensors | None,
+        processed: bool = False,
     ) -> dict[str, float] | None:
-        """Store one checked step of raw ``rewards`` (normalized for learning) and train if due.
+        """Store one checked step of raw ``rewards`` (processed for learning) and train if due.
 
-        Shared by ``observe`` and the Ray learner, which replays its workers' steps through it.
+        Shared by ``observe`` and the Ray learner, which replays its workers' steps through it
+        (``processed``: their rewards went through the worker's ``reward_processing``).
         """
         learning = rewards
+        if self.reward_processing is not None and not processed:
+            learning = self.reward_processing.process(rewards, slots)
         if self.reward_normalizer is not None:
-            self.reward_normalizer.observe(slots, rewards, terminals)
+            self.reward_normalizer.observe(slots, learning, terminals)
             if not self.normalizes_sampled_rewards:
-                learning = self.reward_normalizer(rewards)
+                learning = self.reward_normalizer(learning)
         return self._observe(slots, learning, terminals, nexts, next_masks)
 
     def _report_update(self, metrics: dict[str, float] | None) -> None:
@@ -557,6 +599,8 @@ class Agent(InputConversion):
         self._acting[:] = False
         self._episode_return[:] = 0.0
         self._episode_length[:] = 0
+        for module in self._pipelines().values():
+            module.reset()
 
     def initial_internals(self) -> dict[str, Any]:
         """Initial recurrent internals for independent acts (empty when not recurrent)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from forceexp.core.optimizer_specs import is_default
 from forceexp.errors import ConfigError, message
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,30 @@ def _optimizer(name: str) -> Translation:
     return translate
 
 
+def _ppo_optimizer(value: Any, ctx: Context) -> dict[str, Any]:
+    """PPO's ``optimizer``: Adam (the fast path) as before; another name or spec passed on.
+
+    ``multi_step`` and ``subsampling_fraction`` stay PPO's epochs and minibatches.
+    """
+    if value in (None, "adam"):
+        return {}
+    if isinstance(value, str):
+        return {"optimizer": value}
+    if not isinstance(value, Mapping) or isinstance(value.get("optimizer"), Mapping):
+        return _optimizer("optimizer")(value, ctx)  # a rate, or a nested multi_step spec
+    spec, out = dict(value), {}
+    if "multi_step" in spec:
+        out["epochs"] = spec.pop("multi_step")
+    if "subsampling_fraction" in spec:
+        out.update(_subsampling_fraction(spec.pop("subsampling_fraction"), ctx))
+    rate = spec.get("learning_rate")
+    if is_default(spec):
+        return {**out, **({"learning_rate": rate} if "learning_rate" in spec else {})}
+    if isinstance(rate, int | float) and not isinstance(rate, bool):
+        out["learning_rate"] = rate  # the rate logged; the spec keeps it
+    return {**out, "optimizer": spec}
+
+
 def _optimizer_rate(value: Any) -> Any:
     """A learning rate given as a number/schedule or an Adam optimizer dict (its rate)."""
     if isinstance(value, Mapping) and ({"optimizer", "learning_rate"} & set(value)):
@@ -235,19 +260,25 @@ _NORMALIZATIONS = ("linear_normalization", "normalization", "batch_normalization
 
 
 def _state_preprocessing(value: Any, ctx: Context) -> dict[str, Any]:
-    """``linear_normalization`` (Tensorforce's default): we keep states raw; others refused."""
-    kind = value.get("type") if isinstance(value, Mapping) else value
-    if value in _OFF or kind == "linear_normalization":
-        return {}
-    if kind in ("exponential_normalization", "instance_normalization"):
-        return {"normalize_states": True}  # running statistics, the closest we have
-    raise ConfigError(
-        message(
-            "agent.state_preprocessing",
-            value,
-            "None, 'linear_normalization' or 'exponential_normalization'",
-        )
-    )
+    """Tensorforce's ``state_preprocessing`` is ours (``forceexp.core.preprocessing``)."""
+    return {} if value in _OFF else {"state_preprocessing": value}
+
+
+def _reward_processing(clipping: bool) -> Translation:
+    """One clipping layer -> ``reward_clip`` (where the agent has it); other layers a pipeline.
+
+    Any other layer or list of layers runs as ``reward_processing`` on each observed reward.
+    """
+
+    def translate(value: Any, ctx: Context) -> dict[str, Any]:
+        if value in _OFF:
+            return {}
+        single = value[0] if isinstance(value, list | tuple) and len(value) == 1 else value
+        if clipping and isinstance(single, Mapping) and single.get("type") == "clipping":
+            return _processing("reward_processing", clipping="reward_clip")(single, ctx)
+        return {"reward_processing": value}
+
+    return translate
 
 
 def _update(value: Any, ctx: Context) -> dict[str, Any]:
@@ -299,7 +330,7 @@ PPO: dict[str, Translation] = {
     "update": _update,
     "update_frequency": _update_frequency,
     "learning_rate": _optimizer("learning_rate"),
-    "optimizer": _optimizer("optimizer"),
+    "optimizer": _ppo_optimizer,
     "multi_step": _rename("epochs"),
     "subsampling_fraction": _subsampling_fraction,
     "likelihood_ratio_clipping": _rename("clip_ratio"),
@@ -311,7 +342,7 @@ PPO: dict[str, Translation] = {
     "predict_terminal_values": _rename("predict_terminal_values"),
     "state_preprocessing": _state_preprocessing,
     "preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing", clipping="reward_clip"),
+    "reward_processing": _reward_processing(clipping=True),
     "return_processing": _processing(
         "return_processing", "normalize_returns", clipping="return_clipping"
     ),
@@ -420,7 +451,7 @@ TRPO: dict[str, Translation] = {
     "baseline_network": _network("baseline_network"),
     "baseline_optimizer": _trpo_baseline_optimizer,
     "baseline_objective": PPO["baseline_objective"],
-    "entropy_regularization": _only_off("entropy_regularization", "TRPO has no entropy term"),
+    "entropy_regularization": _rename("entropy_coef"),
     "exploration": _only_off("exploration", "TRPO explores by sampling its policy"),
     **{
         key: COMMON[key]  # TRPO's natural-gradient step has no penalty or noise here
@@ -429,8 +460,6 @@ TRPO: dict[str, Translation] = {
     "predict_terminal_values": _only_off(
         "predict_terminal_values", "only truncated episodes bootstrap from the value"
     ),
-    "reward_processing": _processing("reward_processing"),
-    "return_processing": _processing("return_processing"),
 }
 
 
@@ -475,7 +504,7 @@ REPLAY: dict[str, Translation] = {
         "predict_terminal_values", "only truncated episodes bootstrap from the target"
     ),
     "state_preprocessing": _state_preprocessing,
-    "reward_processing": _processing("reward_processing"),
+    "reward_processing": _reward_processing(clipping=True),
     "return_processing": _processing("return_processing"),
     "entropy_regularization": _only_off("entropy_regularization", "no entropy term here"),
 }

@@ -138,7 +138,8 @@ class ContinuousAgent(OffPolicyAgent):
 
     def fast_critics(self, enabled: bool) -> FastCritics | None:
         """The shared fast path (after ``add_actor``) if ``enabled`` and the networks allow it."""
-        return FastCritics(self) if enabled and fast_unsupported(self) is None else None
+        fast = self._use_fast_path(enabled, lambda: fast_unsupported(self))
+        return FastCritics(self) if fast else None
 
     def sync_targets(self, actor: bool) -> None:
         """Polyak-average the target critics (and the target actor) toward the online ones."""

@@ -65,6 +65,8 @@ class DDPGAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "dpg"
@@ -99,6 +101,8 @@ class DDPGAgent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         super().__init__(num_critics=1, **self.shared_arguments())
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)

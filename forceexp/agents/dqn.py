@@ -78,6 +78,8 @@ class DQNAgent(OffPolicyAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "dqn"
@@ -116,6 +118,8 @@ class DQNAgent(OffPolicyAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_int("agent.target_update_interval", target_update_interval, 1)
         check_number("agent.tau", tau, 0.0, 1.0)
@@ -148,6 +152,8 @@ class DQNAgent(OffPolicyAgent):
             normalize_rewards,
             reward_scale,
             reward_clip,
+            state_preprocessing,
+            reward_processing,
         )
         self.target_update_interval, self.tau = target_update_interval, tau
         self.double_q, self.dueling, self.loss = double_q, dueling, loss
@@ -158,7 +164,8 @@ class DQNAgent(OffPolicyAgent):
         self._carry_internals(self.q.internal_shapes)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
         self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
-        self._fast = FastTD(self) if fast_update and fast_unsupported(self) is None else None
+        fast = self._use_fast_path(fast_update, lambda: fast_unsupported(self))
+        self._fast = FastTD(self) if fast else None
 
     def _lr(self) -> float:
         return self.learning_rate.value(self.timesteps, self.episodes, self.updates)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from forceexp.agents.inputs import reward_array, terminal_array
+from forceexp.core.preprocessing import INTERNALS_KEY
 from forceexp.errors import ConfigError, ProtocolError, message
 from forceexp.observers.recorder import Trace
 from forceexp.specs import check_array
@@ -53,6 +54,11 @@ def to_trace(
     size = next(iter(batch.values())).shape[0]
     if size != steps:
         raise ConfigError(f"experience: {size} states for {steps} terminals")
+    if agent.preprocessing is not None:  # each episode's history from its first step
+        with torch.no_grad():
+            batch = agent.preprocessing.episodes(batch, terminal)
+    if agent.reward_processing is not None:
+        reward = agent.reward_processing.process_episodes(reward, terminal)
     taken = _actions(agent, actions, steps)
     mask_arrays = {name: m.cpu().numpy() for name, m in masks.items()}
     for name, mask in mask_arrays.items():
@@ -82,6 +88,8 @@ def _internals(agent: Agent, internals: Any, steps: int) -> dict[str, np.ndarray
         if len(internals) != steps:
             raise ConfigError(f"experience.internals: {len(internals)} entries for {steps} steps")
         internals = {p: np.stack([np.asarray(x.get(p)) for x in internals]) for p in shapes}
+    if isinstance(internals, Mapping):  # the state pipelines' rows are not the networks'
+        internals = {k: v for k, v in internals.items() if k != INTERNALS_KEY}
     if not isinstance(internals, Mapping) or set(internals) != set(shapes):
         raise ConfigError(
             message("experience.internals", type(internals).__name__, f"keys {sorted(shapes)}")

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import random
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -127,6 +128,18 @@ def check_finite(state: Mapping[str, Any], path: Path) -> None:
             raise CheckpointError(f"{path}: weight {name} holds non-finite values (NaN or inf)")
 
 
+def _per_slot(name: str) -> bool:
+    """Whether weight ``name`` is a preprocessing pipeline's per-slot history.
+
+    Its rows follow ``parallel_interactions``, which a load may change; the agent then starts
+    those histories from zeros (``forceexp.core.preprocessing.load_preprocessing``).
+    """
+    group = name.split("/", 1)[0]
+    return group in ("state_preprocessing", "reward_processing") and bool(
+        re.search(r"internals\d+$", name)
+    )
+
+
 def check_compatible(agent: Agent, state: Mapping[str, Any], path: Path) -> None:
     """Raise CheckpointError naming every weight whose name, shape or dtype differs."""
     mine, theirs = flatten_weights(agent.state_dict()), flatten_weights(state)
@@ -135,7 +148,7 @@ def check_compatible(agent: Agent, state: Mapping[str, Any], path: Path) -> None
     problems = [
         f"{name}: file {got[name]} vs agent {shape}"
         for name, shape in have.items()
-        if name in got and got[name] != shape
+        if name in got and got[name] != shape and not _per_slot(name)
     ]
     problems += [
         f"{name}: file dtype {theirs[name].dtype} vs agent {mine[name].dtype}"

@@ -1,8 +1,8 @@
 """InputConversion: states and masks in, actions out, for ``Agent`` (checked, cheap when simple).
 
-A mixin: it uses the ``Agent`` attributes ``state_specs``, ``action_specs``,
-``parallel_interactions``, ``device``, ``_on_cpu``, ``_all_slots``, ``_all_list`` (the same
-indices as a list) and ``_mask_names``.
+A mixin: it uses the ``Agent`` attributes ``input_specs`` (the states before preprocessing),
+``action_specs``, ``parallel_interactions``, ``device``, ``_on_cpu``, ``_all_slots``,
+``_all_list`` (the same indices as a list) and ``_mask_names``.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class InputConversion:
 
     def _to_batch(self, states: Any, batched: bool | None = None) -> tuple[Tensors, Tensors, bool]:
         """Split states and masks, check them, and stack to ``(B, ...)`` tensors."""
-        specs = self.state_specs
+        specs = self.input_specs
         if isinstance(states, np.ndarray) and specs.single:  # the common case: one plain array
             values, masks = {"state": states}, {}
         else:
@@ -79,7 +79,7 @@ class InputConversion:
 
         Returns ``(values, masks, from_list)``; a list of state dicts is stacked (batched).
         """
-        specs = self.state_specs
+        specs = self.input_specs
         from_list = isinstance(states, list | tuple) and states and isinstance(states[0], Mapping)
         if from_list:
             states = {key: np.stack([s[key] for s in states]) for key in states[0]}
@@ -106,7 +106,7 @@ class InputConversion:
         if str(key).endswith(MASK_SUFFIX) and base in self.action_specs:
             kind = self.action_specs[base].type
             return ConfigError(f"states.{key}: masks apply to int actions only; {base!r} is {kind}")
-        valid = self.state_specs.names() + list(self._mask_names)
+        valid = self.input_specs.names() + list(self._mask_names)
         return ConfigError(f"states: unexpected key {key!r}; valid keys: {valid}")
 
     def _check_mask(self, name: str, mask: Any, size: int, batched: bool) -> torch.Tensor:

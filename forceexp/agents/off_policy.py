@@ -88,6 +88,8 @@ class OffPolicyAgent(Agent):
         reward_scale: Factor on every sampled reward (after normalization).
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
         seed: Random seed.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         saver: Checkpoint spec.
@@ -120,6 +122,8 @@ class OffPolicyAgent(Agent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_int("agent.batch_size", batch_size, 1)
         check_int("agent.learning_starts", learning_starts, 0)
@@ -139,6 +143,8 @@ class OffPolicyAgent(Agent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.batch_size, self.learning_starts = batch_size, learning_starts
         self.train_freq, self.gradient_steps = train_freq, gradient_steps

@@ -20,6 +20,7 @@ from forceexp.agents.agent import Agent, Tensors
 from forceexp.config import build_network
 from forceexp.core.buffers import RolloutBuffer
 from forceexp.core.distributions import Bounding
+from forceexp.core.fused import unsupported_reason
 from forceexp.core.numpy_actor import NumpyActor
 from forceexp.core.policy import ActorCritic
 from forceexp.core.schedules import Schedule, ScheduleName, named_schedule
@@ -38,6 +39,13 @@ def check_sizes(**sizes: Any) -> None:
     for key, value in sizes.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(message(f"agent.{key}", value, "an int >= 1"))
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """``agent.<name>`` if it is True or False; else a ``ConfigError``."""
+    if not isinstance(value, bool):
+        raise ConfigError(message(f"agent.{name}", value, "True or False"))
+    return value
 
 
 def bounded_schedule(
@@ -86,11 +94,15 @@ class OnPolicyAgent(Agent):
         """
         if policy is not None and network not in ("auto", None):
             raise ConfigError("agent: give either network= or policy= (they are aliases), not both")
+        body = build_network(policy if policy is not None else network, self.state_specs)
+        shared = getattr(body, "named", None)  # the baseline may reuse policy layers by name
         self.policy = ActorCritic(
             self.state_specs,
             self.action_specs,
-            build_network(policy if policy is not None else network, self.state_specs, "network"),
-            None if baseline is None else build_network(baseline, self.state_specs, "baseline"),
+            body,
+            None
+            if baseline is None
+            else build_network(baseline, self.state_specs, "baseline", shared=shared),
             normalize_states,
             bounded_actions,
             head_options(sde),
@@ -101,6 +113,10 @@ class OnPolicyAgent(Agent):
             raise ConfigError(message("agent.sde", sde, "null: no action is float"))
         self._sde_freq = -1 if sde is None else sde.get("sample_freq", -1)
         self.policy.eval()  # acting mode (no dropout, running batch-norm stats); train() in updates
+
+    def _fast_path(self, fast_update: bool) -> bool:
+        """Whether the update takes the hand-derived fast path (the reason logged if not)."""
+        return self._use_fast_path(fast_update, lambda: unsupported_reason(self.policy))
 
     def _build_processing(
         self,

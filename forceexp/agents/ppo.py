@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
 import torch
 
-from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_sizes
+from forceexp.agents.on_policy import OnPolicyAgent, bounded_schedule, check_flag, check_sizes
 from forceexp.agents.ppo_update import PPOUpdate
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import FusedPPOStep, unsupported_reason
+from forceexp.core.fused import FusedPPOStep
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.schedules import ScheduleName, check_schedule
-
-log = logging.getLogger(__name__)
 
 
 class PPOAgent(PPOUpdate, OnPolicyAgent):
@@ -38,6 +35,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         minibatch_size: Rows per gradient step (SB3 ``batch_size``).
         epochs: Passes over each rollout (SB3 ``n_epochs``, Tensorforce ``multi_step``).
         learning_rate: Adam step size: a number or a schedule dict (``docs/schedules.md``).
+        optimizer: ``'adam'`` (fused, eps 1e-5), or a Tensorforce optimizer spec
+            (``forceexp.core.optimizer_specs``), stepped on the autograd path.
         lr_schedule: ``'constant'`` or ``'linear'`` (to 0 at ``schedule_timesteps``).
         discount: Discount factor gamma.
         gae_lambda: GAE lambda.
@@ -64,6 +63,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             of ``sample_freq`` (steps per slot between new exploration matrices; -1: only at
             each rollout start), ``log_std_init`` (default 0) and ``full_std`` (default
             true); None: plain Gaussian noise. Uses the autograd update.
+        action_value_loss: Add Tensorforce's action-value loss ``0.5 * (log pi(a|s) - A)^2``
+            (its ``plus`` objective with ``action_value``; ``A2CAgent``'s option).
         target_kl: Stop an update's epochs early when the approximate KL exceeds 1.5x this.
         horizon: n of n-step advantages (rewards of n steps, then the value) instead of GAE
             (Tensorforce's ``reward_estimation.horizon``; None: GAE).
@@ -89,6 +90,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "ppo"
@@ -106,6 +109,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         minibatch_size: int = 256,
         epochs: int = 20,
         learning_rate: float | dict[str, Any] = 1e-3,
+        optimizer: str | dict[str, Any] = "adam",
         lr_schedule: ScheduleName = "constant",
         discount: float = 0.98,
         gae_lambda: float = 0.8,
@@ -124,6 +128,7 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         distributions: dict[str, dict[str, Any]] | None = None,
         sde: dict[str, Any] | None = None,
         target_kl: float | None = None,
+        action_value_loss: bool = False,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: float | dict[str, Any] = 0.0,
@@ -139,6 +144,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(rollout_length=rollout_length, minibatch_size=minibatch_size, epochs=epochs)
         check_schedule("agent.lr_schedule", lr_schedule, schedule_timesteps)
@@ -165,6 +172,8 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.minibatch_size, self.epochs = minibatch_size, epochs
         self.value_clip = value_clip
@@ -182,18 +191,12 @@ class PPOAgent(PPOUpdate, OnPolicyAgent):
         plain_acting = self._build_extras(
             l2_regularization, variable_noise, exploration, schedule_timesteps
         )
+        self.action_value_loss = check_flag("action_value_loss", action_value_loss)
         fused = self.device.type in ("cpu", "cuda")  # one kernel per step instead of one per tensor
-        self.optimizer = torch.optim.Adam(
-            self.policy.parameters(),
-            lr=self.schedules["learning_rate"].value(0, 0, 0),
-            eps=1e-5,
-            fused=fused,
-        )
+        adam = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr, eps=1e-5, fused=fused)}
+        self._build_optimizer(optimizer, list(self.policy.parameters()), adam)
         self._fused = None
-        reason = unsupported_reason(self.policy) if fast_update else None
-        if reason is not None:
-            log.info("PPO update: autograd path (no fast path: %s)", reason)
-        if fast_update and reason is None:
+        if self._fast_path(fast_update):
             self._fused = FusedPPOStep(
                 self.policy,
                 self.optimizer,

@@ -6,7 +6,7 @@ hyperparameters, ``_fused`` and ``_internals``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -16,10 +16,16 @@ import torch
 from forceexp import tags
 from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
-from forceexp.core.fused import STEP_METRICS, Rows, normalized
+from forceexp.core.fused import STEP_METRICS, Rows, normalized, unsupported_reason
+from forceexp.core.optimizer_specs import build_optimizer
+from forceexp.core.optimizers import Synchronization, UpdateOptimizer, update_norm
 from forceexp.observers.recorder import Trace
 
 _KL = STEP_METRICS.index(tags.KL_DIVERGENCE)
+#: ``(log_prob, entropy, value)`` of rows under the current policy
+Evaluated = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+#: ``(log_prob, advantages, returns, value)`` of rows, stored when acting
+Stored = tuple[torch.Tensor, ...]
 
 
 class PPOUpdate:
@@ -39,6 +45,10 @@ class PPOUpdate:
     return_clipping: tuple[float, float] | None = None
     #: normalize the returns of each update to mean 0, std 1 before the advantages
     normalize_returns: bool = False
+    #: add ``0.5 * (log pi(a|s) - A)^2``, Tensorforce's action-value loss (``plus`` objective)
+    action_value_loss: bool = False
+    #: moves the baseline network toward the policy network after each update (None: off)
+    baseline_sync: Synchronization | None = None
 
     def learn_from_traces(
         self, traces: list[Trace], objective: Objective, num_updates: int
@@ -49,6 +59,41 @@ class PPOUpdate:
         ``'imitation'``: behaviour cloning.
         """
         return ppo_objective(self, traces, objective, num_updates)
+
+    def _build_optimizer(
+        self, spec: str | Mapping[str, Any], params: list[torch.nn.Parameter], default: Any
+    ) -> None:
+        """``self.optimizer``: ``default(params, lr)`` for its name, else a Tensorforce spec.
+
+        A spec (``forceexp.core.optimizer_specs``) runs on the autograd path; its torch
+        optimizers without a rate of their own follow the ``learning_rate`` schedule.
+        """
+        lr = self.schedules["learning_rate"].value(0, 0, 0)
+        if isinstance(spec, str) and spec in default:
+            self.optimizer = default[spec](params, lr)
+            return
+        self.optimizer = build_optimizer(spec, params)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _fast_path(self, fast_update: bool) -> bool:
+        """Whether updates take the hand-derived fast path (why not is logged)."""
+        return self._use_fast_path(fast_update, self._autograd_reason)
+
+    def _autograd_reason(self) -> str | None:
+        """Why updates need autograd (None: the fast path applies).
+
+        The policy's own limits, an optimizer spec, baseline synchronization or the plus
+        objective's action-value loss.
+        """
+        reason = unsupported_reason(self.policy)
+        if reason is None and not isinstance(self.optimizer, torch.optim.Optimizer):
+            reason = f"optimizer {self.optimizer.description}"
+        if reason is None and self.baseline_sync is not None:
+            reason = "baseline synchronization"
+        if reason is None and self.action_value_loss:
+            reason = "the plus objective's action-value loss"
+        return reason
 
     def _update(self) -> dict[str, float]:
         """One PPO update over the stored rollout; returns its metrics."""
@@ -62,24 +107,10 @@ class PPOUpdate:
         return self._update_batch(Batch(*(fresh(x) for x in batch)))
 
     def _targets(self, batch: Any) -> Any:
-        """A ``Batch`` or ``Sequences`` with the returns processed and the advantages set.
-
-        ``return_clipping`` clips the returns and ``normalize_returns`` then scales them to
-        mean 0, std 1 over the update's (valid) rows; either makes the advantages the
-        processed returns minus the values. Without a baseline the returns are the advantages.
-        """
-        returns = batch.returns
-        if self.return_clipping is not None:
-            returns = returns.clamp(*self.return_clipping)
-        if self.normalize_returns:
-            valid = getattr(batch, "valid", torch.ones_like(returns, dtype=torch.bool))
-            mean, std = returns[valid].mean(), returns[valid].std(correction=0)
-            returns = torch.where(valid, (returns - mean) / (std + 1e-8), 0.0)
-        if returns is not batch.returns:
-            batch = batch._replace(returns=returns, advantages=returns - batch.value)
-        if not self.subtract_baseline:
-            batch = batch._replace(advantages=batch.returns)
-        return batch
+        """``batch`` with this agent's return processing (``process_targets``)."""
+        return process_targets(
+            batch, self.return_clipping, self.normalize_returns, self.subtract_baseline
+        )
 
     def _update_batch(self, batch: Batch) -> dict[str, float]:
         """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""
@@ -153,6 +184,8 @@ class PPOUpdate:
             break
         if autograd:
             self.policy.eval()
+        if self.baseline_sync is not None:
+            self.baseline_sync()
         metrics = dict(zip(STEP_METRICS, (sums / steps).tolist(), strict=True))
         metrics[tags.LOSS_TOTAL] = (  # linear in the pieces, so the mean of the step totals
             metrics[tags.LOSS_POLICY]
@@ -168,23 +201,25 @@ class PPOUpdate:
         """One gradient step on the sequences of slots ``cols`` (None: all)."""
         if cols is None:
             cols = torch.arange(seq.valid.shape[1], device=self.device)
-        states = {name: x[:, cols] for name, x in seq.states.items()}
-        internals = {path: x[cols] for path, x in seq.internals.items()}
-        features = self.policy.sequence_features(states, internals, seq.starts[:, cols])
-        values = self.policy.sequence_values(states, internals, seq.starts[:, cols])
-        valid = seq.valid[:, cols]
-        log_prob, entropy, value = self.policy.evaluate_features(
-            features[valid],
-            {name: x[valid] for name, x in states.items()},
-            {name: x[:, cols][valid] for name, x in seq.actions.items()},
-            {name: x[:, cols][valid] for name, x in seq.masks.items()},
-            None if values is None else values[valid],
-        )
-        rows = (seq.log_prob, seq.advantages, seq.returns, seq.value)
-        old_log_prob, advantages, returns, old_value = (x[:, cols][valid] for x in rows)
-        return self._gradient_step(
-            (log_prob, entropy, value), (old_log_prob, advantages, returns, old_value), clip, max_kl
-        )
+
+        def rows(sub: torch.Tensor | None) -> tuple[Evaluated, Stored]:
+            picked = cols if sub is None else cols[sub]
+            states = {name: x[:, picked] for name, x in seq.states.items()}
+            internals = {path: x[picked] for path, x in seq.internals.items()}
+            features = self.policy.sequence_features(states, internals, seq.starts[:, picked])
+            values = self.policy.sequence_values(states, internals, seq.starts[:, picked])
+            valid = seq.valid[:, picked]
+            evaluated = self.policy.evaluate_features(
+                features[valid],
+                {name: x[valid] for name, x in states.items()},
+                {name: x[:, picked][valid] for name, x in seq.actions.items()},
+                {name: x[:, picked][valid] for name, x in seq.masks.items()},
+                None if values is None else values[valid],
+            )
+            stored = (seq.log_prob, seq.advantages, seq.returns, seq.value)
+            return evaluated, tuple(x[:, picked][valid] for x in stored)
+
+        return self._gradient_step(rows, len(cols), clip, max_kl)
 
     def _schedules(self) -> tuple[float, float]:
         """Current learning rate (also set on the optimizer) and clip ratio.
@@ -208,9 +243,13 @@ class PPOUpdate:
         """One autograd gradient step on rows ``idx`` of the rollout (None: all rows)."""
         if idx is not None:
             batch = _take(batch, idx)
-        evaluated = self.policy.evaluate(batch.states, batch.actions, batch.masks)
-        old = (batch.log_prob, batch.advantages, batch.returns, batch.value)
-        return self._gradient_step(evaluated, old, clip, max_kl)
+
+        def rows(sub: torch.Tensor | None) -> tuple[Evaluated, Stored]:
+            part = batch if sub is None else _take(batch, sub)
+            evaluated = self.policy.evaluate(part.states, part.actions, part.masks)
+            return evaluated, (part.log_prob, part.advantages, part.returns, part.value)
+
+        return self._gradient_step(rows, batch.log_prob.shape[0], clip, max_kl)
 
     def _fused_rows(self, batch: Batch) -> Rows:
         """The rollout as the fast path takes it: NumPy views, states concatenated, flat actions."""
@@ -242,19 +281,64 @@ class PPOUpdate:
 
     def _gradient_step(
         self,
-        evaluated: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        old: tuple[torch.Tensor, ...],
+        rows: Callable[[torch.Tensor | None], tuple[Evaluated, Stored]],
+        size: int,
         clip: float,
         max_kl: float | None = None,
     ) -> torch.Tensor:
         """Clipped-surrogate loss and one optimizer step; metrics in ``STEP_METRICS`` order.
 
         Args:
-            evaluated: Current ``(log_prob, entropy, value)`` of the rows.
-            old: Stored ``(log_prob, advantages, returns, value)`` of the same rows.
+            rows: ``rows(sub)``: current ``(log_prob, entropy, value)`` and stored
+                ``(log_prob, advantages, returns, value)`` of rows ``sub`` of the step's data
+                (None: all ``size``).
+            size: Rows (sequences, for recurrent updates) in the step's data.
             clip: Likelihood-ratio clipping epsilon.
             max_kl: No step when the approximate KL of the rows exceeds this (gradient norms
                 are reported as 0 then); None: always step.
+        """
+        loss, terms = self._loss(*rows(None), clip)
+        policy_loss, value_loss, entropy_mean, kl, clipped_fraction = terms
+        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
+        if max_kl is not None and float(kl) > max_kl:
+            norm = torch.zeros((), device=kl.device)  # too far from the rollout's policy
+        elif isinstance(self.optimizer, UpdateOptimizer):  # a Tensorforce optimizer spec
+            first = [loss]  # the loss already built, before any parameter changed
+
+            def closure(sub: torch.Tensor | None) -> torch.Tensor:
+                built = first.pop() if first else None
+                return (
+                    built if sub is None and built is not None else self._loss(*rows(sub), clip)[0]
+                )
+
+            norm = update_norm(self.optimizer.step(closure, size)).to(kl.device)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self.optimizer.step()
+        return torch.stack(
+            (
+                policy_loss,
+                value_loss,
+                entropy_mean,
+                kl,
+                clipped_fraction,
+                norm,
+                norm.clamp(max=max_norm),
+            )
+        ).detach()
+
+    def _loss(
+        self, evaluated: Evaluated, old: Stored, clip: float
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """The update's loss and its detached terms (policy, value, entropy, KL, clip fraction).
+
+        Args:
+            evaluated: Current ``(log_prob, entropy, value)`` of the rows.
+            old: Stored ``(log_prob, advantages, returns, value)`` of the same rows.
+            clip: Likelihood-ratio clipping epsilon.
         """
         log_prob, entropy, value = evaluated
         old_log_prob, advantages, returns, old_value = old
@@ -271,34 +355,43 @@ class PPOUpdate:
             value_loss = torch.max(value_loss, (clipped - returns).pow(2))
         value_loss = value_loss.mean()
         entropy_mean = entropy.mean()
+        loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
+        if self.action_value_loss:  # Tensorforce's plus objective: + its action-value loss
+            loss = loss + 0.5 * (log_prob - advantages).pow(2).mean()
+        if self.l2_regularization:
+            penalty = sum(w.pow(2).sum() for w in self.policy.weights())
+            loss = loss + 0.5 * self.l2_regularization * penalty
         with torch.no_grad():
             kl = ((ratio - 1) - log_ratio).mean()
-        max_norm = self.max_grad_norm if self.max_grad_norm is not None else float("inf")
-        if max_kl is not None and float(kl) > max_kl:
-            norm = torch.zeros((), device=kl.device)  # too far from the rollout's policy
-        else:
-            loss = policy_loss + self.value_coef * value_loss - self.entropy_coef * entropy_mean
-            if self.l2_regularization:
-                penalty = sum(w.pow(2).sum() for w in self.policy.weights())
-                loss = loss + 0.5 * self.l2_regularization * penalty
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            params = [p for group in self.optimizer.param_groups for p in group["params"]]
-            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-            self.optimizer.step()
-        with torch.no_grad():
             clipped_fraction = ((ratio - 1).abs() > clip).float().mean()
-            return torch.stack(
-                (
-                    policy_loss,
-                    value_loss,
-                    entropy_mean,
-                    kl,
-                    clipped_fraction,
-                    norm,
-                    norm.clamp(max=max_norm),
-                )
-            ).detach()
+        terms = (policy_loss.detach(), value_loss.detach(), entropy_mean.detach())
+        return loss, (*terms, kl, clipped_fraction)
+
+
+def process_targets(
+    batch: Any,
+    return_clipping: tuple[float, float] | None,
+    normalize_returns: bool,
+    subtract_baseline: bool = True,
+) -> Any:
+    """A ``Batch`` or ``Sequences`` with the returns processed and the advantages set.
+
+    ``return_clipping`` clips the returns and ``normalize_returns`` then scales them to
+    mean 0, std 1 over the update's (valid) rows; either makes the advantages the processed
+    returns minus the values. Without a baseline the returns are the advantages.
+    """
+    returns = batch.returns
+    if return_clipping is not None:
+        returns = returns.clamp(*return_clipping)
+    if normalize_returns:
+        valid = getattr(batch, "valid", torch.ones_like(returns, dtype=torch.bool))
+        mean, std = returns[valid].mean(), returns[valid].std(correction=0)
+        returns = torch.where(valid, (returns - mean) / (std + 1e-8), 0.0)
+    if returns is not batch.returns:
+        batch = batch._replace(returns=returns, advantages=returns - batch.value)
+    if not subtract_baseline:
+        batch = batch._replace(advantages=batch.returns)
+    return batch
 
 
 def _take(batch: Batch, idx: torch.Tensor) -> Batch:

@@ -77,6 +77,8 @@ class SACAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "sac"
@@ -120,6 +122,8 @@ class SACAgent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         initial, learned = _temperature(entropy_coef)
         check_int("agent.target_update_interval", target_update_interval, 1)

@@ -74,6 +74,8 @@ class TD3Agent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "td3"
@@ -111,6 +113,8 @@ class TD3Agent(ContinuousAgent):
         normalize_rewards: bool = False,
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_int("agent.policy_delay", policy_delay, 1)
         check_number("agent.target_policy_noise", target_policy_noise, 0.0, math.inf)

@@ -17,6 +17,12 @@ objective / optimizer / reward_estimation                           agent
 ``deterministic_policy_gradient``                                    ``dpg``
 ==================================================================  ==========
 
+For ``a2c``/``ac``/``vpg`` an optimizer spec other than plain Adam is passed on whole (their
+autograd path, ``forceexp.core.optimizers``; ``ppo`` keeps ``multi_step`` and
+``subsampling_fraction`` as its epochs and minibatches) and a ``synchronization`` baseline
+optimizer is ``baseline_sync``. ``plus`` of ``policy_gradient`` and ``action_value`` is the
+policy gradient with ``action_value_loss=True`` (``ppo``, ``a2c``, ``ac``, ``vpg``).
+
 Anything else raises a ``ConfigError`` naming the component that does not map. The agent
 returned is the mapped one (``agent.name`` is e.g. ``'ppo'``, and so is its saved spec).
 """
@@ -27,6 +33,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from forceexp.core.optimizer_specs import is_default
 from forceexp.errors import ConfigError, message
 from forceexp.specs import parse_specs
 
@@ -46,6 +53,20 @@ _ESTIMATION_ARGS = (
 #: ``reward_estimation`` keys that select the agent (or are implied by it)
 _ESTIMATION_SHAPE = ("horizon", "predict_horizon_values", "estimate_advantage", "gae_decay")
 _DEFAULT_BASELINE_OBJECTIVES = (None, "state_value", "action_value")
+#: ``natural_gradient`` options and the trpo arguments they are (Tensorforce-named ones are
+#: translated by ``aliases``: ``learning_rate`` is the KL bound)
+_NATURAL_GRADIENT_ARGS = (
+    ("learning_rate", "learning_rate"),
+    ("linesearch_iterations", "linesearch_iterations"),
+    ("subsampling_fraction", "subsampling_fraction"),
+    ("only_positive_updates", "only_positive_updates"),
+    ("cg_max_iterations", "cg_max_steps"),
+    ("cg_damping", "cg_damping"),
+)
+#: agents taking an optimizer spec whole and baseline synchronization (``baseline_sync``)
+_SPEC_AGENTS = ("a2c", "ac", "vpg")
+#: agents with the plus objective's ``action_value_loss``
+_PLUS_AGENTS = ("ppo", *_SPEC_AGENTS)
 
 
 def _type(spec: Any, key: str = "type") -> Any:
@@ -66,8 +87,37 @@ def _objective_type(spec: Any, path: str) -> Any:
     return f"{value}_value"
 
 
+def _plus(objective: Any) -> Any:
+    """``plus`` of ``policy_gradient`` and ``action_value``: the policy-gradient part.
+
+    Raises:
+        ConfigError: Other parts (only that pair has a counterpart: ``action_value_loss``).
+    """
+    keys = ("objective1", "objective2")
+    parts = [objective.get(key) for key in keys] if isinstance(objective, Mapping) else [None] * 2
+    kinds = [
+        _objective_type(part, f"agent.objective.objective{i}") for i, part in enumerate(parts, 1)
+    ]
+    if kinds != ["policy_gradient", "action_value"]:
+        raise ConfigError(
+            message(
+                "agent.objective",
+                objective,
+                "plus of objective1='policy_gradient' and objective2='action_value'",
+            )
+        )
+    return parts[0]
+
+
 def _choose(objective: Any, optimizer: Any, estimation: Mapping[str, Any]) -> str:
     """The agent whose update the objective, optimizer and reward estimation describe."""
+    if _type(objective) == "plus":
+        name = _choose(_plus(objective), optimizer, estimation)
+        if name not in _PLUS_AGENTS:
+            raise ConfigError(
+                message("agent.objective", objective, "no plus objective", f"{name} has none")
+            )
+        return name
     kind = _objective_type(objective, "agent.objective")
     if kind not in OBJECTIVES:
         raise ConfigError(
@@ -176,10 +226,25 @@ def _network(spec: Any, path: str, actions: Any = None) -> tuple[Any, dict[str, 
             for name, item in _per_action(spec["distributions"], actions).items()
         }
     unknown = set(spec) - {"type", "network", "temperature", "use_beta_distribution"}
-    unknown -= {"state_value_mode", "distributions"}
+    unknown -= {"state_value_mode", "distributions", "single_output"}
     if unknown:
         raise ConfigError(f"agent.{path}: unsupported keys {sorted(unknown)}")
-    return spec.get("network", "auto"), extra
+    network = spec.get("network", "auto")
+    if spec.get("single_output", True) is False:
+        network = _multi_output(network, path)
+    return network, extra
+
+
+def _multi_output(network: Any, path: str) -> dict[str, Any]:
+    """``single_output=False``: the layered network spec that also outputs its embeddings."""
+    if isinstance(network, list | tuple):
+        return {"type": "layered", "layers": list(network), "single_output": False}
+    if isinstance(network, Mapping) and network.get("type") == "layered":
+        return {**network, "single_output": False}
+    raise ConfigError(
+        message(f"agent.{path}.network", network, "a list of layers")
+        + " (single_output=False reads registered '<action>-embedding' tensors)"
+    )
 
 
 def _optimizer_args(name: str, optimizer: Any) -> dict[str, Any]:
@@ -188,22 +253,25 @@ def _optimizer_args(name: str, optimizer: Any) -> dict[str, Any]:
         return {} if optimizer is None else {"learning_rate": optimizer}
     spec = dict(optimizer)
     out: dict[str, Any] = {}
-    if "subsampling_fraction" in spec:
-        out["subsampling_fraction"] = spec.pop("subsampling_fraction")
+    if name in _SPEC_AGENTS and not is_default(spec):  # runs on the autograd path
+        rate = spec.get("learning_rate")
+        return {"optimizer": spec, **({"learning_rate": rate} if _is_number(rate) else {})}
     if name == "trpo":
-        spec.pop("only_positive_updates", None)
         spec.pop("optimizer", spec.pop("type", None))
-        if "linesearch_iterations" in spec:
-            out["linesearch_iterations"] = spec.pop("linesearch_iterations")
-        if "learning_rate" in spec:
-            out["learning_rate"] = spec.pop("learning_rate")  # the KL bound
+        out = {key: spec.pop(source) for source, key in _NATURAL_GRADIENT_ARGS if source in spec}
         if spec:
             raise ConfigError(f"agent.optimizer: unsupported natural_gradient keys {sorted(spec)}")
         return out
+    if "subsampling_fraction" in spec:
+        out["subsampling_fraction"] = spec.pop("subsampling_fraction")
     if name == "a2c":
         out["optimizer"] = "adam"  # Tensorforce's a2c steps with Adam
     out["optimizer" if name == "ppo" else "learning_rate"] = spec
     return out
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _update_args(name: str, update: Any) -> dict[str, Any]:
@@ -242,6 +310,8 @@ def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]
 
 def _baseline_args(name: str, baseline: Any, optimizer: Any, objective: Any) -> dict[str, Any]:
     """The baseline (critic) spec, its optimizer and objective as the agent's arguments."""
+    if _type(optimizer, "optimizer") == "synchronization" and name in _SPEC_AGENTS:
+        return _synchronized_baseline(name, baseline, optimizer)
     if _objective_type(objective, "agent.baseline_objective") not in _DEFAULT_BASELINE_OBJECTIVES:
         raise ConfigError(
             message("agent.baseline_objective", objective, "None, 'state_value' or 'action_value'")
@@ -266,6 +336,28 @@ def _baseline_args(name: str, baseline: Any, optimizer: Any, objective: Any) -> 
     return out
 
 
+def _synchronized_baseline(name: str, baseline: Any, optimizer: Any) -> dict[str, Any]:
+    """A baseline kept a copy of the policy (``synchronization``) as ``baseline_sync``.
+
+    Its objective takes no effect (no gradient steps), and its distributions are the
+    policy's heads (only its network is synchronized); both are accepted as Tensorforce's.
+    """
+    spec = dict(optimizer)
+    spec.pop("type", None)
+    unknown = set(spec) - {"update_weight", "sync_frequency"}
+    if unknown:
+        raise ConfigError(
+            f"agent.baseline_optimizer: unsupported synchronization keys {sorted(unknown)}"
+        )
+    if isinstance(baseline, Mapping) and baseline.get("distributions"):
+        log.info("agent.baseline.distributions: the synchronized baseline uses the policy's heads")
+        baseline = {key: value for key, value in baseline.items() if key != "distributions"}
+    out: dict[str, Any] = {"baseline_sync": spec}
+    if baseline is not None:
+        out["critic" if name in ("a2c", "ac") else "baseline"], _ = _network(baseline, "baseline")
+    return out
+
+
 def tensorforce_agent(
     states: Any = None,
     actions: Any = None,
@@ -285,14 +377,17 @@ def tensorforce_agent(
         states: State spec.
         actions: Action spec.
         update: ``dict(unit, batch_size, frequency, start)`` or an int (timesteps).
-        optimizer: ``dict(type|optimizer='adam'|'natural_gradient', learning_rate, ...)``.
+        optimizer: ``dict(type|optimizer='adam'|'natural_gradient', learning_rate, ...)`` or
+            any other Tensorforce optimizer spec (``forceexp.core.optimizers``).
         objective: ``'policy_gradient'``, ``'action_value'``, ``'deterministic_policy_gradient'``
             or a dict with that ``type`` (``clipping_value``, ``huber_loss``, ...);
-            ``dict(type='value', value='action')`` is ``'action_value'``.
+            ``dict(type='value', value='action')`` is ``'action_value'``;
+            ``dict(type='plus', objective1='policy_gradient', objective2='action_value')``.
         reward_estimation: ``dict(horizon, discount, estimate_advantage, ...)``.
         policy: A network spec or ``dict(type='parametrized_distributions', network=...)``.
         baseline: The baseline/critic network (or ``parametrized_*`` dict).
-        baseline_optimizer: The baseline's optimizer (or DQN's ``synchronization``).
+        baseline_optimizer: The baseline's optimizer, or ``synchronization`` (DQN's target
+            network; ``baseline_sync`` of ``a2c``/``ac``/``vpg``).
         baseline_objective: None, ``'state_value'`` or ``'action_value'`` (or
             ``dict(type='value', value='state'|'action')``).
         **kwargs: Other Tensorforce agent arguments (``memory``, ``exploration``, ``saver``, ...).
@@ -312,6 +407,8 @@ def tensorforce_agent(
         raise ConfigError(message("agent.reward_estimation", estimation, "a dict"))
     name = _choose(objective, optimizer, estimation)
     network, extra = _network(policy, "policy", actions)
+    if _type(objective) == "plus":
+        objective, extra["action_value_loss"] = _plus(objective), True
     if isinstance(objective, Mapping) and name == "ppo":
         extra["likelihood_ratio_clipping"] = objective["clipping_value"]
     if isinstance(objective, Mapping) and name == "dqn" and "huber_loss" in objective:

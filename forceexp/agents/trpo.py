@@ -3,13 +3,15 @@
 Every ``rollout_length`` steps per parallel slot, on the ``B`` rows of the rollout:
 
     A_t     = GAE(gamma, lambda), normalized to mean 0, std 1; R_t = A_t + V(s_t)
-    L(th)   = mean(A_t * pi_th(a_t | s_t) / pi_old(a_t | s_t))         surrogate, L(old) = 0
+    L(th)   = mean(A_t * pi_th(a_t | s_t) / pi_old(a_t | s_t))         surrogate
+              + entropy_coef * mean(H[pi_th(. | s_t)])                 (Tensorforce's entropy)
     KL(th)  = mean KL(pi_old(. | s_t) || pi_th(. | s_t))
     g       = grad L;  F = Hessian of KL at th_old (the Fisher matrix), damped: F + cg_damping I
     s       = F^-1 g   by ``cg_max_steps`` conjugate-gradient steps on products F v
     step    = sqrt(2 max_kl / s.F s) * s                             (KL ~ max_kl if quadratic)
     th      = th_old + c * step, c = 1, shrink, shrink^2, ... (``line_search_max_iter`` tries):
               the first with KL <= max_kl and L > L(old) is kept; none: th stays th_old
+              (``only_positive_updates=False``: the first with KL <= max_kl)
     value:  ``value_epochs`` passes of shuffled minibatches of Adam on mean((V(s_t) - R_t)^2)
 
 Tensorforce's ``trpo`` calls ``max_kl`` its ``learning_rate`` and the line search length
@@ -23,6 +25,7 @@ stacks (``core/dense.py``).
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -30,13 +33,12 @@ import numpy as np
 import torch
 
 from forceexp import tags
-from forceexp.agents.on_policy import OnPolicyAgent, check_range, check_sizes
-from forceexp.agents.ppo_update import explained_variance, fresh
-from forceexp.agents.pretraining import ppo_objective
+from forceexp.agents.on_policy import OnPolicyAgent, check_flag, check_range, check_sizes
+from forceexp.agents.ppo_update import explained_variance, fresh, process_targets
+from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.distributions import Bounding
-from forceexp.core.fused import unsupported_reason
 from forceexp.core.natural_gradient import (
     conjugate_gradient,
     fisher_vector_product,
@@ -55,8 +57,7 @@ class TRPOAgent(OnPolicyAgent):
 
     Args:
         states: State spec.
-        actions: Action spec: int (categorical, masks respected), bool (Bernoulli) or float
-            (Gaussian; Beta with ``bounded_actions='beta'``) actions.
+        actions: Action spec: int (categorical, masks respected) or float (Gaussian) actions.
         max_episode_timesteps: Episode length limit (informational).
         parallel_interactions: Number of parallel slots.
         network: Policy network spec (``'auto'``, a layer list, a dict, a module).
@@ -81,6 +82,14 @@ class TRPOAgent(OnPolicyAgent):
         reward_clip: Clip learning rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
         bounded_actions: ``'clip'``, ``'squash'`` or ``'beta'`` for bounded float actions.
+        distributions: Per-action head options (``PPOAgent``'s ``distributions``).
+        entropy_coef: Weight of the mean entropy added to the surrogate (Tensorforce's
+            ``entropy_regularization``; 0: off).
+        only_positive_updates: The line search keeps only steps that raise the surrogate
+            (Tensorforce's natural-gradient option); False: also steps that do not.
+        return_clipping: ``(lower, upper)`` to clip the returns to before the advantages.
+        normalize_returns: Normalize each update's returns to mean 0, std 1 (after clipping)
+            before the advantages (Tensorforce's ``return_processing='batch_normalization'``).
         fast_update: For plain MLPs on the CPU: act with NumPy and fit the value with
             hand-derived gradient steps (``forceexp.core.dense``); same maths as autograd.
         seed: Random seed.
@@ -89,6 +98,8 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Summary spec.
         recorder: Trace recording spec.
         torch_threads: ``'auto'`` (one torch thread for small CPU networks), an int, or None.
+        state_preprocessing: Layers run on states before the networks (``Agent``).
+        reward_processing: Layers run on observed rewards before learning (``Agent``).
     """
 
     name = "trpo"
@@ -119,6 +130,11 @@ class TRPOAgent(OnPolicyAgent):
         reward_scale: float = 1.0,
         reward_clip: float | tuple[float, float] | None = None,
         bounded_actions: Bounding = "clip",
+        distributions: dict[str, dict[str, Any]] | None = None,
+        entropy_coef: float = 0.0,
+        only_positive_updates: bool = True,
+        return_clipping: tuple[float, float] | None = None,
+        normalize_returns: bool = False,
         fast_update: bool = True,
         seed: int | None = None,
         device: str = "auto",
@@ -126,6 +142,8 @@ class TRPOAgent(OnPolicyAgent):
         summarizer: Any = None,
         recorder: Any = None,
         torch_threads: int | str | None = "auto",
+        state_preprocessing: Any = None,
+        reward_processing: Any = None,
     ) -> None:
         check_sizes(
             rollout_length=rollout_length,
@@ -138,6 +156,7 @@ class TRPOAgent(OnPolicyAgent):
         check_range("cg_damping", cg_damping, 0.0, 1e3)
         check_range("line_search_shrinking_factor", line_search_shrinking_factor, 1e-3, 0.999)
         check_range("value_learning_rate", value_learning_rate, 0.0, 1.0)
+        check_range("entropy_coef", entropy_coef, 0.0, math.inf)
         if baseline is None:
             raise ConfigError(
                 message("agent.baseline", None, "a value network spec such as 'auto'")
@@ -154,17 +173,22 @@ class TRPOAgent(OnPolicyAgent):
             summarizer=summarizer,
             recorder=recorder,
             torch_threads=torch_threads,
+            state_preprocessing=state_preprocessing,
+            reward_processing=reward_processing,
         )
         self.max_kl, self.cg_max_steps, self.cg_damping = max_kl, cg_max_steps, cg_damping
         self.shrink, self.line_search_max_iter = line_search_shrinking_factor, line_search_max_iter
         self.value_epochs, self.minibatch_size = value_epochs, minibatch_size
         self.normalize_advantages = normalize_advantages
+        self.entropy_coef = entropy_coef
+        self.only_positive_updates = check_flag("only_positive_updates", only_positive_updates)
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
-        self._build_policy(network, policy, baseline, normalize_states, bounded_actions)
-        self.schedules: dict[str, Any] = {}
-        self._build_extras(0.0, 0.0, 0.0, None)  # autograd acting reads them: all off
+        self._build_policy(
+            network, policy, baseline, normalize_states, bounded_actions, None, distributions
+        )
+        self._build_processing(None, return_clipping, normalize_returns)
         self._policy_params = [
             *self.policy.network.parameters(),
             *self.policy.heads.parameters(),
@@ -172,10 +196,12 @@ class TRPOAgent(OnPolicyAgent):
         value_params = [*self.policy.baseline.parameters(), *self.policy.value_head.parameters()]
         self.optimizer = torch.optim.Adam(value_params, lr=value_learning_rate, eps=1e-5)
         self._fast_value = None
-        if fast_update and unsupported_reason(self.policy) is None:
+        if self._fast_path(fast_update):
             fast = FastOptimizer(self.optimizer)
             stack = DenseStack([self.policy.baseline.mlp, self.policy.value_head], fast)
             self._fast_value = (stack, fast)
+        self.schedules: dict[str, Any] = {}
+        self._build_extras(0.0, 0.0, 0.0, None)  # acting reads them: no noise, no exploration
         self._build_rollout(rollout_length, discount, gae_lambda, self._fast_value is not None)
 
     def _update(self) -> dict[str, float]:
@@ -186,38 +212,22 @@ class TRPOAgent(OnPolicyAgent):
         """
         rollout = self.buffer.sequences if self._internals else self.buffer.batch
         with torch.inference_mode():
-            raw = rollout(self._bootstrap, self.discount, self.gae_lambda)
+            raw = self._targets(rollout(self._bootstrap, self.discount, self.gae_lambda))
         self.buffer.carry_over()
         if self._internals:
             return self._update_sequence_batch(Sequences(*(fresh(x) for x in raw)))
         return self._update_batch(Batch(*(fresh(x) for x in raw)))
 
-    def learn_from_traces(
-        self, traces: list[Trace], objective: str, num_updates: int
-    ) -> dict[str, float]:
-        """Learn from recorded episodes (``Agent.pretrain``, ``experience``/``update``).
-
-        ``'replay'``: the episodes as on-policy experience (log-probs and values from the
-        current policy, as for PPO) for ``num_updates`` of TRPO's updates.
-
-        Raises:
-            ConfigError: ``objective`` is not ``'replay'`` (the value-only optimizer cannot
-                clone actions).
-        """
-        if objective != "replay":
-            raise ConfigError(message("pretrain.objective", objective, "'replay' for trpo"))
-        return ppo_objective(self, traces, objective, num_updates)
-
     def _targets(self, batch: Any) -> Any:
-        """The rows as they are (TRPO processes no returns); the hook pretraining calls."""
-        return batch
+        """``Batch`` or ``Sequences`` with the returns processed as asked (``process_targets``)."""
+        return process_targets(batch, self.return_clipping, self.normalize_returns)
 
     def _update_sequence_batch(self, seq: Sequences) -> dict[str, float]:
         """TRPO's update on per-slot sequences (recurrent networks)."""
         return self._update_batch(seq.rows(), seq)
 
     def _update_batch(self, batch: Batch, seq: Sequences | None = None) -> dict[str, float]:
-        """TRPO's update on rollout rows (``seq``: the same rows as sequences, if recurrent)."""
+        """The policy step and value fit on rows (``seq``: the same rows as sequences)."""
         advantages = batch.advantages
         if self.normalize_advantages and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
@@ -227,6 +237,18 @@ class TRPOAgent(OnPolicyAgent):
         self.policy.eval()
         metrics[tags.EXPLAINED_VARIANCE] = explained_variance(batch.value, batch.returns)
         return metrics
+
+    def learn_from_traces(
+        self, traces: list[Trace], objective: Objective, num_updates: int
+    ) -> dict[str, float]:
+        """Recorded episodes as on-policy experience for TRPO's update (``'replay'`` only).
+
+        Raises:
+            ConfigError: ``objective='imitation'``.
+        """
+        if objective != "replay":
+            raise ConfigError(message("pretrain.objective", objective, "'replay' for trpo"))
+        return ppo_objective(self, traces, objective, num_updates)
 
     def _features(self, batch: Batch, seq: Sequences | None) -> torch.Tensor:
         """Policy features ``(B, F)`` of the rollout rows (re-run sequences if recurrent)."""
@@ -242,6 +264,10 @@ class TRPOAgent(OnPolicyAgent):
         dists = self.policy.distributions(features, batch.masks)
         log_prob = sum(d.log_prob(batch.actions[name]) for name, d in dists.items())
         surrogate = (advantages * (log_prob - batch.log_prob).exp()).mean()
+        if self.entropy_coef:
+            surrogate = (
+                surrogate + self.entropy_coef * sum(d.entropy() for d in dists.values()).mean()
+            )
         kl = sum(kl_divergence(old[name], d) for name, d in dists.items()).mean()
         return surrogate, kl, dists
 
@@ -265,7 +291,8 @@ class TRPOAgent(OnPolicyAgent):
             for _ in range(self.line_search_max_iter):
                 _assign(params, start + scale * step)
                 trial, trial_kl, _ = self._surrogate(batch, advantages, old, seq)
-                if trial_kl <= self.max_kl and trial > surrogate:
+                improves = trial > surrogate or not self.only_positive_updates
+                if trial_kl <= self.max_kl and improves:
                     accepted, accepted_kl, surrogate = True, float(trial_kl), trial
                     break
                 scale *= self.shrink

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.nn.functional import logsigmoid
+from torch import nn
 
 from forceexp.core.distributions import Bernoulli, Beta, Categorical, Distribution, Gaussian
 
@@ -77,21 +77,7 @@ def kl_divergence(old: Distribution, new: Distribution) -> torch.Tensor:
     Raises:
         TypeError: For distributions other than categorical, Gaussian, Bernoulli and Beta.
     """
-    if isinstance(old, Bernoulli) and isinstance(new, Bernoulli):
-        p = torch.sigmoid(old.logits)
-        terms = p * (logsigmoid(old.logits) - logsigmoid(new.logits)) + (1 - p) * (
-            logsigmoid(-old.logits) - logsigmoid(-new.logits)
-        )
-    elif isinstance(old, Beta) and isinstance(new, Beta):
-        a, b, total = old.alpha, old.beta, old.alpha + old.beta
-        terms = (
-            new._log_norm()
-            - old._log_norm()
-            + (a - new.alpha) * torch.digamma(a)
-            + (b - new.beta) * torch.digamma(b)
-            + (new.alpha - a + new.beta - b) * torch.digamma(total)
-        )
-    elif isinstance(old, Categorical) and isinstance(new, Categorical):
+    if isinstance(old, Categorical) and isinstance(new, Categorical):
         p = old.logits.exp()  # masked entries: probability 0, no contribution
         terms = torch.where(p > 0, p * (old.logits - new.logits), 0.0).sum(-1)
     elif isinstance(old, Gaussian) and isinstance(new, Gaussian):
@@ -101,6 +87,17 @@ def kl_divergence(old: Distribution, new: Distribution) -> torch.Tensor:
             - old.log_std
             + (variance_old + (old.mean - new.mean).pow(2)) / (2 * variance_new)
             - 0.5
+        )
+    elif isinstance(old, Bernoulli) and isinstance(new, Bernoulli):
+        p = torch.sigmoid(old.logits)
+        log_p, log_q = nn.functional.logsigmoid(old.logits), nn.functional.logsigmoid(new.logits)
+        log_not_p = nn.functional.logsigmoid(-old.logits)
+        log_not_q = nn.functional.logsigmoid(-new.logits)
+        terms = p * (log_p - log_q) + (1 - p) * (log_not_p - log_not_q)
+    elif isinstance(old, Beta) and isinstance(new, Beta):
+        terms = torch.distributions.kl_divergence(
+            torch.distributions.Beta(old.alpha, old.beta, validate_args=False),
+            torch.distributions.Beta(new.alpha, new.beta, validate_args=False),
         )
     else:
         raise TypeError(f"no KL for {type(old).__name__} and {type(new).__name__}")

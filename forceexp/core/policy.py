@@ -40,8 +40,23 @@ def action_options(
     return out
 
 
+def _slice(network: nn.Module | None, key: str) -> slice | None:
+    """Where output ``key`` lies in a multi-output network's features (None: all of them)."""
+    slices = getattr(network, "output_slices", None)
+    return None if slices is None else slices.get(key, slices["embedding"])
+
+
+def _width(network: nn.Module, part: slice | None) -> int:
+    return network.output_size if part is None else part.stop - part.start
+
+
 class ActorCritic(nn.Module):
     """Policy and state-value function over named states and actions.
+
+    A layered network built with ``single_output=False`` feeds each action head its
+    ``<action>-embedding`` (``action-embedding`` for a single action) and the value head the
+    baseline's (else the policy network's) ``state-embedding``, each falling back to the last
+    layer's output when not registered (Tensorforce's parametrized policies).
 
     Args:
         states: State specs.
@@ -80,15 +95,25 @@ class ActorCritic(nn.Module):
         )
         self.network = network
         options = action_options(distributions, actions, bounded_actions)
+        self._head_slices = {
+            name: _slice(network, "action-embedding" if actions.single else f"{name}-embedding")
+            for name in actions.names()
+        }
         self.heads = nn.ModuleDict(
             {
                 name: make_head(
-                    name, self.network.output_size, spec, sde=sde, slots=slots, **options[name]
+                    name,
+                    _width(network, self._head_slices[name]),
+                    spec,
+                    sde=sde,
+                    slots=slots,
+                    **options[name],
                 )
                 for name, spec in actions.items
             }
         )
         self.baseline = baseline
+        self._value_slice = _slice(baseline or network, "state-embedding")
         policy_shapes = getattr(self.network, "internal_shapes", {})
         baseline_shapes = getattr(self.baseline, "internal_shapes", {})
         #: internals of the policy network and of the baseline network, by layer path
@@ -105,8 +130,18 @@ class ActorCritic(nn.Module):
                 "baseline: a recurrent policy network needs its own baseline network "
                 "(e.g. baseline='auto'), not a shared one"
             )
-        value_in = (self.baseline or self.network).output_size
+        value_in = _width(self.baseline or self.network, self._value_slice)
         self.value_head = orthogonal_(nn.Linear(value_in, 1), 1.0)
+
+    def head_input(self, name: str, features: torch.Tensor) -> torch.Tensor:
+        """The part of policy ``features`` (..., F) that action ``name``'s head reads."""
+        part = self._head_slices[name]
+        return features if part is None else features[..., part]
+
+    def _values(self, features: torch.Tensor) -> torch.Tensor:
+        """The value head on (its part of) value ``features`` (..., F): values (...)."""
+        part = self._value_slice
+        return self.value_head(features if part is None else features[..., part]).squeeze(-1)
 
     def weights(self) -> list[nn.Parameter]:
         """The weight matrices (no biases, no log-std): what L2 regularization penalizes."""
@@ -146,13 +181,16 @@ class ActorCritic(nn.Module):
 
     def distributions(self, features: torch.Tensor, masks: Tensors) -> dict[str, Distribution]:
         """Per-action distributions from policy features ``(B, F)`` and masks."""
-        return {name: head(features, masks.get(name)) for name, head in self.heads.items()}
+        return {
+            name: head(self.head_input(name, features), masks.get(name))
+            for name, head in self.heads.items()
+        }
 
     def value_from(self, features: torch.Tensor, states: Tensors) -> torch.Tensor:
         """State values ``(B,)`` (from shared features, or the separate baseline network)."""
         if self.baseline is not None:
             features = self.baseline(states)
-        return self.value_head(features).squeeze(-1)
+        return self._values(features)
 
     def act(
         self,
@@ -199,7 +237,7 @@ class ActorCritic(nn.Module):
                 self.baseline, self._baseline_paths, states, internals
             )
             following.update(more)
-            value = self.value_head(value_features).squeeze(-1)
+            value = self._values(value_features)
         if not with_value:
             return actions, None, None, following
         log_prob = sum(dist.log_prob(actions[name]) for name, dist in dists.items())
@@ -265,7 +303,7 @@ class ActorCritic(nn.Module):
         if not self._baseline_paths:
             return None
         features = self._rerun(self.baseline, self._baseline_paths, states, internals, starts)
-        return self.value_head(features).squeeze(-1)
+        return self._values(features)
 
     def evaluate_features(
         self,
@@ -307,10 +345,8 @@ class ActorCritic(nn.Module):
                     for path in self._baseline_paths
                 }
             features, _ = self._step(self.baseline, self._baseline_paths, states, internals)
-            return self.value_head(features).squeeze(-1)
-        if self.baseline is not None:
-            return self.value_head(self.baseline(states)).squeeze(-1)
-        return self.value_head(self.network(states)).squeeze(-1)
+            return self._values(features)
+        return self._values((self.baseline or self.network)(states))
 
     def to_env(self, actions: Tensors) -> Tensors:
         """Map raw sampled actions to what the environment receives (bounded ones rescaled)."""

@@ -22,11 +22,14 @@ Step = tuple[np.ndarray, dict[str, dict[str, np.ndarray]], np.ndarray, np.ndarra
 
 
 def module_weights(agent: Any) -> dict[str, dict[str, np.ndarray]]:
-    """The agent's networks (every ``torch.nn.Module`` attribute) as NumPy state dicts."""
+    """The agent's networks (every ``torch.nn.Module`` attribute) as NumPy state dicts.
+
+    The preprocessing pipelines stay out: each worker keeps its own slots' histories.
+    """
     return {
         name: {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
         for name, module in vars(agent).items()
-        if isinstance(module, torch.nn.Module)
+        if isinstance(module, torch.nn.Module) and module not in agent._pipelines().values()
     }
 
 
@@ -47,7 +50,7 @@ def replay_step(agent: Any, step: Step, first: int) -> dict[str, float] | None:
         for name, x in arrays.items():
             agent._last[kind][name][slots] = x
     agent.timesteps += len(slots)
-    metrics = agent._learn(slots, rewards, terminals, nexts, next_masks)
+    metrics = agent._learn(slots, rewards, terminals, nexts, next_masks, processed=True)
     agent._report_update(metrics)
     return metrics
 

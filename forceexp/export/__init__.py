@@ -52,6 +52,11 @@ def export(
         raise ConfigError(
             message("save.append", append, "None, 'timesteps', 'episodes' or 'updates'")
         )
+    if getattr(agent, "preprocessing", None) is not None:
+        raise ConfigError(
+            f"save.format: {format!r} exports the networks alone, and this agent runs "
+            "state_preprocessing before them; save with format='checkpoint' instead"
+        )
     name = filename or "agent"
     if append is not None:
         name = f"{name}-{int(getattr(agent, append))}"

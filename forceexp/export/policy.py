@@ -107,7 +107,7 @@ class DeterministicPolicy(nn.Module):
         features = policy.network(policy.normalize(states, update=False))
         out = {}
         for name, head in policy.heads.items():
-            out[name] = _head_action(head, features, masks.get(name))
+            out[name] = _head_action(head, policy.head_input(name, features), masks.get(name))
         return out
 
     def _actor(self, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

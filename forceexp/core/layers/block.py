@@ -83,7 +83,9 @@ class Reuse(Layer):
     """Apply a layer defined earlier (by its ``name``) again, with the same weights.
 
     A reused layer that keeps internals gets its own internals here (same weights, separate
-    state).
+    state). The layer may belong to another network of the agent (a baseline reusing a policy
+    layer): ``share`` then makes it a submodule here too, so this network's parameters (and
+    the optimizers over them) include it.
 
     Args:
         input_spec: Must equal the reused layer's input spec (type and shape).
@@ -109,6 +111,10 @@ class Reuse(Layer):
         self.target = (target,)  # a tuple: not a submodule, so the weights are counted once
         self.internal_shape = target.internal_shape
         self.output_spec = target.output_spec
+
+    def share(self) -> None:
+        """Register the reused layer (of another network) as a submodule of this one."""
+        self.shared = self.target[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reused layer on ``x``."""

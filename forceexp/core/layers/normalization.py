@@ -79,7 +79,8 @@ class LinearNormalization(Layer):
         shift = np.where(finite, -low * scale - 2.0, 0.0)
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
         self.register_buffer("shift", torch.as_tensor(shift, dtype=torch.float32))
-        self.output_spec = float_spec(spec.shape)
+        bounds = (-2.0, 2.0) if finite.all() else (None, None)
+        self.output_spec = TensorSpec("float", spec.shape, None, *bounds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same shape in and out: ``4 (x - min) / (max - min) - 2``."""

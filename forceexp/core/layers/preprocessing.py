@@ -10,14 +10,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from forceexp.core.layers.base import LAYERS, Layer, check_positive, float_spec
+from forceexp.core.layers.base import LAYERS, Layer, check_positive
 from forceexp.errors import ConfigError, message
 from forceexp.specs import TensorSpec
 
 GRAYSCALE = (0.2989, 0.587, 0.114)  # ITU-R 601 luma weights, as tf.image.rgb_to_grayscale
+Bounds = tuple[float | None, float | None]
+
+
+def scalar_bounds(spec: TensorSpec) -> Bounds:
+    """Finite scalar bounds holding for every element of ``spec`` (None where unknown)."""
+    low = None if spec.min_value is None else float(np.min(spec.min_value))
+    high = None if spec.max_value is None else float(np.max(spec.max_value))
+    return (
+        low if low is not None and np.isfinite(low) else None,
+        high if high is not None and np.isfinite(high) else None,
+    )
+
+
+def bounded_spec(shape: tuple[int, ...], bounds: Bounds) -> TensorSpec:
+    """A float spec of ``shape`` with scalar ``(min_value, max_value)`` (None: unbounded).
+
+    Preprocessing layers pass on the bounds that still hold, so a later
+    ``linear_normalization`` finds its range as in Tensorforce.
+    """
+    return TensorSpec("float", tuple(int(d) for d in shape), None, *bounds)
 
 
 @LAYERS.register("clipping")
@@ -39,12 +60,16 @@ class Clipping(Layer):
         upper: float | None = None,
     ) -> None:
         super().__init__(input_spec, path)
-        self.output_spec = float_spec(self.require_float("clipping").shape)
+        spec = self.require_float("clipping")
         if lower is None and upper is None:
             raise ConfigError(f"{path}: clipping needs lower, upper or both; got neither")
         if lower is not None and upper is not None and lower > upper:
             raise ConfigError(message(f"{path}.upper", upper, f"a value >= lower ({lower})"))
         self.lower, self.upper = lower, upper
+        low, high = scalar_bounds(spec)
+        low = lower if low is None else low if lower is None else max(low, lower)
+        high = upper if high is None else high if upper is None else min(high, upper)
+        self.output_spec = bounded_spec(spec.shape, (low, high))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same shape in and out."""
@@ -73,7 +98,9 @@ class Image(Layer):
         grayscale: bool | list[float] = False,
     ) -> None:
         super().__init__(input_spec, path)
-        h, w, c = self.require_rank("image", 3, "(height, width, channels)").shape
+        spec = self.require_rank("image", 3, "(height, width, channels)")
+        h, w, c = spec.shape
+        bounds = scalar_bounds(spec)  # bilinear resizing stays within them
         if height is not None and width is None:
             width = round(height * w / h)
         elif width is not None and height is None:
@@ -92,7 +119,13 @@ class Image(Layer):
                 )
             self.weights = torch.tensor(weights, dtype=torch.float32)
             c = 1
-        self.output_spec = float_spec((h, w, c))
+            total, positive = sum(weights), min(weights) >= 0.0
+            low, high = bounds if positive else (None, None)
+            bounds = (
+                None if low is None else low * total,
+                None if high is None else high * total,
+            )
+        self.output_spec = bounded_spec((h, w, c), bounds)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, C) -> (B, height, width, 1 or C)``."""
@@ -157,7 +190,13 @@ class Deltafier(_Temporal):
                 )
             shape[concatenate] *= 2
         self.concatenate = concatenate
-        self.output_spec = float_spec(tuple(shape))
+        low, high = scalar_bounds(spec)
+        bounds: Bounds = (None, None)
+        if low is not None and high is not None:  # a delta lies in [low - high, high - low]
+            bounds = (low - high, high - low)
+            if concatenate is not False:
+                bounds = (min(low, low - high), max(high, high - low))
+        self.output_spec = bounded_spec(tuple(shape), bounds)
 
     def step(
         self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None
@@ -181,7 +220,8 @@ class Sequence(_Temporal):
         length: Number of inputs stacked (>= 2).
         axis: Non-batch axis: the concatenation axis, or where the new axis goes (-1: last).
         concatenate: True: concatenate along ``axis`` (its size times ``length``); False: add
-            a new axis of size ``length`` at ``axis``.
+            a new axis of size ``length`` at ``axis``. Scalars are always stacked (shape
+            ``(length,)``): their concatenation.
     """
 
     def __init__(
@@ -196,6 +236,7 @@ class Sequence(_Temporal):
         spec = self.require_float("sequence")
         if not isinstance(length, int) or isinstance(length, bool) or length < 2:
             raise ConfigError(message(f"{path}.length", length, "an int >= 2"))
+        concatenate = concatenate and bool(spec.shape)
         self.history, self.length, self.concatenate = length - 1, length, concatenate
         self._init_history(spec)
         rank = len(spec.shape)
@@ -210,7 +251,7 @@ class Sequence(_Temporal):
             shape[axis] *= length
         else:
             shape.insert(axis, length)
-        self.output_spec = float_spec(tuple(shape))
+        self.output_spec = bounded_spec(tuple(shape), scalar_bounds(spec))
 
     def step(
         self, x: torch.Tensor, internals: torch.Tensor, t: int | None = None

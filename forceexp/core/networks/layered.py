@@ -8,6 +8,8 @@ import torch
 from torch import nn
 
 from forceexp.core.layers import Layer, build_layer
+from forceexp.core.layers.block import Reuse
+from forceexp.core.layers.build import Named
 from forceexp.errors import ConfigError
 from forceexp.specs import Specs, TensorSpec
 
@@ -46,14 +48,27 @@ class LayeredNetwork(nn.Module):
         states: The agent's state specs.
         layers: Layer specs (``[dict(type='dense', size=64), ...]``) or lists of them.
         path: Config path used in errors (``network`` / ``baseline``).
+        shared: Named layers of the agent's other networks (the policy's, for the baseline),
+            which ``reuse`` may name too: they are shared, same parameters.
+        single_output: False: also output every registered tensor named ``*-embedding``
+            (Tensorforce's per-action ``<action>-embedding``, ``action-embedding`` for a single
+            action, and the baseline's ``state-embedding``); ``output_slices`` then says where
+            each lies in the features, ``'embedding'`` being the last layer's output.
     """
 
-    def __init__(self, states: Specs, layers: list[Any], path: str = "network") -> None:
+    def __init__(
+        self,
+        states: Specs,
+        layers: list[Any],
+        path: str = "network",
+        shared: Named | None = None,
+        single_output: bool = True,
+    ) -> None:
         super().__init__()
         registered = {name: (spec, f"states.{name}") for name, spec in states.items}
         running: TensorSpec | None = states.values()[0] if len(states) == 1 else None
         modules: list[Layer] = []
-        named: dict[str, Layer] = {}  # layer name -> layer, for reuse
+        named: Named = dict(shared or {})  # layer name -> layer, for reuse
         for prefix, branch in _branches(layers, path):
             if running is None and not _is_retrieve(branch[0]):
                 raise ConfigError(
@@ -72,8 +87,23 @@ class LayeredNetwork(nn.Module):
                 f"{running.shape}; add an embedding layer"
             )
         self.layers = nn.ModuleList(modules)
+        #: this network's named layers (what another network of the agent may reuse)
+        self.named = {name: layer for name, layer in named.items() if name not in (shared or {})}
+        foreign = {id(layer) for layer in (shared or {}).values()}
+        for module in list(self.modules()):
+            if isinstance(module, Reuse) and id(module.target[0]) in foreign:
+                module.share()
         self.output_spec = running
         self.output_size = max(running.size, 1)
+        #: registered tensors output next to the last layer's (``single_output=False``)
+        self.outputs = [] if single_output else [n for n in registered if n.endswith("-embedding")]
+        self.output_slices: dict[str, slice] | None = None
+        if self.outputs:
+            self.output_slices = {"embedding": slice(0, self.output_size)}
+            for name in self.outputs:
+                size = max(registered[name][0].size, 1)
+                self.output_slices[name] = slice(self.output_size, self.output_size + size)
+                self.output_size += size
         self.internal_shapes = {
             layer.path: layer.internal_shape
             for layer in modules
@@ -87,7 +117,14 @@ class LayeredNetwork(nn.Module):
         for layer in self.layers:
             x = layer.apply_named(x, tensors)
         assert x is not None
-        return x.reshape(x.shape[0], -1).float()
+        return self._features(x, tensors)
+
+    def _features(self, x: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``(B, output_size)``: the last output, then the ``outputs`` tensors, flattened."""
+        if not self.outputs:
+            return x.reshape(x.shape[0], -1).float()
+        parts = [x, *(tensors[name] for name in self.outputs)]
+        return torch.cat([part.reshape(x.shape[0], -1).float() for part in parts], dim=1)
 
     def step(
         self,
@@ -113,7 +150,7 @@ class LayeredNetwork(nn.Module):
             else:
                 x, following[layer.path] = layer.step(x, internals[layer.path], t)
         assert x is not None
-        return x.reshape(x.shape[0], -1).float(), following
+        return self._features(x, tensors), following
 
     def summary(self) -> str:
         """One line per layer: path, type, output shape, parameter count; then the total."""
