@@ -50,8 +50,9 @@ def build_network(
         states: The agent's state specs.
         path: Config path used in error messages.
         feed_forward: Refuse layers that keep internals between steps (recurrent, deltafier,
-            sequence): only the on-policy agents carry internals; elsewhere they would run
-            from zeros at every step.
+            sequence): for networks whose internals no agent carries (the critics of dpg,
+            td3 and sac, which read states and actions); they would run from zeros at every
+            step.
         shared: Named layers of another network of the agent (``network.named``) that this
             layered network may ``reuse``: the layers are shared, not copied.
 
@@ -88,8 +89,9 @@ def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:
     internals = getattr(network, "internal_shapes", None)
     if feed_forward and internals:
         raise ConfigError(
-            f"{next(iter(internals))}: this layer keeps internals between steps, which only "
-            "the on-policy agents (ppo, a2c, vpg, ac) carry; use a feed-forward network here"
+            f"{next(iter(internals))}: this layer keeps internals between steps, which this "
+            "network cannot carry (critics of dpg, td3 and sac read states and actions; their "
+            "actor network may be recurrent); use a feed-forward network here"
         )
     if not isinstance(getattr(network, "output_size", None), int):
         raise ConfigError(f"{path}: {type(network).__name__} has no int attribute output_size")

@@ -99,7 +99,7 @@ class _ConstantActor(torch.nn.Module):
         super().__init__()
         self.value = value
 
-    def forward(self, states):
+    def forward(self, states, internals=None):
         return torch.full((states["state"].shape[0], 1), self.value)
 
 

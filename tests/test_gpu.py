@@ -14,6 +14,7 @@ pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
 SMALL = {"seed": 0, "device": "cuda", "batch_size": 32, "learning_starts": 64}
+RNN = {"type": "auto", "size": 16, "depth": 1, "rnn": 2}
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,12 @@ SMALL = {"seed": 0, "device": "cuda", "batch_size": 32, "learning_starts": 64}
         ({"agent": "sac", **SMALL}, TargetEnvironment),
         ({"agent": "td3", **SMALL}, TargetEnvironment),
         ({"agent": "dpg", **SMALL}, TargetEnvironment),
+        ({"agent": "dqn", **SMALL, "network": RNN}, IdentityEnvironment),  # stored internals
+        ({"agent": "sac", **SMALL, "network": RNN}, TargetEnvironment),  # recurrent actor
+        (  # recurrent TRPO: Fisher-vector products double-backward through the LSTM cell
+            {"agent": "trpo", "seed": 0, "device": "cuda", "rollout_length": 32, "network": RNN},
+            IdentityEnvironment,
+        ),
     ],
 )
 def test_agent_trains_and_round_trips_on_cuda(tmp_path, spec, environment):

@@ -308,15 +308,3 @@ def test_bad_arguments_are_refused(agent, kwargs, match):
             device="cpu",
             **kwargs,
         )
-
-
-def test_trpo_refuses_recurrent_networks():
-    states = dict(type="float", shape=(3,))
-    with pytest.raises(ConfigError, match=r"TRPO does not support recurrent"):
-        Agent.create(
-            "trpo",
-            states=states,
-            actions=dict(type="int", num_values=2),
-            network=[dict(type="lstm", size=8)],
-            device="cpu",
-        )

@@ -227,6 +227,27 @@ def test_off_policy_workers_run_the_preprocessing_pipelines_once(local_ray):
         runner.close()
 
 
+def test_recurrent_dqn_workers_send_their_slots_internals(local_ray):
+    """Each worker environment's slot keeps its LSTM internals (zero at its episode starts);
+    the learner's memory gets them with every transition."""
+    network = {"type": "auto", "size": 8, "depth": 1, "rnn": 1}
+    spec = {"agent": "dqn", "seed": 1, "learning_starts": 50, "batch_size": 8, "network": network}
+    agent = Agent.create(spec, environment="CartPole-v1", parallel_interactions=2)
+    runner = DistributedRunner(
+        agent, "CartPole-v1", 2, 1, max_episode_timesteps=5, seed=0, steps_per_round=7
+    )
+    try:
+        runner.run(num_timesteps=100, use_tqdm=False)
+        size = len(agent.memory)
+        storage = agent.memory.storage
+        starts = (storage["internals/network.lstm"][:size] == 0).all(axis=(1, 2))
+        assert runner.episodes <= starts.sum() <= runner.episodes + 2  # + the running episodes
+        assert (storage["next_internals/network.lstm"][:size] != 0).any(axis=(1, 2)).all()
+        assert agent.updates > 0
+    finally:
+        runner.close()
+
+
 def test_dqn_with_asynchronous_workers_learns_identity(local_ray):
     agent = Agent.create(DQN_FAST, environment=IdentityEnvironment, parallel_interactions=2)
     runner = DistributedRunner(agent, IdentityEnvironment, 2, 1, seed=0, steps_per_round=8)

@@ -86,8 +86,9 @@ def test_auto_network_rnn_appends_an_lstm_with_the_horizon():
 
 
 def test_auto_network_rnn_is_refused_where_internals_are_not_carried():
-    with pytest.raises(ConfigError, match=r"network.lstm: this layer keeps internals"):
-        Agent.create(agent="dqn", states=STATES, actions=ACTIONS, network=dict(type="auto", rnn=1))
+    bounded = dict(type="float", shape=(1,), min_value=-1.0, max_value=1.0)
+    with pytest.raises(ConfigError, match=r"critic\[0\].lstm: this layer keeps internals"):
+        Agent.create(agent="ddpg", states=STATES, actions=bounded, critic=dict(type="auto", rnn=1))
 
 
 def test_variable_noise_perturbs_acting_only_and_is_removed_after():

@@ -542,8 +542,10 @@ class Agent(InputConversion, Pipelines):
             actions: Per step: a list of actions (values or dicts) or stacked arrays.
             terminal: Per step 0, 1 (terminated) or 2 (truncated); the last must be non-zero.
             reward: Per step rewards.
-            internals: Recurrent internals of the acts (not needed: recurrent networks re-run
-                the episodes from zero internals at each episode start).
+            internals: Recurrent internals of the acts: per step a dict as ``act`` returns
+                them, or ``{layer path: (T, *shape)}``. Replay agents store them with the
+                transitions (without them the current network is run over the episodes from
+                zero internals); on-policy agents re-run the episodes and need none.
         """
         from forceexp.agents.experience import experience
 
@@ -643,6 +645,36 @@ class Agent(InputConversion, Pipelines):
     ) -> tuple[Tensors, dict[str, Any]]:
         """Independent act from given recurrent internals; returns actions and next internals."""
         raise NotImplementedError
+
+    def _given_internals(
+        self, internals: Any, shapes: dict[str, tuple[int, ...]], states: Tensors
+    ) -> Tensors:
+        """User internals (``act(internals=...)``) as tensors ``{path: (B, *shape)}``, checked.
+
+        Raises:
+            ConfigError: The keys are not the layer paths, or a shape does not match.
+        """
+        if not isinstance(internals, dict) or set(internals) != set(shapes):
+            raise ConfigError(
+                message("act.internals", internals, f"a dict with keys {sorted(shapes)}")
+            )
+        size = next(iter(states.values())).shape[0]
+        given = {}
+        for path, shape in shapes.items():
+            x = torch.as_tensor(np.asarray(internals[path], dtype=np.float32), device=self.device)
+            if tuple(x.shape[-len(shape) :]) != shape or x.numel() != size * int(np.prod(shape)):
+                raise ConfigError(
+                    f"act.internals[{path!r}]: shape {tuple(x.shape)} does not match "
+                    f"{shape} (per row, {size} rows)"
+                )
+            given[path] = x.reshape(size, *shape)
+        return given
+
+    @staticmethod
+    def _returned_internals(following: Tensors, batched: bool) -> dict[str, np.ndarray]:
+        """Next internals as arrays for the caller of ``act`` (no batch axis if not batched)."""
+        out = {path: x.cpu().numpy() for path, x in following.items()}
+        return out if batched else {path: x[0] for path, x in out.items()}
 
     def _uses_next_states(self, slots: np.ndarray, terminals: np.ndarray) -> bool:
         """Whether ``_observe`` needs this step's next states (converting them costs time)."""

@@ -133,7 +133,7 @@ def _network(name: str) -> Translation:
 
     def translate(value: Any, ctx: Context) -> dict[str, Any]:
         auto = isinstance(value, Mapping) and value.get("type") == "auto"
-        if auto and "rnn" in value and value["rnn"] in (None, False):
+        if auto and "rnn" in value and (value["rnn"] is None or value["rnn"] is False):
             value = {key: item for key, item in value.items() if key != "rnn"}
         return {canonical: value}
 

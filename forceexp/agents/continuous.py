@@ -27,7 +27,7 @@ from forceexp.core.memory import ReplaySample
 from forceexp.core.noise import make_noise
 from forceexp.core.schedules import Schedule, parse_schedule
 from forceexp.core.targets import Polyak, frozen_copy
-from forceexp.core.value_functions import ActionScaling, Critic, critic_specs
+from forceexp.core.value_functions import ActionScaling, Critic, critic_specs, internal_shapes
 from forceexp.specs import Specs, parse_specs
 
 #: Default actor and critic bodies (SB3's ``net_arch=[256, 256]``, ReLU, PyTorch's default init).
@@ -118,11 +118,16 @@ class ContinuousAgent(OffPolicyAgent):
         return {k: v for k, v in self.spec.items() if k in names - {"self", "num_critics"}}
 
     def actor_network(self, spec: Any) -> nn.Module:
-        """The actor body over the states (``network=`` spec)."""
-        return build_network(spec, self.state_specs, "network", feed_forward=True)
+        """The actor body over the states (``network=`` spec; may be recurrent)."""
+        return build_network(spec, self.state_specs, "network")
 
     def add_actor(self, actor: nn.Module, with_target: bool) -> None:
-        """Set ``self.actor`` (on the device), its optimizer and optionally its target copy."""
+        """Set ``self.actor`` (on the device), its optimizer and optionally its target copy.
+
+        A recurrent actor's internals are carried per slot and stored with each transition;
+        the update steps the actor (and its target) once from them.
+        """
+        self._carry_internals(internal_shapes(actor))
         self.actor = actor.to(self.device)
         self.actor_optimizer = self.adam(self.actor)
         self.saved.update(actor=self.actor, actor_optimizer=self.actor_optimizer)
@@ -181,6 +186,22 @@ class ContinuousAgent(OffPolicyAgent):
             unit = unit + self.noise.sample(slots, self.timesteps, self.episodes, self.updates)
         return self.scaling.to_env(unit)
 
+    def _select_recurrent(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        internals: Tensors,
+        deterministic: bool,
+        slots: np.ndarray,
+    ) -> tuple[dict[str, np.ndarray], Tensors]:
+        """As ``_select`` from a recurrent actor's internals; also the next internals."""
+        with torch.inference_mode():
+            unit, following = self.actor.act(states, internals, deterministic, self._generator)
+        unit = unit.cpu().numpy()
+        if self.noise is not None and not deterministic:
+            unit = unit + self.noise.sample(slots, self.timesteps, self.episodes, self.updates)
+        return self.scaling.to_env(unit), following
+
     def policy(self, states: Tensors, deterministic: bool) -> torch.Tensor:
         """Unit actions ``(B, A)`` of the policy for batched states."""
         raise NotImplementedError
@@ -190,6 +211,7 @@ class ContinuousAgent(OffPolicyAgent):
         raise NotImplementedError
 
     def _episodes_ended(self, slots: np.ndarray) -> None:
+        super()._episodes_ended(slots)
         if self.noise is not None:
             self.noise.reset(slots)
 

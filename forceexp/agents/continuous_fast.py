@@ -52,6 +52,8 @@ def fast_unsupported(agent: ContinuousAgent) -> str | None:
     """Why ``agent`` cannot take fast steps, or None when it can."""
     if agent.device.type != "cpu":
         return f"the networks are on {agent.device}"
+    if agent._internals:
+        return "the actor is recurrent (internals)"
     if any(spec.type != "float" for spec in agent.state_specs.values()):
         return "a state is not float"
     if agent.l2_regularization:

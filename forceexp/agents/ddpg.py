@@ -131,12 +131,14 @@ class DDPGAgent(ContinuousAgent):
             return self._fast_step(batch, self._fast)
         actions = self.scaling.to_unit(batch.actions)
         with torch.no_grad():
-            next_q = self.critic_targets[0](batch.next_states, self.actor_target(batch.next_states))
+            next_actions = self.actor_target(batch.next_states, batch.next_internals)
+            next_q = self.critic_targets[0](batch.next_states, next_actions)
             targets = batch.rewards + batch.discounts * next_q
         critic_loss, q, td = self.critic_loss(batch, actions, targets)
         self.minimize(self.critic_optimizer, critic_loss)
 
-        actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
+        mu = self.actor(batch.states, batch.internals)
+        actor_loss = -self.critics[0](batch.states, mu).mean()
         self.minimize(self.actor_optimizer, actor_loss + self.l2_term())
 
         self._steps += 1

@@ -171,9 +171,10 @@ class DQNAgent(OffPolicyAgent):
         self.target_update_interval, self.tau = target_update_interval, tau
         self.double_q, self.dueling, self.loss = double_q, dueling, loss
         self.max_grad_norm = max_grad_norm
-        body = build_network(network, self.state_specs, "network", feed_forward=True)
+        body = build_network(network, self.state_specs, "network")
         self.q = QFunction(body, self.action_specs, dueling).to(self.device)
         self.target = frozen_copy(self.q)
+        self._carry_internals(self.q.internal_shapes)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
         self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
         fast = self._use_fast_path(fast_update, lambda: fast_unsupported(self))
@@ -226,6 +227,23 @@ class DQNAgent(OffPolicyAgent):
             return self._fast.act(states, masks, epsilon)
         with torch.inference_mode():
             q = self.q(states)
+        return self._choose(q, masks, deterministic)
+
+    def _select_recurrent(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        internals: Tensors,
+        deterministic: bool,
+        slots: np.ndarray,
+    ) -> tuple[Tensors, Tensors]:
+        """As ``_select`` from the recurrent Q network's internals; also the next internals."""
+        with torch.inference_mode():
+            q, following = self.q.step(states, internals)
+        return self._choose(q, masks, deterministic), following
+
+    def _choose(self, q: Tensors, masks: Tensors, deterministic: bool) -> Tensors:
+        """Greedy actions of Q values over allowed values; epsilon-greedy unless deterministic."""
         greedy = {name: masked_values(x, masks.get(name)).argmax(-1) for name, x in q.items()}
         if deterministic:
             return greedy
@@ -260,8 +278,8 @@ class DQNAgent(OffPolicyAgent):
     def td_targets(self, batch: ReplaySample) -> Tensors:
         """TD targets ``{action: (B, *shape)}`` of a batch (no gradient)."""
         with torch.no_grad():
-            next_q = self.target(batch.next_states)
-            online = self.q(batch.next_states) if self.double_q else None
+            next_q = self.target(batch.next_states, batch.next_internals)
+            online = self.q(batch.next_states, batch.next_internals) if self.double_q else None
             targets = {}
             for name, values in next_q.items():
                 mask = batch.next_masks.get(name)
@@ -301,7 +319,7 @@ class DQNAgent(OffPolicyAgent):
         if self._fast is not None:
             return self._fast.step(batch)
         targets = self.td_targets(batch)
-        q = self.q(batch.states)
+        q = self.q(batch.states, batch.internals)
         losses, errors, taken_sum = [], [], 0.0
         for name, values in q.items():
             taken = values.gather(-1, batch.actions[name].unsqueeze(-1)).squeeze(-1)
@@ -326,6 +344,8 @@ class DQNAgent(OffPolicyAgent):
 def fast_unsupported(agent: DQNAgent) -> str | None:
     """Why ``agent`` cannot take fast TD steps, or None when it can."""
     body = agent.q.network
+    if agent.q.internal_shapes:
+        return "the Q network is recurrent (internals)"
     if agent.device.type != "cpu":
         return f"the Q network is on {agent.device}"
     if agent.dueling:

@@ -20,6 +20,7 @@ from torch import nn
 
 from forceexp import tags
 from forceexp.agents.agent import Agent, Tensors
+from forceexp.agents.experience import EXPERIENCE, trace_internals
 from forceexp.core.dense import denormals_flushed
 from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
@@ -165,17 +166,17 @@ class OffPolicyAgent(Agent):
         options = memory_options(memory)
         self._prioritized = options.get("sampling") == "prioritized"
         self._masked = [name for name, spec in self.action_specs.items if spec.type == "int"]
-        self.memory = ReplayMemory(
-            self.state_specs,
-            self.action_specs,
-            parallel=parallel_interactions,
-            n_step=n_step,
-            discount=discount,
-            mask_names=self._masked,
-            device=self.device,
-            seed=seed,
+        self._memory_options = {
+            "parallel": parallel_interactions,
+            "n_step": n_step,
+            "discount": discount,
+            "mask_names": self._masked,
+            "device": self.device,
+            "seed": seed,
             **options,
-        )
+        }
+        self.memory = ReplayMemory(self.state_specs, self.action_specs, **self._memory_options)
+        self._internals: Tensors = {}  # per-slot recurrent internals (``_carry_internals``)
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**62))
         self._last = self._slot_arrays()
@@ -184,10 +185,16 @@ class OffPolicyAgent(Agent):
         self._since_train = 0
         self._replayed: set[Any] = set()  # trace files already in the memory (pretraining)
 
-    def _slot_arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """Per-slot copies of the last acted states, masks and actions ``(P, ...)``."""
+    def _slot_arrays(
+        self, internals: dict[str, tuple[int, ...]] | None = None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Per-slot copies of the last acted states, masks and actions ``(P, ...)``.
+
+        With recurrent ``internals`` (``{path: shape}``) also the internals each slot acted
+        with and those following its act, stored with its transition.
+        """
         size = self.parallel_interactions
-        return {
+        arrays = {
             "states": {n: np.zeros((size, *s.shape), s.dtype) for n, s in self.state_specs.items},
             "masks": {
                 n: np.ones((size, *s.shape, s.num_values), bool)
@@ -196,6 +203,32 @@ class OffPolicyAgent(Agent):
             },
             "actions": {n: np.zeros((size, *s.shape), s.dtype) for n, s in self.action_specs.items},
         }
+        if internals:
+            for kind in ("internals", "next_internals"):
+                arrays[kind] = {p: np.zeros((size, *s), np.float32) for p, s in internals.items()}
+        return arrays
+
+    def _carry_internals(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Carry recurrent internals ``{layer path: shape}`` of the acting network (if any).
+
+        Subclasses call this once their networks are built: each slot then keeps its
+        internals between acts (zeroed at episode starts), and the memory stores them with
+        every transition, so the update evaluates the networks one step from them.
+        """
+        if not shapes:
+            return
+        size = self.parallel_interactions
+        self._internals = {
+            path: torch.zeros((size, *shape), device=self.device) for path, shape in shapes.items()
+        }
+        self._last = self._slot_arrays(shapes)
+        self.memory = ReplayMemory(
+            self.state_specs, self.action_specs, internals=shapes, **self._memory_options
+        )
+
+    def initial_internals(self) -> dict[str, Any]:
+        """Zero internals ``{layer path: array(shape)}`` for one independent episode."""
+        return {p: np.zeros(x.shape[1:], np.float32) for p, x in self._internals.items()}
 
     # ------------------------------------------------------------------ acting
     def _act(
@@ -211,7 +244,11 @@ class OffPolicyAgent(Agent):
                 return self._select(states, masks, slots, True, deterministic)
         if self._waiting[slots].any():
             self._complete_waiting(states, masks, slots)
-        if self.timesteps < self.learning_starts and not deterministic:
+        warming_up = self.timesteps < self.learning_starts and not deterministic
+        if self._internals:
+            with self._perturbed(deterministic):
+                actions = self._act_carrying(states, masks, slots, deterministic, warming_up)
+        elif warming_up:
             actions = uniform_actions(
                 self.action_specs, masks, len(slots), self._generator, self.device
             )
@@ -244,6 +281,45 @@ class OffPolicyAgent(Agent):
         """``l2_regularization / 2 * sum(w ** 2)`` over the acting networks' weight matrices."""
         return l2_penalty(self.l2_regularization, weight_matrices(self.acting_modules()))
 
+    def _act_carrying(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        slots: np.ndarray,
+        deterministic: bool,
+        warming_up: bool,
+    ) -> Tensors:
+        """Act from the slots' internals, keep those for the memory, advance the slots'.
+
+        During warm-up the network still runs (its internals must follow the episode) but
+        the actions are uniformly random.
+        """
+        index = torch.as_tensor(slots, device=self.device)
+        internals = {path: x[index] for path, x in self._internals.items()}
+        actions, following = self._select_recurrent(states, masks, internals, deterministic, slots)
+        if warming_up:
+            actions = uniform_actions(
+                self.action_specs, masks, len(slots), self._generator, self.device
+            )
+        columns = self._columns(slots)
+        for kind, values in (("internals", internals), ("next_internals", following)):
+            for path, x in values.items():
+                self._last[kind][path][columns] = x.cpu().numpy()
+        for path, x in following.items():
+            self._internals[path][index] = x
+        return actions
+
+    def _act_internals(
+        self, states: Tensors, masks: Tensors, internals: Any, batched: bool, deterministic: bool
+    ) -> tuple[Tensors, dict[str, Any]]:
+        """Independent act from user internals; returns actions and the next internals."""
+        shapes = {path: tuple(x.shape[1:]) for path, x in self._internals.items()}
+        given = self._given_internals(internals, shapes, states)
+        slots = np.zeros(len(next(iter(given.values()))), dtype=np.int64)
+        with self._perturbed(deterministic):
+            actions, following = self._select_recurrent(states, masks, given, deterministic, slots)
+        return actions, self._returned_internals(following, batched)
+
     def _select(
         self,
         states: Tensors,
@@ -255,7 +331,23 @@ class OffPolicyAgent(Agent):
         """The agent's actions (env-ready) for batched states of ``slots``.
 
         Exploration unless ``deterministic``; ``slots`` pick per-slot exploration state (e.g.
-        Ornstein-Uhlenbeck noise).
+        Ornstein-Uhlenbeck noise). Recurrent agents act from zero internals here (independent
+        acts without internals).
+        """
+        raise NotImplementedError
+
+    def _select_recurrent(
+        self,
+        states: Tensors,
+        masks: Tensors,
+        internals: Tensors,
+        deterministic: bool,
+        slots: np.ndarray,
+    ) -> tuple[Tensors, Tensors]:
+        """Actions and the following internals, acting from ``{path: (B, *shape)}`` internals.
+
+        As ``_select`` otherwise (``slots`` pick per-slot exploration state); only agents that
+        call ``_carry_internals`` with internals implement it.
         """
         raise NotImplementedError
 
@@ -299,6 +391,8 @@ class OffPolicyAgent(Agent):
             terminals,
             next_states,
             next_masks,
+            rows.get("internals"),
+            rows.get("next_internals"),
         )
 
     def _store_without_next(
@@ -336,13 +430,22 @@ class OffPolicyAgent(Agent):
         self._waiting[waiting] = False
 
     def _episodes_ended(self, slots: np.ndarray) -> None:
-        """Hook for per-episode exploration state (e.g. Ornstein-Uhlenbeck noise)."""
+        """Zero the recurrent internals of ``slots`` (their next act starts an episode).
+
+        Subclasses with per-episode exploration state (Ornstein-Uhlenbeck noise) extend it.
+        """
+        if self._internals:
+            ended = torch.as_tensor(slots, device=self.device)
+            for x in self._internals.values():
+                x[ended] = 0.0
 
     def reset(self) -> None:
-        """Forget unfinished act/observe cycles and unfinished n-step windows."""
+        """Forget unfinished act/observe cycles and n-step windows; zero the internals."""
         super().reset()
         self._waiting[:] = False
         self.memory.clear_pending()
+        for x in self._internals.values():
+            x.zero_()
 
     # ------------------------------------------------------------------ training
     def _maybe_train(self) -> dict[str, float] | None:
@@ -399,8 +502,8 @@ class OffPolicyAgent(Agent):
         """
         if objective == "replay":
             for trace in traces:
-                if trace.path not in self._replayed:
-                    self._replayed.add(trace.path)
+                if trace.path == EXPERIENCE or trace.path not in self._replayed:
+                    self._replayed.add(trace.path)  # files enter once; experience each time
                     self._add_trace(trace)
             if len(self.memory) == 0:
                 raise ConfigError("pretrain: the traces hold no transitions")
@@ -425,6 +528,7 @@ class OffPolicyAgent(Agent):
         masks = {
             n: trace.masks.get(n, np.ones((steps, *x.shape[1:]), bool)) for n, x in full.items()
         }
+        internals, next_internals = trace_internals(self, trace) if self._internals else ({}, {})
         chunks = [np.arange(steps)] if self.n_step == 1 else np.arange(steps)[:, None]
         for rows in chunks:  # n-step windows take one step per call
             nexts = following[rows]
@@ -437,6 +541,8 @@ class OffPolicyAgent(Agent):
                 trace.terminal[rows],
                 {n: x[nexts] for n, x in trace.states.items()},
                 {n: x[nexts] for n, x in masks.items()},
+                {p: x[rows] for p, x in internals.items()},
+                {p: x[rows] for p, x in next_internals.items()},
             )
         self.memory.clear_pending(np.zeros(1, dtype=np.int64))
 

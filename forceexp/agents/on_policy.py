@@ -364,27 +364,10 @@ class OnPolicyAgent(Agent):
         self, states: Tensors, masks: Tensors, internals: Any, batched: bool, deterministic: bool
     ) -> tuple[Tensors, dict[str, Any]]:
         """Independent act from user internals; returns actions and the next internals."""
-        shapes = self.policy.internal_shapes
-        if not isinstance(internals, dict) or set(internals) != set(shapes):
-            raise ConfigError(
-                message("act.internals", internals, f"a dict with keys {sorted(shapes)}")
-            )
-        size = next(iter(states.values())).shape[0]
-        given = {}
-        for path, shape in shapes.items():
-            x = torch.as_tensor(np.asarray(internals[path], dtype=np.float32), device=self.device)
-            if tuple(x.shape[-len(shape) :]) != shape or x.numel() != size * int(np.prod(shape)):
-                raise ConfigError(
-                    f"act.internals[{path!r}]: shape {tuple(x.shape)} does not match "
-                    f"{shape} (per row, {size} rows)"
-                )
-            given[path] = x.reshape(size, *shape)
-        slots = np.zeros(size, dtype=np.int64)
+        given = self._given_internals(internals, self.policy.internal_shapes, states)
+        slots = np.zeros(len(next(iter(given.values()))), dtype=np.int64)
         actions = self._act_recurrent(states, masks, slots, True, deterministic, given)
-        following = {p: x.cpu().numpy() for p, x in self._last_internals.items()}
-        if not batched:
-            following = {p: x[0] for p, x in following.items()}
-        return actions, following
+        return actions, self._returned_internals(self._last_internals, batched)
 
     def reset(self) -> None:
         """Forget unfinished act/observe cycles and zero the recurrent internals."""

@@ -171,7 +171,9 @@ class SACAgent(ContinuousAgent):
         if self._fast is not None:
             return self._fast_step(batch, self._fast)
         actions = self.scaling.to_unit(batch.actions)
-        new_actions, log_prob = self.actor(batch.states, generator=self._generator)
+        new_actions, log_prob = self.actor(
+            batch.states, generator=self._generator, internals=batch.internals
+        )
         alpha = self.log_alpha.detach().exp()
         temperature_loss = torch.zeros((), device=self.device)
         if self.alpha_optimizer is not None:
@@ -180,7 +182,9 @@ class SACAgent(ContinuousAgent):
             self.minimize(self.alpha_optimizer, temperature_loss)
 
         with torch.no_grad():
-            next_actions, next_log_prob = self.actor(batch.next_states, generator=self._generator)
+            next_actions, next_log_prob = self.actor(
+                batch.next_states, generator=self._generator, internals=batch.next_internals
+            )
             next_q = torch.stack(
                 [critic(batch.next_states, next_actions) for critic in self.critic_targets]
             ).amin(0)

@@ -142,7 +142,7 @@ class TD3Agent(ContinuousAgent):
     def target_values(self, batch: ReplaySample) -> torch.Tensor:
         """TD targets ``(B,)``: smoothed target actions, the smaller twin target critic."""
         with torch.no_grad():
-            next_actions = self.actor_target(batch.next_states)
+            next_actions = self.actor_target(batch.next_states, batch.next_internals)
             noise = torch.randn(next_actions.shape, generator=self._generator, device=self.device)
             noise = (noise * self.target_policy_noise).clamp(
                 -self.target_noise_clip, self.target_noise_clip
@@ -167,7 +167,8 @@ class TD3Agent(ContinuousAgent):
         self._steps += 1
 
         if self._steps % self.policy_delay == 0:
-            actor_loss = -self.critics[0](batch.states, self.actor(batch.states)).mean()
+            mu = self.actor(batch.states, batch.internals)
+            actor_loss = -self.critics[0](batch.states, mu).mean()
             self.minimize(self.actor_optimizer, actor_loss + self.l2_term())
             self._actor_loss = actor_loss.detach()
             self.sync_targets(actor=True)

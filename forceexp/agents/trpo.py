@@ -17,13 +17,16 @@ Every ``rollout_length`` steps per parallel slot, on the ``B`` rows of the rollo
 Tensorforce's ``trpo`` calls ``max_kl`` its ``learning_rate`` and the line search length
 ``linesearch_iterations``; Stable-Baselines3-contrib's ``TRPO`` calls them ``target_kl`` and
 ``line_search_max_iter``. The policy and value networks are separate (the value fit must not
-move the policy). The policy step runs on autograd; for plain MLPs on the CPU acting is NumPy's
-and the value fit takes hand-derived steps on the shared dense stacks (``core/dense.py``).
+move the policy). Recurrent networks re-run the rollout's per-slot sequences from the internals
+stored with their first rows, as PPO's update does. The policy step runs on autograd; for plain
+MLPs on the CPU acting is NumPy's and the value fit takes hand-derived steps on the shared dense
+stacks (``core/dense.py``).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -33,7 +36,7 @@ from forceexp import tags
 from forceexp.agents.on_policy import OnPolicyAgent, check_flag, check_range, check_sizes
 from forceexp.agents.ppo_update import explained_variance, fresh, process_targets
 from forceexp.agents.pretraining import Objective, ppo_objective
-from forceexp.core.buffers import Batch
+from forceexp.core.buffers import Batch, Sequences
 from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.distributions import Bounding
 from forceexp.core.natural_gradient import (
@@ -197,7 +200,6 @@ class TRPOAgent(OnPolicyAgent):
             network, policy, baseline, normalize_states, bounded_actions, None, distributions
         )
         self._build_processing(None, return_clipping, normalize_returns)
-        _check_policy(self.policy)
         self.schedules: dict[str, Schedule] = {}
         plain_acting = self._build_extras(l2_regularization, variable_noise, exploration, None)
         self._policy_params = [
@@ -216,25 +218,35 @@ class TRPOAgent(OnPolicyAgent):
         self._build_rollout(rollout_length, discount, gae_lambda, numpy_acting)
 
     def _update(self) -> dict[str, float]:
-        """One natural-gradient policy step, then the value fit, on the stored rollout."""
-        with torch.inference_mode():
-            batch = self.buffer.batch(self._bootstrap, self.discount, self.gae_lambda)
-            batch = self._targets(batch)
-        self.buffer.carry_over()
-        return self._update_batch(Batch(*(fresh(x) for x in batch)))
+        """One natural-gradient policy step, then the value fit, on the stored rollout.
 
-    def _targets(self, batch: Batch) -> Batch:
-        """``batch`` with the returns clipped / normalized as asked (``process_targets``)."""
+        With recurrent networks the rollout stays as per-slot sequences, re-run from the
+        internals stored with their first rows (as PPO's update does).
+        """
+        rollout = self.buffer.sequences if self._internals else self.buffer.batch
+        with torch.inference_mode():
+            raw = self._targets(rollout(self._bootstrap, self.discount, self.gae_lambda))
+        self.buffer.carry_over()
+        if self._internals:
+            return self._update_sequence_batch(Sequences(*(fresh(x) for x in raw)))
+        return self._update_batch(Batch(*(fresh(x) for x in raw)))
+
+    def _targets(self, batch: Any) -> Any:
+        """``Batch`` or ``Sequences`` with the returns processed as asked (``process_targets``)."""
         return process_targets(batch, self.return_clipping, self.normalize_returns)
 
-    def _update_batch(self, batch: Batch) -> dict[str, float]:
-        """The policy step and value fit on a flattened batch of rows."""
+    def _update_sequence_batch(self, seq: Sequences) -> dict[str, float]:
+        """TRPO's update on per-slot sequences (recurrent networks)."""
+        return self._update_batch(seq.rows(), seq)
+
+    def _update_batch(self, batch: Batch, seq: Sequences | None = None) -> dict[str, float]:
+        """The policy step and value fit on rows (``seq``: the same rows as sequences)."""
         advantages = batch.advantages
         if self.normalize_advantages and len(advantages) > 1:
             advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         self.policy.train()
-        metrics = self._policy_step(batch, advantages)
-        metrics[tags.LOSS_VALUE] = self._fit_value(batch)
+        metrics = self._policy_step(batch, advantages, seq)
+        metrics[tags.LOSS_VALUE] = self._fit_value(batch, seq)
         self.policy.eval()
         metrics[tags.EXPLAINED_VARIANCE] = explained_variance(batch.value, batch.returns)
         return metrics
@@ -251,9 +263,17 @@ class TRPOAgent(OnPolicyAgent):
             raise ConfigError(message("pretrain.objective", objective, "'replay' for trpo"))
         return ppo_objective(self, traces, objective, num_updates)
 
-    def _surrogate(self, batch: Batch, advantages: torch.Tensor, old: dict) -> tuple:
+    def _features(self, batch: Batch, seq: Sequences | None) -> torch.Tensor:
+        """Policy features ``(B, F)`` of the rollout rows (re-run sequences if recurrent)."""
+        if seq is None:
+            return self.policy.network(batch.states)
+        return self.policy.sequence_features(seq.states, seq.internals, seq.starts)[seq.valid]
+
+    def _surrogate(
+        self, batch: Batch, advantages: torch.Tensor, old: dict, seq: Sequences | None
+    ) -> tuple:
         """``(L, mean KL(old || current), current distributions)`` on the rollout rows."""
-        features = self.policy.network(batch.states)
+        features = self._features(batch, seq)
         dists = self.policy.distributions(features, batch.masks)
         log_prob = sum(d.log_prob(batch.actions[name]) for name, d in dists.items())
         surrogate = (advantages * (log_prob - batch.log_prob).exp()).mean()
@@ -265,12 +285,14 @@ class TRPOAgent(OnPolicyAgent):
         kl = sum(kl_divergence(old[name], d) for name, d in dists.items()).mean()
         return surrogate, kl, dists
 
-    def _policy_step(self, batch: Batch, advantages: torch.Tensor) -> dict[str, float]:
+    def _policy_step(
+        self, batch: Batch, advantages: torch.Tensor, seq: Sequences | None
+    ) -> dict[str, float]:
         """Conjugate-gradient natural step scaled to ``max_kl``, then the backtracking search."""
         params = self._policy_params
         with torch.no_grad():
-            old = self.policy.distributions(self.policy.network(batch.states), batch.masks)
-        surrogate, kl, dists = self._surrogate(batch, advantages, old)
+            old = self.policy.distributions(self._features(batch, seq), batch.masks)
+        surrogate, kl, dists = self._surrogate(batch, advantages, old, seq)
         entropy = float(sum(d.entropy() for d in dists.values()).mean().detach())
         gradient = flat_grad(surrogate, params)
         fisher = fisher_vector_product(kl, params, self.cg_damping)
@@ -282,7 +304,7 @@ class TRPOAgent(OnPolicyAgent):
         with torch.no_grad():
             for _ in range(self.line_search_max_iter):
                 _assign(params, start + scale * step)
-                trial, trial_kl, _ = self._surrogate(batch, advantages, old)
+                trial, trial_kl, _ = self._surrogate(batch, advantages, old, seq)
                 improves = trial > surrogate or not self.only_positive_updates
                 if trial_kl <= self.max_kl and improves:
                     accepted, accepted_kl, surrogate = True, float(trial_kl), trial
@@ -298,27 +320,46 @@ class TRPOAgent(OnPolicyAgent):
             tags.UPDATE_NORM: norm,
         }
 
-    def _fit_value(self, batch: Batch) -> float:
-        """``value_epochs`` passes of Adam minibatch steps on the squared error to the returns."""
-        size, total, steps = len(batch.returns), 0.0, 0
-        if self._fast_value is None:
-            states, step = batch.states, self._value_step
+    def _fit_value(self, batch: Batch, seq: Sequences | None = None) -> float:
+        """``value_epochs`` passes of Adam minibatch steps on the squared error to the returns.
+
+        A recurrent baseline steps on minibatches of whole sequences (about ``minibatch_size``
+        rows each), re-run from their stored first internals.
+        """
+        size, chunk, total, steps = len(batch.returns), self.minibatch_size, 0.0, 0
+        if seq is not None and getattr(self.policy.baseline, "internal_shapes", None):
+            size, length = seq.valid.shape[1], seq.valid.shape[0]
+            chunk, step = max(1, self.minibatch_size // length), partial(self._sequence_step, seq)
+        elif self._fast_value is None:
+            step = partial(self._value_step, batch.states, batch.returns)
         else:
             names = self.policy.state_specs.names()
             states = torch.cat([batch.states[name].flatten(1) for name in names], 1)
-            step = self._fast_value_step
+            step = partial(self._fast_value_step, states, batch.returns)
         for _ in range(self.value_epochs):
             order = torch.randperm(size, device=self.device)
-            for start in range(0, size, self.minibatch_size):
-                idx = order[start : start + self.minibatch_size]
-                total += step(states, batch.returns, idx)
+            for start in range(0, size, chunk):
+                total += step(order[start : start + chunk])
                 steps += 1
         return total / steps
 
     def _value_step(self, states: dict, returns: torch.Tensor, idx: torch.Tensor) -> float:
         """One autograd Adam step on rows ``idx``; their mean squared value error."""
         value = self.policy.value({name: x[idx] for name, x in states.items()})
-        loss = (value - returns[idx]).pow(2).mean()
+        return self._descend((value - returns[idx]).pow(2).mean())
+
+    def _sequence_step(self, seq: Sequences, cols: torch.Tensor) -> float:
+        """One Adam step of a recurrent baseline on the sequences of slots ``cols``."""
+        values = self.policy.sequence_values(
+            {name: x[:, cols] for name, x in seq.states.items()},
+            {path: x[cols] for path, x in seq.internals.items()},
+            seq.starts[:, cols],
+        )
+        valid = seq.valid[:, cols]
+        return self._descend((values[valid] - seq.returns[:, cols][valid]).pow(2).mean())
+
+    def _descend(self, loss: torch.Tensor) -> float:
+        """One Adam step of the value parameters on ``loss``; its value."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -335,12 +376,6 @@ class TRPOAgent(OnPolicyAgent):
         stack.backward()
         fast.step()
         return float(np.vdot(diff, diff)) / len(diff)
-
-
-def _check_policy(policy: torch.nn.Module) -> None:
-    """TRPO's update is written for a feed-forward policy network."""
-    if policy.recurrent:
-        raise ConfigError("agent.network: TRPO does not support recurrent policy networks")
 
 
 def _assign(params: list[torch.Tensor], flat: torch.Tensor) -> None:

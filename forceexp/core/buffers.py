@@ -47,6 +47,16 @@ class Sequences(NamedTuple):
     starts: torch.Tensor  # (T, N) bool: an episode starts here (internals reset)
     internals: Tensors  # {path: (N, *shape)} internals before row 0
 
+    def rows(self) -> Batch:
+        """The valid rows flattened ``(B, ...)`` in time-major order, as a ``Batch``."""
+        valid = self.valid
+        return Batch(
+            {name: x[valid] for name, x in self.states.items()},
+            {name: x[valid] for name, x in self.masks.items()},
+            {name: x[valid] for name, x in self.actions.items()},
+            *(x[valid] for x in (self.log_prob, self.value, self.advantages, self.returns)),
+        )
+
 
 class RolloutBuffer:
     """Fixed-capacity storage of ``capacity`` rows for each of ``num_slots`` parallel slots.

@@ -17,7 +17,8 @@ from forceexp.specs import Specs
 Array = np.ndarray | torch.Tensor
 Sampling = Literal["uniform", "recent", "prioritized"]
 SAMPLINGS: tuple[str, ...] = get_args(Sampling)
-_GROUPS = ("states", "masks", "actions", "next_states", "next_masks")
+_GROUPS = ("states", "masks", "actions", "next_states", "next_masks", "internals", "next_internals")
+_NO_INTERNALS: dict[str, torch.Tensor] = {}
 _CONFIG_KEYS = ("capacity", "parallel", "n_step", "sampling")
 
 
@@ -33,6 +34,10 @@ class ReplaySample(NamedTuple):
     discounts: torch.Tensor  # (B,) float32: discount**k to bootstrap with, 0.0 if terminated
     weights: torch.Tensor  # (B,) float32 importance weights (ones unless prioritized)
     indices: np.ndarray  # (B,) int64 storage rows, for update_priorities
+    #: recurrent internals the network acted with on ``states``: layer path -> (B, *shape)
+    internals: dict[str, torch.Tensor] = _NO_INTERNALS
+    #: internals following the act (what the network holds on ``next_states``)
+    next_internals: dict[str, torch.Tensor] = _NO_INTERNALS
 
 
 class ReplayMemory:
@@ -44,7 +49,10 @@ class ReplayMemory:
     transition (``bytes_per_transition``) = ``2 * sum(state sizes * itemsize) + sum(action sizes *
     itemsize) + 2 * sum(mask sizes) + 8``, plus 8 (a float64 leaf) to 16 (with the tree's inner
     nodes) when prioritized; ``nbytes`` is the total, n-step windows included. CartPole (4 float32
-    states, one int action with a mask of 2): 52 bytes, so 1e6 transitions take ~52 MB.
+    states, one int action with a mask of 2): 52 bytes, so 1e6 transitions take ~52 MB. With
+    ``internals`` (recurrent networks) each transition also keeps the float32 internals the
+    network acted with and those following the act (``2 * 4 * sum(internal sizes)`` bytes), so
+    the update can evaluate a recurrent network one step from stored internals.
 
     Args:
         states: State specs.
@@ -61,6 +69,8 @@ class ReplayMemory:
         mask_names: Int action names whose masks are stored (all-True where not given).
         device: Torch device of sampled tensors (storage stays in host memory).
         seed: Seed of the memory's own NumPy generator (sampling).
+        internals: ``{layer path: shape}`` of recurrent internals stored with each transition
+            (``internals`` and ``next_internals`` of ``add`` and ``ReplaySample``); empty: none.
 
     Raises:
         ConfigError: an argument is outside the ranges above, ``sampling`` is unknown, or a
@@ -83,6 +93,7 @@ class ReplayMemory:
         mask_names: Sequence[str] = (),
         device: str | torch.device = "cpu",
         seed: int | None = None,
+        internals: Mapping[str, tuple[int, ...]] | None = None,
     ) -> None:
         _check_arguments(capacity, parallel, sampling, n_step, discount, alpha, beta)
         if not priority_epsilon > 0:
@@ -91,6 +102,9 @@ class ReplayMemory:
         self.n_step, self.discount, self.alpha, self.beta = n_step, discount, alpha, beta
         self.priority_epsilon, self.device = priority_epsilon, torch.device(device)
         self._specs = _component_specs(states, actions, mask_names)
+        for path, shape in (internals or {}).items():
+            for group in ("internals", "next_internals"):
+                self._specs[f"{group}/{path}"] = (tuple(shape), np.float32)
         self.storage = {
             key: np.zeros((capacity, *shape), dtype=dtype)
             for key, (shape, dtype) in self._specs.items()
@@ -137,6 +151,8 @@ class ReplayMemory:
         terminals: np.ndarray,
         next_states: Mapping[str, Array],
         next_masks: Mapping[str, Array],
+        internals: Mapping[str, Array] | None = None,
+        next_internals: Mapping[str, Array] | None = None,
     ) -> None:
         """Add one step of ``B`` parallel slots; complete (n-step) transitions enter the memory.
 
@@ -151,6 +167,9 @@ class ReplayMemory:
                 ``next_states``, the true final observation), shape ``(B,)``.
             next_states: ``{name: (B, *shape)}`` states after the step.
             next_masks: Masks of ``next_states``, like ``masks``.
+            internals: ``{layer path: (B, *shape)}`` internals acted with (required when the
+                memory was created with ``internals``; ignored otherwise).
+            next_internals: The internals following the act, like ``internals``.
 
         Raises:
             ConfigError: a component is missing or has the wrong shape, a slot is out of range
@@ -168,6 +187,7 @@ class ReplayMemory:
             raise ConfigError(message("memory.add.terminals", terminals.tolist(), "0, 1 or 2"))
         given = {"states": states, "masks": masks, "actions": actions}
         given.update(next_states=next_states, next_masks=next_masks)
+        given.update(internals=internals or {}, next_internals=next_internals or {})
         fields = self._fields(given, batch)
         if self._windows is None:  # n_step == 1: every step is a transition (vectorised)
             discounts = np.where(terminals == 1, 0.0, self.discount).astype(np.float32)

@@ -27,6 +27,24 @@ CRITIC_ACTION = "action"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SAC's usual clamp of the state-dependent log-std
 
 
+def body_features(
+    network: nn.Module, states: Tensors, internals: Tensors | None
+) -> tuple[torch.Tensor, Tensors]:
+    """Features ``(B, F)`` of a body and its next internals (empty for feed-forward bodies).
+
+    A recurrent body steps from ``internals`` (``{path: (B, *shape)}``; None or empty: from
+    zeros, an episode's first step, and no next internals).
+    """
+    if internals:
+        return network.step(states, internals)
+    return network(states), {}
+
+
+def internal_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    """``{layer path: shape}`` of the recurrent internals of ``module.network`` (empty: none)."""
+    return getattr(module.network, "internal_shapes", {})
+
+
 def masked_values(q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Q values ``(B, *shape, n)`` with masked-out values (``mask`` False) set to -inf."""
     return q if mask is None else q.masked_fill(~mask, -math.inf)
@@ -65,9 +83,25 @@ class QFunction(nn.Module):
             }
         )
 
-    def forward(self, states: Tensors) -> Tensors:
-        """Q values ``{action: (B, *shape, num_values)}`` for states ``{name: (B, *shape)}``."""
-        features = self.network(states)
+    @property
+    def internal_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{layer path: shape}`` of the body's recurrent internals (empty: feed-forward)."""
+        return internal_shapes(self)
+
+    def step(self, states: Tensors, internals: Tensors) -> tuple[Tensors, Tensors]:
+        """Q values from a recurrent body's ``{path: (B, *shape)}`` internals; next internals."""
+        features, following = body_features(self.network, states, internals)
+        return self._values(features), following
+
+    def forward(self, states: Tensors, internals: Tensors | None = None) -> Tensors:
+        """Q values ``{action: (B, *shape, num_values)}`` for states ``{name: (B, *shape)}``.
+
+        A recurrent body steps from ``internals`` (None: from zeros, an episode's first step).
+        """
+        return self.step(states, internals)[0]
+
+    def _values(self, features: torch.Tensor) -> Tensors:
+        """The heads (and dueling streams) on body features ``(B, F)``."""
         out = {}
         for name, head in self.heads.items():
             q = head(features).view(-1, *self.shapes[name])
@@ -160,9 +194,24 @@ class DeterministicActor(nn.Module):
         self.network = network
         self.output = nn.Linear(network.output_size, action_size)
 
-    def forward(self, states: Tensors) -> torch.Tensor:
-        """Unit actions ``(B, A)`` in ``(-1, 1)``."""
-        return torch.tanh(self.output(self.network(states)))
+    def act(
+        self,
+        states: Tensors,
+        internals: Tensors | None,
+        deterministic: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Tensors]:
+        """Unit actions ``(B, A)`` and the body's next internals.
+
+        The policy is deterministic (``deterministic`` and ``generator`` are unused): the agent
+        adds exploration noise.
+        """
+        features, following = body_features(self.network, states, internals)
+        return torch.tanh(self.output(features)), following
+
+    def forward(self, states: Tensors, internals: Tensors | None = None) -> torch.Tensor:
+        """Unit actions ``(B, A)`` in ``(-1, 1)`` (a recurrent body steps from ``internals``)."""
+        return self.act(states, internals)[0]
 
 
 class GaussianActor(nn.Module):
@@ -179,14 +228,33 @@ class GaussianActor(nn.Module):
         states: Tensors,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        internals: Tensors | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unit actions ``(B, A)`` (reparameterised samples, or tanh of the mean) and log-probs.
 
         The log-prob ``(B,)`` includes the tanh change of variables,
         ``log N(u) - sum log(1 - tanh(u)^2)``, computed stably as
         ``2 (log 2 - u - softplus(-2u))``. ``generator`` draws the noise (on the states' device).
+        A recurrent body steps from ``internals`` (see ``act``).
         """
-        features = self.network(states)
+        features, _ = body_features(self.network, states, internals)
+        return self._sample(features, deterministic, generator)
+
+    def act(
+        self,
+        states: Tensors,
+        internals: Tensors | None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, Tensors]:
+        """Unit actions ``(B, A)`` (a sample, or tanh of the mean) and the next internals."""
+        features, following = body_features(self.network, states, internals)
+        return self._sample(features, deterministic, generator)[0], following
+
+    def _sample(
+        self, features: torch.Tensor, deterministic: bool, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit actions and log-probs ``(B,)`` from body features ``(B, F)``."""
         mean = self.mean(features)
         log_std = self.log_std(features).clamp(LOG_STD_MIN, LOG_STD_MAX)
         if deterministic:

@@ -232,6 +232,61 @@ class MultiInputEnvironment(Environment):
         return {"observation": image, "attributes": attributes}
 
 
+class CueMemoryEnvironment(Environment):
+    """Remember a cue: only the first state shows it; the last step asks for it.
+
+    States are float ``(3,)``: step 0 shows a one-hot cue among 2 (``[1, 0, 0]`` or
+    ``[0, 1, 0]``), the ``delay - 1`` steps after it show zeros and the last step shows the
+    query ``[0, 0, 1]``. The action at the query earns reward 1 if it names the cue, then the
+    episode terminates; earlier actions earn nothing. Without memory of step 0 the query is
+    a coin flip (expected return 0.5); a recurrent policy can reach 1.
+
+    Args:
+        delay: Steps from the cue to the query, >= 1 (episodes last ``delay + 1`` steps).
+        seed: Seed of the cue draws.
+    """
+
+    def __init__(self, delay: int = 1, seed: int = 0) -> None:
+        if isinstance(delay, bool) or not isinstance(delay, int) or delay < 1:
+            raise ConfigError(message("environment.delay", delay, "an int >= 1"))
+        self.delay = delay
+        self._rng = np.random.default_rng(seed)
+        self._cue = self._t = 0
+
+    def __repr__(self) -> str:
+        return f"CueMemoryEnvironment(delay={self.delay})"
+
+    def states(self) -> dict[str, Any]:
+        """Cue one-hot (2) and query flag (1)."""
+        return {"type": "float", "shape": (3,), "min_value": 0.0, "max_value": 1.0}
+
+    def actions(self) -> dict[str, Any]:
+        """Which cue was shown."""
+        return {"type": "int", "shape": (), "num_values": 2}
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Draw a cue and show it."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._cue, self._t = int(self._rng.integers(2)), 0
+        return self._observe()
+
+    def execute(self, actions: Any) -> tuple[np.ndarray, int, float]:
+        """Reward 1 for naming the cue at the query step, which ends the episode."""
+        if self._t == self.delay:
+            return self._observe(), TERMINATED, float(int(actions) == self._cue)
+        self._t += 1
+        return self._observe(), 0, 0.0
+
+    def _observe(self) -> np.ndarray:
+        obs = np.zeros(3, dtype=np.float32)
+        if self._t == 0:
+            obs[self._cue] = 1.0
+        if self._t == self.delay:
+            obs[2] = 1.0
+        return obs
+
+
 class HangingEnvironment(IdentityEnvironment):
     """The identity task whose ``execute`` (or ``reset``) hangs at a given call: tests timeouts.
 

@@ -147,8 +147,12 @@ def _kind(agent: Any, format: str) -> str:
             raise refuse(agent, format, "its policy network is recurrent (internals)")
         return "ppo"
     if hasattr(agent, "q") and hasattr(agent, "target"):
+        if agent.q.internal_shapes:
+            raise refuse(agent, format, "its Q network is recurrent (internals)")
         return "q"
     if hasattr(agent, "actor") and hasattr(agent, "scaling"):
+        if agent._internals:
+            raise refuse(agent, format, "its actor network is recurrent (internals)")
         return "actor"
     raise refuse(agent, format, "only ppo, dqn/double_dqn/dueling_dqn, sac, td3 and dpg export")
 

@@ -49,6 +49,8 @@ class Trace(NamedTuple):
     actions: dict[str, np.ndarray]
     reward: np.ndarray
     terminal: np.ndarray
+    #: recurrent internals acted with, ``{layer path: (T, *shape)}`` (``Agent.experience``)
+    internals: dict[str, np.ndarray] = {}  # never mutated
 
 
 def trace_path(directory: str | os.PathLike, episode_index: int) -> Path:
