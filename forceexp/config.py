@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -74,6 +75,7 @@ def build_network(
         if not callable(target):
             raise ConfigError(f"{path}: {spec!r} is not a network spec")
         if target in (LayeredNetwork, AutoNetwork):
+            _check_arguments(target, kwargs, path)
             kwargs.setdefault("path", path)
         if target is LayeredNetwork:
             kwargs.setdefault("shared", shared)
@@ -82,6 +84,16 @@ def build_network(
     if hasattr(network, "summary"):
         log.info("%s: %s\n%s", path, type(network).__name__, network.summary())
     return network
+
+
+def _check_arguments(target: type[nn.Module], kwargs: dict[str, Any], path: str) -> None:
+    """Raise for a key ``target`` (one of our network classes) does not take, naming it."""
+    valid = [p for p in inspect.signature(target).parameters if p not in ("states", "path")]
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"{path}.{key}: unknown argument of {target.__name__}; valid: {', '.join(valid)}"
+            )
 
 
 def _check_network(network: nn.Module, path: str, feed_forward: bool) -> None:

@@ -97,9 +97,31 @@ def build_agent(
     }
     signature = inspect.signature(build(cfg.agent).func)
     if "network" in signature.parameters:
-        extras["network"] = optional(cfg.network) or "auto"
+        extras["network"] = network_spec(cfg)
     extras.update({k: v for k, v in observer_specs(cfg, run).items() if v is not None})
     return build(cfg.agent)(**extras)
+
+
+#: the auto network's settings, which tunings (``conf/tuning/*.yaml``) set for it
+AUTO_NETWORK_KEYS = ("size", "depth", "activation", "init", "rnn")
+
+
+def network_spec(cfg: DictConfig) -> Any:
+    """The network group's spec; a tuning's auto-network settings are dropped for other types.
+
+    Tunings tune the default ``network=auto``; choosing another network (``network=lstm``) on
+    the command line keeps that network as written, and says which settings it ignores.
+    """
+    spec = optional(cfg.get("network")) or "auto"
+    if isinstance(spec, dict) and spec.get("type", "auto") != "auto":
+        ignored = {key: spec.pop(key) for key in AUTO_NETWORK_KEYS if key in spec}
+        if ignored:
+            log.warning(
+                "network: %s are auto-network settings (a tuning's); the %r network ignores them",
+                ignored,
+                spec["type"],
+            )
+    return spec
 
 
 def resume_agent(cfg: DictConfig, environment: Any, run: RunInfo | None = None) -> Agent:

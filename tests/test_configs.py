@@ -3,13 +3,16 @@
 import inspect
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from forceexp.config import build
+from forceexp import Agent
+from forceexp.config import build, build_network
 from forceexp.errors import ConfigError
 from forceexp.execution.runner import Runner
-from forceexp.experiment import split_runner
+from forceexp.experiment import network_spec, split_runner
+from forceexp.specs import parse_specs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["agent", "network", "runner", "env", "saver", "summarizer", "recorder", "tracker"]
@@ -141,3 +144,26 @@ def test_experiments_compose_over_their_tuning(compose_cfg, experiment):
     tuning = OmegaConf.to_container(OmegaConf.load(CONF / "tuning" / f"{agent}_{env}.yaml"))
     assert _merged(OmegaConf.to_container(cfg.agent), tuning.get("agent", {}))
     assert callable(build(cfg.agent)) and callable(build(cfg.env))
+
+
+def test_another_network_ignores_a_tunings_auto_settings(compose_cfg, caplog):
+    """`agent=dqn network=lstm env=cartpole`: the DQN tuning's size/activation/init are for
+    the auto network; the chosen LSTM network is built as written, and the log says so."""
+    cfg = compose_cfg("agent=dqn", "network=lstm", "env=cartpole")
+    assert cfg.network.size == 256  # merged in by conf/tuning/dqn_cartpole.yaml
+    with caplog.at_level("WARNING", logger="forceexp.experiment"):
+        spec = network_spec(cfg)
+    assert spec["type"] == "layered" and "size" not in spec and "init" not in spec
+    assert "the 'layered' network ignores them" in caplog.text
+    states, actions = dict(type="float", shape=(4,)), dict(type="int", num_values=2)
+    agent = Agent.create("dqn", states=states, actions=actions, network=spec)
+    assert isinstance(agent.act(states=np.zeros(4, np.float32), independent=True), int)
+    assert network_spec(compose_cfg("agent=dqn", "env=cartpole"))["size"] == 256
+
+
+def test_unknown_network_argument_is_named():
+    with pytest.raises(ConfigError, match=r"network.size: unknown argument of LayeredNetwork"):
+        build_network(
+            dict(type="layered", layers=[dict(type="dense", size=8)], size=3),
+            parse_specs(dict(type="float", shape=(4,)), "state"),
+        )
