@@ -437,13 +437,18 @@ def test_ppo_with_tensorforce_layers_updates_and_round_trips(tmp_path):
     loaded.close()
 
 
-def test_agents_without_internals_refuse_temporal_layers():
-    with pytest.raises(ConfigError, match=r"network\[0\]: this layer keeps internals"):
+def test_networks_without_internals_refuse_temporal_layers():
+    """The DQN family carries internals; critics of the continuous agents read (state, action)
+    at every step and carry none, so a deltafier there is refused by name."""
+    states, actions = {"type": "float", "shape": (2,)}, {"type": "int", "num_values": 2}
+    network = [{"type": "deltafier"}, {"type": "dense", "size": 4}]
+    assert Agent.create(agent="dqn", states=states, actions=actions, network=network)
+    with pytest.raises(ConfigError, match=r"this layer keeps internals"):
         Agent.create(
-            agent="dqn",
-            states={"type": "float", "shape": (2,)},
-            actions={"type": "int", "num_values": 2},
-            network=[{"type": "deltafier"}, {"type": "dense", "size": 4}],
+            agent="ddpg",
+            states=states,
+            actions={"type": "float", "shape": (1,), "min_value": -1.0, "max_value": 1.0},
+            critic=network,
         )
 
 
