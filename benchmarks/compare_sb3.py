@@ -271,6 +271,7 @@ def run_off_policy_sb3(algo: str, seed: int, timesteps: int | None, evaluate: bo
         callbacks.append(evaluator)
     model.learn(total_timesteps=timesteps or budget, callback=CallbackList(callbacks))
     wall = time.perf_counter() - solve.start
+    taken = model.num_timesteps  # the best model loaded below has its own count
     if spec is not None and spec.get("keep_best") and Path(best.name, "best_model.zip").exists():
         model = cls.load(Path(best.name, "best_model.zip"), device="cpu")
     best.cleanup()
@@ -278,7 +279,7 @@ def run_off_policy_sb3(algo: str, seed: int, timesteps: int | None, evaluate: bo
     eval_return, _ = evaluate_policy(model, eval_env, EVAL_EPISODES, deterministic=True)
     env.close()
     eval_env.close()
-    return figures(solve, wall, model.num_timesteps, float(eval_return))
+    return figures(solve, wall, taken, float(eval_return))
 
 
 def median(values: list[Any]) -> float | None:
