@@ -15,10 +15,11 @@ so both clocks include the same evaluations; ``--no-eval`` turns them off on bot
 
 Prints one JSON line per figure per framework (median over seeds, per-seed values in
 ``per_seed``; ``null`` where a run never reached a rolling-100 training return of 475), then the
-ratios ours/SB3 (of the medians, and per seed). Needs the ``[bench]`` extra.
+ratios ours/SB3 (of the medians, and per seed). Both sides run with ``--threads`` torch threads
+(default 1, our ``torch_threads='auto'``). Needs the ``[bench]`` extra.
 
 Usage: python benchmarks/compare_sb3.py [--algo ppo|dqn|sac] [--seeds 3] [--timesteps N]
-    [--skip-default] [--no-eval]
+    [--skip-default] [--no-eval] [--threads 1]
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def figures(
 def run_ours(seed: int, timesteps: int) -> dict[str, Any]:
     """Train our PPO with the shared hyperparameters; figures of the run."""
     agent = {"agent": "ppo", "seed": seed, "device": "cpu", "schedule_timesteps": timesteps}
+    agent["torch_threads"] = THREADS["count"]
     runner = Runner(agent={**agent, **OURS}, environment=ENV, num_parallel=NUM_ENVS, seed=seed)
     solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
     runner.run(num_timesteps=timesteps, callback=solve, use_tqdm=False)
@@ -185,6 +187,7 @@ def run_config(seed: int, *overrides: str) -> dict[str, Any]:
                 overrides=[
                     *overrides,
                     f"seed={seed}",
+                    f"torch_threads={THREADS['count']}",
                     f"solve_return={SOLVED}",
                     f"paths.output_dir={output_dir}",
                     "runner.use_tqdm=false",
@@ -293,6 +296,7 @@ def rounded(value: float | None) -> float | None:
 
 
 ALGO = {"name": "ppo"}  # set by main(); every line names the algorithm
+THREADS = {"count": 1}  # torch threads of both sides, set by main()
 
 
 def emit(framework: str, figure: str, value: float | None, unit: str, **extra: Any) -> None:
@@ -347,12 +351,14 @@ def main() -> None:
     parser.add_argument(
         "--skip-default", action="store_true", help="ppo: skip our default train.py config"
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
     parser.add_argument(
         "--no-eval", action="store_true", help="dqn/sac: no evaluations during training (both)"
     )
     args = parser.parse_args()
     ALGO["name"] = args.algo
-    torch.set_num_threads(1)
+    THREADS["count"] = args.threads
+    torch.set_num_threads(args.threads)  # SB3's; ours sets the same through torch_threads
     runs: dict[str, list[dict[str, Any]]] = {"forceexp": [], "sb3": [], "forceexp-default": []}
     for seed in range(args.seeds):
         for name, job in _jobs(args, seed):
