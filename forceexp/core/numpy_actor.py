@@ -4,7 +4,8 @@ For a small MLP, one torch op costs a few microseconds of dispatch while the ari
 less; NumPy's per-op cost is several times lower, so a single-observation act runs in ~10 µs of
 NumPy instead of ~35 µs of torch. The arrays are views of the torch parameters (shared memory),
 so updates, ``load_state_dict`` and checkpoints need no synchronisation. Used only on CPU and only
-for networks ``forceexp.core.fused.unsupported_reason`` accepts. Batches of more than
+for networks ``forceexp.core.fused.unsupported_reason`` accepts. The layers' products are
+``core/dense.py``'s ``affine`` (shared with ``DenseStack.infer``): batches of more than
 ``TORCH_MATMUL_MIN_ROWS`` rows multiply through torch on one thread (NumPy's multi-threaded BLAS
 loses there) while everything else stays in NumPy: at 1024 rows that made act + observe ~25%
 faster than the all-torch path.
