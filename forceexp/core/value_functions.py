@@ -106,7 +106,7 @@ class ActionScaling:
     def to_env(self, unit: np.ndarray) -> dict[str, np.ndarray]:
         """Unit-interval actions ``(B, A)`` to named env actions ``{name: (B, *shape)}``.
 
-        Called on every act: ufuncs directly (``np.clip``/``np.split`` add ~50 us of wrappers).
+        Called on every act: ufuncs directly (``np.clip``/``np.split`` made it 16 instead of 6 us).
         """
         clipped = np.minimum(np.maximum(unit, -1.0), 1.0)
         scaled = (self.low + (clipped + 1.0) * 0.5 * self._range).astype(np.float32, copy=False)
