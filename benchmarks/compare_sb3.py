@@ -270,6 +270,7 @@ def run_off_policy_sb3(algo: str, seed: int, timesteps: int | None, evaluate: bo
             eval_freq=spec["frequency"],
             best_model_save_path=best.name if spec.get("keep_best") else None,
             deterministic=True,
+            verbose=0,  # stdout carries only the JSON lines
         )
         callbacks.append(evaluator)
     model.learn(total_timesteps=timesteps or budget, callback=CallbackList(callbacks))
