@@ -8,14 +8,18 @@ not apply to it). All three are timed by ``ReturnThreshold`` from the start of t
 ``--algo dqn`` (DQN on CartPole-v1, 50k steps) and ``--algo sac`` (SAC on Pendulum-v1, 20k
 steps): ours is exactly ``python train.py agent=<algo> env=<env>`` (the shipped RL-Zoo tuning,
 composed with Hydra and run in-process), SB3's the same RL-Zoo hyperparameters in its names;
-``--timesteps`` overrides both budgets.
+``--timesteps`` overrides both budgets. Where the tuning evaluates during training
+(``conf/tuning/dqn_cartpole.yaml``: 10 greedy episodes every 5,000 steps, finishing with the
+best-evaluated weights), SB3 does the same with its ``EvalCallback`` (and loads its best model),
+so both clocks include the same evaluations; ``--no-eval`` turns them off on both sides.
 
 Prints one JSON line per figure per framework (median over seeds, per-seed values in
 ``per_seed``; ``null`` where a run never reached a rolling-100 training return of 475), then the
-ratios ours/SB3 (of the medians, and per seed). Needs the ``[bench]`` extra.
+ratios ours/SB3 (of the medians, and per seed). Both sides run with ``--threads`` torch threads
+(default 1, our ``torch_threads='auto'``). Needs the ``[bench]`` extra.
 
 Usage: python benchmarks/compare_sb3.py [--algo ppo|dqn|sac] [--seeds 3] [--timesteps N]
-    [--skip-default]
+    [--skip-default] [--no-eval] [--threads 1]
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from stable_baselines3 import DQN, PPO, SAC
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
@@ -103,6 +108,7 @@ def figures(
 def run_ours(seed: int, timesteps: int) -> dict[str, Any]:
     """Train our PPO with the shared hyperparameters; figures of the run."""
     agent = {"agent": "ppo", "seed": seed, "device": "cpu", "schedule_timesteps": timesteps}
+    agent["torch_threads"] = THREADS["count"]
     runner = Runner(agent={**agent, **OURS}, environment=ENV, num_parallel=NUM_ENVS, seed=seed)
     solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
     runner.run(num_timesteps=timesteps, callback=solve, use_tqdm=False)
@@ -181,6 +187,7 @@ def run_config(seed: int, *overrides: str) -> dict[str, Any]:
                 overrides=[
                     *overrides,
                     f"seed={seed}",
+                    f"torch_threads={THREADS['count']}",
                     f"solve_return={SOLVED}",
                     f"paths.output_dir={output_dir}",
                     "runner.use_tqdm=false",
@@ -226,26 +233,57 @@ OFF_POLICY = {
 }
 
 
-def run_off_policy_ours(algo: str, seed: int, timesteps: int | None) -> dict[str, Any]:
+def evaluation(algo: str) -> dict[str, Any] | None:
+    """The shipped tuning's evaluation during training (``frequency``, ...), or None if off."""
+    tuning = CONF / "tuning" / f"{algo}_{OFF_POLICY[algo][0]}.yaml"
+    found = OmegaConf.to_container(OmegaConf.load(tuning)).get("evaluation")  # type: ignore[union-attr]
+    return found if found and found.get("frequency") else None
+
+
+def run_off_policy_ours(algo: str, seed: int, timesteps: int | None, evaluate: bool) -> dict:
     """Our shipped ``train.py agent=<algo> env=<env>`` (budget ``timesteps`` if given)."""
     env, *_ = OFF_POLICY[algo]
     budget = [] if timesteps is None else [f"runner.num_timesteps={timesteps}"]
-    return run_config(seed, f"agent={algo}", f"env={env}", *budget)
+    no_eval = [] if evaluate else ["evaluation.frequency=null", "evaluation.keep_best=false"]
+    return run_config(seed, f"agent={algo}", f"env={env}", *budget, *no_eval)
 
 
-def run_off_policy_sb3(algo: str, seed: int, timesteps: int | None) -> dict[str, Any]:
-    """SB3's ``algo`` with the RL-Zoo hyperparameters on one environment."""
+def run_off_policy_sb3(algo: str, seed: int, timesteps: int | None, evaluate: bool) -> dict:
+    """SB3's ``algo`` with the RL-Zoo hyperparameters on one environment.
+
+    With ``evaluate`` and an evaluation in our tuning, an ``EvalCallback`` runs the same
+    evaluations (greedy, same frequency and episodes) inside the timed run, and the final
+    evaluation uses its best model when ours keeps the best weights (SB3 keeps the first of
+    equal scores, ours the latest).
+    """
     _, level, budget, cls, kwargs = OFF_POLICY[algo]
     env = make_vec_env(level, n_envs=1, seed=seed)
     model = cls("MlpPolicy", env, seed=seed, device="cpu", **kwargs)
+    spec = evaluation(algo) if evaluate else None
+    best = tempfile.TemporaryDirectory()
     solve = ReturnThreshold(SOLVED, WINDOW)  # its clock starts now
-    model.learn(total_timesteps=timesteps or budget, callback=EpisodeReturns(solve))
+    callbacks: list[BaseCallback] = [EpisodeReturns(solve)]
+    if spec is not None:
+        evaluator = EvalCallback(
+            make_vec_env(level, n_envs=1, seed=seed + 20_000),
+            n_eval_episodes=spec.get("num_episodes", 10),
+            eval_freq=spec["frequency"],
+            best_model_save_path=best.name if spec.get("keep_best") else None,
+            deterministic=True,
+            verbose=0,  # stdout carries only the JSON lines
+        )
+        callbacks.append(evaluator)
+    model.learn(total_timesteps=timesteps or budget, callback=CallbackList(callbacks))
     wall = time.perf_counter() - solve.start
+    taken = model.num_timesteps  # the best model loaded below has its own count
+    if spec is not None and spec.get("keep_best") and Path(best.name, "best_model.zip").exists():
+        model = cls.load(Path(best.name, "best_model.zip"), device="cpu")
+    best.cleanup()
     eval_env = make_vec_env(level, n_envs=1, seed=seed + 10_000)
     eval_return, _ = evaluate_policy(model, eval_env, EVAL_EPISODES, deterministic=True)
     env.close()
     eval_env.close()
-    return figures(solve, wall, model.num_timesteps, float(eval_return))
+    return figures(solve, wall, taken, float(eval_return))
 
 
 def median(values: list[Any]) -> float | None:
@@ -259,6 +297,7 @@ def rounded(value: float | None) -> float | None:
 
 
 ALGO = {"name": "ppo"}  # set by main(); every line names the algorithm
+THREADS = {"count": 1}  # torch threads of both sides, set by main()
 
 
 def emit(framework: str, figure: str, value: float | None, unit: str, **extra: Any) -> None:
@@ -313,9 +352,14 @@ def main() -> None:
     parser.add_argument(
         "--skip-default", action="store_true", help="ppo: skip our default train.py config"
     )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides")
+    parser.add_argument(
+        "--no-eval", action="store_true", help="dqn/sac: no evaluations during training (both)"
+    )
     args = parser.parse_args()
     ALGO["name"] = args.algo
-    torch.set_num_threads(1)
+    THREADS["count"] = args.threads
+    torch.set_num_threads(args.threads)  # SB3's; ours sets the same through torch_threads
     runs: dict[str, list[dict[str, Any]]] = {"forceexp": [], "sb3": [], "forceexp-default": []}
     for seed in range(args.seeds):
         for name, job in _jobs(args, seed):
@@ -330,10 +374,11 @@ def main() -> None:
 
 def _jobs(args: argparse.Namespace, seed: int) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     """The runs of one seed, in order: ours, SB3 (and for PPO our default config)."""
-    if args.algo != "ppo":
+    algo, evaluate = args.algo, not args.no_eval
+    if algo != "ppo":
         return [
-            ("forceexp", lambda: run_off_policy_ours(args.algo, seed, args.timesteps)),
-            ("sb3", lambda: run_off_policy_sb3(args.algo, seed, args.timesteps)),
+            ("forceexp", lambda: run_off_policy_ours(algo, seed, args.timesteps, evaluate)),
+            ("sb3", lambda: run_off_policy_sb3(algo, seed, args.timesteps, evaluate)),
         ]
     timesteps = args.timesteps or 100_000
     jobs = [("forceexp", lambda: run_ours(seed, timesteps))]

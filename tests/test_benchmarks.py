@@ -75,9 +75,11 @@ def test_dense_step_prints_both_paths_and_the_speedups():
     lines = run_benchmark("dense_step.py", "--rounds", "1", "--steps", "2")
     figures = {(line["framework"], line["figure"]) for line in lines}
     for name in ("dqn", "sac"):
-        for path in ("fast", "autograd"):
+        for path in ("fast", "autograd", "products"):
             assert (f"forceexp-{path}", f"{name}_us_per_step") in figures
         assert ("forceexp", f"{name}_speedup") in figures
+        assert ("forceexp", f"{name}_products_share") in figures
+    assert ("products", "sac_floor_vs_sb3") in figures
     assert all(line["value"] > 0 for line in lines)
 
 
@@ -92,6 +94,19 @@ def test_compare_sb3_off_policy_runs_our_shipped_config_and_sb3(algo, timesteps)
             assert (framework, figure) in figures
     assert ("forceexp/sb3", "steps_per_second_ratio") in figures
     assert all(line["algo"] == algo for line in lines)
+
+
+@pytest.mark.slow
+def test_compare_sb3_dqn_evaluates_on_both_sides_and_counts_every_timestep():
+    """Past the tuning's first evaluation (5,000 steps): SB3 loads its best model, and its
+    steps/s still counts the whole run's timesteps (wall x steps/s; SB3 finishes its last
+    rollout of train_freq = 256 steps: 21 x 256), not the best model's 5,000."""
+    lines = run_benchmark("compare_sb3.py", "--algo", "dqn", "--timesteps", "5200", "--seeds", "1")
+    value = {(line["framework"], line["figure"]): line["value"] for line in lines}
+    for framework, taken in (("forceexp", 5200), ("sb3", 21 * 256)):
+        steps = value[framework, "wall_seconds"] * value[framework, "steps_per_second"]
+        assert steps == pytest.approx(taken, rel=0.005)
+        assert value[framework, "eval_return_mean"] > 0
 
 
 def test_sac_pendulum_prints_each_framework_and_the_ratios():

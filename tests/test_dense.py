@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -279,3 +280,20 @@ def test_a_training_phase_leaves_the_float_mode_alone() -> None:
         agent.observe(reward=1.0, terminal=0, next_states=[1.0, 0.0])
     assert agent.updates > 0
     assert (torch.tensor(1e-30) * 1e-10).item() != 0.0
+
+
+@pytest.mark.parametrize("rows", [1, 7, 64, 65, 300])  # NumPy products, then torch's
+@pytest.mark.parametrize("name", ["dqn_256x256_relu", "depth2_tanh_out", "depth3_tanh"])
+def test_numpy_inference_matches_the_module(name: str, rows: int) -> None:
+    """``infer`` (the acting pass) gives the module's output and leaves kept passes alone."""
+    mlp = _mlp(SHAPES[name], seed=6)
+    stack = DenseStack(mlp)
+    x = torch.randn(rows, stack.input_size)
+    out = stack.forward(x)  # the kept pass's buffer
+    kept = out.clone()
+    got = stack.infer(torch.randn(rows, stack.input_size).numpy())
+    assert isinstance(got, np.ndarray)
+    assert got.shape == (rows, stack.output_size)
+    with torch.no_grad():
+        _close(torch.from_numpy(stack.infer(x.numpy())), mlp(x))
+    assert torch.equal(out, kept)

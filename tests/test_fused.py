@@ -8,8 +8,8 @@ import torch
 
 from forceexp import Agent
 from forceexp.core.buffers import Batch
+from forceexp.core.dense import TORCH_MATMUL_MIN_ROWS
 from forceexp.core.fused import unsupported_reason
-from forceexp.core.numpy_actor import TORCH_MATMUL_MIN_ROWS
 
 ROWS = 64
 

@@ -17,8 +17,8 @@ their autograd path, the reference ``tests/test_continuous_fast.py`` checks this
 
 Each agent's own loss gradient (SAC's tanh-Gaussian log-prob, TD3's smoothing and delay) stays
 in its file, next to its autograd loss. Targets are synced in place (``sync_targets``), which
-the stacks (views of the same parameters) see. Acting runs the actor stack's inference pass
-(``fast_policy``): for one state it costs about a quarter of the torch modules' forward.
+the stacks (views of the same parameters) see. Acting runs the actor stack's NumPy pass
+(``DenseStack.infer``, ``fast_policy``).
 """
 
 from __future__ import annotations
@@ -165,12 +165,14 @@ class DeterministicStacks:
         self.target = DenseStack([target.network.mlp, target.output])
         self.optimizer = optimizer
 
-    def __call__(self, states: torch.Tensor, keep: bool = True) -> np.ndarray:
-        """Unit actions ``(B, A)`` of the actor (``keep``: for ``backward``), a new array."""
-        actions = np.tanh(self.online.forward(states, keep=keep).numpy())
-        if keep:
-            self._actions = actions
-        return actions
+    def __call__(self, states: torch.Tensor) -> np.ndarray:
+        """Unit actions ``(B, A)`` of the actor, kept for ``step``, a new array."""
+        self._actions = np.tanh(self.online.forward(states).numpy())
+        return self._actions
+
+    def act(self, states: torch.Tensor) -> np.ndarray:
+        """Unit actions ``(B, A)`` of the actor from its NumPy pass (acting), a new array."""
+        return np.tanh(self.online.infer(states.numpy()))
 
     def target_actions(self, states: torch.Tensor) -> np.ndarray:
         """Unit actions ``(B, A)`` of the target actor, a new array."""

@@ -123,7 +123,7 @@ class DDPGAgent(ContinuousAgent):
 
     def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
         """``mu(s)`` on the actor's stack."""
-        return self._fast_actor(states, keep=False)
+        return self._fast_actor.act(states)
 
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic and actor step; stats in ``step_metrics`` order, ``|TD error|`` per row."""

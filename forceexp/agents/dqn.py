@@ -393,7 +393,7 @@ class FastTD:
         The random draws are the autograd path's (``uniform_actions``, then
         ``epsilon_greedy``), from the agent's generator in the same order.
         """
-        q = self.online.forward(self._flat(states), keep=False).numpy()
+        q = self.online.infer(self._flat(states).numpy())
         mask = masks.get(self.action)
         mask = None if mask is None else mask.numpy()
         greedy = (q if mask is None else np.where(mask, q, -np.inf)).argmax(1)

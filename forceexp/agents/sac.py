@@ -281,14 +281,20 @@ class FastGaussian:
         return actions, log_prob - correction.sum(-1)
 
     def act(self, states: torch.Tensor, noise: torch.Tensor) -> np.ndarray:
-        """Unit actions ``(B, A)`` without log-probs (acting)."""
-        return self._draw(states, noise, False)[1]
+        """Unit actions ``(B, A)`` without log-probs (acting: the stacks' NumPy passes)."""
+        return self._draw(states, noise, False, acting=True)[1]
 
-    def _draw(self, states: torch.Tensor, noise: torch.Tensor, keep: bool) -> tuple:
+    def _draw(
+        self, states: torch.Tensor, noise: torch.Tensor, keep: bool, acting: bool = False
+    ) -> tuple:
         """``u``, ``tanh(u)``, clamped log-std, ``eps``, std and the raw log-std."""
-        features = self.body.forward(states, keep=keep)
-        mean = self.mean.forward(features, keep=keep).numpy()
-        raw = self.log_std.forward(features, keep=keep).numpy()
+        if acting:
+            features = self.body.infer(states.numpy())
+            mean, raw = self.mean.infer(features), self.log_std.infer(features)
+        else:
+            features = self.body.forward(states, keep=keep)
+            mean = self.mean.forward(features, keep=keep).numpy()
+            raw = self.log_std.forward(features, keep=keep).numpy()
         log_std = np.minimum(np.maximum(raw, LOG_STD_MIN), LOG_STD_MAX)  # np.clip's wrapper: ~8 us
         eps = noise.numpy()
         std = np.exp(log_std)
@@ -297,8 +303,7 @@ class FastGaussian:
 
     def mode(self, states: torch.Tensor) -> np.ndarray:
         """``tanh`` of the mean ``(B, A)`` (deterministic acting), a new array."""
-        features = self.body.forward(states, keep=False)
-        return np.tanh(self.mean.forward(features, keep=False).numpy())
+        return np.tanh(self.mean.infer(self.body.infer(states.numpy())))
 
     def step(self, grad_actions: np.ndarray, grad_log_prob: float) -> None:
         """Back-propagate d loss / d actions and a per-row d loss / d log pi; then Adam."""

@@ -155,7 +155,7 @@ class TD3Agent(ContinuousAgent):
 
     def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
         """``mu(s)`` on the actor's stack."""
-        return self._fast_actor(states, keep=False)
+        return self._fast_actor.act(states)
 
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One critic step, every ``policy_delay``-th an actor step and target sync."""

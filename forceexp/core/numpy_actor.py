@@ -4,7 +4,8 @@ For a small MLP, one torch op costs a few microseconds of dispatch while the ari
 less; NumPy's per-op cost is several times lower, so a single-observation act runs in ~10 µs of
 NumPy instead of ~35 µs of torch. The arrays are views of the torch parameters (shared memory),
 so updates, ``load_state_dict`` and checkpoints need no synchronisation. Used only on CPU and only
-for networks ``forceexp.core.fused.unsupported_reason`` accepts. Batches of more than
+for networks ``forceexp.core.fused.unsupported_reason`` accepts. The layers' products are
+``core/dense.py``'s ``affine`` (shared with ``DenseStack.infer``): batches of more than
 ``TORCH_MATMUL_MIN_ROWS`` rows multiply through torch on one thread (NumPy's multi-threaded BLAS
 loses there) while everything else stays in NumPy: at 1024 rows that made act + observe ~25%
 faster than the all-torch path.
@@ -13,51 +14,26 @@ faster than the all-torch path.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from forceexp.core.dense import NumpyLinear, affine, numpy_linear
 from forceexp.core.distributions import CategoricalHead
 from forceexp.core.fused import uses_relu
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
-#: batches with more rows than this multiply through torch instead of NumPy's BLAS
-TORCH_MATMUL_MIN_ROWS = 64
 
 
-class Dense(NamedTuple):
-    """Views of one linear layer's parameters (shared memory, made once)."""
-
-    weight_t: np.ndarray  # W^T (in, out)
-    bias: np.ndarray  # (out,)
-    weight_t_torch: torch.Tensor  # the same W^T as a tensor
-
-
-def _dense(linear: nn.Linear) -> Dense:
-    weight_t = linear.weight.detach().t()
-    return Dense(weight_t.numpy(), linear.bias.detach().numpy(), weight_t)
-
-
-def _affine(x: np.ndarray, layer: Dense) -> np.ndarray:
-    """``x @ W^T + b`` as a new array; large batches multiply through torch."""
-    if x.shape[0] > TORCH_MATMUL_MIN_ROWS:
-        out = torch.mm(torch.from_numpy(x), layer.weight_t_torch).numpy()
-    else:
-        out = x @ layer.weight_t
-    out += layer.bias
-    return out
-
-
-def _stack(network: nn.Module) -> tuple[list[Dense], bool]:
+def _stack(network: nn.Module) -> tuple[list[NumpyLinear], bool]:
     """Dense layers of an auto MLP and whether it uses relu (else tanh)."""
-    return [_dense(m) for m in network.mlp if isinstance(m, nn.Linear)], uses_relu(network)
+    return [numpy_linear(m) for m in network.mlp if isinstance(m, nn.Linear)], uses_relu(network)
 
 
-def _forward(layers: list[Dense], x: np.ndarray, relu: bool) -> np.ndarray:
+def _forward(layers: list[NumpyLinear], x: np.ndarray, relu: bool) -> np.ndarray:
     for layer in layers:
-        x = _affine(x, layer)
+        x = affine(x, layer)
         if relu:
             np.maximum(x, 0.0, out=x)
         else:
@@ -83,8 +59,8 @@ class NumpyActor:
         else:
             self.value_layers, self.value_relu = [], False
         self.name, head = next(iter(policy.heads.items()))
-        self.head = _dense(head.linear)
-        self.value_head = _dense(policy.value_head)
+        self.head = numpy_linear(head.linear)
+        self.value_head = numpy_linear(policy.value_head)
         self.shape = head.shape
         self.categorical = isinstance(head, CategoricalHead)
         if self.categorical:
@@ -114,7 +90,7 @@ class NumpyActor:
             with_value: Also compute log-prob and value (stored acts).
         """
         features = _forward(self.policy_layers, x, self.relu)
-        out = _affine(features, self.head)
+        out = affine(features, self.head)
         size = x.shape[0]
         if self.categorical:
             logits = out.reshape(size, -1, self.num_values)
@@ -150,7 +126,7 @@ class NumpyActor:
             return actions, None, None
         if self.value_layers:
             features = _forward(self.value_layers, x, self.value_relu)
-        value = _affine(features, self.value_head)
+        value = affine(features, self.value_head)
         return actions, log_prob.astype(np.float32, copy=False), value[:, 0]
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:

@@ -133,15 +133,20 @@ class ActionScaling:
         self.low = np.concatenate([_flat_bound(s.min_value, s) for s in actions.values()])
         self.high = np.concatenate([_flat_bound(s.max_value, s) for s in actions.values()])
         self.size = int(sum(self.sizes))
+        self._range = self.high - self.low
+        ends = np.cumsum(self.sizes).tolist()
+        self._columns = [slice(end - size, end) for end, size in zip(ends, self.sizes, strict=True)]
 
     def to_env(self, unit: np.ndarray) -> dict[str, np.ndarray]:
-        """Unit-interval actions ``(B, A)`` to named env actions ``{name: (B, *shape)}``."""
-        scaled = self.low + (np.clip(unit, -1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
-        scaled = scaled.astype(np.float32, copy=False)
-        parts = np.split(scaled, np.cumsum(self.sizes)[:-1], axis=1)
+        """Unit-interval actions ``(B, A)`` to named env actions ``{name: (B, *shape)}``.
+
+        Called on every act: ufuncs directly (``np.clip``/``np.split`` made it 16 instead of 6 us).
+        """
+        clipped = np.minimum(np.maximum(unit, -1.0), 1.0)
+        scaled = (self.low + (clipped + 1.0) * 0.5 * self._range).astype(np.float32, copy=False)
         return {
-            name: part.reshape(-1, *shape)
-            for name, part, shape in zip(self.names, parts, self.shapes, strict=True)
+            name: scaled[:, columns].reshape(-1, *shape)
+            for name, columns, shape in zip(self.names, self._columns, self.shapes, strict=True)
         }
 
     def to_unit(self, actions: Tensors) -> torch.Tensor:
