@@ -132,13 +132,19 @@ class PPOUpdate:
         def rows(x: torch.Tensor) -> torch.Tensor:
             return x.reshape(-1) if valid is None else x[valid]
 
-        advantages = rows(processed.advantages)
-        normalized_ = advantages
+        returns, processed_returns, advantages = (
+            rows(x).float().cpu().numpy()
+            for x in (batch.returns, processed.returns, processed.advantages)
+        )
+        final = advantages
         if self.normalize_advantages and len(advantages) > 1:
-            normalized_ = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-        values = (rows(batch.returns), rows(processed.returns), advantages, normalized_)
-        keys = ("return", "processed-return", "advantage", "processed-advantage")
-        return {key: x.float().cpu().numpy() for key, x in zip(keys, values, strict=True)}
+            final = normalized(advantages)
+        return {
+            "return": returns,
+            "processed-return": processed_returns,
+            "advantage": advantages,
+            "processed-advantage": final,
+        }
 
     def tracked_losses(self, metrics: dict[str, float]) -> dict[str, float]:
         """Tensorforce's loss names for an update's ``metrics``: objective + regularization.
