@@ -108,7 +108,8 @@ def test_dqn_on_a_vectorised_environment_learns_cartpole_basics():
 
 
 def _events(directory: Path) -> set[str]:
-    accumulator = EventAccumulator(str(directory), size_guidance={"scalars": 0})
+    (run,) = directory.glob("summary-*")  # a spec without filename: Tensorforce's subfolder
+    accumulator = EventAccumulator(str(run), size_guidance={"scalars": 0})
     accumulator.Reload()
     return set(accumulator.Tags()["scalars"])
 

@@ -18,6 +18,10 @@ GUIDANCE = {"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
 
 
 def _load(directory: Path) -> EventAccumulator:
+    """The events of ``directory``, or of its one ``summary-*`` run folder (a spec's default)."""
+    runs = list(directory.glob("summary-*"))
+    if runs:
+        (directory,) = runs
     accumulator = EventAccumulator(str(directory), size_guidance=GUIDANCE)
     accumulator.Reload()
     return accumulator

@@ -202,6 +202,8 @@ class Agent(InputConversion, Pipelines):
         self._experiences: list[Any] = []  # episodes given to ``experience``, for ``update``
         self._acting = np.zeros(parallel_interactions, dtype=bool)
         self._episode_return = np.zeros(parallel_interactions, dtype=np.float64)
+        #: the last observe's rewards as learned from (after reward processing), ``(B,)``
+        self.processed_rewards = np.zeros(0, dtype=np.float32)
         self._episode_length = np.zeros(parallel_interactions, dtype=np.int64)
         self._all_slots = np.arange(parallel_interactions)
         self._all_list = self._all_slots.tolist()
@@ -479,6 +481,7 @@ class Agent(InputConversion, Pipelines):
             self.reward_normalizer.observe(slots, learning, terminals)
             if not self.normalizes_sampled_rewards:
                 learning = self.reward_normalizer(learning)
+        self.processed_rewards = learning
         return self._observe(slots, learning, terminals, nexts, next_masks)
 
     def _report_update(self, metrics: dict[str, float] | None) -> None:
@@ -592,10 +595,11 @@ class Agent(InputConversion, Pipelines):
         modules = {k: v for k, v in vars(self).items() if isinstance(v, torch.nn.Module)}
         return "\n".join(f"{name}: {module}" for name, module in modules.items())
 
-    def tracked_tensors(self) -> dict[str, float]:
+    def tracked_tensors(self) -> dict[str, float | np.ndarray]:
         """Latest values of the quantities tracked with ``tracking=`` (empty without it).
 
-        Names are Tensorforce's where the quantity maps (``agent/entropy``), else our tags.
+        Names are Tensorforce's (``agent/entropy``); docs/tracking.md lists which agent has
+        which. Batch-valued names (distribution parameters, returns) hold arrays.
         """
         from forceexp.observers.tracked import TrackedValues
 

@@ -208,6 +208,14 @@ class OnPolicyAgent(Agent):
             return None
         return int(self.horizon_schedule.value(self.timesteps, self.episodes, self.updates))
 
+    def keep_acting_distributions(self) -> None:
+        """Keep every act's distributions (``policy.kept``) for tracking; acts through torch.
+
+        The NumPy fast path computes no distribution objects, so it is left for the torch path.
+        """
+        self.policy.keep_distributions = True
+        self._actor = None
+
     def _perturbed(self, deterministic: bool) -> AbstractContextManager[None]:
         """Within the block, the acting parameters carry ``variable_noise`` (not when greedy)."""
         noise = 0.0 if deterministic else self.variable_noise

@@ -48,6 +48,9 @@ class PPOUpdate:
     action_value_loss: bool = False
     #: moves the baseline network toward the policy network after each update (None: off)
     baseline_sync: Synchronization | None = None
+    #: keep each update's returns and advantages in ``kept_targets`` and the last acting
+    #: batch's distributions before it in ``kept_acting`` (tracking; off: no cost)
+    keep_targets: bool = False
 
     def learn_from_traces(
         self, traces: list[Trace], objective: Objective, num_updates: int
@@ -107,9 +110,70 @@ class PPOUpdate:
 
     def _targets(self, batch: Any) -> Any:
         """``batch`` with this agent's return processing (``process_targets``)."""
-        return process_targets(
+        processed = process_targets(
             batch, self.return_clipping, self.normalize_returns, self.subtract_baseline
         )
+        if self.keep_targets:
+            self.kept_targets = self._update_targets(batch, processed)
+            kept = getattr(self.policy, "kept", None)  # the last act's inputs, before the update
+            if kept is not None:
+                self.kept_acting = (self.policy.step_distributions(*kept), kept)
+        return processed
+
+    def _update_targets(self, batch: Any, processed: Any) -> dict[str, np.ndarray]:
+        """Returns and advantages ``(N,)`` of the update's rows, before and after processing.
+
+        Tensorforce's ``update-return``/``update-processed-return`` (return processing) and
+        ``update-advantage``/``update-processed-advantage`` (the per-update normalization of
+        ``advantage_processing``, over the whole update).
+        """
+        valid = getattr(batch, "valid", None)
+
+        def rows(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(-1) if valid is None else x[valid]
+
+        returns, processed_returns, advantages = (
+            rows(x).float().cpu().numpy()
+            for x in (batch.returns, processed.returns, processed.advantages)
+        )
+        final = advantages
+        if self.normalize_advantages and len(advantages) > 1:
+            final = normalized(advantages)
+        return {
+            "return": returns,
+            "processed-return": processed_returns,
+            "advantage": advantages,
+            "processed-advantage": final,
+        }
+
+    def tracked_losses(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Tensorforce's loss names for an update's ``metrics``: objective + regularization.
+
+        The policy's regularization is the entropy bonus (``-entropy_coef * entropy``) plus the
+        L2 penalty of its weights, the baseline's the L2 penalty of the baseline network's own
+        weights (after the update). The loss trained is ``policy-loss + value_coef *
+        baseline-loss``.
+        """
+        baseline = self.policy.baseline
+        own = set() if baseline is None else {id(p) for p in baseline.parameters()}
+        weights = self.policy.weights()
+        with torch.no_grad():
+            l2_policy = float(
+                l2_penalty(self.l2_regularization, [w for w in weights if id(w) not in own])
+            )
+            l2_baseline = float(
+                l2_penalty(self.l2_regularization, [w for w in weights if id(w) in own])
+            )
+        policy_regularization = l2_policy - self.entropy_coef * metrics[tags.ENTROPY]
+        baseline_objective = metrics[tags.LOSS_VALUE]
+        return {
+            "agent/policy-objective-loss": metrics[tags.LOSS_POLICY],
+            "agent/policy-regularization-loss": policy_regularization,
+            "agent/policy-loss": metrics[tags.LOSS_POLICY] + policy_regularization,
+            "agent/baseline-objective-loss": baseline_objective,
+            "agent/baseline-regularization-loss": l2_baseline,
+            "agent/baseline-loss": baseline_objective + l2_baseline,
+        }
 
     def _update_batch(self, batch: Batch) -> dict[str, float]:
         """``epochs`` passes of minibatch steps over a flattened rollout (fast path if possible)."""

@@ -33,9 +33,12 @@ class Categorical:
     Masked entries get probability exactly zero.
     """
 
-    def __init__(self, logits: torch.Tensor, ndim: int) -> None:
+    def __init__(
+        self, logits: torch.Tensor, ndim: int, temperature: torch.Tensor | None = None
+    ) -> None:
         self.logits = torch.log_softmax(logits, dim=-1)
         self.ndim = ndim
+        self.temperature = temperature  # what the logits were divided by (None: 1)
 
     def sample(self, deterministic: bool) -> torch.Tensor:
         """Argmax when deterministic, else a Gumbel-max sample; ``(B, *shape)`` int64."""
@@ -55,8 +58,10 @@ class Categorical:
         return _sum_shape(-(probs * self.logits).sum(-1), self.ndim)
 
     def parameters(self) -> dict[str, torch.Tensor]:
-        """Summary-ready parameters: action probabilities."""
-        return {"probabilities": self.logits.exp()}
+        """Summary-ready parameters: action probabilities (and the temperature, if any)."""
+        if self.temperature is None:
+            return {"probabilities": self.logits.exp()}
+        return {"probabilities": self.logits.exp(), "temperature": self.temperature}
 
 
 class Gaussian:
@@ -262,14 +267,17 @@ class CategoricalHead(nn.Module):
     def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> Categorical:
         """Distribution for ``features`` ``(B, F)`` under ``mask`` ``(B, *shape, n)``."""
         logits = self.linear(features).view(-1, *self.shape, self.num_values)
+        temperature = None
         if self.temperature_mode == "global":
-            logits = logits / (nn.functional.softplus(self.temperature) + 0.01)
+            temperature = nn.functional.softplus(self.temperature) + 0.01
         elif self.temperature_mode == "predicted":
             raw = self.temperature(features).view(-1, *self.shape, 1)
-            logits = logits / (nn.functional.softplus(raw) + 0.01)
+            temperature = nn.functional.softplus(raw) + 0.01
+        if temperature is not None:
+            logits = logits / temperature
         if mask is not None:
             logits = logits.masked_fill(~mask, MASKED_LOGIT)
-        return Categorical(logits, len(self.shape))
+        return Categorical(logits, len(self.shape), temperature)
 
     def to_env(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions as the environment receives them (unchanged)."""

@@ -54,6 +54,9 @@ def _width(network: nn.Module, part: slice | None) -> int:
 class ActorCritic(nn.Module):
     """Policy and state-value function over named states and actions.
 
+    With ``keep_distributions`` set (Tensorforce's ``tracking``), every act keeps its inputs
+    ``kept = (normalized states, masks, internals or None)`` for ``step_distributions``.
+
     A layered network built with ``single_output=False`` feeds each action head its
     ``<action>-embedding`` (``action-embedding`` for a single action) and the value head the
     baseline's (else the policy network's) ``state-embedding``, each falling back to the last
@@ -144,6 +147,16 @@ class ActorCritic(nn.Module):
         part = self._value_slice
         return self.value_head(features if part is None else features[..., part]).squeeze(-1)
 
+    #: keep each act's inputs in ``kept`` (off: acting pays nothing)
+    keep_distributions = False
+
+    def step_distributions(
+        self, states: Tensors, masks: Tensors, internals: Tensors | None = None
+    ) -> dict[str, Distribution]:
+        """The distributions of one act on normalized ``states`` (and internals), no sampling."""
+        features, _ = self._step(self.network, self._policy_paths, states, internals or {})
+        return self.distributions(features, masks)
+
     def weights(self) -> list[nn.Parameter]:
         """The weight matrices (no biases, no log-std): what L2 regularization penalizes."""
         return weight_matrices([self])
@@ -209,6 +222,8 @@ class ActorCritic(nn.Module):
         """
         features = self.network(states)
         dists = self.distributions(features, masks)
+        if self.keep_distributions:
+            self.kept = (states, masks, None)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
         if not deterministic:
             actions = self.explore(actions, masks, exploration)
@@ -229,6 +244,8 @@ class ActorCritic(nn.Module):
         """As ``act`` for a recurrent policy and/or baseline; also returns the next internals."""
         features, following = self._step(self.network, self._policy_paths, states, internals)
         dists = self.distributions(features, masks)
+        if self.keep_distributions:
+            self.kept = (states, masks, internals)
         actions = {name: dist.sample(deterministic) for name, dist in dists.items()}
         if not deterministic:
             actions = self.explore(actions, masks, exploration)

@@ -84,6 +84,10 @@ class _GraphView(torch.nn.Module):
         return tuple(outputs)
 
 
+#: Tensorforce's run subfolder of a summarizer spec without ``filename`` (``strftime``)
+DEFAULT_FILENAME = "summary-%Y%m%d-%H%M%S"
+
+
 class Summarizer(Observer):
     """Write TensorBoard summaries of an agent.
 
@@ -123,12 +127,17 @@ class Summarizer(Observer):
 
     @classmethod
     def from_spec(cls, spec: Any) -> Summarizer:
-        """Build from a directory string or a dict with the constructor's keys."""
+        """Build from a directory string or a dict with the constructor's keys.
+
+        As in Tensorforce, a spec without ``filename`` writes into a ``summary-<date-time>``
+        subfolder of ``directory`` (``DEFAULT_FILENAME``); ``filename=None`` writes into
+        ``directory`` itself.
+        """
         if isinstance(spec, str | Path):
-            return cls(directory=spec)
+            spec = {"directory": spec}
         if not isinstance(spec, Mapping) or "directory" not in spec:
             raise ConfigError(message("summarizer", spec, "a directory or dict(directory=...)"))
-        spec = dict(spec)
+        spec = {"filename": DEFAULT_FILENAME, **spec}
         if "summaries" in spec:  # Tensorforce 0.6.1+'s name for labels
             if "labels" in spec and spec["labels"] != spec["summaries"]:
                 raise ConfigError("summarizer: give labels= or summaries= (its alias), not both")
