@@ -72,6 +72,19 @@ def check_int(path: str, value: Any, minimum: int | None = None, optional: bool 
         raise ConfigError(message(path, value, expected + (" or None" if optional else "")))
 
 
+def check_bounds(path: str, bounds: Any) -> tuple[float, float] | None:
+    """``bounds`` as a ``(lower, upper)`` float tuple, or None (off).
+
+    Raises:
+        ConfigError: ``path: <bounds> is invalid; expected (lower, upper), lower <= upper``.
+    """
+    if bounds is None:
+        return None
+    if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+        raise ConfigError(message(path, bounds, "(lower, upper), lower <= upper"))
+    return (float(bounds[0]), float(bounds[1]))
+
+
 class TensorforceError(ConfigError):
     """Tensorforce's error class, for environment code written to its interface.
 

@@ -157,7 +157,10 @@ def test_bad_arguments_are_named(kwargs, pattern):
 
 
 def test_float_actions_are_refused_with_a_pointer_to_continuous_agents():
-    with pytest.raises(ConfigError, match=r"actions.action: Q-learning needs int actions.*sac"):
+    with pytest.raises(
+        ConfigError,
+        match=r"actions.action: Q-learning needs int \(num_values\) or bool actions.*sac",
+    ):
         Agent.create(
             "dqn",
             states={"type": "float", "shape": (2,)},

@@ -43,6 +43,11 @@ CASES = {
         normalize_states=True,
     ),
     "dqn": dict(agent="dqn", states=VEC, actions={"type": "int", "num_values": 5}),
+    "dqn-bool": dict(
+        agent="dqn",
+        states=VEC,
+        actions={"move": {"type": "int", "num_values": 3}, "fire": {"type": "bool", "shape": (2,)}},
+    ),
     "dueling_dqn": dict(
         agent="dueling_dqn", states=VEC, actions={"type": "int", "shape": (2,), "num_values": 3}
     ),
@@ -117,6 +122,7 @@ def assert_same(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None
     for name, value in want.items():
         value, other = np.asarray(value), np.asarray(got[name])
         assert other.shape == value.shape, name
+        assert (other.dtype == bool) == (value.dtype == bool), name
         if value.dtype.kind == "f":
             np.testing.assert_allclose(other, value, rtol=1e-4, atol=1e-4, err_msg=name)
         else:

@@ -531,7 +531,7 @@ REPLAY: dict[str, Translation] = {
     ),
     "state_preprocessing": _state_preprocessing,
     "reward_processing": _reward_processing(clipping=True),
-    "return_processing": _processing("return_processing"),
+    "return_processing": _processing("return_processing", clipping="return_clipping"),
     "entropy_regularization": _only_off("entropy_regularization", "no entropy term here"),
     **_REGULARIZERS,
 }
@@ -548,7 +548,15 @@ DPG = {
     "use_beta_distribution": _accepted(
         "use_beta_distribution", "DDPG's actor is deterministic (tanh), not a distribution"
     ),
+    "entropy_regularization": _accepted(
+        "entropy_regularization",
+        "DDPG's actor is deterministic (no distribution, no entropy); in Tensorforce's DPG the "
+        "term reaches only the stddev outputs, which acting at temperature 0 does not use",
+    ),
 }
+
+#: TD3's and SAC's: the regularizers and return clipping
+CONTINUOUS = {**_REGULARIZERS, "return_processing": REPLAY["return_processing"]}
 
 #: per agent registry name; agents without an entry get ``COMMON`` only
 AGENT_ALIASES: dict[str, dict[str, Translation]] = {
@@ -558,7 +566,7 @@ AGENT_ALIASES: dict[str, dict[str, Translation]] = {
     "trpo": TRPO,
     **dict.fromkeys(("dqn", "double_dqn", "dueling_dqn"), DQN),
     **dict.fromkeys(("dpg", "ddpg"), DPG),
-    **dict.fromkeys(("td3", "sac"), _REGULARIZERS),
+    **dict.fromkeys(("td3", "sac"), CONTINUOUS),
 }
 
 

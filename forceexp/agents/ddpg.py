@@ -65,6 +65,8 @@ class DDPGAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        return_clipping: ``(lower, upper)`` to clip the TD targets to (Tensorforce's
+            ``return_processing`` clipping; None: off).
         state_preprocessing: Layers run on states before the networks (``Agent``).
         reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
@@ -109,6 +111,7 @@ class DDPGAgent(ContinuousAgent):
         reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
+        return_clipping: tuple[float, float] | None = None,
     ) -> None:
         super().__init__(num_critics=1, **self.shared_arguments())
         actor = DeterministicActor(self.actor_network(network), self.scaling.size)
@@ -133,7 +136,7 @@ class DDPGAgent(ContinuousAgent):
         with torch.no_grad():
             next_actions = self.actor_target(batch.next_states, batch.next_internals)
             next_q = self.critic_targets[0](batch.next_states, next_actions)
-            targets = batch.rewards + batch.discounts * next_q
+            targets = self.td_target(batch.rewards, batch.discounts, next_q)
         critic_loss, q, td = self.critic_loss(batch, actions, targets)
         self.minimize(self.critic_optimizer, critic_loss)
 
@@ -153,7 +156,7 @@ class DDPGAgent(ContinuousAgent):
         actor = self._fast_actor
         states, next_states = critics.states(batch.states), critics.states(batch.next_states)
         next_q = critics.target_min(next_states, actor.target_actions(next_states))
-        targets = batch.rewards.numpy() + batch.discounts.numpy() * next_q
+        targets = self.td_target(batch.rewards.numpy(), batch.discounts.numpy(), next_q)
         actions = self.scaling.to_unit(batch.actions)
         critic_loss, q, td = critics.step(states, actions, targets, batch.weights.numpy())
 

@@ -5,6 +5,7 @@ The update, per sampled batch (Mnih et al. 2015; van Hasselt et al. 2016 for dou
     target = r + discount**k * max_a' Q_target(s', a')            (masked values excluded)
     double:  a* = argmax_a' Q(s', a'),  target = r + discount**k * Q_target(s', a*)
     loss   = mean(weight * huber(Q(s, a) - target))
+    (target clipped to ``return_clipping`` when set: Tensorforce's return processing)
 
 ``discount**k`` is 0 where the episode terminated (see ``ReplayMemory``); the target network
 is synced every ``target_update_interval`` timesteps (``tau = 1``: a copy; ``tau < 1``:
@@ -39,13 +40,15 @@ DEFAULT_NETWORK = {"type": "auto", "size": 64, "depth": 2, "activation": "relu",
 
 
 class DQNAgent(OffPolicyAgent):
-    """Deep Q-Network for int actions (any number, any shape; each value gets a Q value).
+    """Deep Q-Network for int and bool actions (any number, any shape; one Q value per value).
+
+    A bool action has two Q values, those of False and True.
 
     Defaults are Stable-Baselines3's; ``conf/tuning/dqn_<env>.yaml`` holds the RL-Zoo settings.
 
     Args:
         states: State spec.
-        actions: Action spec (int actions only).
+        actions: Action spec (int and bool actions; a bool has the Q values of False, True).
         max_episode_timesteps: Episode length limit (informational).
         parallel_interactions: Number of parallel slots.
         network: Q-network body spec (``'auto'``, a layer list, a dict, a module).
@@ -80,6 +83,8 @@ class DQNAgent(OffPolicyAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        return_clipping: ``(lower, upper)`` to clip the TD targets to (Tensorforce's
+            ``return_processing`` clipping; None: off).
         state_preprocessing: Layers run on states before the networks (``Agent``).
         reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the Q network's weight matrices (0: off;
@@ -128,6 +133,7 @@ class DQNAgent(OffPolicyAgent):
         reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
+        return_clipping: tuple[float, float] | None = None,
     ) -> None:
         check_int("agent.target_update_interval", target_update_interval, 1)
         check_number("agent.tau", tau, 0.0, 1.0)
@@ -167,12 +173,15 @@ class DQNAgent(OffPolicyAgent):
             reward_processing,
             l2_regularization,
             variable_noise,
+            return_clipping,
         )
         self.target_update_interval, self.tau = target_update_interval, tau
         self.double_q, self.dueling, self.loss = double_q, dueling, loss
         self.max_grad_norm = max_grad_norm
         body = build_network(network, self.state_specs, "network")
         self.q = QFunction(body, self.action_specs, dueling).to(self.device)
+        #: bool actions: Q values of False and True; the greedy index is the action
+        self._bools = {name for name, spec in self.action_specs.items if spec.type == "bool"}
         self.target = frozen_copy(self.q)
         self._carry_internals(self.q.internal_shapes)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
@@ -245,6 +254,7 @@ class DQNAgent(OffPolicyAgent):
     def _choose(self, q: Tensors, masks: Tensors, deterministic: bool) -> Tensors:
         """Greedy actions of Q values over allowed values; epsilon-greedy unless deterministic."""
         greedy = {name: masked_values(x, masks.get(name)).argmax(-1) for name, x in q.items()}
+        greedy = {name: a.bool() if name in self._bools else a for name, a in greedy.items()}
         if deterministic:
             return greedy
         size = next(iter(greedy.values())).shape[0]
@@ -289,7 +299,9 @@ class DQNAgent(OffPolicyAgent):
                     best = masked_values(online[name], mask).argmax(-1, keepdim=True)
                     following = values.gather(-1, best).squeeze(-1)
                 shape = (-1, *([1] * (following.dim() - 1)))
-                targets[name] = batch.rewards.view(shape) + batch.discounts.view(shape) * following
+                targets[name] = self.td_target(
+                    batch.rewards.view(shape), batch.discounts.view(shape), following
+                )
             return targets
 
     def _imitation_step(self, states: Tensors, masks: Tensors, actions: Tensors) -> torch.Tensor:
@@ -298,7 +310,7 @@ class DQNAgent(OffPolicyAgent):
         loss = sum(
             nn.functional.cross_entropy(
                 masked_values(values, masks.get(name)).reshape(-1, values.shape[-1]),
-                actions[name].reshape(-1),
+                actions[name].reshape(-1).long(),
             )
             for name, values in q.items()
         )
@@ -322,7 +334,7 @@ class DQNAgent(OffPolicyAgent):
         q = self.q(batch.states, batch.internals)
         losses, errors, taken_sum = [], [], 0.0
         for name, values in q.items():
-            taken = values.gather(-1, batch.actions[name].unsqueeze(-1)).squeeze(-1)
+            taken = values.gather(-1, batch.actions[name].long().unsqueeze(-1)).squeeze(-1)
             error = (taken - targets[name]).reshape(taken.shape[0], -1)
             if self.loss == "huber":
                 element = nn.functional.smooth_l1_loss(
@@ -358,6 +370,8 @@ def fast_unsupported(agent: DQNAgent) -> str | None:
         return "a state is not float"
     if len(agent.action_specs) != 1 or agent.action_specs.values()[0].shape != ():
         return "not one scalar action"
+    if agent.action_specs.values()[0].type != "int":
+        return "a bool action"
     try:
         parse_dense([body.mlp, next(iter(agent.q.heads.values()))])
     except ValueError as exc:
@@ -424,7 +438,7 @@ class FastTD:
         rows = np.arange(len(following))
         actions = batch.actions[name].numpy()
         taken = q[rows, actions]
-        td = taken - (batch.rewards.numpy() + batch.discounts.numpy() * following)
+        td = taken - agent.td_target(batch.rewards.numpy(), batch.discounts.numpy(), following)
         weights = batch.weights.numpy()
         if agent.loss == "huber":
             loss = np.where(np.abs(td) <= 1.0, 0.5 * td * td, np.abs(td) - 0.5)

@@ -26,7 +26,7 @@ from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.regularizers import check_regularizers, l2_penalty, perturbed, weight_matrices
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, check_bounds, message
 from forceexp.observers.recorder import Trace
 
 #: Tensorforce memory ``type`` names and the sampling they mean.
@@ -91,6 +91,8 @@ class OffPolicyAgent(Agent):
         reward_scale: Factor on every sampled reward (after normalization).
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        return_clipping: ``(lower, upper)`` to clip every TD target to (``td_target``;
+            Tensorforce's ``return_processing=dict(type='clipping')``; None: off).
         state_preprocessing: Layers run on states before the networks (``Agent``).
         reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: Weight of ``l2 / 2 * sum(w ** 2)`` over the acting network's weight
@@ -133,6 +135,7 @@ class OffPolicyAgent(Agent):
         reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
+        return_clipping: tuple[float, float] | None = None,
     ) -> None:
         check_int("agent.batch_size", batch_size, 1)
         check_regularizers(l2_regularization, variable_noise)
@@ -160,6 +163,7 @@ class OffPolicyAgent(Agent):
         self.train_freq, self.gradient_steps = train_freq, gradient_steps
         self.discount, self.n_step = discount, n_step
         self.l2_regularization, self.variable_noise = l2_regularization, variable_noise
+        self.return_clipping = check_bounds("agent.return_clipping", return_clipping)
         self.reward_normalizer = reward_normalizer(
             normalize_rewards, reward_scale, reward_clip, discount, parallel_interactions
         )
@@ -476,6 +480,17 @@ class OffPolicyAgent(Agent):
         means = (sums / steps).tolist()  # type: ignore[union-attr]  # one host sync per phase
         metrics.update(zip(self.step_metrics, means, strict=True))
         return metrics
+
+    def td_target(self, rewards: Any, discounts: Any, following: Any) -> Any:
+        """``rewards + discounts * following``, clipped to ``return_clipping`` (if set).
+
+        The one place TD targets are formed (torch tensors or numpy arrays of one shape):
+        ``discounts`` is ``discount**k`` (0 where the episode terminated) and ``following``
+        the bootstrap value. Clipping the targets is Tensorforce's return clipping: there the
+        value objective regresses onto the processed (n-step) returns.
+        """
+        target = rewards + discounts * following
+        return target if self.return_clipping is None else target.clip(*self.return_clipping)
 
     #: names of the statistics ``_gradient_step`` returns, in order
     step_metrics: tuple[str, ...] = ()

@@ -25,7 +25,7 @@ from forceexp.core.policy import ActorCritic
 from forceexp.core.regularizers import check_regularizers, perturbed
 from forceexp.core.schedules import Schedule, ScheduleName, named_schedule, parse_schedule
 from forceexp.core.sde import ResampleSchedule, head_options
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, check_bounds, message
 
 
 def check_range(name: str, value: Any, low: float, high: float) -> None:
@@ -146,11 +146,6 @@ class OnPolicyAgent(Agent):
                 expected = "an int >= 1 (or an int parameter dict with values >= 1)"
                 raise ConfigError(message("agent.horizon", horizon, expected))
             horizon = schedule
-        bounds = return_clipping
-        if bounds is not None and (len(bounds) != 2 or not bounds[0] <= bounds[1]):
-            raise ConfigError(
-                message("agent.return_clipping", bounds, "(lower, upper), lower <= upper")
-            )
         for name, flag in (
             ("normalize_returns", normalize_returns),
             ("predict_terminal_values", predict_terminal_values),
@@ -158,7 +153,7 @@ class OnPolicyAgent(Agent):
             if not isinstance(flag, bool):
                 raise ConfigError(message(f"agent.{name}", flag, "True or False"))
         self.horizon_schedule = horizon
-        self.return_clipping = None if return_clipping is None else tuple(return_clipping)
+        self.return_clipping = check_bounds("agent.return_clipping", return_clipping)
         self.normalize_returns = normalize_returns
         self.predict_terminal_values = predict_terminal_values
 

@@ -77,6 +77,8 @@ class SACAgent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        return_clipping: ``(lower, upper)`` to clip the TD targets to (Tensorforce's
+            ``return_processing`` clipping; None: off).
         state_preprocessing: Layers run on states before the networks (``Agent``).
         reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
@@ -133,6 +135,7 @@ class SACAgent(ContinuousAgent):
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
         exploration: Any = None,
+        return_clipping: tuple[float, float] | None = None,
     ) -> None:
         initial, learned = _temperature(entropy_coef)
         check_int("agent.target_update_interval", target_update_interval, 1)
@@ -188,7 +191,7 @@ class SACAgent(ContinuousAgent):
             next_q = torch.stack(
                 [critic(batch.next_states, next_actions) for critic in self.critic_targets]
             ).amin(0)
-            targets = batch.rewards + batch.discounts * (next_q - alpha * next_log_prob)
+            targets = self.td_target(batch.rewards, batch.discounts, next_q - alpha * next_log_prob)
         critic_loss, q, td = self.critic_loss(batch, actions, targets)
         critic_loss = 0.5 * critic_loss
         self.minimize(self.critic_optimizer, critic_loss)
@@ -221,7 +224,9 @@ class SACAgent(ContinuousAgent):
 
         next_actions, next_log_prob = actor.sample(next_states, self._noise(size), keep=False)
         next_q = critics.target_min(next_states, next_actions)
-        targets = batch.rewards.numpy() + batch.discounts.numpy() * (next_q - alpha * next_log_prob)
+        targets = self.td_target(
+            batch.rewards.numpy(), batch.discounts.numpy(), next_q - alpha * next_log_prob
+        )
         actions = self.scaling.to_unit(batch.actions)
         critic_loss, q, td = critics.step(states, actions, targets, batch.weights.numpy(), 0.5)
 

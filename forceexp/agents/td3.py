@@ -74,6 +74,8 @@ class TD3Agent(ContinuousAgent):
         reward_scale: Factor on every sampled reward.
         reward_clip: Clip sampled rewards to ``[-reward_clip, reward_clip]`` or ``[lower, upper]``
             (None: off).
+        return_clipping: ``(lower, upper)`` to clip the TD targets to (Tensorforce's
+            ``return_processing`` clipping; None: off).
         state_preprocessing: Layers run on states before the networks (``Agent``).
         reward_processing: Layers run on observed rewards before learning (``Agent``).
         l2_regularization: L2 penalty weight on the actor's weight matrices, added to the
@@ -121,6 +123,7 @@ class TD3Agent(ContinuousAgent):
         reward_processing: Any = None,
         l2_regularization: float = 0.0,
         variable_noise: float = 0.0,
+        return_clipping: tuple[float, float] | None = None,
     ) -> None:
         check_int("agent.policy_delay", policy_delay, 1)
         check_number("agent.target_policy_noise", target_policy_noise, 0.0, math.inf)
@@ -151,7 +154,7 @@ class TD3Agent(ContinuousAgent):
             next_q = torch.stack(
                 [critic(batch.next_states, next_actions) for critic in self.critic_targets]
             ).amin(0)
-            return batch.rewards + batch.discounts * next_q
+            return self.td_target(batch.rewards, batch.discounts, next_q)
 
     def fast_policy(self, states: torch.Tensor, deterministic: bool) -> np.ndarray:
         """``mu(s)`` on the actor's stack."""
@@ -187,8 +190,10 @@ class TD3Agent(ContinuousAgent):
             noise * self.target_policy_noise, -self.target_noise_clip, self.target_noise_clip
         )
         next_actions = np.clip(next_actions + noise, -1.0, 1.0)
-        targets = batch.rewards.numpy() + batch.discounts.numpy() * critics.target_min(
-            next_states, next_actions
+        targets = self.td_target(
+            batch.rewards.numpy(),
+            batch.discounts.numpy(),
+            critics.target_min(next_states, next_actions),
         )
         actions = self.scaling.to_unit(batch.actions)
         critic_loss, q, td = critics.step(states, actions, targets, batch.weights.numpy())

@@ -303,9 +303,37 @@ def _estimation_args(name: str, estimation: Mapping[str, Any]) -> dict[str, Any]
         )
     if name in ("a2c", "ac", "dqn", "dpg") and "horizon" in estimation:
         out["horizon"] = estimation["horizon"]
+    if name in ("dqn", "dpg"):
+        _replay_advantages(name, estimation, out.pop("advantage_processing", None))
     if name == "ppo" and "gae_decay" in estimation:
         out["gae_lambda"] = estimation["gae_decay"]
     return out
+
+
+def _replay_advantages(name: str, estimation: Mapping[str, Any], processing: Any) -> None:
+    """Log what ``estimate_advantage``/``advantage_processing`` mean for ``dqn``/``dpg``.
+
+    DPG's policy loss ``-Q(s, mu(s))`` reads no advantages (in Tensorforce too), so both have
+    no effect there. Tensorforce's value objective with ``estimate_advantage=True`` regresses
+    Q(s, a) onto the (processed) advantage ``return - V_baseline(s)``; our ``dqn`` regresses
+    onto its TD targets and has no separate baseline, so the advantage is not formed.
+    """
+    if not estimation.get("estimate_advantage") and processing is None:
+        return
+    if name == "dpg":
+        log.info(
+            "agent.reward_estimation: estimate_advantage/advantage_processing have no effect "
+            "for the deterministic policy gradient (its loss -Q(s, mu(s)) reads no advantages)"
+        )
+        return
+    log.warning(
+        "agent.reward_estimation: estimate_advantage=%r, advantage_processing=%r are not "
+        "reproduced for objective 'action_value': dqn regresses Q(s, a) onto its (clipped) "
+        "n-step TD targets, not onto the advantage return - V_baseline(s); the baseline "
+        "network and its objective are not used",
+        estimation.get("estimate_advantage"),
+        processing,
+    )
 
 
 def _baseline_args(name: str, baseline: Any, optimizer: Any, objective: Any) -> dict[str, Any]:
@@ -407,6 +435,12 @@ def tensorforce_agent(
         raise ConfigError(message("agent.reward_estimation", estimation, "a dict"))
     name = _choose(objective, optimizer, estimation)
     network, extra = _network(policy, "policy", actions)
+    if name == "dpg" and extra.pop("distributions", None) is not None:
+        log.info(
+            "agent.policy.distributions: dpg's actor is deterministic (tanh-bounded outputs "
+            "plus exploration noise); the DPG objective differentiates Q through the actions' "
+            "deterministic values, so the distributions are not used"
+        )
     if _type(objective) == "plus":
         objective, extra["action_value_loss"] = _plus(objective), True
     if isinstance(objective, Mapping) and name == "ppo":

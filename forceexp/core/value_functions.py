@@ -50,27 +50,33 @@ def masked_values(q: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return q if mask is None else q.masked_fill(~mask, -math.inf)
 
 
+def num_values(spec: TensorSpec) -> int:
+    """Q values per component of an int action (``num_values``) or a bool one (2: False, True)."""
+    return 2 if spec.type == "bool" else int(spec.num_values)
+
+
 class QFunction(nn.Module):
-    """Q values of int actions: a shared body, a linear head per action, optional dueling.
+    """Q values of int and bool actions: a shared body, a linear head per action, optional dueling.
 
     Dueling (Wang et al. 2016): ``Q = V(s) + A(s, a) - mean_a A(s, a)`` per action component.
 
     Args:
         network: Body over the states (``output_size`` features).
-        actions: Action specs; every action must be ``int`` with ``num_values``.
+        actions: Action specs; every action must be ``int`` with ``num_values`` or ``bool``
+            (its Q values are those of False and True, index 0 and 1).
         dueling: Use separate value and advantage streams.
     """
 
     def __init__(self, network: nn.Module, actions: Specs, dueling: bool = False) -> None:
         super().__init__()
         for name, spec in actions.items:
-            if spec.type != "int":
+            if spec.type not in ("int", "bool"):
                 raise ConfigError(
-                    f"actions.{name}: Q-learning needs int actions (num_values); {name!r} is "
-                    f"{spec.type} (use sac, td3 or dpg for float actions)"
+                    f"actions.{name}: Q-learning needs int (num_values) or bool actions; "
+                    f"{name!r} is {spec.type} (use sac, td3 or dpg for float actions)"
                 )
         self.network, self.dueling = network, dueling
-        self.shapes = {name: (*spec.shape, int(spec.num_values)) for name, spec in actions.items}
+        self.shapes = {name: (*spec.shape, num_values(spec)) for name, spec in actions.items}
         width = network.output_size
         self.heads = nn.ModuleDict(
             {name: nn.Linear(width, math.prod(shape)) for name, shape in self.shapes.items()}

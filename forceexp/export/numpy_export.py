@@ -102,6 +102,8 @@ def _heads(agent: Any, policy: DeterministicPolicy, arrays: _Arrays) -> list[dic
             shape = body.shapes[name]
             entry = {"name": name, "kind": "argmax", "shape": list(shape[:-1])}
             entry.update(num_values=shape[-1], **arrays.linear(f"head.{name}", head))
+            if policy.action_specs[name].type == "bool":  # Q values of False and True
+                entry["bool"] = True
             if body.dueling:
                 value = arrays.linear(f"value.{name}", body.values[name])
                 entry.update(value_weight=value["weight"], value_bias=value["bias"])

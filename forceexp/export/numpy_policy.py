@@ -163,7 +163,10 @@ class NumpyPolicy:
         mask: np.ndarray | None,
         batched: bool,
     ) -> np.ndarray:
-        """Greedy values of an int action (categorical logits or Q values, masked)."""
+        """Greedy values of an int action (categorical logits or Q values, masked).
+
+        A bool action's Q values (``head['bool']``) are those of False and True.
+        """
         shape, n = tuple(head["shape"]), head["num_values"]
         values = out.reshape(-1, *shape, n)
         if "value_weight" in head:  # dueling: V + A - mean(A)
@@ -172,4 +175,5 @@ class NumpyPolicy:
         if mask is not None:
             mask = mask if batched else mask[None]
             values = np.where(mask.reshape(values.shape), values, -np.inf)
-        return values.argmax(-1)
+        greedy = values.argmax(-1)
+        return greedy.astype(bool) if head.get("bool") else greedy

@@ -98,6 +98,10 @@ class DeterministicPolicy(nn.Module):
         elif self.kind == "q":
             q = self.body(states)
             actions = {n: masked_values(x, masks.get(n)).argmax(-1) for n, x in q.items()}
+            actions = {  # a bool action's Q values are those of False and True
+                n: a.bool() if self.action_specs[n].type == "bool" else a
+                for n, a in actions.items()
+            }
         else:
             actions = self._actor(states)
         return tuple(actions[n] for n in self.action_names)
