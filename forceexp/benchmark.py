@@ -42,6 +42,7 @@ from forceexp.statistics import (
 ZOO_RETURNS: dict[tuple[str, str], float] = {
     ("ppo", "cartpole"): 500.0,
     ("ppo", "acrobot"): -73.5,
+    ("ppo", "pendulum"): -172.2,
     ("ppo", "lunarlander"): 242.0,
     ("ppo", "lunarlander_continuous"): 271.0,
     ("dqn", "cartpole"): 500.0,
