@@ -520,7 +520,7 @@ def test_lunarlander_configs_compose_and_step(compose_cfg, name):
             "min_value": -1.0,
             "max_value": 1.0,
         }
-        assert type(agent.policy.heads["action"]).__name__ == "BetaHead"
+        assert type(agent.policy.heads["action"]).__name__ == "GaussianHead"
     states = env.reset(seed=0)
     for _ in range(5):
         states, terminal, _ = env.execute(agent.act(states, independent=True))
