@@ -86,12 +86,25 @@ def test_environments_as_actors_on_a_local_instance(local_ray):
         local.close()
 
 
+def _wait_until_dead(actor: object, seconds: float = 30.0) -> None:
+    """Return once Ray reports ``actor`` dead (after ``ray.kill``), at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.__ray_ready__.remote(), timeout=5)
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{actor} still alive {seconds} s after ray.kill")
+
+
 def test_failures_name_the_environment_and_node(local_ray):
     env = Environment.create("CartPole-v1", remote="ray")
     env.reset(seed=0)
     with pytest.raises(RemoteEnvironmentError, match=r"environments\[0\] \(Ray actor on node "):
         env.execute(np.int64(5))  # not an action of CartPole: the environment raises
     ray.kill(env.actor)
+    _wait_until_dead(env.actor)  # ray.kill is asynchronous: a step could still land before it
     with pytest.raises(RemoteEnvironmentError, match=r"environments\[0\].*actor died"):
         env.execute(np.int64(0))
     env.close()
