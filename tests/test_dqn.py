@@ -251,6 +251,25 @@ def test_fast_td_steps_match_autograd(kwargs):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"double_q": True}, {"return_clipping": (-1.0, 1.0)}])
+def test_a_phase_sampled_at_once_takes_the_steps_of_per_step_batches(kwargs):
+    """``_train(n)`` draws the phase's n batches in one call and (fast path) bootstraps them in
+    one target pass: the same steps as n phases of one step each, on both paths."""
+    phased, stepped = _filled_pair(**kwargs)
+    autograd_phased, autograd_stepped = (_filled_pair(**kwargs)[1] for _ in range(2))
+    phased._train(8)
+    autograd_phased._train(8)
+    for _ in range(8):
+        stepped._train(1)
+        autograd_stepped._train(1)
+    for a, b in ((phased, stepped), (autograd_phased, autograd_stepped)):
+        for p, q in zip(a.q.parameters(), b.q.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=0.0, atol=1e-6)
+    for p, q in zip(phased.q.parameters(), autograd_phased.q.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert phased._fast._following is None  # the phase's values are dropped after it
+
+
 def test_fast_path_is_skipped_where_it_does_not_apply():
     env = MaskedChoiceEnvironment
     assert Agent.create("dqn", environment=env, dueling=True)._fast is None

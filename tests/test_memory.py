@@ -169,6 +169,22 @@ def test_same_seed_same_samples():
     assert np.array_equal(first.sample(16).indices, second.sample(16).indices)
 
 
+def test_one_draw_for_a_phase_gives_the_batches_of_one_draw_per_step():
+    """Agents sample a phase's batches at once and split them with ``rows``: same stream."""
+    whole, per_step = scalar_memory(seed=5), scalar_memory(seed=5)
+    fill(whole, 37)
+    fill(per_step, 37)
+    phase = whole.sample(4 * 7)
+    for i in range(4):
+        batch, expected = phase.rows(7 * i, 7 * (i + 1)), per_step.sample(7)
+        np.testing.assert_array_equal(batch.indices, expected.indices)
+        for name in ("states", "next_states", "actions", "masks", "next_masks"):
+            for key, values in getattr(expected, name).items():
+                assert torch.equal(getattr(batch, name)[key], values)
+        for name in ("rewards", "discounts", "weights"):
+            assert torch.equal(getattr(batch, name), getattr(expected, name))
+
+
 # ---------------------------------------------------------------------------- prioritized
 def frequencies(memory, draws=200, batch_size=100):
     counts = np.zeros(len(memory))

@@ -30,7 +30,7 @@ from forceexp.core.memory import ReplaySample
 from forceexp.core.networks import AutoNetwork
 from forceexp.core.parameters import bounded
 from forceexp.core.schedules import Schedule, parse_schedule
-from forceexp.core.targets import frozen_copy, polyak_update
+from forceexp.core.targets import Polyak, frozen_copy
 from forceexp.core.value_functions import QFunction, masked_values
 from forceexp.errors import ConfigError, message
 
@@ -183,6 +183,7 @@ class DQNAgent(OffPolicyAgent):
         #: bool actions: Q values of False and True; the greedy index is the action
         self._bools = {name for name, spec in self.action_specs.items if spec.type == "bool"}
         self.target = frozen_copy(self.q)
+        self._sync_target = Polyak([(self.q, self.target)])
         self._carry_internals(self.q.internal_shapes)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self._lr())
         self._syncs = 0  # target syncs so far (timesteps // target_update_interval)
@@ -276,7 +277,7 @@ class DQNAgent(OffPolicyAgent):
         syncs = self.timesteps // self.target_update_interval
         if syncs > self._syncs:  # counted in timesteps, before training (as SB3 does)
             self._syncs = syncs
-            polyak_update(self.q, self.target, self.tau)
+            self._sync_target(self.tau)
         return super()._observe(slots, rewards, terminals, next_states, next_masks)
 
     def _phase_start(self) -> dict[str, float]:
@@ -325,6 +326,10 @@ class DQNAgent(OffPolicyAgent):
         norm = nn.utils.clip_grad_norm_(self.q.parameters(), max_norm)
         self.optimizer.step()
         return norm
+
+    def _prepare_phase(self, phase: ReplaySample | None) -> None:
+        if self._fast is not None:
+            self._fast.prepare(phase)
 
     def _gradient_step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One TD step on a batch; stats in ``step_metrics`` order and ``|TD error|`` per row."""
@@ -396,6 +401,28 @@ class FastTD:
         self.target = DenseStack([agent.target.network.mlp, target_head])
         self.names = agent.state_specs.names()
         self.action = agent.action_specs.names()[0]
+        self._following: np.ndarray | None = None  # a phase's bootstrap values, in row order
+        self._cursor = 0
+
+    def prepare(self, phase: ReplaySample | None) -> None:
+        """Bootstrap values of a whole phase's sample in one target pass (None: per step).
+
+        The target network only changes between phases (syncs count timesteps), so one pass
+        over all the phase's next states gives exactly the values per-batch passes would
+        (the products are row-independent); double Q picks its arguments with the online
+        network, which changes every step, and stays per step.
+        """
+        self._cursor = 0
+        self._following = None
+        if phase is not None and not self.agent.double_q:
+            self._following = self._bootstrap(
+                self.target.infer(self._flat(phase.next_states).numpy()), phase
+            )
+
+    def _bootstrap(self, q_next: np.ndarray, batch: ReplaySample) -> np.ndarray:
+        """The max over the allowed actions of the target's Q values ``(B, n)`` (not double Q)."""
+        mask = batch.next_masks.get(self.action)
+        return (q_next if mask is None else np.where(mask.numpy(), q_next, -np.inf)).max(1)
 
     def _flat(self, states: Tensors) -> torch.Tensor:
         parts = [states[name].reshape(states[name].shape[0], -1) for name in self.names]
@@ -424,17 +451,20 @@ class FastTD:
     def step(self, batch: ReplaySample) -> tuple[torch.Tensor, torch.Tensor]:
         """One step; returns stats in ``DQNAgent.step_metrics`` order and ``|TD error|``."""
         agent, name = self.agent, self.action
-        next_states = self._flat(batch.next_states)
         q = self.online.forward(self._flat(batch.states)).numpy()
-        q_next = self.target.forward(next_states, keep=False).numpy()
-        mask = batch.next_masks.get(name)
-        mask = None if mask is None else mask.numpy()
-        if agent.double_q:
+        if self._following is not None:  # computed for the phase by prepare()
+            following = self._following[self._cursor : self._cursor + len(q)]
+            self._cursor += len(q)
+        elif agent.double_q:
+            next_states = self._flat(batch.next_states)
+            q_next = self.target.forward(next_states, keep=False).numpy()
             online = self.online.forward(next_states, keep=False).numpy()
-            best = np.where(mask, online, -np.inf) if mask is not None else online
+            mask = batch.next_masks.get(name)
+            best = np.where(mask.numpy(), online, -np.inf) if mask is not None else online
             following = np.take_along_axis(q_next, best.argmax(1)[:, None], 1)[:, 0]
         else:
-            following = (np.where(mask, q_next, -np.inf) if mask is not None else q_next).max(1)
+            q_next = self.target.forward(self._flat(batch.next_states), keep=False).numpy()
+            following = self._bootstrap(q_next, batch)
         rows = np.arange(len(following))
         actions = batch.actions[name].numpy()
         taken = q[rows, actions]

@@ -464,22 +464,44 @@ class OffPolicyAgent(Agent):
     def _train(self, steps: int) -> dict[str, float]:
         """Run ``steps`` gradient steps on sampled batches; return their mean metrics.
 
-        Prioritized memories get each batch's new priorities (absolute TD errors).
+        A uniform memory is sampled once for the whole phase (``steps * batch_size`` draws: the
+        same stream as one draw per step, since the memory does not change during a phase) and
+        ``_prepare_phase`` sees that sample, so an agent can evaluate what stays fixed during
+        the phase (DQN's target network) in one pass. Prioritized memories are sampled per
+        step and get each batch's new priorities (absolute TD errors).
         """
         metrics = self._phase_start()
         sums: torch.Tensor | float = 0.0
-        with denormals_flushed():
-            for _ in range(steps):
-                batch = self.memory.sample(self.batch_size)
-                if self.reward_normalizer is not None:
-                    batch = batch._replace(rewards=self.reward_normalizer(batch.rewards))
-                stats, priorities = self._gradient_step(batch)
-                sums = sums + stats
-                if self._prioritized:
-                    self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
+        size = self.batch_size
+        phase = None
+        if steps > 1 and self.memory.sampling == "uniform":
+            phase = self._normalized(self.memory.sample(steps * size))
+        self._prepare_phase(phase)
+        try:
+            with denormals_flushed():
+                for i in range(steps):
+                    if phase is None:
+                        batch = self._normalized(self.memory.sample(size))
+                    else:
+                        batch = phase.rows(i * size, (i + 1) * size)
+                    stats, priorities = self._gradient_step(batch)
+                    sums = sums + stats
+                    if self._prioritized:
+                        self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
+        finally:
+            self._prepare_phase(None)
         means = (sums / steps).tolist()  # type: ignore[union-attr]  # one host sync per phase
         metrics.update(zip(self.step_metrics, means, strict=True))
         return metrics
+
+    def _normalized(self, batch: ReplaySample) -> ReplaySample:
+        """``batch`` with its rewards through the reward normalizer (if any)."""
+        if self.reward_normalizer is None:
+            return batch
+        return batch._replace(rewards=self.reward_normalizer(batch.rewards))
+
+    def _prepare_phase(self, phase: ReplaySample | None) -> None:
+        """See a phase's whole sample before its steps (None: sampled per step, or it ended)."""
 
     def td_target(self, rewards: Any, discounts: Any, following: Any) -> Any:
         """``rewards + discounts * following``, clipped to ``return_clipping`` (if set).

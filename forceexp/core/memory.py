@@ -39,6 +39,26 @@ class ReplaySample(NamedTuple):
     #: internals following the act (what the network holds on ``next_states``)
     next_internals: dict[str, torch.Tensor] = _NO_INTERNALS
 
+    def rows(self, start: int, stop: int) -> ReplaySample:
+        """Transitions ``start:stop`` of this sample (views): one batch of a phase's sample."""
+
+        def part(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {name: x[start:stop] for name, x in group.items()}
+
+        return ReplaySample(
+            states=part(self.states),
+            masks=part(self.masks),
+            actions=part(self.actions),
+            rewards=self.rewards[start:stop],
+            next_states=part(self.next_states),
+            next_masks=part(self.next_masks),
+            discounts=self.discounts[start:stop],
+            weights=self.weights[start:stop],
+            indices=self.indices[start:stop],
+            internals=part(self.internals),
+            next_internals=part(self.next_internals),
+        )
+
 
 class ReplayMemory:
     """Fixed-capacity replay of transitions from ``parallel`` environments, oldest overwritten.
