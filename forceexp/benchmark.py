@@ -51,6 +51,10 @@ ZOO_RETURNS: dict[tuple[str, str], float] = {
     ("sac", "pendulum"): -157.0,
     ("sac", "lunarlander_continuous"): 260.0,
     ("td3", "pendulum"): -152.0,
+    ("dpg", "pendulum"): -152.1,  # the Zoo's ddpg row (20k steps)
+    ("ddpg", "pendulum"): -152.1,
+    ("a2c", "cartpole"): 500.0,
+    ("trpo", "cartpole"): 500.0,  # sb3-contrib's TRPO row (100k steps)
 }
 
 #: Mean return of uniformly random actions over 100 episodes (measured 2026-11-29 with
