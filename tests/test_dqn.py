@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from forceexp import Agent, Runner
+from forceexp.agents import off_policy
 from forceexp.core.memory import ReplaySample
 from forceexp.environments.testing import IdentityEnvironment, MaskedChoiceEnvironment
 from forceexp.errors import ConfigError
@@ -268,6 +269,21 @@ def test_a_phase_sampled_at_once_takes_the_steps_of_per_step_batches(kwargs):
     for p, q in zip(phased.q.parameters(), autograd_phased.q.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
     assert phased._fast._following is None  # the phase's values are dropped after it
+
+
+def test_a_long_phase_is_drawn_in_bounded_chunks_with_the_same_steps(monkeypatch):
+    """Pretraining's num_updates can be large: phases draw at most PHASE_ROWS rows at once."""
+    chunked, stepped = _filled_pair()
+    monkeypatch.setattr(off_policy, "PHASE_ROWS", 3 * chunked.batch_size)  # chunks of 3 steps
+    drawn = []
+    sample = chunked.memory.sample
+    monkeypatch.setattr(chunked.memory, "sample", lambda n: drawn.append(n) or sample(n))
+    chunked._train(8)
+    for _ in range(8):
+        stepped._train(1)
+    assert drawn == [3 * chunked.batch_size] * 2 + [2 * chunked.batch_size]
+    for p, q in zip(chunked.q.parameters(), stepped.q.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0.0, atol=1e-6)
 
 
 def test_fast_path_is_skipped_where_it_does_not_apply():

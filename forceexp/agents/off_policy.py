@@ -66,6 +66,10 @@ def memory_options(memory: Any) -> dict[str, Any]:
     return options
 
 
+#: most transitions a training phase draws at once (more: drawn in chunks of this many rows)
+PHASE_ROWS = 65_536
+
+
 class OffPolicyAgent(Agent):
     """Base of replay-based agents: transitions, warm-up, training cadence.
 
@@ -464,30 +468,35 @@ class OffPolicyAgent(Agent):
     def _train(self, steps: int) -> dict[str, float]:
         """Run ``steps`` gradient steps on sampled batches; return their mean metrics.
 
-        A uniform memory is sampled once for the whole phase (``steps * batch_size`` draws: the
-        same stream as one draw per step, since the memory does not change during a phase) and
-        ``_prepare_phase`` sees that sample, so an agent can evaluate what stays fixed during
-        the phase (DQN's target network) in one pass. Prioritized memories are sampled per
+        A uniform memory is sampled once for the whole phase (``steps * batch_size`` draws, in
+        chunks of at most ``PHASE_ROWS``: the same stream as one draw per step, since the memory
+        does not change during a phase) and ``_prepare_phase`` sees each chunk's sample, so an
+        agent can evaluate what stays fixed during the phase (DQN's target network) in one
+        pass. Prioritized memories are sampled per
         step and get each batch's new priorities (absolute TD errors).
         """
         metrics = self._phase_start()
         sums: torch.Tensor | float = 0.0
         size = self.batch_size
-        phase = None
-        if steps > 1 and self.memory.sampling == "uniform":
-            phase = self._normalized(self.memory.sample(steps * size))
-        self._prepare_phase(phase)
+        whole = steps > 1 and self.memory.sampling == "uniform"
+        # long phases (pretraining's num_updates, gradient_steps=-1) are drawn in chunks of at
+        # most PHASE_ROWS rows: the same stream, bounded memory
+        chunk = max(1, PHASE_ROWS // size) if whole else 1
         try:
             with denormals_flushed():
-                for i in range(steps):
-                    if phase is None:
-                        batch = self._normalized(self.memory.sample(size))
-                    else:
-                        batch = phase.rows(i * size, (i + 1) * size)
-                    stats, priorities = self._gradient_step(batch)
-                    sums = sums + stats
-                    if self._prioritized:
-                        self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
+                for first in range(0, steps, chunk):
+                    count = min(chunk, steps - first)
+                    phase = self._normalized(self.memory.sample(count * size)) if whole else None
+                    self._prepare_phase(phase)
+                    for i in range(count):
+                        if phase is None:
+                            batch = self._normalized(self.memory.sample(size))
+                        else:
+                            batch = phase.rows(i * size, (i + 1) * size)
+                        stats, priorities = self._gradient_step(batch)
+                        sums = sums + stats
+                        if self._prioritized:
+                            self.memory.update_priorities(batch.indices, priorities.cpu().numpy())
         finally:
             self._prepare_phase(None)
         means = (sums / steps).tolist()  # type: ignore[union-attr]  # one host sync per phase
