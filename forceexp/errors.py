@@ -72,6 +72,17 @@ def check_int(path: str, value: Any, minimum: int | None = None, optional: bool 
         raise ConfigError(message(path, value, expected + (" or None" if optional else "")))
 
 
+def check_number(path: str, value: Any, low: float, high: float) -> None:
+    """Raise ConfigError unless ``value`` is a number (not a bool) in ``[low, high]``.
+
+    Raises:
+        ConfigError: ``path: <value> is invalid; expected a number in [<low>, <high>]``.
+    """
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not low <= value <= high:
+        raise ConfigError(message(path, value, f"a number in [{low}, {high}]"))
+
+
 def check_bounds(path: str, bounds: Any) -> tuple[float, float] | None:
     """``bounds`` as a ``(lower, upper)`` float tuple, or None (off).
 

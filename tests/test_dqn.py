@@ -150,6 +150,12 @@ def test_memory_options_and_their_errors():
         ({"batch_size": 0}, r"agent.batch_size: 0 is invalid"),
         ({"target_update_interval": 0}, r"agent.target_update_interval: 0 is invalid"),
         ({"discount": 2}, r"agent.discount: 2 is invalid"),
+        ({"train_freq": 0}, r"agent.train_freq: 0 is invalid; expected an int >= 1"),
+        ({"train_freq": [0, "episode"]}, r"agent.train_freq\[0\]: 0 is invalid"),
+        (
+            {"train_freq": [1, "hour"]},
+            r"agent.train_freq: \[1, 'hour'\] is invalid; expected an int or \[n, 'step' \| 'episode'\]",
+        ),
     ],
 )
 def test_bad_arguments_are_named(kwargs, pattern):
@@ -304,6 +310,39 @@ def _drive(agent, env, states, steps):
         if terminal:
             states = env.reset()
     return states, actions
+
+
+@pytest.mark.parametrize("num_parallel", [1, 2])
+def test_train_freq_in_episodes_trains_once_per_n_ended_episodes(num_parallel):
+    """SB3's ``train_freq=(2, "episode")`` with ``gradient_steps=-1``: a phase after every
+    second ended episode (summed over slots), as many gradient steps as timesteps since the last."""
+    agent = Agent.create(
+        agent={**FAST, "agent": "dqn", "learning_starts": 0, "batch_size": 4},
+        environment=IdentityEnvironment,  # 8-step episodes
+        parallel_interactions=num_parallel,
+        train_freq=[2, "episode"],
+        gradient_steps=-1,
+    )
+    phases: list[tuple[int, int]] = []
+    train = agent._train
+    agent._train = lambda steps: phases.append((agent.timesteps, steps)) or train(steps)
+    envs = [IdentityEnvironment(seed=i) for i in range(num_parallel)]
+    states = np.stack([env.reset() for env in envs])
+    for _ in range(32):
+        actions = agent.act(states=states, parallel=list(range(num_parallel)))
+        steps = [env.execute(actions=int(a)) for env, a in zip(envs, actions, strict=True)]
+        states = np.stack([s for s, _, _ in steps])
+        terminals = [t for _, t, _ in steps]
+        for i, env in enumerate(envs):
+            if terminals[i]:
+                states[i] = env.reset()
+        agent.observe(
+            reward=[r for _, _, r in steps], terminal=terminals, parallel=list(range(num_parallel))
+        )
+    per_phase = 16  # two 8-step episodes: one slot runs both, or two slots one each
+    expected = [(t, per_phase) for t in range(per_phase, 32 * num_parallel + 1, per_phase)]
+    assert phases == expected
+    assert agent.updates == len(expected)
 
 
 def test_checkpoint_with_memory_resumes_exactly(tmp_path):

@@ -21,13 +21,14 @@ from torch import nn
 from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous_fast import FastCritics, fast_unsupported
-from forceexp.agents.off_policy import OffPolicyAgent, check_number
+from forceexp.agents.off_policy import OffPolicyAgent
 from forceexp.config import build_network
 from forceexp.core.memory import ReplaySample
 from forceexp.core.noise import make_noise
 from forceexp.core.schedules import Schedule, parse_schedule
 from forceexp.core.targets import Polyak, frozen_copy
 from forceexp.core.value_functions import ActionScaling, Critic, critic_specs, internal_shapes
+from forceexp.errors import check_number
 from forceexp.specs import Specs, parse_specs
 
 #: Default actor and critic bodies (SB3's ``net_arch=[256, 256]``, ReLU, PyTorch's default init).

@@ -13,6 +13,7 @@ The update, per sampled batch (Lillicrap et al. 2016), with unit-scaled actions 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,8 @@ class DDPGAgent(ContinuousAgent):
         batch_size: Transitions per gradient step.
         learning_rate: Adam step size of actor and critic (a number or a schedule spec).
         learning_starts: Timesteps of uniformly random actions before training.
-        train_freq: Timesteps between training phases.
+        train_freq: Timesteps between training phases, or ``[n, 'episode']`` (every ``n``
+            ended episodes, SB3's ``train_freq=(n, "episode")``).
         gradient_steps: Gradient steps per phase (-1: as many as timesteps collected).
         discount: Discount factor gamma.
         n_step: Steps per TD target.
@@ -90,7 +92,7 @@ class DDPGAgent(ContinuousAgent):
         batch_size: int = 256,
         learning_rate: Any = 1e-3,
         learning_starts: int = 100,
-        train_freq: int = 1,
+        train_freq: int | Sequence[Any] = 1,
         gradient_steps: int = 1,
         discount: float = 0.99,
         n_step: int = 1,

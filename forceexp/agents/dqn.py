@@ -14,6 +14,7 @@ Polyak averaging).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from torch import nn
 
 from forceexp import tags
 from forceexp.agents.agent import Tensors
-from forceexp.agents.off_policy import OffPolicyAgent, check_int, check_number
+from forceexp.agents.off_policy import OffPolicyAgent
 from forceexp.config import build_network
 from forceexp.core.dense import DenseStack, FastOptimizer, parse_dense
 from forceexp.core.exploration import epsilon_greedy, uniform_actions
@@ -32,7 +33,7 @@ from forceexp.core.parameters import bounded
 from forceexp.core.schedules import Schedule, parse_schedule
 from forceexp.core.targets import Polyak, frozen_copy
 from forceexp.core.value_functions import QFunction, masked_values
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, check_int, check_number, message
 
 LOSSES = ("huber", "mse")
 #: SB3's DQN network: ``net_arch=[64, 64]``, ReLU, PyTorch's default init.
@@ -56,7 +57,8 @@ class DQNAgent(OffPolicyAgent):
         batch_size: Transitions per gradient step.
         learning_rate: Adam step size (a number or a schedule spec, see ``docs/schedules.md``).
         learning_starts: Timesteps of random actions before training.
-        train_freq: Timesteps between training phases.
+        train_freq: Timesteps between training phases, or ``[n, 'episode']`` (every ``n``
+            ended episodes, SB3's ``train_freq=(n, "episode")``).
         gradient_steps: Gradient steps per phase (-1: as many as timesteps collected).
         discount: Discount factor gamma.
         n_step: Steps per TD target.
@@ -107,7 +109,7 @@ class DQNAgent(OffPolicyAgent):
         batch_size: int = 32,
         learning_rate: Any = 1e-4,
         learning_starts: int = 100,
-        train_freq: int = 4,
+        train_freq: int | Sequence[Any] = 4,
         gradient_steps: int = 1,
         discount: float = 0.99,
         n_step: int = 1,

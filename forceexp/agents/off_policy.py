@@ -2,15 +2,15 @@
 
 Acting stores each slot's states, masks and actions; observing turns them into transitions in
 a ``ReplayMemory`` (with the next states the runner passes, or, without them, the states of the
-slot's next act); every ``train_freq`` timesteps past ``learning_starts`` the subclass's
-``_train(steps)`` runs gradient steps on sampled batches. Before ``learning_starts`` actions
-are uniformly random (mask-aware), as in Stable-Baselines3. Subclasses hold only their networks,
-their action selection and their loss.
+slot's next act); every ``train_freq`` timesteps (or ended episodes) past ``learning_starts``
+the subclass's ``_train(steps)`` runs gradient steps on sampled batches. Before
+``learning_starts`` actions are uniformly random (mask-aware), as in Stable-Baselines3.
+Subclasses hold only their networks, their action selection and their loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -26,23 +26,24 @@ from forceexp.core.exploration import uniform_actions
 from forceexp.core.memory import ReplayMemory, ReplaySample
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.regularizers import check_regularizers, l2_penalty, perturbed, weight_matrices
-from forceexp.errors import ConfigError, check_bounds, message
+from forceexp.errors import ConfigError, check_bounds, check_int, check_number, message
 from forceexp.observers.recorder import Trace
 
 #: Tensorforce memory ``type`` names and the sampling they mean.
 MEMORY_TYPES = {"replay": "uniform", "recent": "recent", "prioritized": "prioritized"}
 
 
-def check_number(path: str, value: Any, low: float, high: float) -> None:
-    """Raise ``ConfigError`` unless ``value`` is a number in ``[low, high]``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(message(path, value, f"a number in [{low}, {high}]"))
-
-
-def check_int(path: str, value: Any, minimum: int) -> None:
-    """Raise ``ConfigError`` unless ``value`` is an int >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(message(path, value, f"an int >= {minimum}"))
+def parse_train_freq(train_freq: Any) -> tuple[int, str]:
+    """``(n, unit)`` from ``train_freq``: an int (timesteps) or ``[n, 'step' | 'episode']``."""
+    if isinstance(train_freq, Sequence) and not isinstance(train_freq, str):
+        if len(train_freq) == 2 and train_freq[1] in ("step", "episode"):
+            check_int("agent.train_freq[0]", train_freq[0], 1)
+            return int(train_freq[0]), str(train_freq[1])
+        raise ConfigError(
+            message("agent.train_freq", train_freq, "an int or [n, 'step' | 'episode']")
+        )
+    check_int("agent.train_freq", train_freq, 1)
+    return int(train_freq), "step"
 
 
 def memory_options(memory: Any) -> dict[str, Any]:
@@ -83,7 +84,9 @@ class OffPolicyAgent(Agent):
             ``type='replay'`` is accepted).
         batch_size: Transitions per gradient step.
         learning_starts: Timesteps of uniformly random actions before training starts.
-        train_freq: Timesteps (summed over slots) between training phases.
+        train_freq: Timesteps (summed over slots) between training phases, or
+            ``[n, 'step' | 'episode']`` (SB3's ``TrainFreq``): with ``'episode'`` a phase runs
+            once ``n`` episodes have ended (summed over slots).
         gradient_steps: Gradient steps per training phase; -1: as many as timesteps since the
             last phase.
         discount: Discount factor gamma.
@@ -122,7 +125,7 @@ class OffPolicyAgent(Agent):
         memory: Any,
         batch_size: int,
         learning_starts: int,
-        train_freq: int,
+        train_freq: int | Sequence[Any],
         gradient_steps: int,
         discount: float,
         n_step: int,
@@ -144,7 +147,6 @@ class OffPolicyAgent(Agent):
         check_int("agent.batch_size", batch_size, 1)
         check_regularizers(l2_regularization, variable_noise)
         check_int("agent.learning_starts", learning_starts, 0)
-        check_int("agent.train_freq", train_freq, 1)
         check_int("agent.n_step", n_step, 1)
         if gradient_steps != -1:
             check_int("agent.gradient_steps", gradient_steps, 1)
@@ -164,7 +166,8 @@ class OffPolicyAgent(Agent):
             reward_processing=reward_processing,
         )
         self.batch_size, self.learning_starts = batch_size, learning_starts
-        self.train_freq, self.gradient_steps = train_freq, gradient_steps
+        self.train_freq, self.train_unit = parse_train_freq(train_freq)
+        self.gradient_steps = gradient_steps
         self.discount, self.n_step = discount, n_step
         self.l2_regularization, self.variable_noise = l2_regularization, variable_noise
         self.return_clipping = check_bounds("agent.return_clipping", return_clipping)
@@ -190,7 +193,8 @@ class OffPolicyAgent(Agent):
         self._last = self._slot_arrays()
         self._waiting = np.zeros(parallel_interactions, dtype=bool)  # observed, next state unknown
         self._waiting_reward = np.zeros(parallel_interactions, dtype=np.float32)
-        self._since_train = 0
+        self._since_train = 0  # timesteps since the last phase (summed over slots)
+        self._episodes_since_train = 0
         self._replayed: set[Any] = set()  # trace files already in the memory (pretraining)
 
     def _slot_arrays(
@@ -374,6 +378,7 @@ class OffPolicyAgent(Agent):
             self._store_without_next(slots, rewards, terminals)
         if terminals.any():
             self._episodes_ended(slots[terminals > 0])
+            self._episodes_since_train += int(np.count_nonzero(terminals))
         self._since_train += len(slots)
         return self._maybe_train()
 
@@ -458,9 +463,11 @@ class OffPolicyAgent(Agent):
     # ------------------------------------------------------------------ training
     def _maybe_train(self) -> dict[str, float] | None:
         """Run a training phase when one is due; return its metrics."""
-        if self._since_train < self.train_freq:
+        done = self._episodes_since_train if self.train_unit == "episode" else self._since_train
+        if done < self.train_freq:
             return None
         collected, self._since_train = self._since_train, 0  # a collection phase ends here
+        self._episodes_since_train = 0
         if self.timesteps < self.learning_starts or len(self.memory) < self.batch_size:
             return None
         return self._train(self.gradient_steps if self.gradient_steps > 0 else collected)
@@ -602,6 +609,7 @@ class OffPolicyAgent(Agent):
             **super().state_dict(),
             "generator": self._generator.get_state(),
             "since_train": torch.tensor(self._since_train),
+            "episodes_since_train": torch.tensor(self._episodes_since_train),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -611,6 +619,8 @@ class OffPolicyAgent(Agent):
             self._generator.set_state(state["generator"])
         if "since_train" in state:
             self._since_train = int(state["since_train"])
+        if "episodes_since_train" in state:
+            self._episodes_since_train = int(state["episodes_since_train"])
 
     def memory_state_dict(self) -> dict[str, Any]:
         """The replay memory's content and position (for full checkpoints with ``memory=True``)."""

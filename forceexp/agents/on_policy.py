@@ -25,20 +25,13 @@ from forceexp.core.policy import ActorCritic
 from forceexp.core.regularizers import check_regularizers, perturbed
 from forceexp.core.schedules import Schedule, ScheduleName, named_schedule, parse_schedule
 from forceexp.core.sde import ResampleSchedule, head_options
-from forceexp.errors import ConfigError, check_bounds, message
-
-
-def check_range(name: str, value: Any, low: float, high: float) -> None:
-    """Raise ``ConfigError`` unless ``agent.<name>`` is a number in ``[low, high]``."""
-    if not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(message(f"agent.{name}", value, f"a number in [{low}, {high}]"))
+from forceexp.errors import ConfigError, check_bounds, check_int, check_number, message
 
 
 def check_sizes(**sizes: Any) -> None:
     """Raise ``ConfigError`` unless every ``agent.<name>`` given is an int >= 1."""
     for key, value in sizes.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ConfigError(message(f"agent.{key}", value, "an int >= 1"))
+        check_int(f"agent.{key}", value, 1)
 
 
 def check_flag(name: str, value: Any) -> bool:
@@ -56,7 +49,7 @@ def bounded_schedule(
     A random process (``ornstein_uhlenbeck``, ``random``) is clipped to the range instead.
     """
     if isinstance(spec, int | float):
-        check_range(name, spec, low, high)
+        check_number(f"agent.{name}", spec, low, high)
     schedule = named_schedule(spec, kind, f"agent.{name}", horizon)
     expected = f"a schedule with values in [{low}, {high}]"
     return bounded(schedule, spec, f"agent.{name}", low, high, expected)
@@ -228,8 +221,8 @@ class OnPolicyAgent(Agent):
             numpy_acting: Act with ``NumpyActor`` (the caller checked the policy is a plain
                 MLP on the CPU, ``forceexp.core.fused.unsupported_reason``).
         """
-        check_range("discount", discount, 0.0, 1.0)
-        check_range("gae_lambda", gae_lambda, 0.0, 1.0)
+        check_number("agent.discount", discount, 0.0, 1.0)
+        check_number("agent.gae_lambda", gae_lambda, 0.0, 1.0)
         self.rollout_length, self.discount, self.gae_lambda = rollout_length, discount, gae_lambda
         parallel = self.parallel_interactions
         self._actor = NumpyActor(self.policy) if numpy_acting else None

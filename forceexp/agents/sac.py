@@ -18,6 +18,7 @@ deterministic acting takes ``tanh`` of the mean.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,10 @@ from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
 from forceexp.agents.continuous_fast import FastCritics
-from forceexp.agents.off_policy import check_int
 from forceexp.core.dense import DenseStack, FastOptimizer
 from forceexp.core.memory import ReplaySample
 from forceexp.core.value_functions import LOG_STD_MAX, LOG_STD_MIN, GaussianActor
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, check_int, message
 
 
 class SACAgent(ContinuousAgent):
@@ -52,7 +52,8 @@ class SACAgent(ContinuousAgent):
         batch_size: Transitions per gradient step.
         learning_rate: Adam step size of actor, critics and temperature (number or schedule).
         learning_starts: Timesteps of uniformly random actions before training.
-        train_freq: Timesteps between training phases.
+        train_freq: Timesteps between training phases, or ``[n, 'episode']`` (every ``n``
+            ended episodes, SB3's ``train_freq=(n, "episode")``).
         gradient_steps: Gradient steps per phase (-1: as many as timesteps collected).
         discount: Discount factor gamma.
         n_step: Steps per TD target.
@@ -111,7 +112,7 @@ class SACAgent(ContinuousAgent):
         batch_size: int = 256,
         learning_rate: Any = 3e-4,
         learning_starts: int = 100,
-        train_freq: int = 1,
+        train_freq: int | Sequence[Any] = 1,
         gradient_steps: int = 1,
         discount: float = 0.99,
         n_step: int = 1,

@@ -17,6 +17,7 @@ The update, per sampled batch (Fujimoto et al. 2018), with unit-scaled actions `
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,9 +27,9 @@ from forceexp import tags
 from forceexp.agents.agent import Tensors
 from forceexp.agents.continuous import DEFAULT_NETWORK, ContinuousAgent
 from forceexp.agents.continuous_fast import DeterministicStacks, FastCritics
-from forceexp.agents.off_policy import check_int, check_number
 from forceexp.core.memory import ReplaySample
 from forceexp.core.value_functions import DeterministicActor
+from forceexp.errors import check_int, check_number
 
 
 class TD3Agent(ContinuousAgent):
@@ -49,7 +50,8 @@ class TD3Agent(ContinuousAgent):
         batch_size: Transitions per gradient step.
         learning_rate: Adam step size of actor and critic (a number or a schedule spec).
         learning_starts: Timesteps of uniformly random actions before training.
-        train_freq: Timesteps between training phases.
+        train_freq: Timesteps between training phases, or ``[n, 'episode']`` (every ``n``
+            ended episodes, SB3's ``train_freq=(n, "episode")``).
         gradient_steps: Gradient steps per phase (-1: as many as timesteps collected).
         discount: Discount factor gamma.
         n_step: Steps per TD target.
@@ -99,7 +101,7 @@ class TD3Agent(ContinuousAgent):
         batch_size: int = 256,
         learning_rate: Any = 1e-3,
         learning_starts: int = 100,
-        train_freq: int = 1,
+        train_freq: int | Sequence[Any] = 1,
         gradient_steps: int = 1,
         discount: float = 0.99,
         n_step: int = 1,

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from forceexp import tags
-from forceexp.agents.on_policy import OnPolicyAgent, check_flag, check_range, check_sizes
+from forceexp.agents.on_policy import OnPolicyAgent, check_flag, check_sizes
 from forceexp.agents.ppo_update import explained_variance, fresh, process_targets
 from forceexp.agents.pretraining import Objective, ppo_objective
 from forceexp.core.buffers import Batch, Sequences
@@ -48,7 +48,7 @@ from forceexp.core.natural_gradient import (
 from forceexp.core.normalization import reward_normalizer
 from forceexp.core.regularizers import l2_penalty, weight_matrices
 from forceexp.core.schedules import Schedule
-from forceexp.errors import ConfigError, message
+from forceexp.errors import ConfigError, check_number, message
 from forceexp.observers.recorder import Trace
 
 
@@ -163,11 +163,13 @@ class TRPOAgent(OnPolicyAgent):
             value_epochs=value_epochs,
             minibatch_size=minibatch_size,
         )
-        check_range("max_kl", max_kl, 1e-8, 10.0)
-        check_range("cg_damping", cg_damping, 0.0, 1e3)
-        check_range("line_search_shrinking_factor", line_search_shrinking_factor, 1e-3, 0.999)
-        check_range("value_learning_rate", value_learning_rate, 0.0, 1.0)
-        check_range("entropy_coef", entropy_coef, 0.0, math.inf)
+        check_number("agent.max_kl", max_kl, 1e-8, 10.0)
+        check_number("agent.cg_damping", cg_damping, 0.0, 1e3)
+        check_number(
+            "agent.line_search_shrinking_factor", line_search_shrinking_factor, 1e-3, 0.999
+        )
+        check_number("agent.value_learning_rate", value_learning_rate, 0.0, 1.0)
+        check_number("agent.entropy_coef", entropy_coef, 0.0, math.inf)
         if baseline is None:
             raise ConfigError(
                 message("agent.baseline", None, "a value network spec such as 'auto'")
