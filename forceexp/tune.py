@@ -12,6 +12,10 @@ study stays in memory and any Optuna >= 2.10 works. Optuna's own API is used, no
 Optuna sweeper: that plugin pins ``optuna<3`` and cannot prune, and Optuna 2.10's SQLite
 storage fails with SQLAlchemy 2 (which MLflow needs). The ``tune`` extra installs a current
 Optuna (5.x), which replaces the sweeper's 2.10: install one of ``tune`` and ``sweep``.
+``tune.seeds`` trains every trial on several seeds, one after the other (in
+``trial_<n>/seed_<s>``): its value is the mean over seeds, and its evaluations are reported
+seed after seed (indices continue), so the pruner compares trials on the same seed at the same
+point. One seed can crown a lucky configuration (docs/benchmarks.md, Acrobot).
 ``tune.json`` summarises the study: best value and parameters, trials completed and pruned,
 and the environment steps all trials used.
 """
@@ -29,7 +33,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from forceexp.errors import ConfigError, check_int, message
+from forceexp.errors import ConfigError, check_int, is_int, message
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,12 @@ def check_options(options: dict[str, Any], frequency: Any) -> None:
     """
     check_int("tune.n_trials", options.get("n_trials"), 1)
     check_int("tune.n_jobs", options.get("n_jobs", 1), 1)
+    seeds = options.get("seeds")
+    if seeds is not None and (
+        not isinstance(seeds, list) or not seeds or not all(is_int(x) for x in seeds)
+    ):
+        expected = "null (the config's seed) or a list of ints"
+        raise ConfigError(message("tune.seeds", seeds, expected))
     if options.get("direction", "maximize") not in ("maximize", "minimize"):
         raise ConfigError(message("tune.direction", options["direction"], "maximize | minimize"))
     if options.get("sampler", "tpe") not in SAMPLERS:
@@ -89,21 +99,30 @@ def _objective(base: dict[str, Any], trial: Any) -> float:
     options = base["tune"]
     for key, spec in options["params"].items():
         OmegaConf.update(cfg, key, suggest(trial, key, spec), merge=False)
-    cfg.paths.output_dir = str(Path(base["paths"]["output_dir"]) / f"trial_{trial.number}")
-    pruned = []
+    folder = Path(base["paths"]["output_dir"]) / f"trial_{trial.number}"
+    seeds = options.get("seeds")
+    pruned: list[int] = []
+    reported = 0  # evaluations reported by earlier seeds: indices continue across seeds
+    timesteps, values = 0, []
+    for seed in seeds or [cfg.seed]:
+        cfg.seed = seed
+        cfg.paths.output_dir = str(folder / f"seed_{seed}" if seeds else folder)
 
-    def report(index: int, timesteps: int, mean: float) -> bool:
-        trial.report(mean, index)
-        if trial.should_prune():
-            pruned.append(timesteps)
-            return False
-        return True
+        def report(index: int, steps: int, mean: float, offset: int = reported) -> bool:
+            trial.report(mean, offset + index)
+            if trial.should_prune():
+                pruned.append(steps)
+                return False
+            return True
 
-    results = train(cfg, on_evaluation=report)
-    trial.set_user_attr("timesteps", int(results["timesteps"]))
-    if pruned:
-        raise optuna.exceptions.TrialPruned(f"pruned at {pruned[0]} timesteps")
-    return float(results[cfg.optimized_metric])
+        results = train(cfg, on_evaluation=report)
+        reported += len(results.get("evaluations", []))
+        timesteps += int(results["timesteps"])
+        trial.set_user_attr("timesteps", timesteps)
+        if pruned:
+            raise optuna.exceptions.TrialPruned(f"pruned at {pruned[0]} timesteps (seed {seed})")
+        values.append(float(results[cfg.optimized_metric]))
+    return sum(values) / len(values)
 
 
 def journal(path: Path) -> Any:

@@ -64,6 +64,17 @@ def test_a_study_prunes_trials_that_fall_behind(compose_cfg, tmp_path):
     assert (tmp_path / "trial_0" / "results.json").is_file()
 
 
+def test_trials_on_several_seeds_report_their_mean(compose_cfg, tmp_path):
+    summary = tune(_cfg(compose_cfg, "tune.n_trials=2", "tune.seeds=[3,4]", "tune.pruner=null"))
+    for trial in summary["trials"]:
+        runs = [tmp_path / f"trial_{trial['number']}" / f"seed_{s}" for s in (3, 4)]
+        results = [json.loads((run / "results.json").read_text()) for run in runs]
+        assert trial["value"] == pytest.approx(sum(r["eval_return_mean"] for r in results) / 2)
+        assert trial["timesteps"] == sum(r["timesteps"] for r in results)
+    with pytest.raises(ConfigError, match=r"tune.seeds: \[\] is invalid; expected null"):
+        check_options({"n_trials": 1, "seeds": [], "params": PARAMS}, 10)
+
+
 @pytest.mark.slow
 def test_parallel_trials_share_a_journal(compose_cfg, tmp_path):
     optuna = pytest.importorskip("optuna")
