@@ -479,8 +479,8 @@ class OffPolicyAgent(Agent):
         chunks of at most ``PHASE_ROWS``: the same stream as one draw per step, since the memory
         does not change during a phase) and ``_prepare_phase`` sees each chunk's sample, so an
         agent can evaluate what stays fixed during the phase (DQN's target network) in one
-        pass. Prioritized memories are sampled per
-        step and get each batch's new priorities (absolute TD errors).
+        pass. Prioritized memories are sampled per step and get each batch's new priorities
+        (absolute TD errors).
         """
         metrics = self._phase_start()
         sums: torch.Tensor | float = 0.0
