@@ -9,6 +9,9 @@ normalized from a random policy's return (0) to the Zoo's (1): IQM with CI, prob
 improvement between agents, and a performance profile) and one learning-curve PNG per
 environment (training return, rolling mean of 100 episodes, mean and range over seeds).
 ``--collect DIR`` rebuilds the reports from a finished sweep folder without running anything.
+``--resume --out DIR`` runs the same grid again into DIR: finished runs stand, runs that were
+interrupted (a killed session, a preempted machine) continue from their newest checkpoint, and
+each ``results.json`` covers its whole run (``forceexp.resume``).
 """
 
 from __future__ import annotations
@@ -342,8 +345,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="parallel runs (joblib launcher)")
     parser.add_argument("--out", default=None, help="default outputs/benchmark/<date_time>")
     parser.add_argument("--collect", default=None, help="only report on this sweep folder")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="rerun the grid into --out: finished runs stand, interrupted ones continue from "
+        "their newest checkpoint (jobs checkpoint every --checkpoint-every timesteps)",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50_000,
+        help="with --resume: timesteps between checkpoints (with the replay memory), unless "
+        "the overrides configure a saver themselves",
+    )
     parser.add_argument("overrides", nargs="*", help="train.py overrides (after --)")
     return parser.parse_args(argv)
+
+
+def resumable(args: argparse.Namespace) -> list[str]:
+    """The overrides that make every job continue where an earlier sweep left it.
+
+    ``+resume=auto`` (``forceexp.resume``) and, unless the overrides name a saver, full
+    checkpoints every ``--checkpoint-every`` timesteps with the replay memory, the newest kept.
+
+    Raises:
+        ConfigError: no ``--out`` (the folder to continue) or a bad ``--checkpoint-every``.
+    """
+    if args.out is None:
+        raise ConfigError("benchmark --resume: give --out, the folder of the sweep to continue")
+    if args.checkpoint_every < 1:
+        given = args.checkpoint_every
+        raise ConfigError(message("benchmark --checkpoint-every", given, "an int >= 1"))
+    overrides = [*args.overrides, "+resume=auto"]
+    if not any(o.lstrip("+~").startswith("saver") for o in args.overrides):
+        overrides += [
+            "saver=checkpoint",
+            "saver.unit=timesteps",
+            f"saver.frequency={args.checkpoint_every}",
+            "saver.memory=true",
+            "saver.max_checkpoints=1",
+        ]
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
             stamp = time.strftime("%Y-%m-%d_%H-%M-%S", time.gmtime())
             directory = Path(args.out or Path("outputs") / "benchmark" / stamp).resolve()
             seeds = parse_seeds(args.seeds)
-            cmd = sweep_command(args.envs, args.agents, seeds, directory, args.jobs, args.overrides)
+            overrides = resumable(args) if args.resume else args.overrides
+            cmd = sweep_command(args.envs, args.agents, seeds, directory, args.jobs, overrides)
             command = " ".join(["python -m forceexp.benchmark", *(argv or sys.argv[1:])])
             print("running:", " ".join(cmd[1:]), flush=True)
             done = subprocess.run(cmd, check=False)

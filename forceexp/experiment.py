@@ -29,6 +29,7 @@ from forceexp.execution.milestones import (
 )
 from forceexp.execution.runner import Runner
 from forceexp.observers.run_info import RunInfo, key_of
+from forceexp.resume import Segment, resume_source
 
 log = logging.getLogger(__name__)
 RUN_KEYS = tuple(p for p in inspect.signature(Runner.run).parameters if p != "self")
@@ -124,14 +125,13 @@ def network_spec(cfg: DictConfig) -> Any:
     return spec
 
 
-def resume_agent(cfg: DictConfig, environment: Any, run: RunInfo | None = None) -> Agent:
-    """Load the latest checkpoint of ``cfg.resume`` (a run dir or its checkpoints dir).
+def resume_agent(
+    cfg: DictConfig, environment: Any, directory: Path, run: RunInfo | None = None
+) -> Agent:
+    """Load the latest checkpoint in ``directory`` (see ``forceexp.resume``).
 
     The observers configured now (saver, summarizer, recorder) replace the saved ones.
     """
-    from forceexp.agents.persistence import resume_directory
-
-    directory = resume_directory(cfg.resume)
     log.info("Resuming agent from <%s>", directory)
     return Agent.load(
         directory,
@@ -278,16 +278,20 @@ def _train(
 
     seed_everything(cfg.seed)
     output_dir = Path(cfg.paths.output_dir)
+    source, finished = resume_source(cfg, output_dir, run)
+    if finished is not None:
+        return finished
     log.info("Building environment <%s>", cfg.env.get("environment", cfg.env._target_))
     env_factory = build(cfg.env)
     runner_kwargs, run_kwargs = split_runner(cfg.runner)
     probe = create(env_factory, max_episode_timesteps=runner_kwargs.get("max_episode_timesteps"))
-    if cfg.get("resume"):
-        agent = resume_agent(cfg, probe, run)
+    if source is not None:
+        agent = resume_agent(cfg, probe, source, run)
         if run_kwargs.get("num_timesteps") is not None:
-            run_kwargs["num_timesteps"] = max(1, run_kwargs["num_timesteps"] - agent.timesteps)
+            run_kwargs["num_timesteps"] -= agent.timesteps  # <= 0: trained already
     else:
         agent = build_agent(cfg, probe, parallel_slots(runner_kwargs), run)
+    segment = Segment(run, agent, source)
     boards = [o.log_dir for o in agent.observers if isinstance(o, Summarizer)]
     solve = _solve_watch(cfg, probe)
     periodic = _periodic_evaluation(cfg, on_evaluation)
@@ -300,8 +304,10 @@ def _train(
     tracker.watch(agent)
     log.info("Building runner <%s>", runner_kwargs["_target_"])
     runner: Runner = build(runner_kwargs)(agent=agent, environment=env_factory)
+    segment.watch(runner, solve, periodic)
     try:
-        wall, reason = run_training(runner, run_kwargs, solve, periodic)
+        wall, reason = run_training(runner, run_kwargs, solve, periodic, segment.prior.timesteps)
+        whole = segment.state()  # the whole run's counts, earlier segments included
         if periodic is not None and periodic.finish(runner):
             log.info("Restored the best-evaluated weights (%d timesteps)", periodic.best[0])
         recorded = record_evaluation(cfg, runner, env_factory, periodic) if video else None
@@ -314,19 +320,20 @@ def _train(
         "eval_return_mean": evaluation["return_mean"],
         "eval_return_std": evaluation["return_std"],
         "eval_episodes": int(cfg.eval_episodes),
-        "timesteps": runner.timesteps,
-        "episodes": runner.episodes,
-        "updates": runner.updates,
-        "wall_seconds": wall,
-        "steps_per_second": runner.timesteps / wall if wall > 0 else 0.0,
+        "timesteps": whole.timesteps,
+        "episodes": whole.episodes,
+        "updates": segment.updates + runner.updates,
+        "wall_seconds": whole.wall_seconds,
+        "steps_per_second": runner.timesteps / wall if wall > 0 else 0.0,  # this segment's
         "train_return_last100": (
-            sum(runner.episode_returns[-100:]) / max(1, len(runner.episode_returns[-100:]))
+            sum(whole.episode_returns[-100:]) / max(1, len(whole.episode_returns[-100:]))
         ),
-        "train_curve": training_curve(runner.episode_returns, runner.episode_timesteps),
+        "train_curve": training_curve(whole.episode_returns, whole.episode_lengths),
         "solve_return": None if solve is None else solve.threshold,
-        "solved_timesteps": None if solve is None else solve.timesteps,
-        "solved_seconds": None if solve is None else solve.seconds,
+        "solved_timesteps": whole.solved_timesteps,
+        "solved_seconds": whole.solved_seconds,
         "stop_reason": reason,
+        **({"resumed_at": whole.resumed_at} if whole.resumed_at else {}),
         **({"video": recorded} if recorded else {}),
         **_evaluation_results(periodic, solve),
     }
@@ -344,8 +351,15 @@ def run_training(
     run_kwargs: dict[str, Any],
     solve: ReturnThreshold | None,
     periodic: PeriodicEvaluation | None,
+    before: int = 0,
 ) -> tuple[float, str]:
-    """``runner.run`` with the callbacks; log and return its wall seconds and why it stopped."""
+    """``runner.run`` with the callbacks; log and return its wall seconds and why it stopped.
+
+    ``before``: timesteps of a resumed run's earlier segments (named in the stop reason).
+    """
+    if (run_kwargs.get("num_timesteps") or 1) <= 0:  # resumed after its last training step
+        log.info("The budget was trained before this segment (%d timesteps)", before)
+        return 0.0, f"budget: {before + run_kwargs['num_timesteps']} timesteps"
     start = time.perf_counter()
     if solve is not None:
         solve.start = start
@@ -353,9 +367,8 @@ def run_training(
     log.info("Training for %s", budget(run_kwargs))
     runner.run(**run_kwargs)
     wall = time.perf_counter() - start
-    reason = stop_reason(
-        runner, run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes"), solve, periodic
-    )
+    limits = run_kwargs.get("num_timesteps"), run_kwargs.get("num_episodes")
+    reason = stop_reason(runner, *limits, solve, periodic, before=before)
     log.info(
         "Stopped after %d timesteps, %d episodes, %.1f s (%.0f steps/s); %s",
         *(runner.timesteps, runner.episodes, wall, runner.timesteps / max(wall, 1e-9), reason),

@@ -461,7 +461,8 @@ def test_hydra_saver_group(tmp_path, option):
     train_cfg(cfg)
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     suffix = persistence.SUFFIXES[option]
-    assert files == ["agent-1" + suffix, "agent-2" + suffix, "checkpoint.json"]
+    state = ["run_state.json"] if option == "checkpoint" else []  # beside full checkpoints
+    assert files == ["agent-1" + suffix, "agent-2" + suffix, "checkpoint.json", *state]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaded = Agent.load(tmp_path / "checkpoints", saver=None)
@@ -504,4 +505,5 @@ def test_train_resumes_from_a_previous_run(compose_cfg, tmp_path):
         f"+resume={tmp_path}",
     )
     results = train(resumed)
-    assert results["timesteps"] == 512  # the remaining budget only
+    assert results["timesteps"] == 1024  # the whole run: 512 before, the remaining 512 now
+    assert results["resumed_at"] == [512]

@@ -117,6 +117,25 @@ class PeriodicEvaluation:
         self.restored = False  # whether ``finish`` put earlier weights back
         self.on_evaluation = on_evaluation
         self.stopped: str | None = None  # why this callback stopped the run
+        self.offset = (0, 0)  # timesteps and episodes before this run (a resumed run's)
+
+    def resume(
+        self,
+        timesteps: int,
+        episodes: int,
+        history: list[tuple[int, float]],
+        best: tuple[int, float] | None,
+        due: int,
+        best_state: dict[str, Any] | None,
+    ) -> None:
+        """Continue an interrupted run's evaluations: its counts so far, what it evaluated.
+
+        ``due`` is when the next evaluation falls (in ``unit``, counted over the whole run);
+        ``best_state`` the best-evaluated weights (None: not kept, ``finish`` keeps the final).
+        """
+        self.offset = (timesteps, episodes)
+        self.history, self.best, self._next = list(history), best, due
+        self._best_state = best_state if self.keep_best else None
 
     def __call__(self, runner: Any, parallel: int) -> bool:
         """Evaluate when due; False (stop the run) once ``stop_return`` is reached."""
@@ -125,12 +144,13 @@ class PeriodicEvaluation:
         mean = self._evaluate(runner)
         if (
             self.on_evaluation is not None
-            and self.on_evaluation(len(self.history), runner.timesteps, mean) is False
+            and self.on_evaluation(len(self.history), self.timesteps(runner), mean) is False
         ):
-            self.stopped = f"stopped by on_evaluation at {runner.timesteps} timesteps (pruned)"
+            at = self.timesteps(runner)
+            self.stopped = f"stopped by on_evaluation at {at} timesteps (pruned)"
         elif self.stop_return is not None and mean >= self.stop_return:
             self.stopped = (
-                f"early stop: the evaluation at {runner.timesteps} timesteps returned "
+                f"early stop: the evaluation at {self.timesteps(runner)} timesteps returned "
                 f"{mean:.2f} >= evaluation.stop_return {self.stop_return:g}"
             )
         return self.stopped is None
@@ -140,18 +160,29 @@ class PeriodicEvaluation:
 
         Returns whether weights other than the final ones were restored.
         """
-        if not self.history or self.history[-1][0] != runner.timesteps:
+        if not self.history or self.history[-1][0] != self.timesteps(runner):
             self._evaluate(runner)
         if not self.keep_best or self._best_state is None:
             return False
-        if self.best is not None and self.best[0] == runner.timesteps:
+        if self.best is not None and self.best[0] == self.timesteps(runner):
             return False  # the final weights are the best
         runner.agent.load_state_dict(self._best_state)
         self.restored = True
         return True
 
+    @property
+    def due(self) -> int:
+        """When the next evaluation falls (in ``unit``, counted over the whole run)."""
+        return int(self._next)
+
+    def timesteps(self, runner: Any) -> int:
+        """Timesteps of the whole run (a resumed run's earlier ones included)."""
+        return self.offset[0] + runner.timesteps
+
     def _count(self, runner: Any) -> int:
-        return runner.episodes if self.unit == "episodes" else runner.timesteps
+        if self.unit == "episodes":
+            return self.offset[1] + runner.episodes
+        return self.timesteps(runner)
 
     def _evaluate(self, runner: Any) -> float:
         """One evaluation: record and log it; remember (and save) the weights if they score best."""
@@ -160,14 +191,15 @@ class PeriodicEvaluation:
         mean = evaluation["return_mean"]
         metrics = {tags.EVAL_RETURN: mean, tags.EVAL_RETURN_STD: evaluation["return_std"]}
         notify_metrics(runner.agent, metrics)  # TensorBoard and MLflow
-        self.history.append((runner.timesteps, mean))
+        timesteps = self.timesteps(runner)
+        self.history.append((timesteps, mean))
         runner.evaluation_returns.append(mean)
-        log.info("Evaluation at %d timesteps: mean return %.2f", runner.timesteps, mean)
+        log.info("Evaluation at %d timesteps: mean return %.2f", timesteps, mean)
         score = None if self.score is None else self.score(runner)
         score = mean if score is None else float(score)
         # A tie goes to the later weights: as good on this evaluation and trained on more data.
         if self.best is None or score >= self.best[1]:
-            self.best = (runner.timesteps, score)
+            self.best = (timesteps, score)
             if self.keep_best:
                 self._best_state = copy.deepcopy(runner.agent.state_dict())
             if self.save_best is not None:
@@ -184,15 +216,23 @@ def chain(*callbacks: Callable[[Any, int], bool] | None) -> Callable[[Any, int],
 
 
 def stop_reason(
-    runner: Any, num_timesteps: int | None, num_episodes: int | None, *callbacks: Any
+    runner: Any,
+    num_timesteps: int | None,
+    num_episodes: int | None,
+    *callbacks: Any,
+    before: int = 0,
 ) -> str:
-    """Why ``runner.run`` ended: the first callback that stopped it, else the budget."""
+    """Why ``runner.run`` ended: the first callback that stopped it, else the budget.
+
+    ``before``: timesteps of a resumed run's earlier segments, so its budget is named as the
+    whole run's (``num_timesteps`` counts this segment's).
+    """
     for callback in callbacks:
         reason = getattr(callback, "stopped", None)
         if reason:
             return reason
     if num_timesteps is not None and runner.timesteps >= num_timesteps:
-        return f"budget: {num_timesteps} timesteps"
+        return f"budget: {num_timesteps + before} timesteps"
     if num_episodes is not None and runner.episodes >= num_episodes:
         return f"budget: {num_episodes} episodes"
     return "the runner ended"

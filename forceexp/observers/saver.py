@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +36,8 @@ class Saver(Observer):
         filename: File name stem.
         format: ``'checkpoint'`` (full state), ``'numpy'`` or ``'hdf5'`` (weights only).
         memory: Include the replay memory of replay-based agents (``'checkpoint'`` format) so
-            a resumed run continues exactly; off by default, which keeps checkpoints small
+            a resumed run continues exactly (agents without one save as usual, so one saver
+            config serves a sweep over agents); off by default, which keeps checkpoints small
             (a 1M-transition CartPole memory is ~50 MB).
     """
 
@@ -73,6 +75,8 @@ class Saver(Observer):
         self.max_checkpoints, self.filename, self.format = max_checkpoints, filename, format
         self.memory = memory
         self.saved: list[str] = []
+        #: called as ``listener(agent, path)`` after each checkpoint (a run's state beside it)
+        self.listeners: list[Callable[[Agent, str], None]] = []
         self._next: float = frequency
         self._snapshot: tuple[int, int, int] = (0, 0, 0)
 
@@ -98,13 +102,14 @@ class Saver(Observer):
         ``max_checkpoints``.
         """
         append = "timesteps" if self.unit == "seconds" else self.unit
-        path = agent.save(
-            self.directory, self.filename, self.format, append=append, memory=self.memory
-        )
+        memory = self.memory and hasattr(agent, "memory_state_dict")  # one saver config, any agent
+        path = agent.save(self.directory, self.filename, self.format, append=append, memory=memory)
         counters = {name: getattr(agent, name) for name in ("timesteps", "episodes", "updates")}
         register(Path(path), self.format, counters, self.max_checkpoints, owner=self.filename)
         self.saved.append(path)
         self.sync(agent)
+        for listener in self.listeners:
+            listener(agent, path)
         return path
 
     def on_observe(
