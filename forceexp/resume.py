@@ -189,6 +189,14 @@ class Segment:
         )
 
     def write(self, timesteps: int) -> None:
-        """Save the state beside the checkpoints (no checkpoint saver: nothing)."""
-        if self.saver is not None:
+        """Save the state beside the checkpoints (no checkpoint saver: nothing).
+
+        A state JSON cannot hold (a non-finite return) is skipped with a warning rather than
+        ending the training; a resume then drops the earlier curve (see ``__init__``).
+        """
+        if self.saver is None:
+            return
+        try:
             self.state(timesteps).save(self.saver.directory)
+        except ValueError as exc:
+            log.warning("run_state.json not written at %d timesteps: %s", timesteps, exc)

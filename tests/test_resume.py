@@ -157,6 +157,10 @@ def test_run_state_round_trip(tmp_path):
     state.save(tmp_path)
     assert RunState.load(tmp_path) == state
     assert RunState.load(tmp_path / "elsewhere") is None
+    state.episode_returns.append(float("nan"))  # not JSON: refused, the old file stays
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        state.save(tmp_path)
+    assert len(RunState.load(tmp_path).episode_returns) == 2
 
 
 def test_benchmark_resume_overrides():
