@@ -180,3 +180,31 @@ def test_benchmark_resume_overrides():
         resumable(parse_args(["--resume"]))
     with pytest.raises(ConfigError, match="--checkpoint-every: 0 is invalid"):
         resumable(parse_args(["--resume", "--out", "x", "--checkpoint-every", "0"]))
+
+
+def test_benchmark_resume_keeps_finished_runs_and_guards_the_grid(tmp_path):
+    """A real two-job multirun, run again: nothing retrained; another grid is refused."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "grid"
+
+    def benchmark(seeds: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "forceexp.benchmark", "--seeds", seeds, "--resume"]
+        command += ["--out", str(out), "--checkpoint-every", "512", "--"]
+        command += ["runner.num_timesteps=1024", "eval_episodes=2"]
+        return subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    first = benchmark("0-1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = {p: p.read_text() for p in sorted(out.glob("*/results.json"))}
+    assert len(results) == 2
+    assert all((p.parent / "checkpoints" / "run_state.json").is_file() for p in results)
+    again = benchmark("0-1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("finished already") == 2
+    assert {p: p.read_text() for p in results} == results
+    assert "cartpole,ppo,0 1," in (out / "results.csv").read_text()
+    other = benchmark("1-2")  # job 0 would be seed 1 in seed 0's folder
+    assert "not of this job" in other.stdout + other.stderr
+    assert {p: p.read_text() for p in results} == results
