@@ -121,7 +121,7 @@ class Segment:
         self.runner: Any = None
         self.solve: ReturnThreshold | None = None
         self.periodic: PeriodicEvaluation | None = None
-        self.start = time.perf_counter()
+        self.start = 0.0  # perf_counter when training starts (``watch``)
 
     def watch(
         self, runner: Any, solve: ReturnThreshold | None, periodic: PeriodicEvaluation | None
