@@ -10,7 +10,6 @@ beside every checkpoint, so the final ``results.json`` describes the whole run.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -70,8 +69,10 @@ def resume_source(
             f"{job_overrides(run)}; rerun with the same grid and overrides, or a fresh folder"
         )
     if finished.is_file():
+        from forceexp.compare import read_job
+
         log.info("resume=auto: %s finished already; its results stand", output_dir)
-        return None, json.loads(finished.read_text())
+        return None, read_job(finished)[1]  # a damaged file is named, not a traceback
     return (directory if (directory / INDEX).is_file() else None), None
 
 

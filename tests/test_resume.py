@@ -99,6 +99,9 @@ def test_auto_resume_refuses_another_jobs_folder(compose_cfg, tmp_path):
     with pytest.raises(ConfigError, match=r"holds the run of \['seed=1'\], not of this job"):
         resume_source(cfg, tmp_path, job("seed=0", "+resume=auto"))
     assert resume_source(cfg, tmp_path, job("seed=1", "+resume=auto")) == (None, None)
+    (tmp_path / "results.json").write_text('{"eval_return_mean": 1')  # the finished run's, cut
+    with pytest.raises(ConfigError, match="cannot read the run's files"):
+        resume_source(cfg, tmp_path, job("seed=1", "+resume=auto"))
     (tmp_path / "checkpoints" / "run_state.json").unlink()
     (tmp_path / "results.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"without .*run_state\.json"):
@@ -133,6 +136,9 @@ def test_auto_resume_starts_afresh_in_an_empty_folder(compose_cfg, tmp_path):
         ('{"timesteps": 3}', "no 'overrides'"),
         ("[1, 2]", "expected a JSON object"),
         ("{not json", "unreadable"),
+        ('{"overrides": ["a"], "episode_returns": [1.0, 2', "unreadable"),  # truncated
+        ("[" * 100_000 + "]" * 100_000, "unreadable \\(RecursionError: "),  # nested too deep
+        ('{"overrides": [], "wall_seconds": 1e999}', "wall_seconds=inf"),  # not finite
     ],
 )
 def test_run_state_is_checked_on_read(tmp_path, text, error):

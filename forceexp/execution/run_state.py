@@ -74,8 +74,8 @@ class RunState:
             return None
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{path}: unreadable ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+            raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {exc})") from None
         if not isinstance(data, dict):
             raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
