@@ -417,9 +417,8 @@ class FastTD:
         self._cursor = 0
         self._following = None
         if phase is not None and not self.agent.double_q:
-            self._following = self._bootstrap(
-                self.target.infer(self._flat(phase.next_states).numpy()), phase
-            )
+            q_next = self.target.forward(self._flat(phase.next_states), keep=False)
+            self._following = self._bootstrap(q_next.numpy(), phase)
 
     def _bootstrap(self, q_next: np.ndarray, batch: ReplaySample) -> np.ndarray:
         """The max over the allowed actions of the target's Q values ``(B, n)`` (not double Q)."""
@@ -472,20 +471,21 @@ class FastTD:
         taken = q[rows, actions]
         td = taken - agent.td_target(batch.rewards.numpy(), batch.discounts.numpy(), following)
         weights = batch.weights.numpy()
-        if agent.loss == "huber":
-            loss = np.where(np.abs(td) <= 1.0, 0.5 * td * td, np.abs(td) - 0.5)
-            slope = np.clip(td, -1.0, 1.0)
+        if agent.loss == "huber":  # slope clip(td, -1, 1); loss 0.5 td^2 inside, |td| - 0.5 out
+            slope = np.minimum(np.maximum(td, -1.0), 1.0)
+            loss = slope * (td - 0.5 * slope)
         else:
             loss, slope = td * td, 2.0 * td
         grad = self.online.grad_out().numpy()
         grad.fill(0.0)
-        grad[rows, actions] = weights * slope / len(td)
+        size = len(td)
+        grad[rows, actions] = weights * slope / size
         self.online.backward()
         norm, _ = self.optimizer.clip_grad_norm(agent.max_grad_norm)
         self.optimizer.step()
         error = np.abs(td)
-        stats = np.array([(weights * loss).mean(), taken.mean(), error.mean(), norm], np.float32)
-        return torch.from_numpy(stats), torch.from_numpy(error)
+        stats = [np.dot(weights, loss) / size, taken.sum() / size, error.sum() / size, norm]
+        return torch.from_numpy(np.array(stats, np.float32)), torch.from_numpy(error)
 
 
 def _default_exploration(horizon: int | None) -> Any:

@@ -180,8 +180,9 @@ def check_finite_rewards(rewards: np.ndarray, slots: np.ndarray, timestep: int) 
     Raises:
         ConfigError: a reward is NaN or infinite (or overflows float32).
     """
-    bad = np.flatnonzero(~np.isfinite(rewards))
-    if len(bad):
+    finite = np.isfinite(rewards)
+    if not np.logical_and.reduce(finite, axis=None):  # .all() adds a Python layer
+        bad = np.flatnonzero(~finite)
         index = int(bad[0])
         raise ConfigError(
             message(

@@ -43,7 +43,7 @@ class ReplaySample(NamedTuple):
         """Transitions ``start:stop`` of this sample (views): one batch of a phase's sample."""
 
         def part(group: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-            return {name: x[start:stop] for name, x in group.items()}
+            return {name: x[start:stop] for name, x in group.items()} if group else group
 
         return ReplaySample(
             states=part(self.states),
@@ -129,6 +129,13 @@ class ReplayMemory:
             key: np.zeros((capacity, *shape), dtype=dtype)
             for key, (shape, dtype) in self._specs.items()
         }
+        #: (storage key, group, name, error path, shape, dtype) per component, made once
+        self._plan = [
+            (key, *key.split("/", 1), f"memory.add.{key.replace('/', '.')}", shape, dtype)
+            for key, (shape, dtype) in self._specs.items()
+        ]
+        self._all_true: dict[tuple[int, ...], np.ndarray] = {}  # read-only absent masks
+        self._discounts = np.array([self.discount, 0.0, self.discount], np.float32)
         self.storage["rewards"] = np.zeros(capacity, dtype=np.float32)
         self.storage["discounts"] = np.zeros(capacity, dtype=np.float32)
         self.position = self.size = 0
@@ -210,7 +217,7 @@ class ReplayMemory:
         given.update(internals=internals or {}, next_internals=next_internals or {})
         fields = self._fields(given, batch)
         if self._windows is None:  # n_step == 1: every step is a transition (vectorised)
-            discounts = np.where(terminals == 1, 0.0, self.discount).astype(np.float32)
+            discounts = self._discounts[terminals]  # 0.0 where terminated (1)
             self._write({**fields, "rewards": rewards, "discounts": discounts})
             return
         nexts = {k: fields.pop(k) for k in list(fields) if k.startswith("next_")}
@@ -221,16 +228,19 @@ class ReplayMemory:
     def _fields(self, given: dict[str, Mapping[str, Array]], batch: int) -> dict[str, np.ndarray]:
         """Convert and check every stored component; absent masks become all-True."""
         fields = {}
-        for key, (shape, dtype) in self._specs.items():
-            group, name = key.split("/", 1)
+        for key, group, name, path, shape, dtype in self._plan:
             value = given[group].get(name)
             if value is None and group.endswith("masks"):
-                value = np.ones((batch, *shape), dtype=bool)
+                value = self._all_true.get((batch, *shape))
+                if value is None:
+                    value = np.ones((batch, *shape), dtype=bool)
+                    value.flags.writeable = False
+                    self._all_true[value.shape] = value
             elif value is None:
                 raise ConfigError(
                     f"memory.add.{group}: missing {name!r}; got {sorted(given[group])}"
                 )
-            fields[key] = _batch(f"memory.add.{key.replace('/', '.')}", value, shape, dtype, batch)
+            fields[key] = _batch(path, value, shape, dtype, batch)
         return fields
 
     def _write(self, fields: dict[str, np.ndarray]) -> None:
@@ -239,8 +249,9 @@ class ReplayMemory:
         Only the newest ``capacity`` are written when ``E`` exceeds it.
         """
         count = len(fields["rewards"])
-        keep = slice(max(count - self.capacity, 0), count)
-        count = min(count, self.capacity)
+        if count > self.capacity:
+            fields = {key: value[count - self.capacity :] for key, value in fields.items()}
+            count = self.capacity
         if count == 0:
             return
         end = self.position + count
@@ -248,7 +259,7 @@ class ReplayMemory:
         if end > self.capacity:
             rows = np.arange(self.position, end) % self.capacity
         for key, value in fields.items():
-            self.storage[key][rows] = value[keep]
+            self.storage[key][rows] = value
         if self._tree is not None:
             self._tree.update(rows, self.max_priority)
         self.position = end % self.capacity
