@@ -113,6 +113,36 @@ def test_n_step_targets_match_hand_computed_values(n_step):
     assert batch.next_masks["action"].all()  # missing masks are stored all-True
 
 
+@pytest.mark.parametrize("n_step", [1, 3])
+def test_absent_masks_are_all_true_and_given_masks_after_them_are_kept(n_step):
+    """Absent masks share one read-only all-True array per batch size; stored rows are copies,
+    so masks given later (and rows written over) never leak into it."""
+    memory = scalar_memory(n_step=n_step, sampling="recent", capacity=8)
+    slots = np.array([0, 1])
+    for t in range(12):  # odd steps come with the mask [False, True], even steps without
+        states = np.array([t, 100 + t], dtype=np.float32)
+        masks = {"action": np.array([[False, True]] * 2)} if t % 2 else {}
+        actions = {"action": np.array([1, 1])}
+        terminals = np.array([int(t % 5 == 4), 0])
+        memory.add(
+            slots,
+            {"state": states},
+            masks,
+            actions,
+            np.ones(2),
+            terminals,
+            {"state": states + 1},
+            {},
+        )
+    shared = memory._all_true[(2, 2)]
+    assert not shared.flags.writeable and shared.all()
+    batch = memory.sample(len(memory))
+    odd = (batch.states["state"].numpy() % 100) % 2 == 1
+    assert odd.any() and (~odd).any()
+    assert not batch.masks["action"][odd, 0].numpy().any()
+    assert batch.masks["action"][~odd].numpy().all() and batch.next_masks["action"].numpy().all()
+
+
 def test_pending_windows_emit_nothing_until_complete_and_clear_pending_drops_them():
     memory = scalar_memory(n_step=3, sampling="recent")
     add_steps(memory, [(0, 0), (1, 0)])
