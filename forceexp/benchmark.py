@@ -8,7 +8,8 @@ return beside it, wall time and timesteps), ``aggregate.md`` (over environments,
 normalized from a random policy's return (0) to the Zoo's (1): IQM with CI, probability of
 improvement between agents, and a performance profile) and one learning-curve PNG per
 environment (training return, rolling mean of 100 episodes, mean and range over seeds).
-``--collect DIR`` rebuilds the reports from a finished sweep folder without running anything.
+``--collect DIR`` rebuilds the reports from a finished sweep folder without running anything;
+``--status DIR`` lists how far each of its jobs got.
 ``--resume --out DIR`` runs the same grid again into DIR: finished runs stand, runs that were
 interrupted (a killed session, a preempted machine) continue from their newest checkpoint, and
 each ``results.json`` covers its whole run (``forceexp.resume``).
@@ -127,6 +128,12 @@ def sweep_command(
     return command + list(overrides)
 
 
+def _choices(overrides: Sequence[str]) -> tuple[str, str, int]:
+    """A job's env, agent and seed from its Hydra overrides (train.py's defaults otherwise)."""
+    chosen = dict(o.split("=", 1) for o in overrides if "=" in o)
+    return chosen.get("env", "cartpole"), chosen.get("agent", "ppo"), int(chosen.get("seed", 0))
+
+
 def collect(directory: Path) -> list[Run]:
     """Every run below ``directory`` that wrote ``results.json``, with its env/agent/seed."""
     runs = []
@@ -134,17 +141,82 @@ def collect(directory: Path) -> list[Run]:
         overrides, results = read_job(results_file)
         if overrides is None:  # not a Hydra job folder
             continue
-        chosen = dict(o.split("=", 1) for o in overrides if "=" in o)
-        runs.append(
-            Run(
-                env=chosen.get("env", "cartpole"),
-                agent=chosen.get("agent", "ppo"),
-                seed=int(chosen.get("seed", 0)),
-                results=results,
-                directory=results_file.parent,
-            )
-        )
+        env, agent, seed = _choices(overrides)
+        runs.append(Run(env, agent, seed, results, results_file.parent))
     return runs
+
+
+def grid_status(directory: Path) -> list[str]:
+    """One line per job folder below ``directory``: finished, checkpointed (how far) or started.
+
+    For grids that run over several sessions (``--resume``): what is done and what is left,
+    read from each job's ``results.json`` or the ``run_state.json`` of its newest checkpoint.
+
+    Raises:
+        ConfigError: no job folder below ``directory``; a job's files are malformed (named).
+    """
+    import yaml
+
+    from forceexp.execution.run_state import FILE, RunState
+    from forceexp.resume import BEST
+
+    lines = []
+    jobs = [path.parent.parent for path in Path(directory).rglob(".hydra/overrides.yaml")]
+    for job in sorted(jobs, key=_job_order):
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        results_file = job / "results.json"
+        if results_file.is_file():
+            overrides, results = read_job(results_file)
+        else:
+            overrides, results = _overrides(overrides_file), None
+        env, agent, seed = _choices(overrides or [])
+        name = f"{job.relative_to(directory)}: {agent} {env} seed {seed}"
+        if results is not None:
+            score = results.get("eval_return_mean")
+            lines.append(
+                f"{name}: finished, eval {score:.1f} after {results.get('timesteps'):,} "
+                f"timesteps, {results.get('wall_seconds', 0.0):,.0f} s"
+            )
+            continue
+        states = [p.parent for p in job.rglob(FILE) if p.parent.name != BEST]
+        state = RunState.load(states[0]) if states else None
+        if state is None:
+            lines.append(f"{name}: started, no checkpoint yet")
+            continue
+        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
+        budget = (config or {}).get("runner", {}).get("num_timesteps")
+        of = f" of {budget:,} ({state.timesteps / budget:.0%})" if isinstance(budget, int) else ""
+        lines.append(
+            f"{name}: checkpoint at {state.timesteps:,} timesteps{of}, "
+            f"{state.wall_seconds:,.0f} s trained in {len(state.resumed_at) + 1} segment(s)"
+        )
+    if not lines:
+        raise ConfigError(
+            f"benchmark --status: no job folder (.hydra/overrides.yaml) below {directory}"
+        )
+    return lines
+
+
+def _job_order(job: Path) -> tuple[str, int, int | str]:
+    """Job folders in grid order: numbered ones by number (2 before 10), then by name."""
+    return (
+        (str(job.parent), 0, int(job.name))
+        if job.name.isdigit()
+        else (str(job.parent), 1, job.name)
+    )
+
+
+def _overrides(path: Path) -> list[str]:
+    """A job's ``.hydra/overrides.yaml`` as a list of strings (ConfigError naming the file)."""
+    import yaml
+
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(message(str(path), overrides, "a list of override strings"))
+    return overrides
 
 
 def cells(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:
@@ -346,6 +418,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="default outputs/benchmark/<date_time>")
     parser.add_argument("--collect", default=None, help="only report on this sweep folder")
     parser.add_argument(
+        "--status",
+        default=None,
+        help="only list the job folders of this sweep: finished, checkpointed (how far), started",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="rerun the grid into --out: finished runs stand, interrupted ones continue from "
@@ -392,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the grid (unless ``--collect``), then write and print the reports."""
     args = parse_args(argv)
     try:
+        if args.status is not None:
+            print("\n".join(grid_status(Path(args.status))))
+            return 0
         if args.collect is not None:
             directory = Path(args.collect)
             command = f"python -m forceexp.benchmark --collect {directory}"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from forceexp.benchmark import parse_args, resumable
+from forceexp.benchmark import grid_status, parse_args, resumable
 from forceexp.errors import CheckpointError, ConfigError
 from forceexp.execution.run_state import RunState
 from forceexp.observers.run_info import RunInfo
@@ -64,6 +64,11 @@ def test_a_killed_run_continues_and_reports_the_whole_run(tmp_path):
     assert not (tmp_path / "results.json").exists()
     killed = RunState.load(tmp_path / "checkpoints")
     assert killed is not None and 12_000 <= killed.timesteps < BUDGET
+    (line,) = grid_status(tmp_path)  # what `benchmark --status` prints for the folder
+    assert (
+        f"ppo cartpole seed 0: checkpoint at {killed.timesteps:,} timesteps of {BUDGET:,}" in line
+    )
+    assert "in 1 segment(s)" in line
 
     subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     results = json.loads((tmp_path / "results.json").read_text())
@@ -80,6 +85,8 @@ def test_a_killed_run_continues_and_reports_the_whole_run(tmp_path):
     assert all(b - a >= 5000 for a, b in itertools.pairwise(steps[:-1]))  # last: the final
     best = max(results["evaluations"], key=lambda e: (e["return_mean"], e["timesteps"]))
     assert results["best_eval_timesteps"] == best["timesteps"]
+    (line,) = grid_status(tmp_path)
+    assert f"finished, eval {results['eval_return_mean']:.1f} after {BUDGET:,} timesteps" in line
 
     # a finished run is not trained again
     again = subprocess.run(
@@ -211,6 +218,30 @@ def test_benchmark_resume_keeps_finished_runs_and_guards_the_grid(tmp_path):
     assert (again.stdout + again.stderr).count("finished already") == 2
     assert {p: p.read_text() for p in results} == results
     assert "cartpole,ppo,0 1," in (out / "results.csv").read_text()
+    status = subprocess.run(
+        [sys.executable, "-m", "forceexp.benchmark", "--status", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
+    assert [line.split(", eval")[0] for line in status] == [
+        "0: ppo cartpole seed 0: finished",
+        "1: ppo cartpole seed 1: finished",
+    ]
     other = benchmark("1-2")  # job 0 would be seed 1 in seed 0's folder
     assert "not of this job" in other.stdout + other.stderr
     assert {p: p.read_text() for p in results} == results
+
+
+def test_benchmark_status_names_what_it_cannot_read(tmp_path):
+    with pytest.raises(ConfigError, match="no job folder"):
+        grid_status(tmp_path)
+    job = tmp_path / "3" / ".hydra"
+    job.mkdir(parents=True)
+    (job / "overrides.yaml").write_text("seed: [\n")
+    with pytest.raises(ConfigError, match=str(job / "overrides.yaml")):
+        grid_status(tmp_path)
+    (job / "overrides.yaml").write_text("- agent=dqn\n- seed=3\n")
+    assert grid_status(tmp_path) == ["3: dqn cartpole seed 3: started, no checkpoint yet"]
