@@ -185,10 +185,15 @@ def grid_status(directory: Path) -> list[str]:
             continue
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         budget = (config or {}).get("runner", {}).get("num_timesteps")
-        of = f" of {budget:,} ({state.timesteps / budget:.0%})" if isinstance(budget, int) else ""
+        of = left = ""
+        if isinstance(budget, int) and budget > 0:
+            of = f" of {budget:,} ({state.timesteps / budget:.0%})"
+            if state.timesteps:  # at this run's pace so far
+                seconds = (budget - state.timesteps) * state.wall_seconds / state.timesteps
+                left = f"; ~{seconds / 3600:.1f} h left"
         lines.append(
             f"{name}: checkpoint at {state.timesteps:,} timesteps{of}, "
-            f"{state.wall_seconds:,.0f} s trained in {len(state.resumed_at) + 1} segment(s)"
+            f"{state.wall_seconds:,.0f} s trained in {len(state.resumed_at) + 1} segment(s){left}"
         )
     if not lines:
         raise ConfigError(

@@ -68,7 +68,7 @@ def test_a_killed_run_continues_and_reports_the_whole_run(tmp_path):
     assert (
         f"ppo cartpole seed 0: checkpoint at {killed.timesteps:,} timesteps of {BUDGET:,}" in line
     )
-    assert "in 1 segment(s)" in line
+    assert "in 1 segment(s); ~" in line and line.endswith(" h left")
 
     subprocess.run(command, cwd=tmp_path, env=env, check=True, capture_output=True, timeout=300)
     results = json.loads((tmp_path / "results.json").read_text())
