@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from forceexp.compare import read_job
-from forceexp.errors import ConfigError, message
+from forceexp.errors import CheckpointError, ConfigError, message
 from forceexp.statistics import (
     normalized,
     performance_profile,
@@ -155,8 +155,6 @@ def grid_status(directory: Path) -> list[str]:
     Raises:
         ConfigError: no job folder below ``directory``; a job's files are malformed (named).
     """
-    import yaml
-
     from forceexp.execution.run_state import FILE, RunState
     from forceexp.resume import BEST
 
@@ -172,21 +170,24 @@ def grid_status(directory: Path) -> list[str]:
         env, agent, seed = _choices(overrides or [])
         name = f"{job.relative_to(directory)}: {agent} {env} seed {seed}"
         if results is not None:
-            score = results.get("eval_return_mean")
+            score, steps = results.get("eval_return_mean"), results.get("timesteps")
             lines.append(
-                f"{name}: finished, eval {score:.1f} after {results.get('timesteps'):,} "
-                f"timesteps, {results.get('wall_seconds', 0.0):,.0f} s"
+                f"{name}: finished, eval {_number(score, '.1f')} after {_number(steps, ',')} "
+                f"timesteps, {_number(results.get('wall_seconds'), ',.0f')} s"
             )
             continue
         states = [p.parent for p in job.rglob(FILE) if p.parent.name != BEST]
-        state = RunState.load(states[0]) if states else None
+        try:
+            state = RunState.load(states[0]) if states else None
+        except CheckpointError as exc:  # listed, so that the other jobs still are
+            lines.append(f"{name}: checkpoint unreadable ({exc})")
+            continue
         if state is None:
             lines.append(f"{name}: started, no checkpoint yet")
             continue
-        config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
-        budget = (config or {}).get("runner", {}).get("num_timesteps")
+        budget = _budget(job / ".hydra" / "config.yaml")
         of = left = ""
-        if isinstance(budget, int) and budget > 0:
+        if budget is not None and budget > 0:
             of = f" of {budget:,} ({state.timesteps / budget:.0%})"
             if state.timesteps:  # at this run's pace so far
                 seconds = (budget - state.timesteps) * state.wall_seconds / state.timesteps
@@ -200,6 +201,24 @@ def grid_status(directory: Path) -> list[str]:
             f"benchmark --status: no job folder (.hydra/overrides.yaml) below {directory}"
         )
     return lines
+
+
+def _number(value: Any, spec: str) -> str:
+    """``value`` formatted by ``spec``, or ``?`` when a results file lacks it."""
+    return format(value, spec) if isinstance(value, int | float) else "?"
+
+
+def _budget(config_file: Path) -> int | None:
+    """``runner.num_timesteps`` of a job's composed config (None when absent or unreadable)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load(config_file.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    runner = config.get("runner") if isinstance(config, dict) else None
+    budget = runner.get("num_timesteps") if isinstance(runner, dict) else None
+    return budget if isinstance(budget, int) else None
 
 
 def _job_order(job: Path) -> tuple[str, int, int | str]:

@@ -245,3 +245,18 @@ def test_benchmark_status_names_what_it_cannot_read(tmp_path):
         grid_status(tmp_path)
     (job / "overrides.yaml").write_text("- agent=dqn\n- seed=3\n")
     assert grid_status(tmp_path) == ["3: dqn cartpole seed 3: started, no checkpoint yet"]
+    checkpoints = tmp_path / "3" / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "run_state.json").write_text('{"overrides": [], "timesteps": "many"}')
+    (line,) = grid_status(tmp_path)  # a damaged state is listed, not raised: others still show
+    assert (
+        line.startswith("3: dqn cartpole seed 3: checkpoint unreadable (") and "timesteps" in line
+    )
+    RunState(["agent=dqn", "seed=3"], timesteps=500, wall_seconds=10.0).save(checkpoints)
+    assert grid_status(tmp_path) == [  # no composed config.yaml: no budget, no time left
+        "3: dqn cartpole seed 3: checkpoint at 500 timesteps, 10 s trained in 1 segment(s)"
+    ]
+    (tmp_path / "3" / "results.json").write_text('{"eval_return_mean": 12.5}')
+    assert grid_status(tmp_path) == [
+        "3: dqn cartpole seed 3: finished, eval 12.5 after ? timesteps, ? s"
+    ]
