@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from forceexp.compare import read_job
+from forceexp.compare import read_job, read_overrides
 from forceexp.errors import CheckpointError, ConfigError, message
 from forceexp.statistics import (
     normalized,
@@ -166,8 +166,8 @@ def grid_status(directory: Path) -> list[str]:
         if results_file.is_file():
             overrides, results = read_job(results_file)
         else:
-            overrides, results = _overrides(overrides_file), None
-        env, agent, seed = _choices(overrides or [])
+            overrides, results = read_overrides(overrides_file), None
+        env, agent, seed = _choices(overrides or [])  # found through its overrides file
         name = f"{job.relative_to(directory)}: {agent} {env} seed {seed}"
         if results is not None:
             score, steps = results.get("eval_return_mean"), results.get("timesteps")
@@ -228,19 +228,6 @@ def _job_order(job: Path) -> tuple[str, int, int | str]:
         if job.name.isdigit()
         else (str(job.parent), 1, job.name)
     )
-
-
-def _overrides(path: Path) -> list[str]:
-    """A job's ``.hydra/overrides.yaml`` as a list of strings (ConfigError naming the file)."""
-    import yaml
-
-    try:
-        overrides = yaml.safe_load(path.read_text()) or []
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
-        raise ConfigError(message(str(path), overrides, "a list of override strings"))
-    return overrides
 
 
 def cells(runs: list[Run]) -> dict[tuple[str, str], list[Run]]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from forceexp import tags
-from forceexp.errors import ConfigError
+from forceexp.errors import ConfigError, brief, message
 from forceexp.observers.tracker import DEFAULT_STORE, OVERRIDES_TAG, SEED_TAG, SWEEP_TAG, store_uri
 from forceexp.statistics import stratified_bootstrap
 
@@ -131,6 +131,23 @@ def render(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def read_overrides(path: Path) -> list[str]:
+    """A job's ``.hydra/overrides.yaml`` as a list of strings.
+
+    Raises:
+        ConfigError: the file is unreadable or not a list of strings (the message names it).
+    """
+    import yaml
+
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(message(str(path), overrides, "a list of override strings"))
+    return overrides
+
+
 def read_job(results_file: Path) -> tuple[list[str] | None, dict[str, Any]]:
     """A run folder's Hydra overrides (None without ``.hydra/overrides.yaml``) and results.
 
@@ -138,24 +155,14 @@ def read_job(results_file: Path) -> tuple[list[str] | None, dict[str, Any]]:
         ConfigError: ``results.json`` or the overrides file is unreadable or malformed (the
             message names the file).
     """
-    import yaml
-
-    overrides_file = results_file.parent / ".hydra" / "overrides.yaml"
     try:
         results = json.loads(results_file.read_text())
-        overrides = (
-            yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else None
-        )
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{results_file.parent}: cannot read the run's files ({exc})") from exc
-    if not isinstance(results, dict) or not (
-        overrides is None or all(isinstance(o, str) for o in overrides)
-    ):
-        raise ConfigError(
-            f"{results_file.parent}: results.json must hold an object and overrides.yaml a "
-            "list of strings"
-        )
-    return overrides, results
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{results_file}: cannot read the run's files ({exc})") from exc
+    if not isinstance(results, dict):
+        raise ConfigError(message(str(results_file), brief(results), "a JSON object"))
+    overrides_file = results_file.parent / ".hydra" / "overrides.yaml"
+    return (read_overrides(overrides_file) if overrides_file.is_file() else None), results
 
 
 def sweep_jobs(sweep: Path) -> list[tuple[str, str, dict]]:
